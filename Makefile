@@ -1,0 +1,55 @@
+# convosd: set-up, run and test. The README's first two commands are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CONVOS := node_modules/@xmtp/convos-cli/bin/run.js
+# A local run keeps its socket and state under the repo unless told otherwise.
+RUN_STATE ?= $(CURDIR)/.state
+RUN_SOCKET ?= $(CURDIR)/.run/convosd.sock
+
+.PHONY: help setup run test lint typecheck unit clean
+
+help:
+	@echo "make run    set everything up and start convosd in the foreground"
+	@echo "make test   set everything up and run ruff, mypy and the whole test suite"
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The CLI probe of CONTRACT section 1: `convos identity list --json` must exit 0.
+setup: $(VENV)/.installed node_modules/.installed
+	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
+	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \
+	     node $(CONVOS) identity list --json >/dev/null; then \
+	    echo "convos CLI: $$(CONVOS_SKIP_NEW_VERSION_CHECK=true node $(CONVOS) --version) works"; \
+	  else echo "convos CLI probe failed: 'convos identity list --json' did not exit 0" >&2; exit 1; fi
+
+run: setup
+	mkdir -p $(dir $(RUN_SOCKET))
+	CONVOSD_CLI="node $(CURDIR)/$(CONVOS)" $(VENV)/bin/convosd \
+	  --state-dir $(RUN_STATE) --socket $(RUN_SOCKET) $(ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: setup lint typecheck unit
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

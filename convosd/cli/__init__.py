@@ -1,0 +1,17 @@
+"""The boundary to the ``convos`` CLI: argv (argv.py), output parsing (output.py), output
+models (models.py), process running (runner.py) and the operations (adapter.py)."""
+
+from convosd.cli.adapter import CliSetup, ConvosCli, check_version
+from convosd.cli.argv import ArgvBuilder, Invocation
+from convosd.cli.runner import CliResult, CliRunner, SpawnSpec
+
+__all__ = [
+    "ArgvBuilder",
+    "CliResult",
+    "CliRunner",
+    "CliSetup",
+    "ConvosCli",
+    "Invocation",
+    "SpawnSpec",
+    "check_version",
+]

@@ -1,0 +1,315 @@
+"""The convos CLI adapter: one method per operation convosd needs.
+
+This module and its siblings are the only code that knows the CLI's argv and output. Each
+method runs one command, raises the :mod:`convosd.errors` exception that matches a failure,
+and returns a validated model of the output. The long-lived commands are not run here: the
+adapter hands the supervisor their :class:`~convosd.cli.runner.SpawnSpec`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from convosd import errors
+from convosd.cli import models
+from convosd.cli.argv import ArgvBuilder, Direction, Env, Invocation, Permissions
+from convosd.cli.output import NoJsonOutput, classify, last_json
+from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
+
+M = TypeVar("M", bound=BaseModel)
+
+#: CONTRACT section 0: convosd drives the 0.10.x CLI only.
+SUPPORTED_SERIES = (0, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class CliSetup:
+    """Everything needed to run the CLI for one instance."""
+
+    executable: tuple[str, ...]
+    env: Env
+    convos_home: Path
+    state_dir: Path
+    passthrough: tuple[str, ...]
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "cli.env"
+
+    @property
+    def process_home(self) -> Path:
+        return self.state_dir / "home"
+
+    def prepare(self) -> None:
+        """Create the directories and the env file the CLI needs (it fails without it)."""
+        for directory in (self.state_dir, self.process_home, self.convos_home):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.env_file.exists():
+            fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(
+                    "# Written by convosd. The daemon passes --env and a clean environment;\n"
+                    "# this file only exists because the CLI requires its --env-file.\n"
+                )
+
+
+_IDENTITY_LIST = TypeAdapter(list[models.IdentityEntry])
+_CONVERSATION_LIST = TypeAdapter(list[models.ConversationSummary])
+_MEMBERS = TypeAdapter(list[models.Member])
+_MESSAGES = TypeAdapter(list[models.CliMessage])
+_JOIN = TypeAdapter(models.JoinResult)
+
+
+class ConvosCli:
+    """The operations of one instance's CLI. All methods are coroutines."""
+
+    def __init__(
+        self, setup: CliSetup, *, timeout_s: float = 60.0, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self.setup = setup
+        self.timeout_s = timeout_s
+        self.argv = ArgvBuilder(env=setup.env, env_file=setup.env_file)
+        env = child_environment(
+            env=setup.env,
+            convos_home=setup.convos_home,
+            process_home=setup.process_home,
+            passthrough=setup.passthrough,
+            parent=os.environ if environ is None else environ,
+        )
+        self.runner = CliRunner(setup.executable, env, setup.state_dir)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _run(self, invocation: Invocation, timeout_s: float | None = None) -> CliResult:
+        result = await self.runner.run(invocation, timeout_s=timeout_s or self.timeout_s)
+        if result.exit_code != 0:
+            raise classify(invocation.command, result.exit_code, result.stderr)
+        return result
+
+    async def _json(self, invocation: Invocation, timeout_s: float | None = None) -> Any:
+        result = await self._run(invocation, timeout_s)
+        try:
+            return last_json(result.stdout)
+        except NoJsonOutput:
+            raise errors.CliFailed(
+                f"convos {invocation.command.replace(':', ' ')} printed no JSON",
+                cli_message=result.stdout[-500:] or None,
+                exit_code=0,
+            ) from None
+
+    @staticmethod
+    def _validate(
+        invocation: Invocation, adapter: TypeAdapter[Any] | type[BaseModel], value: Any
+    ) -> Any:
+        try:
+            if isinstance(adapter, TypeAdapter):
+                return adapter.validate_python(value)
+            return adapter.model_validate(value)
+        except ValidationError as exc:
+            raise errors.CliFailed(
+                f"convos {invocation.command.replace(':', ' ')} printed an unexpected shape",
+                cli_message=_summarise(exc),
+                exit_code=0,
+            ) from None
+
+    async def _model(
+        self, invocation: Invocation, model: type[M], timeout_s: float | None = None
+    ) -> M:
+        value = await self._json(invocation, timeout_s)
+        result: M = self._validate(invocation, model, value)
+        return result
+
+    async def _list(self, invocation: Invocation, adapter: TypeAdapter[Any]) -> Any:
+        value = await self._json(invocation)
+        # Empty lists come as {"message": "...", "count": 0}, not [].
+        if isinstance(value, dict) and value.get("count") == 0:
+            return []
+        return self._validate(invocation, adapter, value)
+
+    def long_lived(self, invocation: Invocation) -> SpawnSpec:
+        return self.runner.spec(invocation)
+
+    def stream_spec(self, conversation_id: str) -> SpawnSpec:
+        return self.long_lived(self.argv.stream(conversation_id))
+
+    def join_requests_spec(self, conversation_id: str) -> SpawnSpec:
+        return self.long_lived(self.argv.process_join_requests_watch(conversation_id))
+
+    # --- version and identity -----------------------------------------------------------
+
+    async def version(self) -> models.CliVersion:
+        invocation = ArgvBuilder.version()
+        result = await self._run(invocation, timeout_s=min(self.timeout_s, 30.0))
+        try:
+            return models.CliVersion.parse(result.stdout)
+        except ValueError as exc:
+            raise errors.CliFailed(
+                "convos --version printed no version", cli_message=str(exc), exit_code=0
+            ) from None
+
+    async def probe(self) -> list[models.IdentityEntry]:
+        """CONTRACT section 1: the CLI works when ``identity list --json`` exits 0."""
+        return await self.identity_list()
+
+    async def identity_list(self) -> list[models.IdentityEntry]:
+        result: list[models.IdentityEntry] = await self._list(
+            self.argv.identity_list(), _IDENTITY_LIST
+        )
+        return result
+
+    async def reset(self) -> models.ResetResult:
+        return await self._model(self.argv.reset(), models.ResetResult)
+
+    # --- conversations ------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        name: str | None = None,
+        profile_name: str | None = None,
+        description: str | None = None,
+        image_url: str | None = None,
+        permissions: Permissions | None = None,
+    ) -> models.CreateResult:
+        invocation = self.argv.create(
+            name=name,
+            profile_name=profile_name,
+            description=description,
+            image_url=image_url,
+            permissions=permissions,
+        )
+        return await self._model(invocation, models.CreateResult)
+
+    async def join(
+        self,
+        slug: str,
+        *,
+        profile_name: str | None = None,
+        timeout_s: int = 60,
+        no_wait: bool = False,
+    ) -> models.JoinJoined | models.JoinWaiting:
+        invocation = self.argv.join(
+            slug, profile_name=profile_name, timeout_s=timeout_s, no_wait=no_wait
+        )
+        # The CLI waits up to timeout_s itself; our limit leaves it room to say "timeout".
+        value = await self._json(invocation, timeout_s=max(self.timeout_s, timeout_s + 30))
+        result: models.JoinJoined | models.JoinWaiting = self._validate(invocation, _JOIN, value)
+        return result
+
+    async def inspect_invite(self, invite: str) -> models.InviteInfo:
+        return await self._model(self.argv.inspect_invite(invite), models.InviteInfo)
+
+    async def list_conversations(
+        self, *, sync: bool = False, include_inactive: bool = False
+    ) -> list[models.ConversationSummary]:
+        invocation = self.argv.list_conversations(sync=sync, include_inactive=include_inactive)
+        result: list[models.ConversationSummary] = await self._list(invocation, _CONVERSATION_LIST)
+        return result
+
+    # --- one conversation ---------------------------------------------------------------
+
+    async def invite(
+        self, conversation_id: str, *, expires_in_s: int | None = None, single_use: bool = False
+    ) -> models.InviteResult:
+        invocation = self.argv.invite(
+            conversation_id, expires_in_s=expires_in_s, single_use=single_use
+        )
+        return await self._model(invocation, models.InviteResult)
+
+    async def info(self, conversation_id: str) -> models.ConversationInfo:
+        return await self._model(self.argv.info(conversation_id), models.ConversationInfo)
+
+    async def members(self, conversation_id: str) -> list[models.Member]:
+        result: list[models.Member] = await self._list(self.argv.members(conversation_id), _MEMBERS)
+        return result
+
+    async def profiles(self, conversation_id: str) -> models.Profiles:
+        return await self._model(self.argv.profiles(conversation_id), models.Profiles)
+
+    async def permissions(self, conversation_id: str) -> models.PermissionsResult:
+        return await self._model(self.argv.permissions(conversation_id), models.PermissionsResult)
+
+    async def messages(
+        self,
+        conversation_id: str,
+        *,
+        sync: bool = True,
+        limit: int = 200,
+        direction: Direction = "ascending",
+        sent_after_ns: int | None = None,
+        sent_before_ns: int | None = None,
+    ) -> list[models.CliMessage]:
+        invocation = self.argv.messages(
+            conversation_id,
+            sync=sync,
+            limit=limit,
+            direction=direction,
+            sent_after_ns=sent_after_ns,
+            sent_before_ns=sent_before_ns,
+        )
+        result: list[models.CliMessage] = await self._list(invocation, _MESSAGES)
+        return result
+
+    async def send_text(self, conversation_id: str, text: str) -> models.SendResult:
+        return await self._model(self.argv.send_text(conversation_id, text), models.SendResult)
+
+    async def send_reply(
+        self, conversation_id: str, message_id: str, text: str
+    ) -> models.SendResult:
+        invocation = self.argv.send_reply(conversation_id, message_id, text)
+        return await self._model(invocation, models.SendResult)
+
+    async def send_reaction(
+        self, conversation_id: str, message_id: str, emoji: str, *, remove: bool = False
+    ) -> models.ReactionResult:
+        invocation = self.argv.send_reaction(conversation_id, message_id, emoji, remove=remove)
+        return await self._model(invocation, models.ReactionResult)
+
+    async def lock(self, conversation_id: str, *, unlock: bool = False) -> models.LockResult:
+        return await self._model(self.argv.lock(conversation_id, unlock=unlock), models.LockResult)
+
+    async def explode(self, conversation_id: str) -> models.ExplodeResult:
+        return await self._model(self.argv.explode(conversation_id), models.ExplodeResult)
+
+    async def update_name(self, conversation_id: str, name: str) -> models.UpdateNameResult:
+        invocation = self.argv.update_name(conversation_id, name)
+        return await self._model(invocation, models.UpdateNameResult)
+
+    async def update_profile(
+        self, conversation_id: str, *, name: str | None = None, image: str | None = None
+    ) -> models.UpdateProfileResult:
+        invocation = self.argv.update_profile(conversation_id, name=name, image=image)
+        return await self._model(invocation, models.UpdateProfileResult)
+
+
+def check_version(version: models.CliVersion, last_used: str | None = None) -> None:
+    """CONTRACT section 0: 0.10.x only, and never older than the version last used here."""
+    major, minor, _patch = version.parts
+    if (major, minor) != SUPPORTED_SERIES:
+        raise errors.CliUnavailable(
+            f"convos CLI {version.version} is not supported: convosd drives 0.10.x only"
+        )
+    if last_used is not None:
+        try:
+            previous = models.CliVersion(version=last_used, raw=last_used).parts
+        except ValueError:
+            return
+        if version.parts < previous:
+            raise errors.CliUnavailable(
+                f"convos CLI {version.version} is older than {last_used}, the version last "
+                "used on this state dir (its database migrations are forward-only)"
+            )
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

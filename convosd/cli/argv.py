@@ -1,0 +1,231 @@
+"""The argv of every convos CLI command convosd runs: pure, no I/O.
+
+Rules that keep user text from ever being read as a flag:
+
+- a flag whose value may come from a user is written ``--flag=value`` (one word: oclif takes
+  everything after ``=`` literally, ``--text=--help`` sends "--help");
+- every positional argument goes after ``--``, which ends oclif's flag parsing, so a name,
+  a reply or an emoji such as ``-x`` or ``--help`` is an argument, never a flag;
+- ids are checked to be hex before they are used at all.
+
+Every command but ``--version`` ends its flags with ``--env ENV --env-file PATH --json``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Env = Literal["production", "dev", "local"]
+Permissions = Literal["all-members", "admin-only"]
+Direction = Literal["ascending", "descending"]
+
+_HEX = re.compile(r"^[0-9a-fA-F]{1,256}$")
+
+
+def check_id(kind: str, value: str) -> str:
+    """Conversation, message and inbox ids are hex; anything else never reaches the CLI."""
+    if not _HEX.match(value):
+        raise ValueError(f"{kind} must be a hex string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One CLI run: its oclif command id (for error mapping and logs) and its argv."""
+
+    command: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ArgvBuilder:
+    """Builds argv for one instance: every call carries its env and its env file."""
+
+    env: Env
+    env_file: Path
+
+    def _make(
+        self,
+        words: tuple[str, str] | tuple[str],
+        flags: list[str] | None = None,
+        positionals: list[str] | None = None,
+    ) -> Invocation:
+        argv = [*words, *(flags or []), "--env", self.env, "--env-file", str(self.env_file)]
+        argv.append("--json")
+        if positionals:
+            argv += ["--", *positionals]
+        return Invocation(command=":".join(words), argv=tuple(argv))
+
+    # --- version and identity -----------------------------------------------------------
+
+    @staticmethod
+    def version() -> Invocation:
+        return Invocation(command="--version", argv=("--version",))
+
+    def identity_list(self) -> Invocation:
+        return self._make(("identity", "list"))
+
+    def identity_info(self) -> Invocation:
+        return self._make(("identity", "info"))
+
+    def reset(self) -> Invocation:
+        return self._make(("reset",), ["--force"])
+
+    # --- conversations ------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        name: str | None = None,
+        profile_name: str | None = None,
+        description: str | None = None,
+        image_url: str | None = None,
+        permissions: Permissions | None = None,
+    ) -> Invocation:
+        flags = _text_flags(
+            {
+                "--name": name,
+                "--profile-name": profile_name,
+                "--description": description,
+                "--image-url": image_url,
+            }
+        )
+        if permissions is not None:
+            flags.append(f"--permissions={permissions}")
+        return self._make(("conversations", "create"), flags)
+
+    def join(
+        self,
+        slug: str,
+        *,
+        profile_name: str | None = None,
+        timeout_s: int | None = None,
+        no_wait: bool = False,
+    ) -> Invocation:
+        flags = _text_flags({"--profile-name": profile_name})
+        if no_wait:
+            flags.append("--no-wait")
+        if timeout_s is not None:
+            flags.append(f"--timeout={int(timeout_s)}")
+        return self._make(("conversations", "join"), flags, [slug])
+
+    def inspect_invite(self, invite: str) -> Invocation:
+        return self._make(("conversations", "inspect-invite"), positionals=[invite])
+
+    def list_conversations(
+        self, *, sync: bool = False, include_inactive: bool = False
+    ) -> Invocation:
+        flags = []
+        if sync:
+            flags.append("--sync")
+        if include_inactive:
+            flags.append("--include-inactive")
+        return self._make(("conversations", "list"), flags)
+
+    def process_join_requests_watch(self, conversation_id: str) -> Invocation:
+        """The long-lived join-request processor of the bound conversation."""
+        check_id("conversation id", conversation_id)
+        return self._make(
+            ("conversations", "process-join-requests"),
+            ["--watch", f"--conversation={conversation_id}"],
+        )
+
+    # --- one conversation ---------------------------------------------------------------
+
+    def _conversation(
+        self,
+        verb: str,
+        conversation_id: str,
+        flags: list[str] | None = None,
+        extra: list[str] | None = None,
+    ) -> Invocation:
+        check_id("conversation id", conversation_id)
+        return self._make(("conversation", verb), flags, [conversation_id, *(extra or [])])
+
+    def stream(self, conversation_id: str) -> Invocation:
+        """The long-lived message stream of the bound conversation."""
+        return self._conversation("stream", conversation_id)
+
+    def invite(
+        self, conversation_id: str, *, expires_in_s: int | None = None, single_use: bool = False
+    ) -> Invocation:
+        flags = ["--no-qr"]
+        if expires_in_s is not None:
+            flags.append(f"--expires-in={int(expires_in_s)}")
+        if single_use:
+            flags.append("--single-use")
+        return self._conversation("invite", conversation_id, flags)
+
+    def info(self, conversation_id: str) -> Invocation:
+        return self._conversation("info", conversation_id)
+
+    def members(self, conversation_id: str) -> Invocation:
+        return self._conversation("members", conversation_id)
+
+    def profiles(self, conversation_id: str) -> Invocation:
+        return self._conversation("profiles", conversation_id)
+
+    def permissions(self, conversation_id: str) -> Invocation:
+        return self._conversation("permissions", conversation_id)
+
+    def messages(
+        self,
+        conversation_id: str,
+        *,
+        sync: bool = True,
+        limit: int = 200,
+        direction: Direction = "ascending",
+        sent_after_ns: int | None = None,
+        sent_before_ns: int | None = None,
+    ) -> Invocation:
+        flags = []
+        if sync:
+            flags.append("--sync")
+        flags += [f"--limit={int(limit)}", f"--direction={direction}"]
+        if sent_after_ns is not None:
+            flags.append(f"--sent-after={int(sent_after_ns)}")
+        if sent_before_ns is not None:
+            flags.append(f"--sent-before={int(sent_before_ns)}")
+        return self._conversation("messages", conversation_id, flags)
+
+    def send_text(self, conversation_id: str, text: str) -> Invocation:
+        # One word: oclif reads everything after "=" as the value, even "--help" or "-t x".
+        return self._conversation("send-text", conversation_id, [f"--text={text}"])
+
+    def send_reply(self, conversation_id: str, message_id: str, text: str) -> Invocation:
+        check_id("message id", message_id)
+        return self._conversation("send-reply", conversation_id, None, [message_id, text])
+
+    def send_reaction(
+        self, conversation_id: str, message_id: str, emoji: str, *, remove: bool = False
+    ) -> Invocation:
+        check_id("message id", message_id)
+        action = "remove" if remove else "add"
+        return self._conversation(
+            "send-reaction", conversation_id, None, [message_id, action, emoji]
+        )
+
+    def lock(self, conversation_id: str, *, unlock: bool = False) -> Invocation:
+        flags = ["--unlock"] if unlock else ["--force"]
+        return self._conversation("lock", conversation_id, flags)
+
+    def explode(self, conversation_id: str) -> Invocation:
+        return self._conversation("explode", conversation_id, ["--force"])
+
+    def update_name(self, conversation_id: str, name: str) -> Invocation:
+        return self._conversation("update-name", conversation_id, None, [name])
+
+    def update_profile(
+        self, conversation_id: str, *, name: str | None = None, image: str | None = None
+    ) -> Invocation:
+        flags = _text_flags({"--name": name, "--image": image})
+        if not flags:
+            raise ValueError("update_profile needs a name or an image")
+        return self._conversation("update-profile", conversation_id, flags)
+
+
+def _text_flags(values: dict[str, str | None]) -> list[str]:
+    return [f"{flag}={value}" for flag, value in values.items() if value is not None]

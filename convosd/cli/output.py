@@ -1,0 +1,168 @@
+"""Reading what the convos CLI prints: pure functions, no I/O.
+
+- :func:`last_json` finds the JSON document a one-shot ``--json`` command prints last on
+  stdout (progress lines share stdout with it).
+- :func:`error_text` reads the `` ›   Error:`` block on stderr, wrapped at 80 columns or not.
+- :func:`classify` turns a failed run (exit code, stderr) into the matching
+  :mod:`convosd.errors` exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from convosd import errors
+
+_DECODER = json.JSONDecoder()
+_PREFIX = " ›   "
+_ERROR_HEAD = " ›   Error: "
+
+
+class NoJsonOutput(ValueError):
+    """stdout holds no JSON document at its end."""
+
+
+def last_json(stdout: str) -> Any:
+    """The last JSON value on ``stdout``: the one that runs to the end (bar white space).
+
+    The CLI prints a pretty document starting at column 0, after any progress lines. Every
+    line start holding ``{`` or ``[`` is a candidate; the first candidate that decodes to
+    the end of the text is the document. Progress lines such as ``[Timed out...]`` fail to
+    decode and are passed over.
+    """
+    text = stdout.rstrip()
+    if not text:
+        raise NoJsonOutput("no output")
+    position = 0
+    while True:
+        if text[position] in "{[":
+            try:
+                value, end = _DECODER.raw_decode(text, position)
+            except json.JSONDecodeError:
+                pass
+            else:
+                if end == len(text):
+                    return value
+        newline = text.find("\n", position)
+        if newline < 0:
+            raise NoJsonOutput("no JSON document at the end of the output")
+        position = newline + 1
+
+
+def error_text(stderr: str) -> str | None:
+    """The message of the `` ›   Error:`` block, unwrapped; None when there is none.
+
+    A line the CLI wrapped ends in a space (the wrapper keeps it): such lines are joined
+    without a separator; other line breaks were in the message and are kept as ``\\n``.
+    The blank line and the usage help that may follow the block are not part of it.
+    """
+    lines = stderr.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith(_ERROR_HEAD):
+            parts = [line[len(_ERROR_HEAD) :]]
+            for follow in lines[index + 1 :]:
+                if not follow.startswith(_PREFIX):
+                    break
+                piece = follow[len(_PREFIX) :]
+                parts.append(piece)
+            text = parts[0]
+            for piece in parts[1:]:
+                text += piece if text.endswith(" ") else "\n" + piece
+            return text.strip()
+    return None
+
+
+def _flat(text: str) -> str:
+    """White space folded: wrapping can put a break anywhere a space was."""
+    return " ".join(text.split())
+
+
+_NETWORK = re.compile(
+    r"GetInboxIds|dns error|service is currently unavailable|transport error|"
+    r"Connection refused|ConnectError|deadline has elapsed|Network is unreachable|"
+    r"\bUnavailable\b|tonic::transport",
+    re.IGNORECASE,
+)
+_LOCKED = re.compile(r"database is locked|Could not acquire identity lock", re.IGNORECASE)
+_BINDING = re.compile(r"Cannot find native binding|ERR_DLOPEN_FAILED", re.IGNORECASE)
+_NODE_MISSING_MODULE = re.compile(r"Cannot find module|ERR_MODULE_NOT_FOUND")
+_CONVERSATION_NOT_FOUND = re.compile(
+    r"Conversation not found(?: on network)?: ?(?P<id>[0-9a-fA-F]+)|"
+    r"Conversation (?P<id2>[0-9a-fA-F]+) not found"
+)
+_NO_IDENTITY = re.compile(r"No identity found")
+_INVITE_EXPIRED = re.compile(r"Invite has expired|Conversation has expired")
+_INVITE_INVALID = re.compile(
+    r"Invalid invite signature|Invite was created by this install|Failed to parse invite"
+)
+# Decoder errors the invite parser lets through (real examples: "invalid wire type 6 at
+# offset 3", "index out of range: 4 + 8 > 5"); they mean "not an invite" only for the
+# commands that parse an invite.
+_DECODER_ERROR = re.compile(
+    r"invalid wire type|index out of range|illegal tag|invalid (?:base64|invite)|"
+    r"premature EOF|Invalid URL",
+    re.IGNORECASE,
+)
+_PERMISSION = re.compile(
+    r"not (?:a )?super ?admin|not authori[sz]ed|permission denied|insufficient permission|"
+    r"PolicyViolation|does not have permission|only the creator|not the creator",
+    re.IGNORECASE,
+)
+_INVITE_COMMANDS = frozenset({"conversations:join", "conversations:inspect-invite"})
+
+
+def classify(command: str, exit_code: int, stderr: str) -> errors.ConvosdError:
+    """The exception for a CLI run that exited non-zero.
+
+    ``command`` is the oclif command id (``conversation:send-text``); it decides whether a
+    decoder error means a bad invite. The CLI's own text is kept in ``cli_message``.
+    """
+    message = error_text(stderr)
+    raw = message if message is not None else stderr.strip()
+    flat = _flat(raw)
+    tail = flat[-2000:]
+
+    def make(cls: type[errors.ConvosdError], text: str | None = None) -> errors.ConvosdError:
+        return cls(text, cli_message=flat or None, exit_code=exit_code)
+
+    if _BINDING.search(stderr):
+        return make(errors.CliUnavailable, "The convos CLI cannot load its native binding")
+    if exit_code == 127:
+        if "is not a convos command" in stderr:
+            return make(
+                errors.CliUnavailable,
+                f"The installed convos CLI has no command {command.replace(':', ' ')}",
+            )
+        return make(errors.CliUnavailable, "The convos CLI cannot be started")
+    if message is None and _NODE_MISSING_MODULE.search(stderr):
+        return make(errors.CliUnavailable, "The convos CLI installation is incomplete")
+    if _LOCKED.search(flat):
+        return make(errors.CliLocked)
+    expired = _INVITE_EXPIRED.search(flat)
+    if expired:
+        return make(errors.InviteExpired, expired.group(0))
+    if _INVITE_INVALID.search(flat):
+        return make(errors.InviteInvalid, _invite_reason(flat))
+    if command in _INVITE_COMMANDS and _DECODER_ERROR.search(flat):
+        return make(errors.InviteInvalid, "Malformed invite")
+    found = _CONVERSATION_NOT_FOUND.search(flat)
+    if found:
+        ident = found.group("id") or found.group("id2")
+        return make(errors.ConversationNotFound, f"Conversation not found: {ident}")
+    if _NO_IDENTITY.search(flat):
+        return make(errors.IdentityNotFound, "The convos CLI home has no identity")
+    if _NETWORK.search(flat):
+        return make(errors.NetworkUnavailable)
+    if _PERMISSION.search(tail):
+        return make(errors.PermissionDenied)
+    return make(errors.CliFailed, f"The convos CLI failed (exit {exit_code})")
+
+
+def _invite_reason(flat: str) -> str:
+    if "created by this install" in flat:
+        return "This is the instance's own invite"
+    if "signature" in flat:
+        return "Invalid invite signature"
+    return "Malformed invite"

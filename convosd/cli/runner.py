@@ -1,0 +1,243 @@
+"""Running the convos CLI: the process boundary, and the only code here that does I/O.
+
+:class:`CliRunner` starts one-shot commands in their own process group with a clean
+environment and umask 077, captures their output within fixed bounds, and kills the whole
+group on timeout or cancellation. :class:`SpawnSpec` is what the supervisor needs to start
+a long-lived command the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from convosd import errors
+from convosd.cli.argv import Env, Invocation
+
+#: stdout of one one-shot command (``messages --limit 200`` of large messages fits).
+STDOUT_LIMIT = 64 * 1024 * 1024
+#: stderr is only read for the error block: its tail is kept.
+STDERR_LIMIT = 256 * 1024
+#: after SIGTERM to the group, how long before SIGKILL.
+KILL_GRACE_S = 2.0
+_READ_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CliResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+
+def child_environment(
+    *,
+    env: Env,
+    convos_home: Path,
+    process_home: Path,
+    passthrough: Sequence[str],
+    parent: Mapping[str, str],
+) -> dict[str, str]:
+    """The clean environment of CONTRACT section 1: never the daemon's whole environment."""
+    result = {
+        "PATH": parent.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": parent.get("LANG", "C.UTF-8"),
+        "HOME": str(process_home),
+        "CONVOS_HOME": str(convos_home),
+        "CONVOS_ENV": env,
+        "CONVOS_SKIP_NEW_VERSION_CHECK": "true",
+        "OCLIF_COLUMNS": "10000",
+        "NO_COLOR": "1",
+    }
+    for pattern in passthrough:
+        if pattern.endswith("*"):
+            for name, value in parent.items():
+                if fnmatch.fnmatchcase(name, pattern) and name not in result:
+                    result[name] = value
+        elif pattern in parent and pattern not in result:
+            result[pattern] = parent[pattern]
+    return result
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child after fork
+    os.umask(0o077)
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnSpec:
+    """How to start one CLI process: argv, environment, working directory."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+
+    async def spawn(self) -> asyncio.subprocess.Process:
+        """Start it in its own process group (session), stdout and stderr piped."""
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=dict(self.env),
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_child_setup,  # only os.umask: safe after fork
+                limit=2**20,
+            )
+        except FileNotFoundError:
+            raise errors.CliUnavailable(
+                f"The convos CLI was not found: {self.argv[0]}", exit_code=127
+            ) from None
+        except PermissionError:
+            raise errors.CliUnavailable(
+                f"The convos CLI is not executable: {self.argv[0]}", exit_code=126
+            ) from None
+        except OSError as exc:
+            raise errors.CliUnavailable(
+                f"The convos CLI cannot be started: {exc.strerror}"
+            ) from None
+
+
+def signal_group(pid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the process group led by ``pid``; False if it is already gone."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - the group was recycled by another user
+        return False
+    return True
+
+
+async def stop_process_group(
+    process: asyncio.subprocess.Process,
+    *,
+    first: signal.Signals = signal.SIGTERM,
+    grace_s: float = KILL_GRACE_S,
+) -> int:
+    """Signal the child's whole group, wait ``grace_s``, then SIGKILL the group.
+
+    Returns the exit status. The group is SIGKILLed once more at the end so that no
+    grandchild the first signal left behind survives.
+    """
+    if process.returncode is None:
+        signal_group(process.pid, first)
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), grace_s)
+        except TimeoutError:
+            signal_group(process.pid, signal.SIGKILL)
+    signal_group(process.pid, signal.SIGKILL)
+    return await process.wait()
+
+
+@dataclass
+class _Capture:
+    limit: int
+    keep_tail: bool
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    overflowed: bool = False
+
+    def add(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > self.limit:
+            if not self.keep_tail:
+                self.overflowed = True
+                return
+            joined = b"".join(self.chunks)[-self.limit :]
+            self.chunks = [joined]
+            self.size = len(joined)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", errors="replace")
+
+
+async def _pump(stream: asyncio.StreamReader | None, capture: _Capture) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(_READ_CHUNK):
+        capture.add(chunk)
+        if capture.overflowed:
+            return
+
+
+class CliRunner:
+    """Runs one-shot commands of one CLI installation for one instance."""
+
+    def __init__(
+        self,
+        executable: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        stdout_limit: int = STDOUT_LIMIT,
+        stderr_limit: int = STDERR_LIMIT,
+        kill_grace_s: float = KILL_GRACE_S,
+    ) -> None:
+        self.executable = tuple(executable)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.stdout_limit = stdout_limit
+        self.stderr_limit = stderr_limit
+        self.kill_grace_s = kill_grace_s
+
+    def spec(self, invocation: Invocation) -> SpawnSpec:
+        return SpawnSpec(argv=(*self.executable, *invocation.argv), env=self.env, cwd=self.cwd)
+
+    async def run(self, invocation: Invocation, *, timeout_s: float) -> CliResult:
+        """Run to completion. Raises CliUnavailable (cannot start), CliTimeout, CliFailed
+        (output over the limit); a non-zero exit is returned, not raised."""
+        started = time.monotonic()
+        process = await self.spec(invocation).spawn()
+        out = _Capture(self.stdout_limit, keep_tail=False)
+        err = _Capture(self.stderr_limit, keep_tail=True)
+        pumps = asyncio.gather(_pump(process.stdout, out), _pump(process.stderr, err))
+        try:
+            try:
+                await asyncio.wait_for(asyncio.shield(pumps), timeout_s)
+            except TimeoutError:
+                raise errors.CliTimeout(
+                    f"convos {invocation.command.replace(':', ' ')} did not finish in "
+                    f"{timeout_s:g} s; its process group was killed"
+                ) from None
+            if out.overflowed:
+                raise errors.CliFailed(
+                    f"convos {invocation.command.replace(':', ' ')} printed more than "
+                    f"{self.stdout_limit} bytes; its process group was killed",
+                    exit_code=None,
+                )
+            remaining = max(0.1, timeout_s - (time.monotonic() - started))
+            try:
+                exit_code = await asyncio.wait_for(asyncio.shield(process.wait()), remaining)
+            except TimeoutError:
+                raise errors.CliTimeout(
+                    f"convos {invocation.command.replace(':', ' ')} closed its output but "
+                    "did not exit; its process group was killed"
+                ) from None
+        finally:
+            if process.returncode is None or not pumps.done():
+                await stop_process_group(process, grace_s=self.kill_grace_s)
+                pumps.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pumps
+            else:
+                # The leader exited; a grandchild it left in the group must not outlive it.
+                signal_group(process.pid, signal.SIGKILL)
+        return CliResult(
+            command=invocation.command,
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            duration_s=time.monotonic() - started,
+        )

@@ -1,0 +1,420 @@
+"""Configuration: CONTRACT section 1.
+
+Sources, strongest first: command-line flags, ``CONVOSD_*`` environment variables, the config
+file (TOML, or an OpenClaw-style JSON whose ``channels.convos`` object is the ``[convos]``
+table), then the defaults below. The result is one frozen :class:`Settings` object; a bad
+value raises :class:`~convosd.errors.ConfigError` naming the key, where it came from and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from convosd.errors import ConfigError
+
+Env = Literal["production", "dev", "local"]
+DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
+LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+DEFAULT_CLI_ENV_PASSTHROUGH: tuple[str, ...] = (
+    "CONVOS_API_KEY",
+    "CONVOS_UPLOAD_PROVIDER*",
+    "CONVOS_ATTESTATION*",
+    "XMTP_GATEWAY_HOST",
+)
+
+_INBOX_ID = re.compile(r"^[0-9a-f]{64}$")
+_ENV_VAR_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
+
+_CAMEL = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class ConvosSection(BaseModel):
+    """The ``[convos]`` table: the Convos channel keys, as OpenClaw names them."""
+
+    model_config = _CAMEL
+
+    enabled: bool = True
+    env: Env = "production"
+    identity_id: str | None = None
+    owner_conversation_id: str | None = None
+    dm_policy: DmPolicy = "pairing"
+    allow_from: tuple[str, ...] = ()
+
+    @field_validator("allow_from")
+    @classmethod
+    def _inbox_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not _INBOX_ID.match(item):
+                raise ValueError(f"{item!r} is not an inbox id (64 lowercase hex characters)")
+        return value
+
+    @field_validator("owner_conversation_id", "identity_id")
+    @classmethod
+    def _no_blank(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise ValueError("must be a non-empty id without surrounding white space")
+        return value
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class DaemonSection(BaseModel):
+    """The ``[daemon]`` table. ``None`` paths are resolved by :func:`resolve_paths`."""
+
+    model_config = _CAMEL
+
+    socket: Path | None = None
+    state_dir: Path | None = None
+    convos_home: Path | None = None
+    cli: tuple[str, ...] = ("convos",)
+    socket_group: str | None = None
+    allow_uids: tuple[int, ...] = ()
+    allow_gids: tuple[int, ...] = ()
+    admin_uids: tuple[int, ...] = ()
+    admin_gids: tuple[int, ...] = ()
+    cli_env_passthrough: tuple[str, ...] = DEFAULT_CLI_ENV_PASSTHROUGH
+    log_format: LogFormat | None = None
+    log_level: LogLevel = "info"
+    shutdown_grace_s: PositiveFloat = 10.0
+    frame_limit_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    max_connections: PositiveInt = 256
+    max_in_flight_per_connection: PositiveInt = 64
+    subscriber_queue: PositiveInt = 1000
+    journal_max_age_days: PositiveFloat = 30.0
+    journal_max_events: PositiveInt = 1_000_000
+    cli_timeout_s: PositiveFloat = 60.0
+    max_message_bytes: Annotated[int, Field(ge=1, le=102_400)] = 16_384
+    send_rate_per_s: PositiveFloat = 5.0
+    join_retry_max_s: PositiveFloat = 86_400.0
+    backfill_interval_s: PositiveFloat = 60.0
+    backfill_window_s: PositiveFloat = 600.0
+
+    @field_validator("cli", mode="before")
+    @classmethod
+    def _split_cli(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"cannot be split like a shell would: {exc}") from None
+            return tuple(words)
+        return value
+
+    @field_validator("cli")
+    @classmethod
+    def _cli_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not value[0]:
+            raise ValueError("must name a program")
+        return value
+
+    @field_validator("cli_env_passthrough")
+    @classmethod
+    def _env_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _ENV_VAR_PATTERN.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name (NAME or PREFIX*)")
+        return value
+
+    @field_validator("socket_group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a group name or gid")
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything convosd reads at start. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    convos: ConvosSection = ConvosSection()
+    daemon: DaemonSection = DaemonSection()
+    config_path: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags arrive as init kwargs; the environment and the file are merged by load_settings,
+        # which has to know where each value came from to name it in an error.
+        return (init_settings,)
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+def _upper_snake(name: str) -> str:
+    return name.upper()
+
+
+#: ``CONVOSD_<KEY>`` for every ``[daemon]`` key, plus the ``[convos]`` keys an operator may
+#: want to set per instance (``CONVOSD_ENV`` and ``CONVOSD_DM_POLICY`` are in the contract,
+#: the others are additions).
+ENV_KEYS: dict[str, tuple[str, str]] = {
+    **{f"CONVOSD_{_upper_snake(f)}": ("daemon", f) for f in DaemonSection.model_fields},
+    "CONVOSD_ENV": ("convos", "env"),
+    "CONVOSD_DM_POLICY": ("convos", "dm_policy"),
+    "CONVOSD_ENABLED": ("convos", "enabled"),
+    "CONVOSD_IDENTITY_ID": ("convos", "identity_id"),
+    "CONVOSD_OWNER_CONVERSATION_ID": ("convos", "owner_conversation_id"),
+    "CONVOSD_ALLOW_FROM": ("convos", "allow_from"),
+}
+
+
+def _list_field_names() -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for section_name, section in (("convos", ConvosSection), ("daemon", DaemonSection)):
+        for name, info in section.model_fields.items():
+            if _is_tuple_field(info) and name != "cli":
+                found.add((section_name, name))
+    return found
+
+
+def _is_tuple_field(info: FieldInfo) -> bool:
+    return getattr(info.annotation, "__origin__", None) is tuple
+
+
+_LIST_KEYS = _list_field_names()
+
+
+def _env_value(section: str, field: str, raw: str) -> Any:
+    """Environment values are strings; lists are ``a,b`` or a JSON array."""
+    if (section, field) in _LIST_KEYS:
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not a JSON array: {exc.msg}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+# --- the config file --------------------------------------------------------------------
+
+
+def read_config_file(path: Path) -> dict[str, dict[str, Any]]:
+    """Read a TOML file, or an OpenClaw-style JSON file (``channels.convos`` → ``[convos]``).
+
+    A JSON file may also hold a top-level ``convosd`` object, read as the ``[daemon]`` table.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8") from None
+    if path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"config file {path} is not valid JSON (line {exc.lineno}: {exc.msg})"
+            ) from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"config file {path}: the top level must be an object")
+        channels = doc.get("channels", {})
+        convos = channels.get("convos", {}) if isinstance(channels, dict) else None
+        if not isinstance(convos, dict):
+            raise ConfigError(f"config file {path}: channels.convos must be an object")
+        daemon = doc.get("convosd", {})
+        if not isinstance(daemon, dict):
+            raise ConfigError(f"config file {path}: convosd must be an object")
+        return {"convos": dict(convos), "daemon": dict(daemon)}
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(doc) - {"convos", "daemon"})
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown table(s) {', '.join(unknown)}; "
+            "allowed: [convos], [daemon]"
+        )
+    result: dict[str, dict[str, Any]] = {}
+    for table in ("convos", "daemon"):
+        value = doc.get(table, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"config file {path}: {table} must be a table")
+        result[table] = dict(value)
+    return result
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def _field_for_key(section_model: type[BaseModel], key: str) -> str | None:
+    """The field name for a file key given as camelCase (or snake_case)."""
+    for name, info in section_model.model_fields.items():
+        if key in (name, info.alias):
+            return name
+    return None
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {"convos": ConvosSection, "daemon": DaemonSection}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge flags > environment > config file > defaults and validate once.
+
+    ``flags`` maps ``[daemon]`` field names (snake_case) to values; ``None`` values are unset.
+    ``flags["config"]`` names the config file (else ``CONVOSD_CONFIG``; else no file).
+    """
+    flags = dict(flags or {})
+    environ = os.environ if environ is None else environ
+    merged: dict[str, dict[str, Any]] = {"convos": {}, "daemon": {}}
+    origin: dict[tuple[str, str], str] = {}
+
+    config_path_raw = flags.pop("config", None) or environ.get("CONVOSD_CONFIG") or None
+    config_path = Path(config_path_raw).expanduser() if config_path_raw else None
+    if config_path is not None:
+        for section, values in read_config_file(config_path).items():
+            model = _SECTIONS[section]
+            for key, value in values.items():
+                field = _field_for_key(model, key)
+                if field is None:
+                    allowed = ", ".join(info.alias or n for n, info in model.model_fields.items())
+                    raise ConfigError(
+                        f"config file {config_path}: unknown key [{section}] {key}; "
+                        f"allowed: {allowed}"
+                    )
+                merged[section][field] = value
+                origin[(section, field)] = f"config file {config_path}"
+
+    for var, (section, field) in ENV_KEYS.items():
+        if var in environ:
+            try:
+                merged[section][field] = _env_value(section, field, environ[var])
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {var} {exc}") from None
+            origin[(section, field)] = f"environment variable {var}"
+
+    for field, value in flags.items():
+        if value is None:
+            continue
+        section = "convos" if field in ConvosSection.model_fields else "daemon"
+        merged[section][field] = value
+        flag = "--" + field.replace("_", "-")
+        origin[(section, field)] = f"flag {flag}"
+
+    sections: dict[str, BaseModel] = {}
+    problems: list[str] = []
+    for name, model in _SECTIONS.items():
+        try:
+            sections[name] = model.model_validate(merged[name])
+        except ValidationError as exc:
+            problems.extend(_describe(name, exc, origin))
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return Settings.model_validate({**sections, "config_path": config_path})
+
+
+def _describe(
+    section: str, exc: ValidationError, origin: Mapping[tuple[str, str], str]
+) -> list[str]:
+    problems = []
+    model = _SECTIONS[section]
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err["loc"]]
+        field = loc[0] if loc else "?"
+        info = model.model_fields.get(field)
+        key = info.alias if info is not None and info.alias else field
+        where = origin.get((section, field), "default")
+        message = err["msg"].removeprefix("Value error, ")
+        index = f"[{loc[1]}]" if len(loc) > 1 else ""
+        problems.append(f"[{section}] {key}{index} from {where}: {message}")
+    return problems
+
+
+# --- default paths ----------------------------------------------------------------------
+
+
+def _first_dir(value: str | None) -> str | None:
+    """systemd's ``RUNTIME_DIRECTORY``/``STATE_DIRECTORY`` may list several, ':'-separated."""
+    if not value:
+        return None
+    return value.split(":")[0] or None
+
+
+def default_socket_path(environ: Mapping[str, str], uid: int) -> Path:
+    runtime = _first_dir(environ.get("RUNTIME_DIRECTORY"))
+    if runtime:
+        return Path(runtime) / "convosd.sock"
+    xdg = environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "convosd" / "convosd.sock"
+    return Path(f"/tmp/convosd-{uid}") / "convosd.sock"
+
+
+def default_state_dir(environ: Mapping[str, str], home: Path) -> Path:
+    state = _first_dir(environ.get("STATE_DIRECTORY"))
+    if state:
+        return Path(state)
+    xdg = environ.get("XDG_STATE_HOME")
+    if xdg:
+        return Path(xdg) / "convosd"
+    return home / ".local" / "state" / "convosd"
+
+
+class Paths(BaseModel):
+    """The resolved file-system locations of one instance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    socket: Path
+    state_dir: Path
+    convos_home: Path
+
+    @property
+    def cli_env_file(self) -> Path:
+        return self.state_dir / "cli.env"
+
+    @property
+    def cli_process_home(self) -> Path:
+        """``HOME`` for CLI children: their caches and oclif's files stay in the state dir."""
+        return self.state_dir / "home"
+
+
+def resolve_paths(
+    settings: Settings, environ: Mapping[str, str] | None = None, uid: int | None = None
+) -> Paths:
+    environ = os.environ if environ is None else environ
+    uid = os.getuid() if uid is None else uid
+    home = Path(environ.get("HOME") or Path.home())
+    daemon = settings.daemon
+    state_dir = (daemon.state_dir or default_state_dir(environ, home)).expanduser()
+    socket = (daemon.socket or default_socket_path(environ, uid)).expanduser()
+    convos_home = (daemon.convos_home or state_dir / "convos").expanduser()
+    return Paths(
+        socket=socket.absolute(), state_dir=state_dir.absolute(), convos_home=convos_home.absolute()
+    )
