@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from convosd import errors
 from convosd.cli.argv import Env, Invocation
@@ -163,13 +164,18 @@ class _Capture:
         return b"".join(self.chunks).decode("utf-8", errors="replace")
 
 
-async def _pump(stream: asyncio.StreamReader | None, capture: _Capture) -> None:
+async def _pump(
+    stream: asyncio.StreamReader | None, capture: _Capture, overflow: asyncio.Event
+) -> None:
+    """Read to EOF. Past the limit, keep reading (so the pipe drains and closes) but drop."""
     if stream is None:
         return
     while chunk := await stream.read(_READ_CHUNK):
+        if capture.overflowed:
+            continue
         capture.add(chunk)
         if capture.overflowed:
-            return
+            overflow.set()
 
 
 class CliRunner:
@@ -199,41 +205,46 @@ class CliRunner:
         """Run to completion. Raises CliUnavailable (cannot start), CliTimeout, CliFailed
         (output over the limit); a non-zero exit is returned, not raised."""
         started = time.monotonic()
+        name = "convos " + invocation.command.replace(":", " ")
         process = await self.spec(invocation).spawn()
         out = _Capture(self.stdout_limit, keep_tail=False)
         err = _Capture(self.stderr_limit, keep_tail=True)
-        pumps = asyncio.gather(_pump(process.stdout, out), _pump(process.stderr, err))
+        overflow = asyncio.Event()
+        pumps = asyncio.gather(
+            _pump(process.stdout, out, overflow), _pump(process.stderr, err, overflow)
+        )
+        overflowed = asyncio.ensure_future(overflow.wait())
         try:
-            try:
-                await asyncio.wait_for(asyncio.shield(pumps), timeout_s)
-            except TimeoutError:
-                raise errors.CliTimeout(
-                    f"convos {invocation.command.replace(':', ' ')} did not finish in "
-                    f"{timeout_s:g} s; its process group was killed"
-                ) from None
-            if out.overflowed:
+            waitables: set[asyncio.Future[Any]] = {pumps, overflowed}
+            done, _ = await asyncio.wait(
+                waitables, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if overflow.is_set():
                 raise errors.CliFailed(
-                    f"convos {invocation.command.replace(':', ' ')} printed more than "
-                    f"{self.stdout_limit} bytes; its process group was killed",
-                    exit_code=None,
+                    f"{name} printed more than {self.stdout_limit} bytes; "
+                    "its process group was killed"
+                )
+            if not done:
+                raise errors.CliTimeout(
+                    f"{name} did not finish in {timeout_s:g} s; its process group was killed"
                 )
             remaining = max(0.1, timeout_s - (time.monotonic() - started))
             try:
                 exit_code = await asyncio.wait_for(asyncio.shield(process.wait()), remaining)
             except TimeoutError:
                 raise errors.CliTimeout(
-                    f"convos {invocation.command.replace(':', ' ')} closed its output but "
-                    "did not exit; its process group was killed"
+                    f"{name} closed its output but did not exit; its process group was killed"
                 ) from None
         finally:
-            if process.returncode is None or not pumps.done():
+            overflowed.cancel()
+            if process.returncode is None:
                 await stop_process_group(process, grace_s=self.kill_grace_s)
-                pumps.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pumps
             else:
-                # The leader exited; a grandchild it left in the group must not outlive it.
+                # The leader exited; a grandchild left in its group must not outlive it.
                 signal_group(process.pid, signal.SIGKILL)
+            if not pumps.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pumps, self.kill_grace_s)
         return CliResult(
             command=invocation.command,
             exit_code=exit_code,

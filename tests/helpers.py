@@ -1,0 +1,36 @@
+"""Shared test helpers: waiting on conditions with a bound, never a bare sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+async def eventually(predicate: Callable[[], bool], within_s: float = 10.0) -> bool:
+    """Poll ``predicate`` (a condition outside this process: a file, /proc) until true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not predicate():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def eventually_sync(predicate: Callable[[], bool], within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie counts as gone: it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True

@@ -1,0 +1,187 @@
+"""The process runner: clean environment, umask, bounds, timeouts and group kills."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from convosd import errors
+from convosd.cli.argv import Invocation
+from convosd.cli.runner import CliRunner, child_environment
+from tests.helpers import eventually, process_gone
+
+
+def script(tmp_path: Path, body: str) -> tuple[str, ...]:
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(body))
+    return (sys.executable, str(path))
+
+
+def inv(*argv: str) -> Invocation:
+    return Invocation(command="test:child", argv=argv)
+
+
+async def wait_gone(pid: int, within_s: float = 5.0) -> bool:
+    return await eventually(lambda: process_gone(pid), within_s)
+
+
+def runner(exe: tuple[str, ...], tmp_path: Path, **kw: int | float) -> CliRunner:
+    env = {"PATH": os.environ["PATH"], "MARK": "1"}
+    return CliRunner(exe, env, tmp_path, **kw)  # type: ignore[arg-type]
+
+
+async def test_output_exit_code_and_clean_umask(tmp_path: Path) -> None:
+    exe = script(
+        tmp_path,
+        """
+        import json, os, sys
+        mask = os.umask(0)
+        print(json.dumps({"argv": sys.argv[1:], "umask": mask, "env": dict(os.environ)}))
+        print("oops", file=sys.stderr)
+        sys.exit(3)
+        """,
+    )
+    result = await runner(exe, tmp_path).run(inv("a", "--b=c"), timeout_s=10)
+    assert result.exit_code == 3
+    out = json.loads(result.stdout)
+    assert out["argv"] == ["a", "--b=c"]
+    assert out["umask"] == 0o077
+    assert out["env"]["MARK"] == "1"
+    assert "oops" in result.stderr
+
+
+def test_child_environment_is_clean_and_passes_named_variables() -> None:
+    parent = {
+        "PATH": "/bin",
+        "LANG": "C.UTF-8",
+        "SECRET_TOKEN": "x",
+        "CONVOS_API_KEY": "k",
+        "CONVOS_UPLOAD_PROVIDER": "p",
+        "CONVOS_UPLOAD_PROVIDER_TOKEN": "t",
+        "XMTP_GATEWAY_HOST": "g",
+        "HOME": "/root",
+    }
+    env = child_environment(
+        env="dev",
+        convos_home=Path("/s/convos"),
+        process_home=Path("/s/home"),
+        passthrough=("CONVOS_API_KEY", "CONVOS_UPLOAD_PROVIDER*", "XMTP_GATEWAY_HOST"),
+        parent=parent,
+    )
+    assert env == {
+        "PATH": "/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/s/home",
+        "CONVOS_HOME": "/s/convos",
+        "CONVOS_ENV": "dev",
+        "CONVOS_SKIP_NEW_VERSION_CHECK": "true",
+        "OCLIF_COLUMNS": "10000",
+        "NO_COLOR": "1",
+        "CONVOS_API_KEY": "k",
+        "CONVOS_UPLOAD_PROVIDER": "p",
+        "CONVOS_UPLOAD_PROVIDER_TOKEN": "t",
+        "XMTP_GATEWAY_HOST": "g",
+    }
+
+
+async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    exe = script(
+        tmp_path,
+        f"""
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        open({str(pidfile)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+        print("started", flush=True)
+        time.sleep(300)
+        """,
+    )
+    with pytest.raises(errors.CliTimeout, match="process group was killed"):
+        await runner(exe, tmp_path, kill_grace_s=0.2).run(inv(), timeout_s=1.0)
+    for pid in map(int, pidfile.read_text().split()):
+        assert await wait_gone(pid), f"pid {pid} survived the timeout"
+
+
+async def test_sigterm_ignored_then_sigkill(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    exe = script(
+        tmp_path,
+        f"""
+        import os, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        open({str(pidfile)!r}, "w").write(str(os.getpid()))
+        time.sleep(300)
+        """,
+    )
+    with pytest.raises(errors.CliTimeout):
+        await runner(exe, tmp_path, kill_grace_s=0.2).run(inv(), timeout_s=0.5)
+    assert await wait_gone(int(pidfile.read_text()))
+
+
+async def test_runaway_output_is_bounded(tmp_path: Path) -> None:
+    exe = script(
+        tmp_path,
+        """
+        import sys
+        chunk = "x" * 65536
+        while True:
+            sys.stdout.write(chunk)
+        """,
+    )
+    with pytest.raises(errors.CliFailed, match="printed more than 1048576 bytes"):
+        await runner(exe, tmp_path, stdout_limit=1 << 20).run(inv(), timeout_s=20)
+
+
+async def test_stderr_keeps_its_tail(tmp_path: Path) -> None:
+    exe = script(
+        tmp_path,
+        """
+        import sys
+        sys.stderr.write("noise\\n" * 100000)
+        sys.stderr.write(" ›   Error: the real reason\\n")
+        sys.exit(2)
+        """,
+    )
+    result = await runner(exe, tmp_path, stderr_limit=4096).run(inv(), timeout_s=20)
+    assert result.exit_code == 2
+    assert len(result.stderr) <= 4096
+    assert result.stderr.endswith(" ›   Error: the real reason\n")
+
+
+async def test_missing_executable_is_cli_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(errors.CliUnavailable, match="not found"):
+        await runner((str(tmp_path / "no-such-convos"),), tmp_path).run(inv(), timeout_s=5)
+
+
+async def test_not_executable_is_cli_unavailable(tmp_path: Path) -> None:
+    target = tmp_path / "convos"
+    target.write_text("#!/bin/sh\n")
+    target.chmod(0o644)
+    with pytest.raises(errors.CliUnavailable, match="not executable"):
+        await runner((str(target),), tmp_path).run(inv(), timeout_s=5)
+
+
+async def test_cancellation_kills_the_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    started = tmp_path / "started"
+    exe = script(
+        tmp_path,
+        f"""
+        import os, time
+        open({str(pidfile)!r}, "w").write(str(os.getpid()))
+        os.rename({str(pidfile)!r}, {str(started)!r})
+        time.sleep(300)
+        """,
+    )
+    task = asyncio.create_task(runner(exe, tmp_path, kill_grace_s=0.2).run(inv(), timeout_s=60))
+    assert await eventually(started.exists)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_gone(int(started.read_text()))
