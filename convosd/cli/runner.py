@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fnmatch
 import os
 import signal
@@ -69,8 +70,27 @@ def child_environment(
     return result
 
 
+def _load_libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - not Linux
+        return None
+
+
+_LIBC = _load_libc()
+_PR_SET_PDEATHSIG = 1
+
+
 def _child_setup() -> None:  # pragma: no cover - runs in the child after fork
     os.umask(0o077)
+
+
+def _long_lived_child_setup() -> None:  # pragma: no cover - runs in the child after fork
+    os.umask(0o077)
+    # If the daemon dies (even by SIGKILL) the kernel kills this child. Its own children
+    # are not covered: the daemon also records the process group and reaps it at start.
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +101,11 @@ class SpawnSpec:
     env: Mapping[str, str]
     cwd: Path
 
-    async def spawn(self) -> asyncio.subprocess.Process:
-        """Start it in its own process group (session), stdout and stderr piped."""
+    async def spawn(self, *, pdeathsig: bool = False) -> asyncio.subprocess.Process:
+        """Start it in its own process group (session), stdout and stderr piped.
+
+        ``pdeathsig``: the child gets SIGKILL when the daemon dies (long-lived children).
+        """
         try:
             return await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -92,7 +115,8 @@ class SpawnSpec:
                 env=dict(self.env),
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_child_setup,  # only os.umask: safe after fork
+                # Only a syscall or two, safe after fork.
+                preexec_fn=_long_lived_child_setup if pdeathsig else _child_setup,
                 limit=2**20,
             )
         except FileNotFoundError:

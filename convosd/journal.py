@@ -1,0 +1,186 @@
+"""The durable event journal (CONTRACT section 4).
+
+``seq`` starts at 1 in a journal and is gap-free, increasing and durable: each batch is one
+transaction, and an event is handed to listeners only after its commit. Retention trims the
+oldest events by age and by count; ``firstSeq`` says where the journal starts. A reset starts
+a new journal (new ``journalId``, ``seq`` from 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from convosd.events import NewEvent
+from convosd.store import Store, StoreError, new_journal_id
+from convosd.supervisor.state import iso
+
+Listener = Callable[[Sequence["JournalEvent"]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    seq: int
+    type: str
+    body: str  # the event as JSON text, ready to send
+
+    def as_dict(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class JournalPosition:
+    journal_id: str
+    first_seq: int
+    last_seq: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"journalId": self.journal_id, "firstSeq": self.first_seq, "lastSeq": self.last_seq}
+
+
+class Journal:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_events: int = 1_000_000,
+        max_age_s: float = 30 * 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.max_events = max_events
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.listeners: list[Listener] = []
+        self._load()
+
+    def _load(self) -> None:
+        db = self.store.db
+        self.journal_id = self.store.get_meta("journal_id") or new_journal_id()
+        stored_last = self.store.get_meta("last_seq")
+        max_seq = db.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        self.last_seq = max(int(stored_last or 0), int(max_seq or 0))
+        min_seq = db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+        self.first_seq = int(min_seq) if min_seq is not None else self.last_seq + 1
+        self.max_sent_at = self.store.get_meta("max_sent_at")
+
+    @property
+    def position(self) -> JournalPosition:
+        return JournalPosition(self.journal_id, self.first_seq, self.last_seq)
+
+    # --- writing ------------------------------------------------------------------------
+
+    def append(
+        self,
+        events: Iterable[NewEvent],
+        *,
+        seen: Sequence[tuple[str, str]] = (),
+        notify: bool = True,
+    ) -> list[JournalEvent]:
+        """Journal ``events`` and mark ``seen`` ids in one transaction; then notify.
+
+        Raises StoreError when the write fails; nothing of the batch is then visible.
+        """
+        now = self.clock()
+        at = iso(datetime.fromtimestamp(now, UTC))
+        written: list[JournalEvent] = []
+        rows: list[tuple[int, str, float, str]] = []
+        seq = self.last_seq
+        max_sent_at = self.max_sent_at
+        for new in events:
+            if new.type == "message":
+                sent_at = new.fields.get("sentAt")
+                if isinstance(sent_at, str) and (max_sent_at is None or sent_at > max_sent_at):
+                    max_sent_at = sent_at
+            seq += 1
+            body = json.dumps(
+                {
+                    "seq": seq,
+                    "type": new.type,
+                    "at": at,
+                    "conversationId": new.conversation_id,
+                    **new.fields,
+                },
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            rows.append((seq, new.type, now, body))
+            written.append(JournalEvent(seq, new.type, body))
+        if not rows and not seen:
+            return []
+        try:
+            with self.store.transaction() as db:
+                if rows:
+                    db.executemany(
+                        "INSERT INTO events (seq, type, at, body) VALUES (?, ?, ?, ?)", rows
+                    )
+                    self.store.set_meta("last_seq", str(seq))
+                    if max_sent_at != self.max_sent_at:
+                        self.store.set_meta("max_sent_at", max_sent_at)
+                if seen:
+                    self.store.mark_seen(list(seen), now)
+        except sqlite3.Error as exc:
+            raise StoreError(f"journal write failed: {exc}") from exc
+        if rows:
+            self.max_sent_at = max_sent_at
+            if self.first_seq > self.last_seq:
+                self.first_seq = rows[0][0]
+            self.last_seq = seq
+        if notify and written:
+            for listener in list(self.listeners):
+                listener(written)
+        return written
+
+    def trim(self) -> int:
+        """Apply retention (age, then count). Returns how many events were removed."""
+        cutoff_seq = self.last_seq - self.max_events
+        cutoff_at = self.clock() - self.max_age_s
+        try:
+            with self.store.transaction() as db:
+                removed = db.execute(
+                    "DELETE FROM events WHERE seq <= ? OR at < ?", (cutoff_seq, cutoff_at)
+                ).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"journal trim failed: {exc}") from exc
+        if removed:
+            min_seq = self.store.db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+            self.first_seq = int(min_seq) if min_seq is not None else self.last_seq + 1
+        return int(removed)
+
+    def reset(self) -> None:
+        """A new journal: every event gone, a new ``journalId``, ``seq`` from 1."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM events")
+            self.journal_id = new_journal_id()
+            self.store.set_meta("journal_id", self.journal_id)
+            self.store.set_meta("last_seq", "0")
+            self.store.set_meta("max_sent_at", None)
+        self.first_seq, self.last_seq = 1, 0
+        self.max_sent_at = None
+
+    # --- reading ------------------------------------------------------------------------
+
+    def read(
+        self, after: int, limit: int, types: frozenset[str] | None = None
+    ) -> list[JournalEvent]:
+        """Events with ``seq > after`` in order, at most ``limit``, optionally of ``types``."""
+        db = self.store.db
+        if types:
+            marks = ",".join("?" * len(types))
+            cursor = db.execute(
+                f"SELECT seq, type, body FROM events WHERE seq > ? AND type IN ({marks}) "
+                "ORDER BY seq LIMIT ?",
+                (after, *sorted(types), limit),
+            )
+        else:
+            cursor = db.execute(
+                "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+        return [JournalEvent(int(s), str(t), str(b)) for s, t, b in cursor]

@@ -1,0 +1,305 @@
+"""The state dir's durable store: one SQLite database (WAL), versioned by ``user_version``.
+
+It holds what must survive a restart (CONTRACT section 1): the binding, a pending join, the
+seen-id table, idempotency keys, the journal (see :mod:`convosd.journal`), the children's
+process groups (to reap leftovers after a SIGKILL of the daemon) and a few facts in ``meta``
+(journal id, the CLI version last used, the instance's inbox id).
+
+Calls are synchronous and short; they run on the event loop's thread (SQLite on a local
+disk answers in microseconds), which keeps every write ordered without locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from convosd.errors import ConfigError
+
+DB_NAME = "convosd.db"
+LOCK_NAME = "convosd.lock"
+
+# Each entry upgrades the schema from version i to i + 1. Never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE binding (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        conversation_id TEXT NOT NULL,
+        inbox_id TEXT,
+        env TEXT NOT NULL,
+        how TEXT NOT NULL,
+        creator_inbox_id TEXT,
+        invite_tag TEXT,
+        bound_at REAL NOT NULL
+    );
+    CREATE TABLE pending_join (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        body TEXT NOT NULL
+    );
+    CREATE TABLE seen (
+        message_id TEXT PRIMARY KEY,
+        fate TEXT NOT NULL,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX seen_at ON seen (at);
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        intent_at REAL NOT NULL,
+        body TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE children (
+        name TEXT PRIMARY KEY,
+        pgid INTEGER NOT NULL,
+        start_ticks INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        at REAL NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX events_type_seq ON events (type, seq);
+    CREATE INDEX events_at ON events (at);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StateDirInUse(ConfigError):
+    """Another daemon holds the state dir's lock."""
+
+
+class StoreError(Exception):
+    """The store cannot be read or written (disk full, read-only, corrupt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    conversation_id: str
+    inbox_id: str | None
+    env: str
+    how: str
+    creator_inbox_id: str | None
+    invite_tag: str | None
+    bound_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "conversationId": self.conversation_id,
+            "inboxId": self.inbox_id,
+            "env": self.env,
+            "how": self.how,
+            "creatorInboxId": self.creator_inbox_id,
+            "inviteTag": self.invite_tag,
+        }
+
+
+class InstanceLock:
+    """The single-instance flock on ``<state dir>/convosd.lock``; the file holds the pid."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StateDirInUse(f"state dir in use by pid {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Store:
+    """The durable state of one instance. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self.db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        path = state_dir / DB_NAME
+        try:
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a committed transaction survives a crash of the process (SIGKILL);
+            # only an OS crash or power loss may lose the last ones, never corrupt the file.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA busy_timeout=5000")
+            store = cls(connection, path)
+            store._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {path} cannot be opened: {exc}") from None
+        os.chmod(path, 0o600)
+        return store
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state store schema {version} is newer than this convosd knows "
+                f"({SCHEMA_VERSION}): refusing to downgrade"
+            )
+        for index in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                self._apply(index)
+        if self.get_meta("journal_id") is None:
+            self.set_meta("journal_id", new_journal_id())
+
+    def _apply(self, index: int) -> None:
+        for statement in _statements(MIGRATIONS[index]):
+            self.db.execute(statement)
+        self.db.execute(f"PRAGMA user_version = {index + 1}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back on any error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    # --- meta ---------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # --- binding ------------------------------------------------------------------------
+
+    def binding(self) -> Binding | None:
+        row = self.db.execute(
+            "SELECT conversation_id, inbox_id, env, how, creator_inbox_id, invite_tag, bound_at "
+            "FROM binding WHERE id = 1"
+        ).fetchone()
+        return None if row is None else Binding(*row)
+
+    def set_binding(self, binding: Binding) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO binding (id, conversation_id, inbox_id, env, how, "
+            "creator_inbox_id, invite_tag, bound_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                binding.conversation_id,
+                binding.inbox_id,
+                binding.env,
+                binding.how,
+                binding.creator_inbox_id,
+                binding.invite_tag,
+                binding.bound_at,
+            ),
+        )
+
+    def clear_binding(self) -> None:
+        self.db.execute("DELETE FROM binding")
+
+    # --- pending join -------------------------------------------------------------------
+
+    def pending_join(self) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT body FROM pending_join WHERE id = 1").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def set_pending_join(self, body: dict[str, Any] | None) -> None:
+        if body is None:
+            self.db.execute("DELETE FROM pending_join")
+        else:
+            self.db.execute(
+                "INSERT OR REPLACE INTO pending_join (id, body) VALUES (1, ?)", (json.dumps(body),)
+            )
+
+    # --- seen ids -----------------------------------------------------------------------
+
+    def seen(self, message_id: str) -> bool:
+        row = self.db.execute("SELECT 1 FROM seen WHERE message_id = ?", (message_id,)).fetchone()
+        return row is not None
+
+    def filter_unseen(self, message_ids: list[str]) -> set[str]:
+        if not message_ids:
+            return set()
+        found: set[str] = set()
+        for start in range(0, len(message_ids), 500):
+            chunk = message_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self.db.execute(
+                    f"SELECT message_id FROM seen WHERE message_id IN ({marks})", chunk
+                )
+            )
+        return set(message_ids) - found
+
+    def mark_seen(self, items: list[tuple[str, str]], now: float | None = None) -> None:
+        """Record ``(message_id, fate)`` pairs; call inside the batch's transaction."""
+        at = time.time() if now is None else now
+        self.db.executemany(
+            "INSERT OR IGNORE INTO seen (message_id, fate, at) VALUES (?, ?, ?)",
+            [(message_id, fate, at) for message_id, fate in items],
+        )
+
+    def trim_seen(self, older_than: float) -> int:
+        """Forget ids older than any backfill window can re-read (they cannot come back)."""
+        return self.db.execute("DELETE FROM seen WHERE at < ?", (older_than,)).rowcount
+
+    # --- children (for reaping after a daemon crash) ------------------------------------
+
+    def record_child(self, name: str, pgid: int, start_ticks: int) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO children (name, pgid, start_ticks) VALUES (?, ?, ?)",
+            (name, pgid, start_ticks),
+        )
+
+    def forget_child(self, name: str) -> None:
+        self.db.execute("DELETE FROM children WHERE name = ?", (name,))
+
+    def recorded_children(self) -> list[tuple[str, int, int]]:
+        return [
+            (str(n), int(p), int(t))
+            for n, p, t in self.db.execute("SELECT name, pgid, start_ticks FROM children")
+        ]
+
+
+def new_journal_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]

@@ -1,0 +1,169 @@
+"""The state store and the journal: migrations, lock, binding, gap-free seq, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convosd.events import event
+from convosd.journal import Journal
+from convosd.store import SCHEMA_VERSION, Binding, InstanceLock, StateDirInUse, Store, StoreError
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path)
+    yield s
+    s.close()
+
+
+def msg(i: int, sent_at: str = "2026-11-23T12:00:00.000Z") -> object:
+    return event(
+        "message",
+        "c" * 32,
+        messageId=f"{i:064x}",
+        senderInboxId="a" * 64,
+        senderName=None,
+        contentType="text",
+        content=f"m{i}",
+        sentAt=sent_at,
+        replyTo=None,
+        reaction=None,
+    )
+
+
+def test_schema_version_and_private_file(tmp_path: Path, store: Store) -> None:
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (tmp_path / "convosd.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "convosd.db")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="refusing to downgrade"):
+        Store.open(tmp_path)
+
+
+def test_binding_and_pending_join_survive_reopen(tmp_path: Path, store: Store) -> None:
+    b = Binding("c" * 32, "a" * 64, "dev", "created", None, "TAG1234567", 1.0)
+    store.set_binding(b)
+    store.set_pending_join({"slug": "x", "knownConversationIds": ["1"]})
+    store.close()
+    again = Store.open(tmp_path)
+    assert again.binding() == b
+    assert again.pending_join() == {"slug": "x", "knownConversationIds": ["1"]}
+    again.clear_binding()
+    again.set_pending_join(None)
+    assert again.binding() is None and again.pending_join() is None
+    again.close()
+
+
+def test_second_instance_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
+    lock = InstanceLock(tmp_path)
+    lock.acquire()
+    try:
+        code = (
+            "import sys; from pathlib import Path; from convosd.store import InstanceLock\n"
+            "try:\n    InstanceLock(Path(sys.argv[1])).acquire()\n"
+            "except Exception as e:\n    print(e); sys.exit(1)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 1
+        assert out.stdout.strip() == f"state dir in use by pid {os.getpid()}"
+    finally:
+        lock.release()
+    again = InstanceLock(tmp_path)
+    again.acquire()
+    again.release()
+    with pytest.raises(StateDirInUse):
+        a, b = InstanceLock(tmp_path), InstanceLock(tmp_path)
+        a.acquire()
+        try:
+            b.acquire()
+        finally:
+            a.release()
+
+
+def test_seen_ids(store: Store) -> None:
+    with store.transaction():
+        store.mark_seen([("a", "journaled"), ("b", "own")], now=10)
+    assert store.seen("a") and not store.seen("z")
+    assert store.filter_unseen(["a", "b", "c"]) == {"c"}
+    assert store.trim_seen(older_than=11) == 2
+
+
+class TestJournal:
+    def test_seq_is_gap_free_and_durable(self, tmp_path: Path, store: Store) -> None:
+        j = Journal(store, clock=lambda: 1000.0)
+        got = j.append([msg(1), msg(2)], seen=[("x", "own")])
+        assert [e.seq for e in got] == [1, 2]
+        body = got[0].as_dict()
+        assert body["seq"] == 1 and body["type"] == "message"
+        assert body["at"] == "1970-01-01T00:16:40.000Z"
+        assert body["conversationId"] == "c" * 32
+        assert store.seen("x")
+        j2 = Journal(store)
+        assert (j2.first_seq, j2.last_seq) == (1, 2)
+        assert [e.seq for e in j2.append([msg(3)])] == [3]
+
+    def test_listeners_see_only_committed_batches(self, store: Store) -> None:
+        j = Journal(store)
+        seen: list[int] = []
+        j.listeners.append(lambda batch: seen.extend(e.seq for e in batch))
+        j.append([msg(1)])
+        store.db.execute("DROP TABLE events")  # the next write fails
+        with pytest.raises(StoreError):
+            j.append([msg(2)], seen=[("m2", "journaled")])
+        assert seen == [1]
+        assert j.last_seq == 1
+        assert not store.seen("m2")  # the failed batch marked nothing
+
+    def test_read_after_limit_and_types(self, store: Store) -> None:
+        j = Journal(store)
+        j.append([msg(1), event("conversation_locked", "c" * 32, locked=True), msg(2)])
+        assert [e.seq for e in j.read(0, 10)] == [1, 2, 3]
+        assert [e.seq for e in j.read(1, 1)] == [2]
+        assert [e.seq for e in j.read(0, 10, frozenset({"message"}))] == [1, 3]
+
+    def test_retention_by_count_and_age(self, store: Store) -> None:
+        now = [1000.0]
+        j = Journal(store, max_events=3, max_age_s=100, clock=lambda: now[0])
+        j.append([msg(i) for i in range(5)])
+        assert j.trim() == 2
+        assert (j.first_seq, j.last_seq) == (3, 5)
+        now[0] = 2000.0
+        assert j.trim() == 3
+        assert (j.first_seq, j.last_seq) == (6, 5)  # empty: starts after the last
+        assert [e.seq for e in j.append([msg(9)])] == [6]
+        assert j.first_seq == 6
+
+    def test_reset_starts_a_new_journal(self, store: Store) -> None:
+        j = Journal(store)
+        old = j.journal_id
+        j.append([msg(1)])
+        j.reset()
+        assert j.journal_id != old
+        assert (j.first_seq, j.last_seq) == (1, 0)
+        assert [e.seq for e in j.append([msg(2)])] == [1]
+        assert Journal(store).journal_id == j.journal_id
+
+    def test_max_sent_at_tracks_messages(self, store: Store) -> None:
+        j = Journal(store)
+        j.append([msg(1, "2026-11-23T12:00:05.000Z"), msg(2, "2026-11-23T12:00:01.000Z")])
+        assert j.max_sent_at == "2026-11-23T12:00:05.000Z"
+        assert Journal(store).max_sent_at == "2026-11-23T12:00:05.000Z"
+
+    def test_unicode_is_stored_as_is(self, store: Store) -> None:
+        j = Journal(store)
+        (e,) = j.append([event("join_failed", None, reason="ünï 👍")])
+        assert "👍" in e.body and json.loads(e.body)["reason"] == "ünï 👍"
