@@ -1,14 +1,24 @@
 """The argv of every convos CLI command convosd runs: pure, no I/O.
 
-Rules that keep user text from ever being read as a flag:
+Rules that keep user text from ever being read as a flag (checked against the real oclif
+parser by ``tests/realcli``):
 
-- a flag whose value may come from a user is written ``--flag=value`` (one word: oclif takes
-  everything after ``=`` literally, ``--text=--help`` sends "--help");
 - every positional argument goes after ``--``, which ends oclif's flag parsing, so a name,
   a reply or an emoji such as ``-x`` or ``--help`` is an argument, never a flag;
+- a flag whose value may come from a user is written ``--flag=value`` as one word. oclif
+  takes such a value literally unless it starts with ``-`` and names one of the command's
+  flags (``--name=--json`` fails with "Flag --name expects a value"), so values of
+  flag-only fields (names, profile names, descriptions, image URLs) that start with ``-``
+  are refused with :class:`UnsafeText` instead of being mangled;
+- ``send-text`` takes its text as ``--text=TEXT`` unless the text starts with ``-``; then it
+  goes after ``--``. oclif hands ``send-text`` its variadic positionals sorted by where each
+  token first appears in argv, so a positional text equal to a word that stands earlier
+  (``--json``, ``--env=...``, ``--env-file=...``) would be swapped with the id: those exact
+  texts are refused, and ``--`` itself is sent as ``--text=--``;
 - ids are checked to be hex before they are used at all.
 
-Every command but ``--version`` ends its flags with ``--env ENV --env-file PATH --json``.
+Every command but ``--version`` carries ``--env=ENV --env-file=PATH --json`` (one word each,
+so no user text can equal one of their words).
 """
 
 from __future__ import annotations
@@ -23,6 +33,10 @@ Permissions = Literal["all-members", "admin-only"]
 Direction = Literal["ascending", "descending"]
 
 _HEX = re.compile(r"^[0-9a-fA-F]{1,256}$")
+
+
+class UnsafeText(ValueError):
+    """User text the CLI's parser cannot take literally in this position."""
 
 
 def check_id(kind: str, value: str) -> str:
@@ -53,11 +67,13 @@ class ArgvBuilder:
         flags: list[str] | None = None,
         positionals: list[str] | None = None,
     ) -> Invocation:
-        argv = [*words, *(flags or []), "--env", self.env, "--env-file", str(self.env_file)]
-        argv.append("--json")
+        argv = [*words, *(flags or []), *self._common()]
         if positionals:
             argv += ["--", *positionals]
         return Invocation(command=":".join(words), argv=tuple(argv))
+
+    def _common(self) -> tuple[str, str, str]:
+        return (f"--env={self.env}", f"--env-file={self.env_file}", "--json")
 
     # --- version and identity -----------------------------------------------------------
 
@@ -192,8 +208,16 @@ class ArgvBuilder:
         return self._conversation("messages", conversation_id, flags)
 
     def send_text(self, conversation_id: str, text: str) -> Invocation:
-        # One word: oclif reads everything after "=" as the value, even "--help" or "-t x".
-        return self._conversation("send-text", conversation_id, [f"--text={text}"])
+        if not text:
+            raise UnsafeText("the text is empty")
+        if text == "--" or not text.startswith("-"):
+            return self._conversation("send-text", conversation_id, [f"--text={text}"])
+        if text in self._common():
+            raise UnsafeText(
+                f"the convos CLI cannot send the exact text {text!r} (its parser swaps it "
+                "with the conversation id)"
+            )
+        return self._conversation("send-text", conversation_id, None, [text])
 
     def send_reply(self, conversation_id: str, message_id: str, text: str) -> Invocation:
         check_id("message id", message_id)
@@ -228,4 +252,14 @@ class ArgvBuilder:
 
 
 def _text_flags(values: dict[str, str | None]) -> list[str]:
-    return [f"{flag}={value}" for flag, value in values.items() if value is not None]
+    flags = []
+    for flag, value in values.items():
+        if value is None:
+            continue
+        if value.startswith("-"):
+            raise UnsafeText(
+                f"{flag.removeprefix('--')} cannot start with '-': the convos CLI would read "
+                "it as a flag"
+            )
+        flags.append(f"{flag}={value}")
+    return flags
