@@ -1,0 +1,61 @@
+"""The single queue of one-shot CLI calls (CONTRACT section 3, Sending).
+
+The stream and the join-request watcher share the CLI's database with every one-shot
+command, so one-shot calls run one at a time, in call order (asyncio.Lock is FIFO). A call
+the CLI answers with ``database is locked`` or ``Could not acquire identity lock`` is retried
+with backoff until ``cliTimeoutS`` has passed, then fails with BUSY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from convosd import errors
+
+T = TypeVar("T")
+
+
+class CliQueue:
+    def __init__(self, *, timeout_s: float, rng: random.Random | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.rng = rng or random.Random()
+        self._lock = asyncio.Lock()
+        self.waiting = 0
+        self.log = structlog.get_logger("convosd.cliqueue")
+
+    async def run(self, call: Callable[[], Awaitable[T]], *, what: str = "cli") -> T:
+        """Run ``call`` when every earlier call has finished."""
+        self.waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await self._with_retries(call, what)
+        finally:
+            self._lock.release()
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call()
+            except errors.CliLocked:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.Busy(
+                        "the convos CLI database stayed locked", retry_after_s=1.0
+                    ) from None
+                pause = min(remaining, delay * (0.8 + 0.4 * self.rng.random()))
+                self.log.info("cli_locked_retry", what=what, attempt=attempt, pause_s=pause)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, 2.0)

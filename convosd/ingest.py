@@ -1,0 +1,272 @@
+"""The inbound pipeline, one direction (CONTRACT section 4):
+
+    child line ─▶ parse ─▶ seen/own filter ─▶ policy hook ─▶ journal ─▶ subscribers
+
+Sources are the live ``conversation stream`` lines and the backfill (``conversation messages
+--sync --direction ascending --sent-after <cursor>``, paged). Live lines read while a backfill
+runs are merged into it and journaled after it. Every inbound id goes into the seen-id table
+whatever its fate, in the same transaction as its event, so an id is evaluated once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from convosd.cli.models import CliMessage
+from convosd.events import NewEvent, message_event
+from convosd.journal import Journal
+from convosd.store import StoreError
+
+#: content types journaled as ``message`` events (the CLI's displayable xmtp.org types).
+MESSAGE_TYPES = frozenset(
+    {
+        "text",
+        "markdown",
+        "reply",
+        "reaction",
+        "attachment",
+        "remoteStaticAttachment",
+        "multiRemoteAttachment",
+        "multiRemoteStaticAttachment",
+        "group_updated",
+    }
+)
+#: types the sender policy applies to; the others (group_updated) are always journaled.
+POLICY_TYPES = MESSAGE_TYPES - {"group_updated"}
+PAGE_SIZE = 200
+#: the backfill cursor starts this far before the newest journaled message.
+CURSOR_MARGIN_S = 2.0
+#: failed journal writes are retried with the next batch; past this many, the oldest are
+#: left to the next backfill (they were never marked seen).
+RETRY_LIMIT = 10_000
+
+
+class Fate(StrEnum):
+    JOURNALED = "journaled"
+    HELD = "held"
+    DROPPED = "dropped"
+    OWN = "own"
+    IGNORED = "ignored"  # not a displayable type (profile updates, explode settings, ...)
+    BEFORE_BINDING = "before_binding"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the policy hook says of one message: journal it, hold it, or drop it."""
+
+    fate: Fate
+    events: tuple[NewEvent, ...] = ()  # extra events (e.g. pairing_requested)
+
+
+PolicyHook = Callable[[CliMessage], Decision]
+
+
+def journal_everything(_message: CliMessage) -> Decision:
+    """The default hook until a sender policy is configured: everything is journaled."""
+    return Decision(Fate.JOURNALED)
+
+
+@dataclass
+class IngestStats:
+    lines: int = 0
+    bad_lines: int = 0
+    journaled: int = 0
+    duplicates: int = 0
+    by_fate: dict[str, int] = field(default_factory=dict)
+    backfills: int = 0
+    backfill_failures: int = 0
+    write_failures: int = 0
+
+
+FetchPage = Callable[[int], Awaitable[list[CliMessage]]]
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        conversation_id: str,
+        own_inbox_id: str,
+        bound_at: float,
+        policy: PolicyHook = journal_everything,
+        sender_name: Callable[[str], str | None] = lambda _inbox: None,
+        on_group_updated: Callable[[CliMessage], None] = lambda _m: None,
+        on_special: Callable[[CliMessage], None] = lambda _m: None,
+        backfill_window_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.store = journal.store
+        self.conversation_id = conversation_id
+        self.own_inbox_id = own_inbox_id
+        self.bound_at = bound_at
+        self.policy = policy
+        self.sender_name = sender_name
+        self.on_group_updated = on_group_updated
+        self.on_special = on_special
+        self.backfill_window_s = backfill_window_s
+        self.clock = clock
+        self.stats = IngestStats()
+        self.backfilling = False
+        self.healthy = True
+        self.last_error: str | None = None
+        self._during_backfill: list[CliMessage] = []
+        self._retry: list[CliMessage] = []
+        self._last_bad_log = 0.0
+        self.log = structlog.get_logger("convosd.ingest")
+
+    # --- live lines ---------------------------------------------------------------------
+
+    def on_stream_lines(self, lines: Sequence[bytes]) -> None:
+        messages: list[CliMessage] = []
+        for line in lines:
+            self.stats.lines += 1
+            message = self._parse(line)
+            if message is not None:
+                messages.append(message)
+        if not messages:
+            return
+        if self.backfilling:
+            self._during_backfill.extend(messages)
+        else:
+            self.process(messages)
+
+    def _parse(self, line: bytes) -> CliMessage | None:
+        stripped = line.strip()
+        if not stripped:
+            return None
+        try:
+            value: Any = json.loads(stripped)
+            if not isinstance(value, dict) or "event" in value:
+                raise ValueError("not a message line")
+            return CliMessage.model_validate(value)
+        except (ValueError, ValidationError, UnicodeDecodeError):
+            self._bad_line(len(line))
+            return None
+
+    def _bad_line(self, size: int) -> None:
+        self.stats.bad_lines += 1
+        now = time.monotonic()
+        if now - self._last_bad_log >= 1.0:
+            self._last_bad_log = now
+            self.log.warning("stream_bad_line", bad_lines=self.stats.bad_lines, size=size)
+
+    # --- the merge ----------------------------------------------------------------------
+
+    def process(self, messages: Sequence[CliMessage]) -> int:
+        """Evaluate unseen messages in ascending ``sentAt`` and journal them in one batch.
+
+        Returns the number of events journaled. A failed write keeps the batch for a retry.
+        """
+        batch = [*self._retry, *messages]
+        self._retry = []
+        unique: dict[str, CliMessage] = {}
+        for message in batch:
+            if message.id in unique:
+                self.stats.duplicates += 1
+            else:
+                unique[message.id] = message
+        unseen_ids = self.store.filter_unseen(list(unique))
+        self.stats.duplicates += len(unique) - len(unseen_ids)
+        fresh = sorted((m for m in unique.values() if m.id in unseen_ids), key=lambda m: m.sent_at)
+        if not fresh:
+            return 0
+        events: list[NewEvent] = []
+        seen: list[tuple[str, str]] = []
+        group_updates: list[CliMessage] = []
+        specials: list[CliMessage] = []
+        for message in fresh:
+            fate, extra = self._evaluate(message)
+            seen.append((message.id, str(fate)))
+            self.stats.by_fate[str(fate)] = self.stats.by_fate.get(str(fate), 0) + 1
+            events.extend(extra)
+            if fate is Fate.JOURNALED:
+                name = self.sender_name(message.sender_inbox_id)
+                events.append(message_event(message, self.conversation_id, name))
+                if message.content_type.type_id == "group_updated":
+                    group_updates.append(message)
+            elif fate is Fate.IGNORED:
+                specials.append(message)
+        try:
+            written = self.journal.append(events, seen=seen)
+        except StoreError as exc:
+            self.stats.write_failures += 1
+            self.healthy = False
+            self.last_error = str(exc)
+            self._retry = list(fresh)[-RETRY_LIMIT:]
+            self.log.error("journal_write_failed", error=str(exc), kept=len(self._retry))
+            return 0
+        self.healthy = True
+        self.stats.journaled += len(written)
+        for message in group_updates:
+            self.on_group_updated(message)
+        for message in specials:
+            self.on_special(message)
+        return len(written)
+
+    def _evaluate(self, message: CliMessage) -> tuple[Fate, tuple[NewEvent, ...]]:
+        if message.sender_inbox_id == self.own_inbox_id:
+            return Fate.OWN, ()
+        if message.sent_at.timestamp() < self.bound_at - CURSOR_MARGIN_S:
+            return Fate.BEFORE_BINDING, ()
+        type_id = message.content_type.type_id
+        authority = message.content_type.authority_id
+        if type_id not in MESSAGE_TYPES or authority not in (None, "xmtp.org"):
+            return Fate.IGNORED, ()
+        if type_id not in POLICY_TYPES:
+            return Fate.JOURNALED, ()
+        decision = self.policy(message)
+        return decision.fate, decision.events
+
+    # --- backfill -----------------------------------------------------------------------
+
+    def cursor_ns(self) -> int:
+        """The earlier of (newest journaled sentAt - 2 s) and (now - window), never before
+        the binding."""
+        now = self.clock()
+        candidates = [now - self.backfill_window_s]
+        if self.journal.max_sent_at is not None:
+            newest = datetime.strptime(self.journal.max_sent_at, "%Y-%m-%dT%H:%M:%S.%fZ")
+            candidates.append(newest.replace(tzinfo=UTC).timestamp() - CURSOR_MARGIN_S)
+        cursor = max(min(candidates), self.bound_at - CURSOR_MARGIN_S)
+        return int(cursor * 1_000_000) * 1000
+
+    async def backfill(self, fetch_page: FetchPage) -> int:
+        """Re-read the recent window, page by page, and merge it with live lines."""
+        if self.backfilling:
+            return 0
+        self.backfilling = True
+        collected: list[CliMessage] = []
+        cursor = self.cursor_ns()
+        start_cursor = cursor
+        try:
+            while True:
+                page = await fetch_page(cursor)
+                collected.extend(page)
+                if len(page) < PAGE_SIZE:
+                    break
+                next_cursor = page[-1].sent_at_ns - 1
+                cursor = next_cursor if next_cursor > cursor else cursor + 1
+            self.stats.backfills += 1
+        except Exception as exc:
+            self.stats.backfill_failures += 1
+            self.last_error = f"backfill failed: {getattr(exc, 'message', type(exc).__name__)}"
+            self.log.warning("backfill_failed", error=self.last_error)
+            raise
+        finally:
+            live, self._during_backfill = self._during_backfill, []
+            self.backfilling = False
+            journaled = self.process([*collected, *live])
+        # Seen ids older than any cursor can reach will never be read again.
+        self.store.trim_seen(older_than=start_cursor / 1e9 - 3600)
+        return journaled

@@ -1,0 +1,617 @@
+"""One convosd instance: its binding, its two long-lived children and its inbound pipeline.
+
+"One instance = one conversation". :class:`Instance` resumes a saved binding at start,
+attaches to ``ownerConversationId`` when unbound, binds after create/join, and unbinds on
+explode, reset or removal. While bound it keeps ``conversation stream`` and
+``conversations process-join-requests --watch`` running, backfills the recent window at every
+stream (re)start and every ``backfillIntervalS``, and keeps the member, owner and profile
+views the events need. It computes ``status`` and ``health`` from what it knows; nothing here
+waits on the network to answer them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from convosd import __version__, errors, reaper
+from convosd.cli import ConvosCli, check_version
+from convosd.cli.models import CliMessage, CliVersion, PermissionLevel
+from convosd.cliqueue import CliQueue
+from convosd.config import Paths, Settings
+from convosd.events import NewEvent, event
+from convosd.health import HealthInputs, HealthStatus, evaluate
+from convosd.ingest import Ingest, PolicyHook, journal_everything
+from convosd.journal import Journal
+from convosd.store import Binding, Store, StoreError
+from convosd.supervisor.child import SupervisedChild
+from convosd.supervisor.state import ChildState
+
+PROBE_INTERVAL_S = 60.0
+PROFILE_REFRESH_S = 300.0
+TRIM_INTERVAL_S = 3600.0
+STREAM = "stream"
+WATCHER = "joinRequests"
+
+
+class Instance:
+    def __init__(
+        self,
+        settings: Settings,
+        paths: Paths,
+        *,
+        store: Store,
+        journal: Journal,
+        cli: ConvosCli,
+        queue: CliQueue | None = None,
+        policy: PolicyHook = journal_everything,
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.store = store
+        self.journal = journal
+        self.cli = cli
+        self.queue = queue or CliQueue(timeout_s=settings.daemon.cli_timeout_s)
+        self.policy = policy
+        self.stop_grace_s = stop_grace_s
+        self.log = structlog.get_logger("convosd.instance")
+        self.started_monotonic = time.monotonic()
+        self.binding: Binding | None = None
+        self.children: dict[str, SupervisedChild] = {}
+        self.ingest: Ingest | None = None
+        self.names: dict[str, str | None] = {}
+        self.members: set[str] | None = None
+        self.super_admins: set[str] = set()
+        self.cli_version: CliVersion | None = None
+        self.cli_working: bool | None = None
+        self.cli_problem: str | None = None
+        self.cli_version_problem: str | None = None
+        self.env_mismatch: str | None = None
+        self.binding_mismatch: str | None = None
+        self.identity_mismatch: str | None = None
+        self.identity_id: str | None = None
+        self.identity_inbox_id: str | None = None
+        self.admitted: set[str] = set()  # inboxes accepted by our own join-request child
+        self.on_state_change: Callable[[], None] = lambda: None
+        self.on_admitted: Callable[[str], None] = lambda _inbox: None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._periodic: list[asyncio.Task[None]] = []
+        self._refresh_pending: dict[str, asyncio.Task[None]] = {}
+        self._profiles_at = 0.0
+        self._closing = False
+        self._unbinding = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reap leftovers, check the CLI, then resume, attach or stay unbound."""
+        self._reap_leftovers()
+        await self.probe_cli()
+        binding = self.store.binding()
+        wanted_env = self.settings.convos.env
+        owner = self.settings.convos.owner_conversation_id
+        if binding is not None:
+            if binding.env != wanted_env:
+                self.env_mismatch = (
+                    f"the saved binding is for env {binding.env}, the configuration says "
+                    f"{wanted_env}: not resumed"
+                )
+                self.log.error("binding_env_mismatch", saved=binding.env, configured=wanted_env)
+            else:
+                if owner is not None and owner != binding.conversation_id:
+                    self.binding_mismatch = (
+                        f"bound to {binding.conversation_id}; ownerConversationId "
+                        f"{owner} is ignored (the saved binding wins)"
+                    )
+                await self._activate(binding, announce=False)
+        elif owner is not None and self.store.pending_join() is None:
+            await self._attach(owner)
+        self._periodic.append(asyncio.create_task(self._probe_loop(), name="probe-loop"))
+        self._periodic.append(asyncio.create_task(self._trim_loop(), name="trim-loop"))
+
+    async def close(self) -> None:
+        """Stop the children and every background task (shutdown)."""
+        self._closing = True
+        for task in self._periodic:
+            task.cancel()
+        await self._stop_children()
+        for task in list(self._tasks) + self._periodic:
+            task.cancel()
+        for task in list(self._tasks) + self._periodic:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._periodic.clear()
+
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A background task with a strong reference whose failure is logged."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.log.error(
+                "background_task_failed",
+                task=task.get_name(),
+                error=getattr(exc, "message", type(exc).__name__),
+                exc_info=not isinstance(exc, errors.ConvosdError),
+            )
+
+    # --- the CLI ------------------------------------------------------------------------
+
+    async def probe_cli(self) -> bool:
+        """``--version`` (0.10.x, no downgrade) and ``identity list`` (it loads the binding)."""
+        try:
+            version = await self.queue.run(self.cli.version, what="version")
+            self.cli_version = version
+            check_version(version, self.store.get_meta("cli_version"))
+            self.cli_version_problem = None
+        except errors.CliUnavailable as exc:
+            if self.cli_version is not None:
+                self.cli_version_problem = exc.message
+            else:
+                self.cli_problem = exc.message
+            self.cli_working = False
+            self._changed()
+            return False
+        except errors.ConvosdError as exc:
+            self.cli_working = False
+            self.cli_problem = exc.message
+            self._changed()
+            return False
+        try:
+            identities = await self.queue.run(self.cli.identity_list, what="identity list")
+        except errors.ConvosdError as exc:
+            self.cli_working = False
+            self.cli_problem = exc.message
+            self._changed()
+            return False
+        self.cli_working = True
+        self.cli_problem = None
+        self.store.set_meta("cli_version", version.version)
+        self.identity_id = identities[0].id if identities else None
+        inbox = identities[0].inbox_id if identities else None
+        self.identity_inbox_id = inbox if inbox and len(inbox) == 64 else None
+        wanted = self.settings.convos.identity_id
+        if wanted is not None and self.identity_id is not None and wanted != self.identity_id:
+            self.identity_mismatch = (
+                f"identityId {wanted} does not match the CLI home's identity {self.identity_id}"
+            )
+        else:
+            self.identity_mismatch = None
+        self._changed()
+        return True
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            await self.probe_cli()
+
+    async def _trim_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TRIM_INTERVAL_S)
+            try:
+                removed = self.journal.trim()
+            except StoreError as exc:
+                self.log.error("journal_trim_failed", error=str(exc))
+                continue
+            if removed:
+                self.log.info("journal_trimmed", removed=removed, first_seq=self.journal.first_seq)
+
+    # --- binding ------------------------------------------------------------------------
+
+    @property
+    def bound(self) -> bool:
+        return self.binding is not None
+
+    @property
+    def own_inbox_id(self) -> str | None:
+        if self.binding is not None and self.binding.inbox_id:
+            return self.binding.inbox_id
+        return self.identity_inbox_id
+
+    async def bind(
+        self,
+        conversation_id: str,
+        *,
+        inbox_id: str | None,
+        how: str,
+        creator_inbox_id: str | None = None,
+        invite_tag: str | None = None,
+    ) -> Binding:
+        """Record the binding, journal ``conversation_bound`` and start the children."""
+        if self.binding is not None:
+            raise errors.AlreadyBound()
+        binding = Binding(
+            conversation_id=conversation_id,
+            inbox_id=inbox_id,
+            env=self.settings.convos.env,
+            how=how,
+            creator_inbox_id=creator_inbox_id,
+            invite_tag=invite_tag,
+            bound_at=time.time(),
+        )
+        with self.store.transaction():
+            self.store.set_binding(binding)
+            self.store.set_pending_join(None)
+        self.journal.append([event("conversation_bound", conversation_id, how=how)])
+        self.log.info("bound", conversation_id=conversation_id, how=how)
+        await self._activate(binding, announce=True)
+        return binding
+
+    async def _attach(self, conversation_id: str) -> None:
+        """Bind to ``ownerConversationId`` at start. The inbox id comes from the CLI home."""
+        if self.identity_inbox_id is None:
+            self.binding_mismatch = (
+                f"cannot attach to {conversation_id}: the CLI home has no registered identity"
+            )
+            self.log.error("attach_failed", conversation_id=conversation_id)
+            return
+        await self.bind(conversation_id, inbox_id=self.identity_inbox_id, how="attached")
+
+    async def _activate(self, binding: Binding, *, announce: bool) -> None:
+        self.binding = binding
+        inbox = binding.inbox_id or self.identity_inbox_id
+        if inbox is None:
+            # No message event may be journaled before the own inbox id is known.
+            self.binding_mismatch = "the instance's inbox id is unknown: inbound paused"
+            self._changed()
+            return
+        self.ingest = Ingest(
+            journal=self.journal,
+            conversation_id=binding.conversation_id,
+            own_inbox_id=inbox,
+            bound_at=binding.bound_at,
+            policy=self.policy,
+            sender_name=self._sender_name,
+            on_group_updated=lambda _m: self._schedule_refresh(),
+            on_special=self._on_special,
+            backfill_window_s=self.settings.daemon.backfill_window_s,
+        )
+        cli = self.cli
+        cid = binding.conversation_id
+        self.children[STREAM] = SupervisedChild(
+            STREAM,
+            lambda: cli.stream_spec(cid),
+            self.ingest.on_stream_lines,
+            stop_signal=signal.SIGTERM,
+            stop_grace_s=self.stop_grace_s,
+            on_state=lambda _c: self._changed(),
+            on_spawn=self._on_spawn,
+            on_exit=self._on_child_exit,
+        )
+        self.children[WATCHER] = SupervisedChild(
+            WATCHER,
+            lambda: cli.join_requests_spec(cid),
+            self._on_watcher_lines,
+            stop_signal=signal.SIGINT,  # the watcher handles SIGINT only
+            stop_grace_s=self.stop_grace_s,
+            on_state=lambda _c: self._changed(),
+            on_spawn=self._on_spawn,
+            on_exit=self._on_child_exit,
+        )
+        for child in self.children.values():
+            child.start()
+        self._periodic.append(asyncio.create_task(self._backfill_loop(), name="backfill-loop"))
+        self.spawn_task(self.refresh_views(initial=True), "refresh-initial")
+        self._changed()
+
+    async def unbind(self, *, reason: str) -> None:
+        """Stop the children and forget the binding (explode, removal, reset)."""
+        binding = self.binding
+        await self._stop_children()
+        for task in self._periodic:
+            if task.get_name() == "backfill-loop":
+                task.cancel()
+        self._periodic = [t for t in self._periodic if t.get_name() != "backfill-loop"]
+        self.binding = None
+        self.ingest = None
+        self.members = None
+        self.super_admins = set()
+        self.admitted.clear()
+        self.store.clear_binding()
+        self.log.info("unbound", reason=reason, conversation_id=binding and binding.conversation_id)
+        self._changed()
+
+    async def _stop_children(self) -> None:
+        children = list(self.children.values())
+        self.children = {}
+        await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
+
+    def _reap_leftovers(self) -> None:
+        for name, pgid, ticks in self.store.recorded_children():
+            killed = reaper.reap(pgid, ticks)
+            if killed:
+                self.log.warning("reaped_leftover_child", child=name, pgid=pgid, pids=killed)
+            self.store.forget_child(name)
+
+    def _on_spawn(self, child: SupervisedChild, pid: int) -> None:
+        ticks = reaper.start_ticks(pid)
+        if ticks is not None:
+            with contextlib.suppress(StoreError, Exception):
+                self.store.record_child(child.name, pid, ticks)
+        if child.name == STREAM:
+            # Every stream (re)start may follow a gap: re-read the recent window.
+            self.spawn_task(self.backfill(), "backfill-on-start")
+
+    def _on_child_exit(self, child: SupervisedChild) -> None:
+        with contextlib.suppress(StoreError, Exception):
+            self.store.forget_child(child.name)
+
+    # --- inbound ------------------------------------------------------------------------
+
+    async def backfill(self) -> int:
+        ingest, binding = self.ingest, self.binding
+        if ingest is None or binding is None:
+            return 0
+        cid = binding.conversation_id
+
+        async def page(cursor_ns: int) -> list[CliMessage]:
+            return await self.queue.run(
+                lambda: self.cli.messages(cid, sent_after_ns=cursor_ns), what="backfill"
+            )
+
+        return await ingest.backfill(page)
+
+    async def _backfill_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.daemon.backfill_interval_s)
+            with contextlib.suppress(errors.ConvosdError):
+                await self.backfill()
+
+    def _on_watcher_lines(self, lines: Sequence[bytes]) -> None:
+        for line in lines:
+            try:
+                item = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                continue  # the watcher's human lines share stdout
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("event")
+            if kind == "join_request_accepted":
+                joiner = item.get("joinerInboxId")
+                if isinstance(joiner, str) and item.get("conversationId") in (
+                    None,
+                    self.binding and self.binding.conversation_id,
+                ):
+                    self.admitted.add(joiner)
+                    self.on_admitted(joiner)
+                    self._schedule_refresh()
+            elif kind == "stream_ended":
+                self.log.warning("watcher_stream_ended", reason=item.get("reason"))
+                child = self.children.get(WATCHER)
+                if child is not None and child.pid is not None:
+                    # It idles after stream_ended: make it exit, the supervisor restarts it.
+                    from convosd.cli.runner import signal_group
+
+                    signal_group(child.pid, signal.SIGINT)
+            elif kind == "error":
+                self.log.info(
+                    "watcher_error",
+                    has_message_id=bool(item.get("messageId")),
+                    error=str(item.get("message"))[:200],
+                )
+
+    def _sender_name(self, inbox_id: str) -> str | None:
+        if inbox_id not in self.names:
+            self.names[inbox_id] = None
+            self._schedule_refresh(members=False)
+        return self.names.get(inbox_id)
+
+    def _on_special(self, message: CliMessage) -> None:
+        type_id = message.content_type.type_id.lower()
+        if "explode" in type_id and self.binding is not None:
+            self.spawn_task(
+                self.conversation_gone(by=message.sender_inbox_id, reason="exploded"),
+                "conversation-exploded",
+            )
+
+    def _schedule_refresh(self, *, members: bool = True) -> None:
+        key = "members" if members else "profiles"
+        pending = self._refresh_pending.get(key)
+        if pending is not None and not pending.done():
+            return
+        coro = self.refresh_views() if members else self.refresh_profiles()
+        self._refresh_pending[key] = self.spawn_task(coro, f"refresh-{key}")
+
+    async def refresh_profiles(self) -> None:
+        binding = self.binding
+        if binding is None:
+            return
+        profiles = await self.queue.run(
+            lambda: self.cli.profiles(binding.conversation_id), what="profiles"
+        )
+        for profile in profiles.profiles:
+            self.names[profile.inbox_id] = profile.name
+        self._profiles_at = time.monotonic()
+
+    async def refresh_views(self, *, initial: bool = False) -> None:
+        """Members (→ member_joined/left), super admins (→ owners), profiles (→ names)."""
+        binding = self.binding
+        if binding is None:
+            return
+        cid = binding.conversation_id
+        try:
+            members = await self.queue.run(lambda: self.cli.members(cid), what="members")
+        except errors.ConversationNotFound:
+            # Never a member, or gone from this install: only an inactive group in the list
+            # means "removed"; otherwise the children's fatal state reports the problem.
+            listed = await self.queue.run(
+                lambda: self.cli.list_conversations(sync=True, include_inactive=True),
+                what="list",
+            )
+            if any(c.conversation_id == cid and not c.is_active for c in listed):
+                await self.conversation_gone(by=None, reason="removed")
+            return
+        current = {m.inbox_id for m in members}
+        self.super_admins = {
+            m.inbox_id for m in members if m.permission_level is PermissionLevel.SUPER_ADMIN
+        }
+        own = self.own_inbox_id
+        if own is not None and current and own not in current:
+            by, reason = await self._why_gone(cid)
+            await self.conversation_gone(by=by, reason=reason)
+            return
+        previous = self.members
+        self.members = current
+        if previous is not None and not initial:
+            changes: list[NewEvent] = [
+                event("member_joined", cid, inboxId=inbox) for inbox in sorted(current - previous)
+            ]
+            changes += [
+                event("member_left", cid, inboxId=inbox) for inbox in sorted(previous - current)
+            ]
+            if changes:
+                self.journal.append(changes)
+        if initial or time.monotonic() - self._profiles_at > 1.0:
+            with contextlib.suppress(errors.ConvosdError):
+                await self.refresh_profiles()
+        self._changed()
+
+    async def _why_gone(self, cid: str) -> tuple[str | None, str]:
+        """An explode sends ExplodeSettings before it removes the members: find it."""
+        try:
+            recent = await self.queue.run(
+                lambda: self.cli.messages(cid, sync=False, limit=50, direction="descending"),
+                what="why-gone",
+            )
+        except errors.ConvosdError:
+            return None, "removed"
+        for message in recent:
+            if "explode" in message.content_type.type_id.lower():
+                return message.sender_inbox_id, "exploded"
+        return None, "removed"
+
+    async def conversation_gone(self, *, by: str | None, reason: str) -> None:
+        """Removal, explode or expiry by others: journal it and unbind."""
+        binding = self.binding
+        if binding is None or self._unbinding:
+            return
+        self._unbinding = True
+        try:
+            self.journal.append(
+                [event("conversation_exploded", binding.conversation_id, by=by, reason=reason)]
+            )
+            await self.unbind(reason=reason)
+        finally:
+            self._unbinding = False
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        with contextlib.suppress(Exception):
+            self.on_state_change()
+
+    @property
+    def owner_inbox_ids(self) -> list[str]:
+        if self.binding is None:
+            return []
+        owners = set(self.settings.convos.allow_from)
+        if self.binding.how in ("joined", "attached"):
+            owners |= self.super_admins - {self.own_inbox_id}
+        return sorted(owners)
+
+    def clean(self) -> bool:
+        home = self.paths.convos_home
+        return (
+            self.binding is None
+            and self.store.pending_join() is None
+            and not (home / "identity.json").exists()
+            and not (home / "db").exists()
+        )
+
+    def child_status(self) -> dict[str, dict[str, Any]]:
+        stopped = {
+            "state": "stopped",
+            "pid": None,
+            "restarts": 0,
+            "since": None,
+            "lastExit": None,
+            "lastError": None,
+            "nextRetryAt": None,
+        }
+        return {
+            name: (self.children[name].describe() if name in self.children else dict(stopped))
+            for name in (STREAM, WATCHER)
+        }
+
+    def health_inputs(self) -> HealthInputs:
+        ingest = self.ingest
+        journal_problem = None
+        if ingest is not None and not ingest.healthy:
+            journal_problem = ingest.last_error or "journal write failed"
+        state_problem = None
+        if not _writable(self.paths.state_dir):
+            state_problem = f"state dir {self.paths.state_dir} is not writable"
+        return HealthInputs(
+            cli_working=self.cli_working,
+            cli_problem=self.cli_problem,
+            cli_version_problem=self.cli_version_problem,
+            state_problem=state_problem,
+            journal_problem=journal_problem,
+            env_mismatch=self.env_mismatch,
+            binding_mismatch=self.binding_mismatch,
+            identity_mismatch=self.identity_mismatch,
+            bound=self.binding is not None,
+            children={name: c.status.state for name, c in self.children.items()},
+            child_errors={name: c.status.last_error for name, c in self.children.items()},
+            enabled=self.settings.convos.enabled,
+        )
+
+    def health(self) -> tuple[HealthStatus, dict[str, str]]:
+        return evaluate(self.health_inputs())
+
+    def status(
+        self, *, subscribers: int = 0, policy: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        binding = self.binding
+        return {
+            "version": __version__,
+            "cliVersion": self.cli_version.version if self.cli_version else None,
+            "env": self.settings.convos.env,
+            "uptimeS": round(time.monotonic() - self.started_monotonic, 3),
+            "conversationId": binding.conversation_id if binding else None,
+            "inboxId": self.own_inbox_id,
+            "identityId": self.identity_id,
+            "ownerConversationId": self.settings.convos.owner_conversation_id,
+            "ownerInboxIds": self.owner_inbox_ids,
+            "pending": self.store.pending_join() is not None,
+            "clean": self.clean(),
+            "dmPolicy": self.settings.convos.dm_policy,
+            "children": self.child_status(),
+            "journal": self.journal.position.as_dict(),
+            "subscribers": subscribers,
+            "policy": policy or {"held": 0, "dropped": {}},
+        }
+
+    def running_children(self) -> bool:
+        return all(c.status.state is ChildState.RUNNING for c in self.children.values())
+
+
+def _writable(path: Any) -> bool:
+    import os
+
+    return bool(os.access(path, os.W_OK | os.X_OK))
+
+
+def now_iso() -> str:
+    from convosd.supervisor.state import iso
+
+    return iso(datetime.now(UTC)) or ""
+
+
+AsyncCall = Callable[[], Awaitable[Any]]

@@ -1,0 +1,217 @@
+"""The inbound pipeline without processes: order, exactly-once, own messages, backfill merge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from convosd.cli.models import CliMessage
+from convosd.events import event
+from convosd.ingest import PAGE_SIZE, Decision, Fate, Ingest
+from convosd.journal import Journal
+from convosd.store import Store
+
+CID = "c" * 32
+OWN = "0" * 64
+ALICE = "a" * 64
+T0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+
+
+def raw(
+    i: int,
+    *,
+    sender: str = ALICE,
+    type_id: str = "text",
+    at: datetime | None = None,
+    content: str | None = None,
+    authority: str = "xmtp.org",
+) -> dict[str, object]:
+    return {
+        "id": f"{i:064x}",
+        "senderInboxId": sender,
+        "contentType": {
+            "authorityId": authority,
+            "typeId": type_id,
+            "versionMajor": 1,
+            "versionMinor": 0,
+        },
+        "content": content if content is not None else f"m{i}",
+        "sentAt": (at or T0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"),
+        "deliveryStatus": 1,
+    }
+
+
+def msg(i: int, **kw: object) -> CliMessage:
+    return CliMessage.model_validate(raw(i, **kw))  # type: ignore[arg-type]
+
+
+def line(i: int, **kw: object) -> bytes:
+    return json.dumps(raw(i, **kw)).encode()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    store = Store.open(tmp_path)
+    yield Journal(store)
+    store.close()
+
+
+def make(journal: Journal, **kw: object) -> Ingest:
+    args: dict[str, object] = {
+        "journal": journal,
+        "conversation_id": CID,
+        "own_inbox_id": OWN,
+        "bound_at": T0.timestamp() - 60,
+        "clock": lambda: T0.timestamp() + 3600,
+    }
+    args.update(kw)
+    return Ingest(**args)  # type: ignore[arg-type]
+
+
+def journaled_ids(journal: Journal) -> list[str]:
+    return [e.as_dict()["messageId"] for e in journal.read(0, 10_000) if e.type == "message"]
+
+
+def test_lines_are_journaled_in_sent_order_once(journal: Journal) -> None:
+    ingest = make(journal)
+    ingest.on_stream_lines([line(3), line(1), b"garbage", b"", line(2)])
+    ingest.on_stream_lines([line(2), line(4)])
+    assert journaled_ids(journal) == [f"{i:064x}" for i in (1, 2, 3, 4)]
+    assert ingest.stats.bad_lines == 1
+    assert ingest.stats.duplicates == 1
+
+
+def test_own_messages_are_seen_never_journaled(journal: Journal) -> None:
+    ingest = make(journal)
+    ingest.on_stream_lines([line(1, sender=OWN), line(2)])
+    assert journaled_ids(journal) == [f"{2:064x}"]
+    assert journal.store.seen(f"{1:064x}")
+    ingest.on_stream_lines([line(1, sender=OWN)])
+    assert ingest.stats.by_fate == {"own": 1, "journaled": 1}
+
+
+def test_silent_types_are_not_message_events(journal: Journal) -> None:
+    ingest = make(journal)
+    ingest.on_stream_lines(
+        [
+            line(1, type_id="profile_update", authority="convos.org"),
+            line(2, type_id="group_updated", content="Bob joined"),
+        ]
+    )
+    events = [e.as_dict() for e in journal.read(0, 100)]
+    assert [(e["type"], e["contentType"]) for e in events] == [("message", "group_updated")]
+
+
+def test_policy_hook_decides(journal: Journal) -> None:
+    def hold_odd(message: CliMessage) -> Decision:
+        if int(message.id, 16) % 2:
+            return Decision(
+                Fate.HELD,
+                (
+                    event(
+                        "pairing_requested",
+                        CID,
+                        code="ABCDEFGH",
+                        senderInboxId=ALICE,
+                        senderName=None,
+                    ),
+                ),
+            )
+        return Decision(Fate.JOURNALED)
+
+    ingest = make(journal, policy=hold_odd)
+    ingest.on_stream_lines([line(1), line(2), line(3, type_id="group_updated")])
+    types = [e.type for e in journal.read(0, 100)]
+    assert types == ["pairing_requested", "message", "message"]  # group_updated bypasses
+    assert journal.store.seen(f"{1:064x}")
+
+
+def test_event_shape(journal: Journal) -> None:
+    make(journal).on_stream_lines([line(1)])
+    (e,) = [x.as_dict() for x in journal.read(0, 1)]
+    assert set(e) == {
+        "seq",
+        "type",
+        "at",
+        "conversationId",
+        "messageId",
+        "senderInboxId",
+        "senderName",
+        "contentType",
+        "content",
+        "sentAt",
+        "replyTo",
+        "reaction",
+    }
+    assert e["sentAt"] == "2026-11-23T12:00:01.000Z"
+
+
+async def test_backfill_recovers_a_silent_gap_and_merges_live_lines(journal: Journal) -> None:
+    ingest = make(journal)
+    ingest.on_stream_lines([line(1), line(3)])  # the stream skipped 2
+    gate = asyncio.Event()
+    calls: list[int] = []
+
+    async def fetch(cursor: int) -> list[CliMessage]:
+        calls.append(cursor)
+        await gate.wait()
+        return [msg(1), msg(2), msg(3)]
+
+    task = asyncio.create_task(ingest.backfill(fetch))
+    await asyncio.sleep(0)
+    assert ingest.backfilling
+    ingest.on_stream_lines([line(4)])  # live during the backfill: held back
+    assert journaled_ids(journal) == [f"{i:064x}" for i in (1, 3)]
+    gate.set()
+    assert await task == 2
+    assert journaled_ids(journal) == [f"{i:064x}" for i in (1, 3, 2, 4)]
+    # cursor: 2 s before the newest journaled sentAt (m3 at T0+3 s)
+    assert calls == [int((T0.timestamp() + 3 - 2) * 1e9)]
+
+
+async def test_backfill_pages_until_a_short_page(journal: Journal) -> None:
+    ingest = make(journal, clock=lambda: T0.timestamp())
+    pages = [[msg(i) for i in range(1, PAGE_SIZE + 1)], [msg(PAGE_SIZE + 1)]]
+    cursors: list[int] = []
+
+    async def fetch(cursor: int) -> list[CliMessage]:
+        cursors.append(cursor)
+        return pages[len(cursors) - 1]
+
+    assert await ingest.backfill(fetch) == PAGE_SIZE + 1
+    assert cursors[1] == msg(PAGE_SIZE).sent_at_ns - 1
+
+
+async def test_failed_backfill_still_releases_live_lines(journal: Journal) -> None:
+    ingest = make(journal)
+
+    async def fetch(cursor: int) -> list[CliMessage]:
+        ingest.on_stream_lines([line(7)])
+        raise RuntimeError("network")
+
+    with pytest.raises(RuntimeError):
+        await ingest.backfill(fetch)
+    assert journaled_ids(journal) == [f"{7:064x}"]
+    assert not ingest.backfilling
+
+
+def test_write_failure_keeps_the_batch_for_the_next_one(journal: Journal) -> None:
+    ingest = make(journal)
+    journal.store.db.execute("ALTER TABLE events RENAME TO events_gone")
+    ingest.on_stream_lines([line(1)])
+    assert not ingest.healthy and ingest.stats.write_failures == 1
+    assert not journal.store.seen(f"{1:064x}")
+    journal.store.db.execute("ALTER TABLE events_gone RENAME TO events")
+    ingest.on_stream_lines([line(2)])
+    assert ingest.healthy
+    assert journaled_ids(journal) == [f"{1:064x}", f"{2:064x}"]
+
+
+def test_messages_before_the_binding_are_not_journaled(journal: Journal) -> None:
+    ingest = make(journal, bound_at=T0.timestamp() + 100)
+    ingest.on_stream_lines([line(1), line(200)])
+    assert journaled_ids(journal) == [f"{200:064x}"]
