@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from convosd import __version__
 from convosd import logging as convosd_logging
 from convosd.config import load_settings, resolve_paths
+from convosd.daemon import serve
 from convosd.errors import ConfigError
-from convosd.preflight import run_preflight
 
 EXIT_OK = 0
 EXIT_NOT_WORKING = 1
@@ -51,37 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     convosd_logging.configure(
         log_format=settings.daemon.log_format, level=settings.daemon.log_level
     )
-    log = convosd_logging.get_logger("convosd")
     runner = asyncio.run
     if not args.no_uvloop:
         import uvloop
 
         runner = uvloop.run
-    try:
-        report = runner(run_preflight(settings, paths))
-    except ConfigError as exc:
-        log.error("config_invalid", error=str(exc))
-        return EXIT_CONFIG
-    fields = {
-        "state_dir": str(report.state_dir),
-        "socket": str(report.socket),
-        "convos_home": str(report.convos_home),
-        "env": report.env,
-        "cli": " ".join(report.cli),
-        "cli_version": report.cli_version,
-        "identity_id": report.identity_id,
-        "inbox_id": report.inbox_id,
-        "dm_policy": settings.convos.dm_policy,
-    }
-    if not report.ok:
-        log.error("preflight_failed", problems=report.problems, **fields)
-        return EXIT_NOT_WORKING
-    log.info("preflight_ok", **fields)
-    log.warning(
-        "not_serving",
-        reason="the JSON-RPC server is not implemented in this version; exiting after checks",
-    )
-    return EXIT_OK
+    return int(runner(serve(settings, paths)))
 
 
 if __name__ == "__main__":

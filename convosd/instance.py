@@ -306,6 +306,11 @@ class Instance:
         )
         for child in self.children.values():
             child.start()
+        # READY=1 means "the children were spawned": wait for the spawn, never the network.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(c.spawned.wait() for c in self.children.values())), 10.0
+            )
         self._periodic.append(asyncio.create_task(self._backfill_loop(), name="backfill-loop"))
         self.spawn_task(self.refresh_views(initial=True), "refresh-initial")
         self._changed()

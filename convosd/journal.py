@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from convosd.events import NewEvent
+from convosd.jsonutil import dumps
 from convosd.store import Store, StoreError, new_journal_id
 from convosd.supervisor.state import iso
 
@@ -99,16 +100,14 @@ class Journal:
                 if isinstance(sent_at, str) and (max_sent_at is None or sent_at > max_sent_at):
                     max_sent_at = sent_at
             seq += 1
-            body = json.dumps(
+            body = dumps(
                 {
                     "seq": seq,
                     "type": new.type,
                     "at": at,
                     "conversationId": new.conversation_id,
                     **new.fields,
-                },
-                ensure_ascii=False,
-                separators=(",", ":"),
+                }
             )
             rows.append((seq, new.type, now, body))
             written.append(JournalEvent(seq, new.type, body))

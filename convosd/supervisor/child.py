@@ -84,6 +84,7 @@ class SupervisedChild:
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._wake = asyncio.Event()
+        self.spawned = asyncio.Event()  # the first spawn attempt is over (pid or failure)
         self._last_bad_log = 0.0
 
     # --- control ------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class SupervisedChild:
                 process = await self.spec().spawn(pdeathsig=True)
             except errors.CliUnavailable as exc:
                 self._after_failure(0.0, None, exc.message)
+                self.spawned.set()
                 await self._wait_backoff()
                 continue
             self._process = process
@@ -151,6 +153,7 @@ class SupervisedChild:
             self._notify()
             if self.on_spawn is not None:
                 self.on_spawn(self, process.pid)
+            self.spawned.set()
             self.log.info("child_started", pid=process.pid, restarts=self.status.restarts)
             ready = asyncio.get_running_loop().call_later(READY_AFTER_S, self._mark_ready)
             try:

@@ -1,0 +1,201 @@
+"""The daemon's lifecycle: lock, store, instance, server, readiness, graceful shutdown.
+
+Start: the single-instance lock, the store and journal, the CLI probe, the binding resumed
+(children spawned, never waiting on the network), the socket listening, then ``READY=1``.
+Stop (SIGTERM/SIGINT): stop accepting; in-flight requests get ``shutdownGraceS``, then
+NOT_READY and their CLI processes are killed; subscriptions end with ``reason: shutdown``;
+children stopped; a pending join stays persisted; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+
+import structlog
+
+from convosd.cli import ConvosCli
+from convosd.config import Paths, Settings
+from convosd.errors import ConfigError
+from convosd.instance import Instance
+from convosd.joins import JoinTiming
+from convosd.journal import Journal
+from convosd.preflight import cli_setup, prepare_state_dir
+from convosd.rpc.dispatch import Dispatcher
+from convosd.rpc.server import AccessPolicy, RpcServer, ServerLimits
+from convosd.rpc.subscriptions import SubscriptionHub
+from convosd.service import ConvosService
+from convosd.store import InstanceLock, StateDirInUse, Store, StoreError
+from convosd.systemd import Notifier
+
+log = structlog.get_logger("convosd")
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        paths: Paths,
+        *,
+        notifier: Notifier | None = None,
+        join_timing: JoinTiming | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.notifier = notifier or Notifier()
+        self.join_timing = join_timing or JoinTiming(
+            poll_min_s=settings.daemon.join_poll_min_s,
+            poll_max_s=settings.daemon.join_poll_max_s,
+            resend_s=settings.daemon.join_resend_s,
+        )
+        self.environ = environ
+        self.shutdown = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.phase = "starting"
+        self.instance: Instance | None = None
+        self.server: RpcServer | None = None
+        self.service: ConvosService | None = None
+
+    def not_ready(self) -> str | None:
+        if self.phase == "starting":
+            return "the daemon is starting"
+        if self.phase == "stopping":
+            return "the daemon is shutting down"
+        if not self.settings.convos.enabled:
+            return "the Convos channel is disabled (enabled = false)"
+        return None
+
+    def _status_text(self) -> str:
+        instance = self.instance
+        if instance is None:
+            return self.phase
+        binding = instance.binding
+        if binding is None:
+            pending = instance.store.pending_join() is not None
+            return "unbound, join pending" if pending else "unbound"
+        states = ", ".join(
+            f"{name} {child.status.state}" for name, child in instance.children.items()
+        )
+        return f"bound to {binding.conversation_id}: {states}"
+
+    def _state_changed(self) -> None:
+        self.notifier.status(self._status_text())
+
+    async def run(self) -> int:
+        try:
+            prepare_state_dir(self.paths.state_dir)
+            lock = InstanceLock(self.paths.state_dir)
+            lock.acquire()
+        except StateDirInUse as exc:
+            log.error("state_dir_in_use", error=str(exc))
+            return EXIT_FAILED
+        except ConfigError as exc:
+            log.error("state_dir_unusable", error=str(exc))
+            return EXIT_FAILED
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> int:
+        settings, paths = self.settings, self.paths
+        daemon = settings.daemon
+        try:
+            store = Store.open(paths.state_dir)
+        except StoreError as exc:
+            log.error("store_unusable", error=str(exc))
+            return EXIT_FAILED
+        try:
+            journal = Journal(
+                store,
+                max_events=daemon.journal_max_events,
+                max_age_s=daemon.journal_max_age_days * 86400,
+            )
+            setup = cli_setup(settings, paths)
+            setup.prepare()
+            cli = ConvosCli(setup, timeout_s=daemon.cli_timeout_s, environ=self.environ)
+            instance = Instance(settings, paths, store=store, journal=journal, cli=cli)
+            self.instance = instance
+            hub = SubscriptionHub(journal, queue_limit=daemon.subscriber_queue)
+            service = ConvosService(instance, hub, join_timing=self.join_timing)
+            self.service = service
+            dispatcher = Dispatcher(service.methods(), not_ready=self.not_ready)
+            uid = os.getuid()
+            server = RpcServer(
+                path=paths.socket,
+                dispatcher=dispatcher,
+                hub=hub,
+                access=AccessPolicy(
+                    daemon_uid=uid,
+                    allow_uids=frozenset(daemon.allow_uids),
+                    allow_gids=frozenset(daemon.allow_gids),
+                    admin_uids=frozenset(daemon.admin_uids),
+                    admin_gids=frozenset(daemon.admin_gids),
+                ),
+                limits=ServerLimits(
+                    frame_limit=daemon.frame_limit_bytes,
+                    max_connections=daemon.max_connections,
+                    max_in_flight=daemon.max_in_flight_per_connection,
+                ),
+                socket_group=daemon.socket_group,
+                shutdown_grace_s=daemon.shutdown_grace_s,
+            )
+            self.server = server
+            instance.on_state_change = self._state_changed
+            try:
+                await server.start()
+            except (ConfigError, OSError) as exc:
+                log.error("socket_unusable", socket=str(paths.socket), error=str(exc))
+                return EXIT_FAILED
+            if settings.convos.enabled:
+                await instance.start()
+                service.pending.start()
+                instance.spawn_task(service.reconcile_keys(), "reconcile-keys")
+            else:
+                await instance.probe_cli()
+            self.phase = "serving"
+            self.ready.set()
+            self.notifier.ready(self._status_text())
+            log.info("ready", socket=str(paths.socket), status=self._status_text())
+            watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+            await self.shutdown.wait()
+            watchdog.cancel()
+            await self._stop(server, service, instance)
+            return EXIT_OK
+        finally:
+            store.close()
+
+    async def _stop(self, server: RpcServer, service: ConvosService, instance: Instance) -> None:
+        log.info("stopping")
+        self.phase = "stopping"
+        self.notifier.stopping()
+        await server.close(self.settings.daemon.shutdown_grace_s)
+        await service.pending.stop()
+        await instance.close()
+        log.info("stopped")
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.shutdown.set)
+
+
+async def serve(settings: Settings, paths: Paths) -> int:
+    daemon = Daemon(settings, paths)
+    daemon.install_signal_handlers()
+    return await daemon.run()

@@ -1,0 +1,174 @@
+"""Dispatch of one request: envelope checked by :mod:`protocol`, params by pydantic, the call
+routed by jsonrpcserver (one ``dispatch_to_serializable`` per single request, its per-request
+jsonschema validator replaced by a no-op because :mod:`protocol` already checked the
+envelope), and every exception mapped to a CONTRACT error code.
+
+jsonrpcserver turns a raised exception into -32603 *with the exception text*; no exception
+reaches it here: :class:`ConvosdError` becomes its code and kind, anything else becomes
+"Internal error" with an ``errorId`` that points into the log.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from jsonrpcserver import JsonRpcError, Success
+from jsonrpcserver.async_main import dispatch_to_serializable
+from jsonrpcserver.result import Result as RpcResult
+from pydantic import BaseModel, ValidationError
+
+from convosd import errors
+from convosd.rpc import protocol
+from convosd.rpc.schemas import Params, Result
+
+log = structlog.get_logger("convosd.rpc")
+
+Handler = Callable[["CallContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    name: str
+    params: type[Params]
+    result: type[Result] | None
+    handler: Handler
+    summary: str
+    admin: bool = False
+    #: answers while ``enabled = false`` and before the daemon is ready
+    always: bool = False
+
+
+@dataclass
+class CallContext:
+    """Who is calling, on which connection; handed to every method."""
+
+    connection: Any
+    peer_uid: int | None
+    is_admin: bool
+    request_id: Any = None
+    method: str = ""
+    #: run after the response was queued (events.subscribe starts its replay there)
+    after_response: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class Dispatcher:
+    methods: dict[str, MethodSpec]
+    #: None when serving; else the reason everything but ``always`` methods is NOT_READY
+    not_ready: Callable[[], str | None] = lambda: None
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._table = {name: self._wrap(spec) for name, spec in self.methods.items()}
+
+    def _wrap(self, spec: MethodSpec) -> Callable[..., Awaitable[RpcResult]]:
+        async def method(ctx: CallContext, *args: Any, **kwargs: Any) -> RpcResult:
+            if args:
+                raise JsonRpcError(
+                    protocol.INVALID_PARAMS,
+                    "Invalid params: pass params by name (an object)",
+                    {"kind": "INVALID_PARAMS"},
+                )
+            return Success(await self._call(spec, ctx, kwargs))
+
+        return method
+
+    async def _call(self, spec: MethodSpec, ctx: CallContext, raw: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            reason = self.not_ready()
+            if reason is not None and not spec.always:
+                raise errors.NotReady(reason)
+            if spec.admin and not ctx.is_admin:
+                raise errors.Forbidden(f"{spec.name} is for admin peers only")
+            try:
+                params = spec.params.model_validate(raw)
+            except ValidationError as exc:
+                raise errors.InvalidParams(
+                    "Invalid params", data={"errors": _describe(exc)}
+                ) from None
+            result = await spec.handler(ctx, params)
+            if isinstance(result, BaseModel):
+                return result.model_dump(by_alias=True, mode="json")
+            return result
+        except errors.ConvosdError as exc:
+            outcome = exc.kind
+            raise JsonRpcError(exc.code, exc.message, exc.rpc_data()) from None
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            outcome = "INTERNAL"
+            log.exception("rpc_internal_error", method=spec.name, error_id=error_id)
+            raise JsonRpcError(
+                protocol.INTERNAL_ERROR,
+                "Internal error",
+                {"kind": "INTERNAL", "errorId": error_id},
+            ) from None
+        finally:
+            self.calls[spec.name] = self.calls.get(spec.name, 0) + 1
+            log.info(
+                "rpc",
+                method=spec.name,
+                outcome=outcome,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+                peer_uid=ctx.peer_uid,
+            )
+
+    async def dispatch(self, request: protocol.Request, ctx: CallContext) -> dict[str, Any] | None:
+        """The response object, or None for a notification."""
+        ctx.request_id = request.id
+        ctx.method = request.method
+        if isinstance(request.params, list):
+            if request.notification:
+                return None
+            if request.method not in self.methods:
+                return protocol.error_object(
+                    request.id, protocol.METHOD_NOT_FOUND, "Method not found"
+                )
+            return protocol.error_object(
+                request.id,
+                protocol.INVALID_PARAMS,
+                "Invalid params: pass params by name (an object)",
+                {"kind": "INVALID_PARAMS"},
+            )
+        envelope: dict[str, Any] = {"jsonrpc": "2.0", "method": request.method}
+        if request.params is not None:
+            envelope["params"] = request.params
+        if not request.notification:
+            envelope["id"] = request.id
+        response = await dispatch_to_serializable(
+            "",
+            self._table,
+            context=ctx,
+            deserializer=lambda _text: envelope,
+            validator=_no_validation,
+        )
+        if response is None or isinstance(response, list):
+            return None
+        error = response.get("error")
+        if error is not None and not isinstance(error.get("data"), dict):
+            # jsonrpcserver's own errors (method not found, arity) carry a string or nothing.
+            kind = protocol.STANDARD_KINDS.get(error.get("code"), "INTERNAL")
+            if kind == "INTERNAL":
+                error["message"] = "Internal error"
+                error["data"] = {"kind": kind}
+            else:
+                error["data"] = {"kind": kind}
+        return response
+
+
+def _no_validation(value: Any) -> Any:
+    return value
+
+
+def _describe(exc: ValidationError) -> list[dict[str, Any]]:
+    """Where and what, never the rejected input (it may be message text)."""
+    return [
+        {"param": ".".join(str(p) for p in err["loc"]) or None, "problem": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]

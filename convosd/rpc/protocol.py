@@ -1,0 +1,152 @@
+"""JSON-RPC 2.0 framing and envelopes over NDJSON: pure, no I/O (CONTRACT section 2).
+
+:func:`parse_frame` turns one line into what must be done with it: a parse error, one
+request, or a batch whose elements are checked one by one (the specification wants an
+answer per element; one bad element must not reject the others).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from convosd.jsonutil import dumps
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+STANDARD_KINDS = {
+    PARSE_ERROR: "PARSE_ERROR",
+    INVALID_REQUEST: "INVALID_REQUEST",
+    METHOD_NOT_FOUND: "METHOD_NOT_FOUND",
+    INVALID_PARAMS: "INVALID_PARAMS",
+    INTERNAL_ERROR: "INTERNAL",
+}
+
+_DECODER = json.JSONDecoder()
+_NO_ID = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A well-formed request. ``id`` is absent (a notification) when ``notification``."""
+
+    method: str
+    params: dict[str, Any] | list[Any] | None
+    id: Any
+    notification: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An element that is not a valid request: answered with ``code`` and ``id``."""
+
+    code: int
+    message: str
+    id: Any = None
+
+
+Item = Request | Invalid
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One line: a single item, or a batch (``batch`` True, even for one element)."""
+
+    items: tuple[Item, ...]
+    batch: bool
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+def check_envelope(value: Any) -> Item:
+    if not isinstance(value, dict):
+        return Invalid(INVALID_REQUEST, "Invalid Request")
+    raw_id = value.get("id", _NO_ID)
+    has_id = raw_id is not _NO_ID
+    answer_id = raw_id if has_id and _valid_id(raw_id) else None
+    if value.get("jsonrpc") != "2.0":
+        return Invalid(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"', answer_id)
+    method = value.get("method")
+    if not isinstance(method, str):
+        return Invalid(INVALID_REQUEST, "Invalid Request: method must be a string", answer_id)
+    if has_id and not _valid_id(raw_id):
+        return Invalid(INVALID_REQUEST, "Invalid Request: id must be a string or a number")
+    params = value.get("params")
+    if params is not None and not isinstance(params, dict | list):
+        return Invalid(
+            INVALID_REQUEST, "Invalid Request: params must be an object or absent", answer_id
+        )
+    return Request(
+        method=method, params=params, id=raw_id if has_id else None, notification=not has_id
+    )
+
+
+class FrameError(ValueError):
+    """The line is not one JSON text: answered with -32700 and ``id: null``."""
+
+
+def decode(line: bytes) -> Any:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError("Parse error: not UTF-8") from None
+    try:
+        value, end = _DECODER.raw_decode(text.strip())
+    except json.JSONDecodeError:
+        raise FrameError("Parse error: not JSON") from None
+    except RecursionError:
+        raise FrameError("Parse error: nested too deeply") from None
+    if end != len(text.strip()):
+        raise FrameError("Parse error: more than one JSON text on the line")
+    return value
+
+
+def parse_frame(line: bytes) -> Frame:
+    """Raises FrameError for a line that is not one UTF-8 JSON text."""
+    value = decode(line)
+    if isinstance(value, list):
+        if not value:
+            return Frame((Invalid(INVALID_REQUEST, "Invalid Request: empty batch"),), batch=False)
+        return Frame(tuple(check_envelope(element) for element in value), batch=True)
+    return Frame((check_envelope(value),), batch=False)
+
+
+def error_object(
+    request_id: Any, code: int, message: str, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An error response; ``data`` always holds at least ``{"kind": ...}``."""
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "data": data if data is not None else {"kind": STANDARD_KINDS.get(code, "INTERNAL")},
+    }
+    return {"jsonrpc": "2.0", "error": error, "id": request_id}
+
+
+def result_object(request_id: Any, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+
+def encode(message: Any) -> bytes:
+    """One NDJSON line."""
+    return dumps(message).encode("utf-8") + b"\n"
+
+
+def notification_line(method: str, params_json: str) -> bytes:
+    """A server notification whose params are already JSON text."""
+    return f'{{"jsonrpc":"2.0","method":"{method}","params":{params_json}}}\n'.encode()
+
+
+def event_line(subscription: int, event_json: str) -> bytes:
+    """``event`` notification around a journal body (already JSON text): no re-encoding."""
+    return (
+        f'{{"jsonrpc":"2.0","method":"event","params":{{"subscription":{subscription},'
+        f'"event":{event_json}}}}}\n'
+    ).encode()

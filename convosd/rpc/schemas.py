@@ -1,0 +1,281 @@
+"""The params and results of every method (CONTRACT section 3), as pydantic models.
+
+The same models validate requests, build results and generate ``rpc.discover``, so the
+published schema cannot drift from what the daemon does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from convosd.events import EVENT_TYPES
+
+HexId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{1,256}$")]
+EventType = Literal[
+    "message",
+    "message_sent",
+    "member_joined",
+    "member_left",
+    "pairing_requested",
+    "conversation_bound",
+    "conversation_locked",
+    "conversation_exploded",
+    "join_failed",
+]
+assert set(EventType.__args__) == EVENT_TYPES  # type: ignore[attr-defined]
+ShortText = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+
+# --- params -----------------------------------------------------------------------------
+
+
+class NoParams(Params):
+    pass
+
+
+class CreateParams(Params):
+    name: ShortText | None = None
+    profile_name: ShortText | None = Field(default=None, alias="profileName")
+    description: Annotated[str, Field(max_length=1024)] | None = None
+    image_url: Annotated[str, Field(max_length=2048)] | None = Field(default=None, alias="imageUrl")
+    permissions: Literal["all-members", "admin-only"] | None = None
+
+
+class JoinParams(Params):
+    invite_url: Annotated[str, Field(min_length=1, max_length=8192)] = Field(alias="inviteUrl")
+    profile_name: ShortText | None = Field(default=None, alias="profileName")
+    timeout_s: Annotated[int, Field(ge=1, le=600)] = Field(default=60, alias="timeoutS")
+
+
+class InviteParams(Params):
+    expires_in_s: Annotated[int, Field(ge=1, le=365 * 86400)] | None = Field(
+        default=None, alias="expiresInS"
+    )
+    single_use: bool = Field(default=False, alias="singleUse")
+
+
+class RenameParams(Params):
+    name: ShortText
+
+
+class LockParams(Params):
+    unlock: bool = False
+
+
+class ConfirmParams(Params):
+    confirm: Literal[True]
+
+
+class ProfileUpdateParams(Params):
+    name: ShortText | None = None
+    image_url: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        default=None, alias="imageUrl"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ProfileUpdateParams:
+        if self.name is None and self.image_url is None:
+            raise ValueError("give name, imageUrl or both")
+        return self
+
+
+class SendParams(Params):
+    message: str
+    reply_to: HexId | None = Field(default=None, alias="replyTo")
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, alias="idempotencyKey"
+    )
+
+
+class ReactParams(Params):
+    message_id: HexId = Field(alias="messageId")
+    emoji: Annotated[str, Field(min_length=1, max_length=64)]
+    remove: bool = False
+
+
+class SubscribeParams(Params):
+    after: Annotated[int, Field(ge=0)] | None = None
+    types: list[EventType] | None = None
+
+
+class UnsubscribeParams(Params):
+    subscription: int
+
+
+class ReadParams(Params):
+    after: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    types: list[EventType] | None = None
+
+
+class PairingCodeParams(Params):
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+
+
+# --- results ----------------------------------------------------------------------------
+
+
+class CreateResult(Result):
+    conversation_id: str = Field(alias="conversationId")
+    invite_url: str = Field(alias="inviteUrl")
+    invite_slug: str = Field(alias="inviteSlug")
+    inbox_id: str = Field(alias="inboxId")
+
+
+class JoinResult(Result):
+    status: Literal["joined", "pending_acceptance"]
+    conversation_id: str | None = Field(default=None, alias="conversationId")
+    creator_inbox_id: str | None = Field(default=None, alias="creatorInboxId")
+    retry_until: str | None = Field(default=None, alias="retryUntil")
+
+
+class CancelJoinResult(Result):
+    cancelled: bool
+
+
+class MemberOut(Result):
+    inbox_id: str = Field(alias="inboxId")
+    name: str | None
+    is_admin: bool = Field(alias="isAdmin")
+
+
+class InfoResult(Result):
+    conversation_id: str = Field(alias="conversationId")
+    name: str | None
+    member_count: int = Field(alias="memberCount")
+    members: list[MemberOut]
+    locked: bool
+
+
+class InviteResult(Result):
+    invite_url: str = Field(alias="inviteUrl")
+    invite_slug: str = Field(alias="inviteSlug")
+    expires_at: str | None = Field(alias="expiresAt")
+
+
+class RenameResult(Result):
+    name: str
+
+
+class LockResult(Result):
+    locked: bool
+
+
+class ExplodeResult(Result):
+    exploded: Literal[True]
+    members_removed: int = Field(alias="membersRemoved")
+
+
+class OkResult(Result):
+    ok: Literal[True]
+
+
+class SendResult(Result):
+    message_id: str = Field(alias="messageId")
+
+
+class ReactResult(Result):
+    message_id: str = Field(alias="messageId")
+    reference_message_id: str = Field(alias="referenceMessageId")
+    action: Literal["added", "removed"]
+    emoji: str
+
+
+class SubscribeResult(Result):
+    subscription: int
+    journal_id: str = Field(alias="journalId")
+    first_seq: int = Field(alias="firstSeq")
+    last_seq: int = Field(alias="lastSeq")
+
+
+class ReadResult(Result):
+    events: list[dict[str, Any]]
+    journal_id: str = Field(alias="journalId")
+    first_seq: int = Field(alias="firstSeq")
+    last_seq: int = Field(alias="lastSeq")
+
+
+class PairingRequestOut(Result):
+    code: str
+    sender_inbox_id: str = Field(alias="senderInboxId")
+    sender_name: str | None = Field(alias="senderName")
+    created_at: str = Field(alias="createdAt")
+    expires_at: str = Field(alias="expiresAt")
+    held: int
+
+
+class PairingListResult(Result):
+    requests: list[PairingRequestOut]
+
+
+class PairingApproveResult(Result):
+    sender_inbox_id: str = Field(alias="senderInboxId")
+    released: int
+
+
+class PairingDenyResult(Result):
+    sender_inbox_id: str = Field(alias="senderInboxId")
+
+
+class ResetResult(Result):
+    clean: Literal[True]
+
+
+class ChildOut(Result):
+    state: Literal["stopped", "starting", "running", "backoff", "fatal"]
+    pid: int | None
+    restarts: int
+    since: str | None
+    last_exit: dict[str, int | None] | None = Field(alias="lastExit")
+    last_error: str | None = Field(alias="lastError")
+    next_retry_at: str | None = Field(alias="nextRetryAt")
+
+
+class JournalOut(Result):
+    journal_id: str = Field(alias="journalId")
+    first_seq: int = Field(alias="firstSeq")
+    last_seq: int = Field(alias="lastSeq")
+
+
+class PolicyOut(Result):
+    held: int
+    dropped: dict[str, int]
+
+
+class StatusResult(Result):
+    version: str
+    cli_version: str | None = Field(alias="cliVersion")
+    env: str
+    uptime_s: float = Field(alias="uptimeS")
+    conversation_id: str | None = Field(alias="conversationId")
+    inbox_id: str | None = Field(alias="inboxId")
+    identity_id: str | None = Field(alias="identityId")
+    owner_conversation_id: str | None = Field(alias="ownerConversationId")
+    owner_inbox_ids: list[str] = Field(alias="ownerInboxIds")
+    pending: bool
+    clean: bool
+    dm_policy: str = Field(alias="dmPolicy")
+    children: dict[Literal["stream", "joinRequests"], ChildOut]
+    journal: JournalOut
+    subscribers: int
+    policy: PolicyOut
+
+
+class HealthResult(Result):
+    status: Literal["ok", "degraded", "down"]
+    checks: dict[str, str]
+
+
+def dump(result: Result) -> dict[str, Any]:
+    """A result as the wire shows it (camelCase)."""
+    return result.model_dump(by_alias=True, mode="json")

@@ -1,0 +1,167 @@
+"""Event subscriptions: replay from the journal, then live, with no gap and no duplicate.
+
+Each subscription tracks ``next_seq``, the first seq it has not delivered. It starts in
+replay: a task reads committed pages from the journal and hands them to the connection,
+pacing itself on the subscriber's queue. When a page comes back empty it switches to live
+in the same step (no await between the check and the switch), so every later event reaches
+it through the journal's listener, which runs synchronously after each commit on the same
+thread. Live events that arrive during the replay are left to the replay, which reads them
+from the journal. Filtered types are skipped but still advance ``next_seq``.
+
+A subscriber whose queue is full is never waited for: its subscription ends with
+``subscription.ended {reason: overflow, lastSeq}`` and the client resumes with
+``events.subscribe {after: lastSeq}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from convosd.journal import Journal, JournalEvent
+from convosd.jsonutil import dumps
+from convosd.rpc import protocol
+
+EndReason = Literal["overflow", "reset", "shutdown"]
+REPLAY_PAGE = 500
+log = structlog.get_logger("convosd.subscriptions")
+
+
+class Outbox(Protocol):
+    """What a subscription needs of its connection."""
+
+    def send_event(self, subscription: Subscription, line: bytes) -> None: ...
+
+    def send_notice(self, line: bytes) -> None: ...
+
+    def forget(self, subscription: Subscription) -> None: ...
+
+
+class Subscription:
+    def __init__(
+        self,
+        sid: int,
+        outbox: Outbox,
+        after: int,
+        types: frozenset[str] | None,
+        queue_limit: int,
+    ) -> None:
+        self.id = sid
+        self.outbox = outbox
+        self.next_seq = after + 1
+        self.types = types
+        self.queue_limit = queue_limit
+        self.pending = 0  # notifications handed to the connection and not yet written
+        self.live = False
+        self.ended = False
+        self.drained = asyncio.Event()
+        self.drained.set()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self.next_seq - 1
+
+    def wrote(self) -> None:
+        """The connection wrote one of this subscription's notifications."""
+        self.pending -= 1
+        if self.pending <= self.queue_limit // 2:
+            self.drained.set()
+
+    def _deliver(self, event: JournalEvent) -> bool:
+        """Hand one event over; False if the queue is full (the caller ends it)."""
+        if self.types is None or event.type in self.types:
+            if self.pending >= self.queue_limit:
+                return False
+            self.pending += 1
+            if self.pending > self.queue_limit // 2:
+                self.drained.clear()
+            self.outbox.send_event(self, protocol.event_line(self.id, event.body))
+        self.next_seq = event.seq + 1
+        return True
+
+
+class SubscriptionHub:
+    """Every subscription of the daemon; listens to the journal."""
+
+    def __init__(self, journal: Journal, *, queue_limit: int) -> None:
+        self.journal = journal
+        self.queue_limit = queue_limit
+        self.subscriptions: dict[int, Subscription] = {}
+        self._ids = itertools.count(1)
+        journal.listeners.append(self._on_commit)
+
+    def __len__(self) -> int:
+        return len(self.subscriptions)
+
+    def create(self, outbox: Outbox, after: int, types: frozenset[str] | None) -> Subscription:
+        """A subscription that delivers nothing until :meth:`start` (after the response)."""
+        sub = Subscription(next(self._ids), outbox, after, types, self.queue_limit)
+        self.subscriptions[sub.id] = sub
+        return sub
+
+    def start(self, sub: Subscription) -> None:
+        if not sub.ended:
+            sub.task = asyncio.get_running_loop().create_task(
+                self._replay(sub), name=f"replay-{sub.id}"
+            )
+
+    async def _replay(self, sub: Subscription) -> None:
+        try:
+            while not sub.ended:
+                await sub.drained.wait()
+                if sub.ended:
+                    return
+                room = max(1, min(REPLAY_PAGE, sub.queue_limit - sub.pending))
+                page = self.journal.read(sub.last_seq, room)
+                if not page:
+                    sub.live = True  # caught up: the listener takes over, same step
+                    return
+                for event in page:
+                    if not sub._deliver(event):
+                        self.end(sub, "overflow")
+                        return
+                await asyncio.sleep(0)  # let the connection write between pages
+        except Exception:
+            log.exception("replay_failed", subscription=sub.id)
+            self.end(sub, "overflow")
+
+    def _on_commit(self, batch: Sequence[JournalEvent]) -> None:
+        for sub in list(self.subscriptions.values()):
+            if not sub.live or sub.ended:
+                continue
+            for event in batch:
+                if event.seq < sub.next_seq:
+                    continue
+                if not sub._deliver(event):
+                    self.end(sub, "overflow")
+                    break
+
+    def end(self, sub: Subscription, reason: EndReason | None) -> None:
+        """End a subscription; ``reason`` None ends it silently (unsubscribe, disconnect)."""
+        if sub.ended:
+            return
+        sub.ended = True
+        sub.drained.set()
+        self.subscriptions.pop(sub.id, None)
+        if sub.task is not None and sub.task is not asyncio.current_task():
+            sub.task.cancel()
+        if reason is not None:
+            params: dict[str, Any] = {
+                "subscription": sub.id,
+                "reason": reason,
+                "lastSeq": sub.last_seq,
+            }
+            sub.outbox.send_notice(protocol.notification_line("subscription.ended", dumps(params)))
+            log.info(
+                "subscription_ended", subscription=sub.id, reason=reason, last_seq=sub.last_seq
+            )
+        sub.outbox.forget(sub)
+
+    def end_all(self, reason: EndReason) -> None:
+        for sub in list(self.subscriptions.values()):
+            self.end(sub, reason)

@@ -1,0 +1,651 @@
+"""The JSON-RPC methods of CONTRACT section 3, on top of the instance.
+
+Binding rules: create/join while bound or pending → ALREADY_BOUND; any other method that needs
+a conversation while unbound → NOT_BOUND. Every one-shot CLI call goes through the instance's
+single queue. Rights are checked before the CLI is called (lock/unlock need super admin,
+explode needs the creator), because the CLI rotates the tag or sends the explode notice
+before it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+
+from convosd import __version__, errors
+from convosd.cli.argv import UnsafeText
+from convosd.cli.models import JoinJoined, PermissionLevel
+from convosd.events import event
+from convosd.instance import Instance
+from convosd.invites import extract_slug
+from convosd.joins import JoinTiming, PendingJoin
+from convosd.jsonutil import has_lone_surrogate
+from convosd.ratelimit import TokenBucket
+from convosd.rpc import schemas as s
+from convosd.rpc.dispatch import CallContext, MethodSpec
+from convosd.rpc.subscriptions import SubscriptionHub
+from convosd.supervisor.state import iso
+
+T = TypeVar("T")
+IDEMPOTENCY_TTL_S = 24 * 3600
+log = structlog.get_logger("convosd.service")
+
+
+def _iso_ts(ts: float) -> str:
+    return iso(datetime.fromtimestamp(ts, UTC)) or ""
+
+
+class ConvosService:
+    def __init__(
+        self,
+        instance: Instance,
+        hub: SubscriptionHub,
+        *,
+        join_timing: JoinTiming | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.instance = instance
+        self.hub = hub
+        self.settings = instance.settings
+        self.clock = clock
+        self.pending = PendingJoin(instance, join_timing or JoinTiming())
+        self.bucket = TokenBucket(self.settings.daemon.send_rate_per_s)
+        self._binding_lock = asyncio.Lock()
+        self._reconciling: set[str] = set()
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _cli(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        try:
+            return await self.instance.queue.run(call, what=what)
+        except UnsafeText as exc:
+            raise errors.InvalidParams(str(exc)) from None
+
+    def _bound_id(self) -> str:
+        binding = self.instance.binding
+        if binding is None:
+            raise errors.NotBound()
+        return binding.conversation_id
+
+    def _not_bound_or_pending(self) -> None:
+        if self.instance.binding is not None or self.instance.store.pending_join() is not None:
+            raise errors.AlreadyBound()
+
+    def _own(self) -> str:
+        own = self.instance.own_inbox_id
+        if own is None:
+            raise errors.NotReady("the instance's inbox id is not known yet")
+        return own
+
+    # --- status and health --------------------------------------------------------------
+
+    async def status(self, ctx: CallContext, _p: s.NoParams) -> s.StatusResult:
+        return s.StatusResult.model_validate(
+            self.instance.status(subscribers=len(self.hub), policy=self.policy_counts())
+        )
+
+    def policy_counts(self) -> dict[str, Any]:
+        ingest = self.instance.ingest
+        dropped: dict[str, int] = {}
+        if ingest is not None:
+            count = ingest.stats.by_fate.get("dropped", 0)
+            if count:
+                dropped["policy"] = count
+        return {"held": 0, "dropped": dropped}
+
+    async def health(self, ctx: CallContext, _p: s.NoParams) -> s.HealthResult:
+        status, checks = self.instance.health()
+        return s.HealthResult(status=status, checks=checks)
+
+    # --- create / join ------------------------------------------------------------------
+
+    async def create(self, ctx: CallContext, p: s.CreateParams) -> s.CreateResult:
+        async with self._binding_lock:
+            self._not_bound_or_pending()
+            cli = self.instance.cli
+            created = await self._cli(
+                lambda: cli.create(
+                    name=p.name,
+                    profile_name=p.profile_name,
+                    description=p.description,
+                    image_url=p.image_url,
+                    permissions=p.permissions,
+                ),
+                "create",
+            )
+            self.instance.identity_inbox_id = created.inbox_id
+            await self.instance.bind(
+                created.conversation_id,
+                inbox_id=created.inbox_id,
+                how="created",
+                creator_inbox_id=created.inbox_id,
+                invite_tag=created.invite.tag,
+            )
+        return s.CreateResult(
+            conversation_id=created.conversation_id,
+            invite_url=created.invite.url,
+            invite_slug=created.invite.slug,
+            inbox_id=created.inbox_id,
+        )
+
+    async def join(self, ctx: CallContext, p: s.JoinParams) -> s.JoinResult:
+        slug = extract_slug(p.invite_url)
+        async with self._binding_lock:
+            self._not_bound_or_pending()
+            cli = self.instance.cli
+            info = await self._cli(lambda: cli.inspect_invite(slug), "inspect-invite")
+            if not info.signature_valid:
+                raise errors.InviteInvalid("Invalid invite signature")
+            if info.invite_expired:
+                raise errors.InviteExpired("Invite has expired")
+            if info.conversation_expired:
+                raise errors.InviteExpired("Conversation has expired")
+            own = self.instance.identity_inbox_id
+            if own is not None and info.creator_inbox_id == own:
+                raise errors.InviteInvalid("This is the instance's own invite")
+            known = await self._cli(
+                lambda: cli.list_conversations(sync=False, include_inactive=True), "list"
+            )
+            result = await self._cli(
+                lambda: cli.join(slug, profile_name=p.profile_name, timeout_s=p.timeout_s),
+                "join",
+            )
+            if result.inbox_id:
+                self.instance.identity_inbox_id = result.inbox_id
+            if isinstance(result, JoinJoined):
+                await self.instance.bind(
+                    result.conversation_id,
+                    inbox_id=result.inbox_id,
+                    how="joined",
+                    creator_inbox_id=info.creator_inbox_id,
+                    invite_tag=result.tag or info.tag,
+                )
+                return s.JoinResult(status="joined", conversation_id=result.conversation_id)
+            now = self.clock()
+            retry_until = now + self.settings.daemon.join_retry_max_s
+            record = {
+                "slug": slug,
+                "tag": info.tag,
+                "creatorInboxId": info.creator_inbox_id,
+                "knownConversationIds": sorted(c.conversation_id for c in known),
+                "inboxId": result.inbox_id,
+                "profileName": p.profile_name,
+                "startedAt": now,
+                "lastRequestAt": now,
+                "retryUntil": retry_until,
+            }
+            self.instance.store.set_pending_join(record)
+            self.pending.start()
+            self.instance._changed()
+        return s.JoinResult(
+            status="pending_acceptance",
+            creator_inbox_id=info.creator_inbox_id,
+            retry_until=_iso_ts(retry_until),
+        )
+
+    async def cancel_join(self, ctx: CallContext, _p: s.NoParams) -> s.CancelJoinResult:
+        if self.instance.store.pending_join() is None:
+            raise errors.NotFound("No pending join to cancel")
+        await self.pending.cancel()
+        self.instance._changed()
+        return s.CancelJoinResult(cancelled=True)
+
+    # --- the bound conversation ---------------------------------------------------------
+
+    async def info(self, ctx: CallContext, _p: s.NoParams) -> s.InfoResult:
+        cid = self._bound_id()
+        cli = self.instance.cli
+        info = await self._cli(lambda: cli.info(cid), "info")
+        permissions = await self._cli(lambda: cli.permissions(cid), "permissions")
+        try:
+            profiles = await self._cli(lambda: cli.profiles(cid), "profiles")
+            names = {p.inbox_id: p.name for p in profiles.profiles}
+        except errors.CliError:
+            names = {}
+        members = [
+            s.MemberOut(
+                inbox_id=m.inbox_id,
+                name=names.get(m.inbox_id) or self.instance.names.get(m.inbox_id),
+                is_admin=m.permission_level >= PermissionLevel.ADMIN,
+            )
+            for m in info.members
+        ]
+        return s.InfoResult(
+            conversation_id=cid,
+            name=info.conversation.name,
+            member_count=len(members),
+            members=members,
+            locked=permissions.locked,
+        )
+
+    async def invite(self, ctx: CallContext, p: s.InviteParams) -> s.InviteResult:
+        cid = self._bound_id()
+        cli = self.instance.cli
+        permissions = await self._cli(lambda: cli.permissions(cid), "permissions")
+        if permissions.locked:
+            raise errors.Locked("The conversation is locked: unlock it before inviting")
+        made = await self._cli(
+            lambda: cli.invite(cid, expires_in_s=p.expires_in_s, single_use=p.single_use),
+            "invite",
+        )
+        return s.InviteResult(
+            invite_url=made.url, invite_slug=made.slug, expires_at=made.expires_at
+        )
+
+    async def rename(self, ctx: CallContext, p: s.RenameParams) -> s.RenameResult:
+        cid = self._bound_id()
+        cli = self.instance.cli
+        done = await self._cli(lambda: cli.update_name(cid, p.name), "rename")
+        return s.RenameResult(name=done.name)
+
+    async def lock(self, ctx: CallContext, p: s.LockParams) -> s.LockResult:
+        cid = self._bound_id()
+        cli = self.instance.cli
+        permissions = await self._cli(lambda: cli.permissions(cid), "permissions")
+        if self._own() not in permissions.super_admins:
+            raise errors.PermissionDenied("Locking and unlocking need super-admin rights")
+        await self._cli(lambda: cli.lock(cid, unlock=p.unlock), "lock")
+        locked = not p.unlock
+        self.instance.journal.append([event("conversation_locked", cid, locked=locked)])
+        return s.LockResult(locked=locked)
+
+    async def explode(self, ctx: CallContext, _p: s.ConfirmParams) -> s.ExplodeResult:
+        cid = self._bound_id()
+        cli = self.instance.cli
+        info = await self._cli(lambda: cli.info(cid), "info")
+        own = self._own()
+        if info.conversation.creator_inbox_id != own:
+            raise errors.PermissionDenied("Only the conversation's creator can explode it")
+        done = await self._cli(lambda: cli.explode(cid), "explode")
+        self.instance.journal.append(
+            [event("conversation_exploded", cid, by=own, reason="exploded")]
+        )
+        await self.instance.unbind(reason="exploded")
+        self._clear_keys()
+        return s.ExplodeResult(exploded=True, members_removed=done.members_removed)
+
+    async def profile_update(self, ctx: CallContext, p: s.ProfileUpdateParams) -> s.OkResult:
+        cid = self._bound_id()
+        cli = self.instance.cli
+        await self._cli(
+            lambda: cli.update_profile(cid, name=p.name, image=p.image_url), "update-profile"
+        )
+        return s.OkResult(ok=True)
+
+    # --- messages -----------------------------------------------------------------------
+
+    def _check_message(self, text: str) -> None:
+        limit = self.settings.daemon.max_message_bytes
+        if not text:
+            raise errors.InvalidParams("message is empty")
+        if "\x00" in text:
+            raise errors.InvalidParams("message contains U+0000")
+        if has_lone_surrogate(text):
+            raise errors.InvalidParams("message contains a lone surrogate (not valid UTF-8)")
+        size = len(text.encode("utf-8"))
+        if size > limit:
+            raise errors.InvalidParams(
+                f"message is {size} bytes of UTF-8; at most {limit} (maxMessageBytes)"
+            )
+
+    async def send(self, ctx: CallContext, p: s.SendParams) -> s.SendResult:
+        cid = self._bound_id()
+        self._check_message(p.message)
+        key = p.idempotency_key
+        if key is not None:
+            previous = self._key_result(key)
+            if previous is not None:
+                return s.SendResult(message_id=previous)
+        wait = self.bucket.take(time.monotonic())
+        if wait > 0:
+            raise errors.Busy(
+                f"over sendRatePerS ({self.settings.daemon.send_rate_per_s}/s)", retry_after_s=wait
+            )
+        if key is not None:
+            self._key_intent(key, p)
+        cli = self.instance.cli
+        try:
+            if p.reply_to is not None:
+                reply_to = p.reply_to
+                sent = await self._cli(lambda: cli.send_reply(cid, reply_to, p.message), "send")
+            else:
+                sent = await self._cli(lambda: cli.send_text(cid, p.message), "send")
+        except BaseException:
+            if key is not None:
+                self._key_forget(key)
+            raise
+        if key is not None:
+            self._key_done(key, sent.message_id)
+        self.instance.journal.append(
+            [
+                event(
+                    "message_sent",
+                    cid,
+                    messageId=sent.message_id,
+                    content=p.message,
+                    replyTo=p.reply_to,
+                    idempotencyKey=key,
+                )
+            ],
+            seen=[(sent.message_id, "own")],
+        )
+        return s.SendResult(message_id=sent.message_id)
+
+    async def react(self, ctx: CallContext, p: s.ReactParams) -> s.ReactResult:
+        cid = self._bound_id()
+        cli = self.instance.cli
+        done = await self._cli(
+            lambda: cli.send_reaction(cid, p.message_id, p.emoji, remove=p.remove), "react"
+        )
+        return s.ReactResult(
+            message_id=done.message_id,
+            reference_message_id=done.reference_message_id,
+            action="removed" if done.action == "remove" else "added",
+            emoji=done.emoji,
+        )
+
+    # --- idempotency keys (state: in_flight | done) -------------------------------------
+
+    def _key_result(self, key: str) -> str | None:
+        row = self.instance.store.db.execute(
+            "SELECT state, intent_at, body FROM idempotency WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        state, intent_at, body = row
+        if self.clock() - intent_at > IDEMPOTENCY_TTL_S:
+            self._key_forget(key)
+            return None
+        if state == "done":
+            return str(json.loads(body)["messageId"])
+        raise errors.Busy("a send with this idempotencyKey is in flight", retry_after_s=1.0)
+
+    def _key_intent(self, key: str, p: s.SendParams) -> None:
+        body = json.dumps({"message": p.message, "replyTo": p.reply_to})
+        self.instance.store.db.execute(
+            "INSERT OR REPLACE INTO idempotency (key, state, intent_at, body) "
+            "VALUES (?, 'in_flight', ?, ?)",
+            (key, self.clock(), body),
+        )
+
+    def _key_done(self, key: str, message_id: str) -> None:
+        self.instance.store.db.execute(
+            "UPDATE idempotency SET state = 'done', body = ? WHERE key = ?",
+            (json.dumps({"messageId": message_id}), key),
+        )
+
+    def _key_forget(self, key: str) -> None:
+        self.instance.store.db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
+
+    def _clear_keys(self) -> None:
+        self.instance.store.db.execute("DELETE FROM idempotency")
+
+    async def reconcile_keys(self) -> None:
+        """At start: a key left in flight is done if the identical own message was sent
+        after its intent time; otherwise the send never happened and the key is dropped."""
+        db = self.instance.store.db
+        db.execute(
+            "DELETE FROM idempotency WHERE intent_at < ?", (self.clock() - IDEMPOTENCY_TTL_S,)
+        )
+        rows = db.execute(
+            "SELECT key, intent_at, body FROM idempotency WHERE state = 'in_flight'"
+        ).fetchall()
+        binding = self.instance.binding
+        own = self.instance.own_inbox_id
+        for key, intent_at, body in rows:
+            wanted = json.loads(body)
+            found: str | None = None
+            if binding is not None and own is not None:
+                cid = binding.conversation_id
+                after_ns = int((intent_at - 2) * 1e9)
+                try:
+                    recent = await self.instance.queue.run(
+                        functools.partial(self.instance.cli.messages, cid, sent_after_ns=after_ns),
+                        what="reconcile",
+                    )
+                except errors.ConvosdError as exc:
+                    log.warning("idempotency_reconcile_failed", error=exc.message)
+                    continue  # stays in flight: repeats get BUSY until a later start
+                for message in recent:
+                    if message.sender_inbox_id != own:
+                        continue
+                    text = message.content or ""
+                    if text == wanted["message"] or text.endswith(": " + wanted["message"]):
+                        found = message.id
+                        break
+            if found is not None:
+                self._key_done(key, found)
+            else:
+                self._key_forget(key)
+            log.info("idempotency_reconciled", sent=found is not None)
+
+    # --- events -------------------------------------------------------------------------
+
+    def _check_after(self, after: int) -> None:
+        journal = self.instance.journal
+        if after < journal.first_seq - 1:
+            raise errors.EventsExpired(
+                journal.first_seq,
+                f"events after {after} are no longer in the journal; it starts at "
+                f"{journal.first_seq}",
+            )
+        if after > journal.last_seq:
+            raise errors.InvalidParams(
+                f"after ({after}) is beyond the journal's lastSeq ({journal.last_seq})"
+            )
+
+    async def subscribe(self, ctx: CallContext, p: s.SubscribeParams) -> s.SubscribeResult:
+        journal = self.instance.journal
+        after = journal.last_seq if p.after is None else p.after
+        self._check_after(after)
+        types = frozenset(p.types) if p.types else None
+        connection = ctx.connection
+        sub = self.hub.create(connection, after, types)
+        connection.subscriptions[sub.id] = sub
+        ctx.after_response.append(lambda: self.hub.start(sub))
+        position = journal.position
+        return s.SubscribeResult(
+            subscription=sub.id,
+            journal_id=position.journal_id,
+            first_seq=position.first_seq,
+            last_seq=position.last_seq,
+        )
+
+    async def unsubscribe(self, ctx: CallContext, p: s.UnsubscribeParams) -> s.OkResult:
+        sub = ctx.connection.subscriptions.get(p.subscription)
+        if sub is None:
+            raise errors.NotFound(f"No subscription {p.subscription} on this connection")
+        self.hub.end(sub, None)
+        return s.OkResult(ok=True)
+
+    async def read(self, ctx: CallContext, p: s.ReadParams) -> s.ReadResult:
+        journal = self.instance.journal
+        self._check_after(p.after)
+        events = journal.read(p.after, p.limit, frozenset(p.types) if p.types else None)
+        position = journal.position
+        return s.ReadResult(
+            events=[e.as_dict() for e in events],
+            journal_id=position.journal_id,
+            first_seq=position.first_seq,
+            last_seq=position.last_seq,
+        )
+
+    # --- reset --------------------------------------------------------------------------
+
+    async def reset(self, ctx: CallContext, _p: s.ConfirmParams) -> s.ResetResult:
+        async with self._binding_lock:
+            instance = self.instance
+            await self.pending.cancel()
+            if instance.binding is not None:
+                await instance.unbind(reason="reset")
+            await self._cli(instance.cli.reset, "reset")
+            home = instance.paths.convos_home
+            _remove_tree(home / "db")
+            (home / "identity.json").unlink(missing_ok=True)
+            with instance.store.transaction() as db:
+                db.execute("DELETE FROM idempotency")
+                db.execute("DELETE FROM seen")
+            instance.journal.reset()
+            self.hub.end_all("reset")
+            instance.identity_id = None
+            instance.identity_inbox_id = None
+            instance._changed()
+        return s.ResetResult(clean=True)
+
+    # --- the method table ---------------------------------------------------------------
+
+    def methods(self) -> dict[str, MethodSpec]:
+        m = MethodSpec
+        specs = [
+            m(
+                "status",
+                s.NoParams,
+                s.StatusResult,
+                self.status,
+                "The daemon's state.",
+                always=True,
+            ),
+            m(
+                "health",
+                s.NoParams,
+                s.HealthResult,
+                self.health,
+                "ok, degraded or down.",
+                always=True,
+            ),
+            m(
+                "conversation.create",
+                s.CreateParams,
+                s.CreateResult,
+                self.create,
+                "Create a conversation and bind to it.",
+                admin=True,
+            ),
+            m(
+                "conversation.join",
+                s.JoinParams,
+                s.JoinResult,
+                self.join,
+                "Join a conversation by invite; pending until the creator accepts.",
+                admin=True,
+            ),
+            m(
+                "conversation.cancelJoin",
+                s.NoParams,
+                s.CancelJoinResult,
+                self.cancel_join,
+                "Forget a pending join.",
+                admin=True,
+            ),
+            m(
+                "conversation.info",
+                s.NoParams,
+                s.InfoResult,
+                self.info,
+                "The bound conversation: name, members, locked.",
+            ),
+            m(
+                "conversation.invite",
+                s.InviteParams,
+                s.InviteResult,
+                self.invite,
+                "A new invite to the bound conversation.",
+            ),
+            m(
+                "conversation.rename",
+                s.RenameParams,
+                s.RenameResult,
+                self.rename,
+                "Rename the bound conversation.",
+            ),
+            m(
+                "conversation.lock",
+                s.LockParams,
+                s.LockResult,
+                self.lock,
+                "Lock or unlock (both rotate the invite tag).",
+                admin=True,
+            ),
+            m(
+                "conversation.explode",
+                s.ConfirmParams,
+                s.ExplodeResult,
+                self.explode,
+                "Remove every other member and unbind (creator only).",
+                admin=True,
+            ),
+            m(
+                "profile.update",
+                s.ProfileUpdateParams,
+                s.OkResult,
+                self.profile_update,
+                "Update the instance's profile in the conversation.",
+            ),
+            m(
+                "message.send",
+                s.SendParams,
+                s.SendResult,
+                self.send,
+                "Send a text (or a reply with replyTo).",
+            ),
+            m(
+                "message.react",
+                s.ReactParams,
+                s.ReactResult,
+                self.react,
+                "Add or remove a reaction.",
+            ),
+            m(
+                "events.subscribe",
+                s.SubscribeParams,
+                s.SubscribeResult,
+                self.subscribe,
+                "Replay after a seq, then live notifications.",
+                always=False,
+            ),
+            m(
+                "events.unsubscribe",
+                s.UnsubscribeParams,
+                s.OkResult,
+                self.unsubscribe,
+                "End a subscription of this connection.",
+            ),
+            m("events.read", s.ReadParams, s.ReadResult, self.read, "Read the journal."),
+            m(
+                "daemon.reset",
+                s.ConfirmParams,
+                s.ResetResult,
+                self.reset,
+                "Wipe identity, binding, journal and keys.",
+                admin=True,
+            ),
+        ]
+        table = {spec.name: spec for spec in specs}
+        table["rpc.discover"] = MethodSpec(
+            "rpc.discover",
+            s.NoParams,
+            None,
+            self._discover,
+            "This OpenRPC document.",
+            always=True,
+        )
+        self._table = table
+        return table
+
+    async def _discover(self, ctx: CallContext, _p: s.NoParams) -> dict[str, Any]:
+        from convosd.rpc.openrpc import document
+
+        return document(self._table, version=__version__)
+
+
+def _remove_tree(path: Any) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
