@@ -18,21 +18,24 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from convosd.cli import CliSetup, ConvosCli  # noqa: E402
-from tests.fakeconvos.network import FakeNetwork  # noqa: E402
+from convosd.cli import CliSetup, ConvosCli
+from tests.fakeconvos.network import FakeNetwork
 
 
 async def measure(runs: int) -> list[tuple[str, float, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         net = FakeNetwork(Path(tmp) / "net")
         setup = CliSetup(
-            (sys.executable, net.executable), "dev", Path(tmp) / "s" / "convos", Path(tmp) / "s",
+            (sys.executable, net.executable),
+            "dev",
+            Path(tmp) / "s" / "convos",
+            Path(tmp) / "s",
             ("FAKECONVOS_*",),
         )
         setup.prepare()
-        cli = ConvosCli(setup, environ={"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)})
+        cli = ConvosCli(
+            setup, environ={"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)}
+        )
         created = await cli.create(name="bench")
         cid = created.conversation_id
         cases = {
@@ -46,7 +49,7 @@ async def measure(runs: int) -> list[tuple[str, float, float]]:
             argv = [*setup.executable, *invocation.argv]
             for _ in range(runs):
                 t0 = time.perf_counter()
-                subprocess.run(
+                subprocess.run(  # noqa: ASYNC221 - the baseline: the double run directly
                     argv, env=cli.runner.env, cwd=setup.state_dir, capture_output=True, check=True
                 )
                 direct.append(time.perf_counter() - t0)

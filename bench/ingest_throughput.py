@@ -18,15 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import uvloop
 
-import uvloop  # noqa: E402
-
-from convosd.cli.runner import SpawnSpec  # noqa: E402
-from convosd.ingest import Ingest  # noqa: E402
-from convosd.journal import Journal  # noqa: E402
-from convosd.store import Store  # noqa: E402
-from convosd.supervisor.child import SupervisedChild  # noqa: E402
+from convosd.cli.runner import SpawnSpec
+from convosd.ingest import Ingest
+from convosd.journal import Journal
+from convosd.store import Store
+from convosd.supervisor.child import SupervisedChild
 
 SENDER = "a" * 64
 OWN = "0" * 64
@@ -59,9 +57,7 @@ def make_lines(n: int) -> list[bytes]:
 async def daemon_path(lines_file: Path, n: int, state: Path) -> float:
     store = Store.open(state)
     journal = Journal(store)
-    ingest = Ingest(
-        journal=journal, conversation_id="c" * 32, own_inbox_id=OWN, bound_at=0.0
-    )
+    ingest = Ingest(journal=journal, conversation_id="c" * 32, own_inbox_id=OWN, bound_at=0.0)
     done = asyncio.Event()
     journal.listeners.append(lambda _batch: done.set() if journal.last_seq >= n else None)
     script = f"import sys; sys.stdout.buffer.write(open({str(lines_file)!r}, 'rb').read())"

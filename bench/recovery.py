@@ -19,18 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import structlog
+import uvloop
 
-import structlog  # noqa: E402
-import uvloop  # noqa: E402
-
-from convosd.cli import CliSetup, ConvosCli  # noqa: E402
-from convosd.config import Paths, load_settings  # noqa: E402
-from convosd.instance import STREAM, Instance  # noqa: E402
-from convosd.journal import Journal  # noqa: E402
-from convosd.store import Store  # noqa: E402
-from convosd.supervisor.state import ChildState  # noqa: E402
-from tests.fakeconvos.network import FakeNetwork  # noqa: E402
+from convosd.cli import CliSetup, ConvosCli
+from convosd.config import Paths, load_settings
+from convosd.instance import STREAM, Instance
+from convosd.journal import Journal
+from convosd.store import Store
+from convosd.supervisor.state import ChildState
+from tests.fakeconvos.network import FakeNetwork
 
 
 def adapter(net: FakeNetwork, state: Path) -> ConvosCli:
@@ -56,9 +54,7 @@ async def run(kills: int) -> tuple[list[float], list[float]]:
         state = root / "me"
         cli = adapter(net, state)
         base = load_settings({}, environ={})
-        settings = base.model_copy(
-            update={"convos": base.convos.model_copy(update={"env": "dev"})}
-        )
+        settings = base.model_copy(update={"convos": base.convos.model_copy(update={"env": "dev"})})
         store = Store.open(state)
         paths = Paths(socket=state / "s", state_dir=state, convos_home=state / "convos")
         me = Instance(settings, paths, store=store, journal=Journal(store), cli=cli)

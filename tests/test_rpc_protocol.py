@@ -38,8 +38,8 @@ class Raw:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def recv(self, timeout: float = 10) -> Any:
-        line = await asyncio.wait_for(self.reader.readline(), timeout)
+    async def recv(self, within_s: float = 10) -> Any:
+        line = await asyncio.wait_for(self.reader.readline(), within_s)
         assert line, "connection closed"
         return json.loads(line)
 
