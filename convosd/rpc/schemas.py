@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from convosd.events import EVENT_TYPES
 
@@ -133,10 +140,18 @@ class CreateResult(Result):
 
 
 class JoinResult(Result):
+    """``{status: "joined", conversationId}`` or ``{status: "pending_acceptance",
+    creatorInboxId, retryUntil}``: the fields of the other shape are left out."""
+
     status: Literal["joined", "pending_acceptance"]
     conversation_id: str | None = Field(default=None, alias="conversationId")
     creator_inbox_id: str | None = Field(default=None, alias="creatorInboxId")
     retry_until: str | None = Field(default=None, alias="retryUntil")
+
+    @model_serializer(mode="wrap")
+    def _one_shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
 
 
 class CancelJoinResult(Result):
