@@ -531,13 +531,10 @@ class Instance:
         return sorted(owners)
 
     def clean(self) -> bool:
+        if self.binding is not None or self.store.pending_join() is not None:
+            return False
         home = self.paths.convos_home
-        return (
-            self.binding is None
-            and self.store.pending_join() is None
-            and not (home / "identity.json").exists()
-            and not (home / "db").exists()
-        )
+        return not (home / "identity.json").exists() and not (home / "db").exists()
 
     def child_status(self) -> dict[str, dict[str, Any]]:
         stopped = {
@@ -584,6 +581,7 @@ class Instance:
         self, *, subscribers: int = 0, policy: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         binding = self.binding
+        pending = self.store.pending_join() is not None
         return {
             "version": __version__,
             "cliVersion": self.cli_version.version if self.cli_version else None,
@@ -594,7 +592,7 @@ class Instance:
             "identityId": self.identity_id,
             "ownerConversationId": self.settings.convos.owner_conversation_id,
             "ownerInboxIds": self.owner_inbox_ids,
-            "pending": self.store.pending_join() is not None,
+            "pending": pending,
             "clean": self.clean(),
             "dmPolicy": self.settings.convos.dm_policy,
             "children": self.child_status(),

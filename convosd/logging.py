@@ -58,7 +58,7 @@ def configure(
         processors=[*shared, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
     _route_stdlib(level)
     return chosen

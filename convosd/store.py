@@ -136,6 +136,8 @@ class Store:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self.db = connection
         self.path = path
+        self._pending: dict[str, Any] | None = None
+        self._pending_loaded = False
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:

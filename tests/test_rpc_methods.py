@@ -16,7 +16,7 @@ from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import Client
 from convosd.rpc.dispatch import CallContext, Dispatcher, MethodSpec
-from convosd.rpc.schemas import NoParams
+from convosd.rpc.schemas import NoParams, StatusResult
 from convosd.rpc.server import AccessPolicy, Peer
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
@@ -84,6 +84,7 @@ async def create_with_member(
 async def test_unbound_status_health_and_binding_rules(client: Client) -> None:
     status = await client.call("status")
     assert set(status) == STATUS_KEYS
+    StatusResult.model_validate(status)
     assert status["conversationId"] is None and status["ownerInboxIds"] == []
     assert status["clean"] is True and status["pending"] is False
     for child in status["children"].values():
@@ -133,6 +134,7 @@ async def test_create_send_receive_and_events(
     info = await client.call("conversation.info")
     assert info["name"] == "Team" and info["locked"] is False and info["memberCount"] == 2
     status = await client.call("status")
+    StatusResult.model_validate(status)
     assert status["conversationId"] == cid and status["subscribers"] == 1
     assert status["clean"] is False
     assert await eventually(lambda: daemon.instance.running_children())

@@ -1,0 +1,247 @@
+"""JSON-RPC throughput, latency and memory, each beside a baseline measured in the same run.
+
+    .venv/bin/python -m bench.rpc [--seconds 3]
+
+- ``status`` calls per second and p50/p99 latency over 1 and 16 connections, with 32
+  requests in flight per connection (throughput) and with 1 (latency), beside a minimal
+  asyncio NDJSON echo server under the same load;
+- ``message.send`` through the daemon beside running the CLI double's ``send-text`` directly
+  (the difference is what the daemon adds);
+- the daemon's RSS idle and with 100 subscribers, and the RSS of its whole process tree.
+
+The daemon runs as a real ``python -m convosd`` process on the CLI double, logging JSON to a
+file as it would under systemd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from convosd.client import Client
+from tests.fakeconvos.network import FakeNetwork
+
+ECHO_SERVER = """
+import asyncio, sys, uvloop
+async def handle(reader, writer):
+    while line := await reader.readline():
+        writer.write(line)
+        await writer.drain()
+async def main():
+    server = await asyncio.start_unix_server(handle, path=sys.argv[1], limit=1 << 20)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+uvloop.run(main())
+"""
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def tree_rss_kb(pid: int) -> int:
+    total = rss_kb(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                total += tree_rss_kb(int(entry.name))
+    return total
+
+
+async def load(path: Path, connections: int, seconds: float, depth: int = 32) -> dict[str, float]:
+    latencies: list[float] = []
+    count = 0
+    deadline = time.perf_counter() + seconds
+
+    async def one() -> None:
+        nonlocal count
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 24)
+        pending: dict[int, float] = {}
+        next_id = 0
+
+        def send() -> None:
+            nonlocal next_id
+            next_id += 1
+            pending[next_id] = time.perf_counter()
+            writer.write(b'{"jsonrpc":"2.0","method":"status","id":%d}\n' % next_id)
+
+        for _ in range(depth):
+            send()
+        while time.perf_counter() < deadline or pending:
+            line = await reader.readline()
+            if not line:
+                break
+            reply = json.loads(line)
+            started = pending.pop(reply["id"])
+            latencies.append(time.perf_counter() - started)
+            count += 1
+            if time.perf_counter() < deadline:
+                send()
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rps": count / elapsed,
+        "p50": latencies[len(latencies) // 2] * 1000,
+        "p99": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def run(seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        net = FakeNetwork(root / "net")
+        echo_path = root / "echo.sock"
+        echo = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
+            [sys.executable, "-c", ECHO_SERVER, str(echo_path)], stdout=subprocess.PIPE, text=True
+        )
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        sock = root / "d.sock"
+        env = {
+            **os.environ,
+            "FAKECONVOS_NETWORK": str(net.path),
+            "CONVOSD_ENV": "dev",
+            "CONVOSD_CLI": f"{sys.executable} {net.executable}",
+            "CONVOSD_CLI_ENV_PASSTHROUGH": "FAKECONVOS_*",
+            "CONVOSD_SEND_RATE_PER_S": "1000",
+            "CONVOSD_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
+        }
+        log = (root / "daemon.log").open("w")
+        daemon = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
+            [
+                sys.executable,
+                "-m",
+                "convosd",
+                "--socket",
+                str(sock),
+                "--state-dir",
+                str(root / "state"),
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            for _ in range(500):
+                if sock.exists():
+                    break
+                await asyncio.sleep(0.02)
+            client = await Client.connect(sock)
+            idle_rss = rss_kb(daemon.pid)
+            rows = []
+            for conns, depth in ((1, 32), (16, 32), (1, 1), (16, 1)):
+                d = await load(sock, conns, seconds, depth)
+                e = await load(echo_path, conns, seconds, depth)
+                rows.append((conns, depth, d, e))
+            created = await client.call("conversation.create", {"name": "bench"})
+            cid = created["conversationId"]
+            await asyncio.sleep(1.5)  # let the children start and the first backfill settle
+            daemon_ms, direct_ms = [], []
+            argv = [
+                sys.executable,
+                net.executable,
+                "conversation",
+                "send-text",
+                cid,
+                "--text=direct",
+                "--env=dev",
+                f"--env-file={root / 'state' / 'cli.env'}",
+                "--json",
+            ]
+            direct_env = {
+                "PATH": os.environ["PATH"],
+                "FAKECONVOS_NETWORK": str(net.path),
+                "CONVOS_HOME": str(root / "state" / "convos"),
+                "HOME": str(root / "state" / "home"),
+            }
+            for i in range(40):
+                t0 = time.perf_counter()
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, env=direct_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                await proc.wait()
+                direct_ms.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                await client.call("message.send", {"message": f"via daemon {i}"})
+                daemon_ms.append((time.perf_counter() - t0) * 1000)
+            subs = []
+            for _ in range(100):
+                c = await Client.connect(sock)
+                await c.call("events.subscribe", {})
+                subs.append(c)
+            await asyncio.sleep(0.5)
+            sub_rss = rss_kb(daemon.pid)
+            tree = tree_rss_kb(daemon.pid)
+            for c in subs:
+                await c.close()
+            await client.close()
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+            echo.terminate()
+            echo.wait(10)
+            log.close()
+
+    print(
+        f"{'status: conns x in flight':<26}{'daemon req/s':>13}{'echo req/s':>12}{'ratio':>7}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'echo p50':>9}{'echo p99':>9}"
+    )
+    for conns, depth, d, e in rows:
+        print(
+            f"{f'{conns} x {depth}':<26}{d['rps']:>13,.0f}{e['rps']:>12,.0f}"
+            f"{d['rps'] / e['rps']:>7.3f}{d['p50']:>8.2f}{d['p99']:>8.2f}"
+            f"{e['p50']:>9.2f}{e['p99']:>9.2f}"
+        )
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+    added50 = statistics.median(daemon_ms) - statistics.median(direct_ms)
+    added99 = pct(daemon_ms, 0.99) - pct(direct_ms, 0.99)
+    print(
+        f"message.send   daemon p50 {statistics.median(daemon_ms):.1f} ms p99 "
+        f"{pct(daemon_ms, 0.99):.1f} ms | double direct p50 {statistics.median(direct_ms):.1f}"
+        f" ms p99 {pct(direct_ms, 0.99):.1f} ms | added p50 {added50:.1f} ms p99 {added99:.1f} ms"
+    )
+    print(
+        f"RSS            daemon idle {idle_rss / 1024:.1f} MB, with 100 subscribers "
+        f"{sub_rss / 1024:.1f} MB, process tree (daemon + children) {tree / 1024:.1f} MB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    result: Any = uvloop.run(run(args.seconds))
+    del result
+
+
+if __name__ == "__main__":
+    main()
