@@ -14,11 +14,18 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from convosd import errors
+from convosd.rpc import schemas as s
+
+_R = TypeVar("_R", bound=BaseModel)
+_C = TypeVar("_C", bound="Client")
 
 _BY_CODE: dict[int, type[errors.ConvosdError]] = {}
 
@@ -70,11 +77,11 @@ class Client:
         self.closed = asyncio.Event()
 
     @classmethod
-    async def connect(cls, path: str | Path, *, limit: int = 64 * 1024 * 1024) -> Client:
+    async def connect(cls: type[_C], path: str | Path, *, limit: int = 64 * 1024 * 1024) -> _C:
         reader, writer = await asyncio.open_unix_connection(str(path), limit=limit)
         return cls(reader, writer)
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self: _C) -> _C:
         return self
 
     async def __aexit__(
@@ -140,3 +147,204 @@ class Client:
             message["params"] = params
         self.writer.write(json.dumps(message).encode() + b"\n")
         await self.writer.drain()
+
+
+# --- typed calls ------------------------------------------------------------------------
+
+
+class ConvosdClient(Client):
+    """:class:`Client` with one typed method per CONTRACT method."""
+
+    async def _typed(
+        self, method: str, model: type[_R], params: dict[str, Any] | None = None
+    ) -> _R:
+        return model.model_validate(await self.call(method, params))
+
+    async def status(self) -> s.StatusResult:
+        return await self._typed("status", s.StatusResult)
+
+    async def health(self) -> s.HealthResult:
+        return await self._typed("health", s.HealthResult)
+
+    async def create(self, **params: Any) -> s.CreateResult:
+        return await self._typed("conversation.create", s.CreateResult, _clean(params))
+
+    async def join(self, invite_url: str, **params: Any) -> s.JoinResult:
+        return await self._typed(
+            "conversation.join", s.JoinResult, _clean({"inviteUrl": invite_url, **params})
+        )
+
+    async def cancel_join(self) -> s.CancelJoinResult:
+        return await self._typed("conversation.cancelJoin", s.CancelJoinResult)
+
+    async def info(self) -> s.InfoResult:
+        return await self._typed("conversation.info", s.InfoResult)
+
+    async def invite(self, **params: Any) -> s.InviteResult:
+        return await self._typed("conversation.invite", s.InviteResult, _clean(params))
+
+    async def rename(self, name: str) -> s.RenameResult:
+        return await self._typed("conversation.rename", s.RenameResult, {"name": name})
+
+    async def lock(self, *, unlock: bool = False) -> s.LockResult:
+        return await self._typed("conversation.lock", s.LockResult, {"unlock": unlock})
+
+    async def explode(self) -> s.ExplodeResult:
+        return await self._typed("conversation.explode", s.ExplodeResult, {"confirm": True})
+
+    async def update_profile(self, **params: Any) -> s.OkResult:
+        return await self._typed("profile.update", s.OkResult, _clean(params))
+
+    async def send(self, message: str, **params: Any) -> s.SendResult:
+        return await self._typed(
+            "message.send", s.SendResult, _clean({"message": message, **params})
+        )
+
+    async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> s.ReactResult:
+        params = {"messageId": message_id, "emoji": emoji, "remove": remove}
+        return await self._typed("message.react", s.ReactResult, params)
+
+    async def read_events(self, **params: Any) -> s.ReadResult:
+        return await self._typed("events.read", s.ReadResult, _clean(params))
+
+    async def reset(self) -> s.ResetResult:
+        return await self._typed("daemon.reset", s.ResetResult, {"confirm": True})
+
+    async def discover(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("rpc.discover")
+        return result
+
+
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if value is not None}
+
+
+# --- following events across reconnects -------------------------------------------------
+
+
+class EventStream:
+    """``async for event in EventStream(path, after=N)``: every event once, in order.
+
+    Resumes from the last seq after ``subscription.ended`` (overflow) and after the daemon
+    restarts or the connection drops (reconnecting with backoff). When the daemon's journal
+    changed (a new ``journalId``: ``daemon.reset``), it starts again from seq 0 of the new
+    journal and counts it in :attr:`journal_changes`. ``EventsExpired`` (the events after
+    ``after`` were trimmed) is raised: the caller decides whether to skip ahead.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        after: int | None = None,
+        types: list[str] | None = None,
+        reconnect_max_s: float = 5.0,
+    ) -> None:
+        self.path = path
+        self.last_seq = after
+        self.types = types
+        self.reconnect_max_s = reconnect_max_s
+        self.journal_id: str | None = None
+        self.journal_changes = 0
+        self.reconnects = 0
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        delay = 0.1
+        while True:
+            try:
+                client = await Client.connect(self.path)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(self.reconnect_max_s, delay * 2)
+                self.reconnects += 1
+                continue
+            delay = 0.1
+            try:
+                params: dict[str, Any] = {}
+                if self.last_seq is not None:
+                    params["after"] = self.last_seq
+                if self.types:
+                    params["types"] = self.types
+                try:
+                    sub = await client.call("events.subscribe", params)
+                except errors.InvalidParams:
+                    # after > lastSeq: the journal is newer than our position (reset).
+                    sub = await client.call("events.subscribe", {**params, "after": 0})
+                    self.last_seq = 0
+                if self.journal_id is not None and sub["journalId"] != self.journal_id:
+                    self.journal_changes += 1
+                    if params.get("after"):
+                        await client.call(
+                            "events.unsubscribe", {"subscription": sub["subscription"]}
+                        )
+                        sub = await client.call("events.subscribe", {**params, "after": 0})
+                    self.last_seq = 0
+                self.journal_id = sub["journalId"]
+                async for event in self._drain(client, sub["subscription"]):
+                    yield event
+            except (ConnectionError, errors.NotReady):
+                self.reconnects += 1
+                await asyncio.sleep(delay)
+            finally:
+                await client.close()
+
+    async def _drain(self, client: Client, subscription: int) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            getter = asyncio.ensure_future(client.notifications.get())
+            closed = asyncio.ensure_future(client.closed.wait())
+            done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                closed.cancel()
+                raise ConnectionError("the daemon closed the connection")
+            closed.cancel()
+            note = getter.result()
+            params = note.get("params", {})
+            if params.get("subscription") != subscription:
+                continue
+            if note.get("method") == "subscription.ended":
+                self.last_seq = params.get("lastSeq", self.last_seq)
+                return  # resubscribe after lastSeq
+            event = params.get("event", {})
+            seq = event.get("seq")
+            if isinstance(seq, int) and self.last_seq is not None and seq <= self.last_seq:
+                continue
+            self.last_seq = seq
+            yield event
+
+
+# --- a small synchronous wrapper --------------------------------------------------------
+
+
+class SyncClient:
+    """For scripts: ``with SyncClient(path) as c: c.call("status")``. Not thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = self._loop.run_until_complete(ConvosdClient.connect(path))
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        return self._loop.run_until_complete(self._client.call(method, params))
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not asyncio.iscoroutinefunction(attribute):
+            return attribute
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return self._loop.run_until_complete(attribute(*args, **kwargs))
+
+        return run
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,74 +1,357 @@
-"""``convosctl``: the operator's command line (CONTRACT section 6).
+"""``convosctl``: the operator's command line (CONTRACT section 6), on :mod:`convosd.client`.
 
-This version knows the command names and the exit codes; it talks to the daemon through the
-socket. Until the daemon serves JSON-RPC, every command that needs it reports the daemon as
-unreachable (exit 3), which is the truth.
+    convosctl [--socket PATH] [--json] COMMAND ...
+
+Human output on a terminal (tables, colour, a spinner while a join waits), JSON with
+``--json`` or when stdout is not a terminal. Exit codes: 0 success; 1 the daemon answered
+with an error; 2 usage; 3 the daemon is unreachable. ``health`` exits 0 ok, 1 degraded,
+2 down, 3 unreachable, so it can serve as a health check as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import itertools
 import json
 import os
-import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from convosd import errors
+from convosd.client import ConvosdClient, EventStream, RpcError
 from convosd.config import default_socket_path
 
-EXIT_UNREACHABLE = 3
-COMMANDS = (
-    "status",
-    "health",
-    "setup",
-    "create",
-    "join",
-    "cancel-join",
-    "info",
-    "invite",
-    "rename",
-    "send",
-    "react",
-    "lock",
-    "unlock",
-    "explode",
-    "events",
-    "pairing",
-    "reset",
-    "call",
-)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+HEALTH_EXIT = {"ok": 0, "degraded": 1, "down": 2}
+
+
+class Output:
+    def __init__(self, as_json: bool, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.as_json = as_json or not self.tty
+        self.colour = self.tty and not os.environ.get("NO_COLOR")
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
+
+    def emit(self, value: Any, human: Callable[[Any], str] | None = None) -> None:
+        if self.as_json:
+            print(json.dumps(value, ensure_ascii=False), file=self.stream, flush=True)
+        else:
+            print(human(value) if human else _pairs(value), file=self.stream, flush=True)
+
+    def error(self, exc: errors.ConvosdError) -> None:
+        data = exc.rpc_data()
+        if self.as_json:
+            print(json.dumps({"error": exc.message, "data": data}), file=sys.stderr)
+        else:
+            print(
+                f"{self.paint('error', '31')}: {exc.message} ({data.get('kind')})", file=sys.stderr
+            )
+
+
+def _pairs(value: Any, indent: str = "") -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    width = max((len(k) for k in value), default=0)
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, dict):
+            lines.append(f"{indent}{key}:")
+            lines.append(_pairs(item, indent + "  "))
+        elif isinstance(item, list):
+            shown = ", ".join(str(i) for i in item) if item else "-"
+            lines.append(f"{indent}{key.ljust(width)}  {shown}")
+        else:
+            lines.append(f"{indent}{key.ljust(width)}  {'-' if item is None else item}")
+    return "\n".join(lines)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(out)
+
+
+def _status_human(out: Output) -> Callable[[Any], str]:
+    def render(st: dict[str, Any]) -> str:
+        rows = [
+            [
+                name,
+                child["state"],
+                str(child["pid"] or "-"),
+                str(child["restarts"]),
+                child["lastError"] or "",
+            ]
+            for name, child in st["children"].items()
+        ]
+        head = {k: v for k, v in st.items() if k not in ("children", "journal", "policy")}
+        head["journal"] = f"{st['journal']['firstSeq']}..{st['journal']['lastSeq']}"
+        return _pairs(head) + "\n\n" + _table(rows, ["child", "state", "pid", "restarts", "error"])
+
+    return render
+
+
+def _info_human(info: dict[str, Any]) -> str:
+    rows = [
+        [m["inboxId"][:16] + "…", m["name"] or "-", "admin" if m["isAdmin"] else ""]
+        for m in info["members"]
+    ]
+    head = (
+        f"{info['name'] or '(no name)'}  {info['conversationId']}  "
+        f"{'locked' if info['locked'] else 'open'}  {info['memberCount']} members"
+    )
+    return head + "\n" + _table(rows, ["inbox", "name", ""])
+
+
+def _event_human(event: dict[str, Any]) -> str:
+    kind = event.get("type")
+    if kind == "message":
+        who = event.get("senderName") or str(event.get("senderInboxId", ""))[:12]
+        return f"#{event['seq']} {event.get('sentAt')} {who}: {event.get('content')}"
+    fields = {k: v for k, v in event.items() if k not in ("seq", "type", "at", "conversationId")}
+    return f"#{event['seq']} {event.get('at')} {kind} {json.dumps(fields, ensure_ascii=False)}"
+
+
+async def _spinning(out: Output, label: str, work: Awaitable[Any]) -> Any:
+    task = asyncio.ensure_future(work)
+    if out.as_json or not sys.stderr.isatty():
+        return await task
+    for frame in itertools.cycle("|/-\\"):
+        done, _ = await asyncio.wait({task}, timeout=0.1)
+        if done:
+            sys.stderr.write("\r" + " " * (len(label) + 4) + "\r")
+            return task.result()
+        sys.stderr.write(f"\r{frame} {label}")
+        sys.stderr.flush()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convosctl", description="Control a convosd daemon.")
     parser.add_argument("--socket", metavar="PATH", help="the daemon's socket")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("args", nargs=argparse.REMAINDER)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("status", help="the daemon's state")
+    sub.add_parser("health", help="exit 0 ok, 1 degraded, 2 down, 3 unreachable")
+    p = sub.add_parser("setup", help="join the owner's conversation and wait for acceptance")
+    p.add_argument("invite")
+    p.add_argument("--profile-name")
+    p.add_argument("--timeout", type=int, default=60, help="seconds the first request waits")
+    p = sub.add_parser("create", help="create a conversation and bind to it")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--profile-name")
+    p = sub.add_parser("join", help="join a conversation by invite")
+    p.add_argument("invite")
+    p.add_argument("--profile-name")
+    p.add_argument("--timeout", type=int, default=60)
+    sub.add_parser("cancel-join", help="forget a pending join")
+    sub.add_parser("info", help="the bound conversation")
+    p = sub.add_parser("invite", help="a new invite")
+    p.add_argument("--expires-in", type=int)
+    p.add_argument("--single-use", action="store_true")
+    p = sub.add_parser("rename", help="rename the conversation")
+    p.add_argument("name")
+    p = sub.add_parser("send", help="send a text")
+    p.add_argument("text")
+    p.add_argument("--reply-to")
+    p.add_argument("--idempotency-key")
+    p = sub.add_parser("react", help="react to a message")
+    p.add_argument("message_id")
+    p.add_argument("emoji")
+    p.add_argument("--remove", action="store_true")
+    sub.add_parser("lock", help="lock the conversation")
+    sub.add_parser("unlock", help="unlock the conversation")
+    p = sub.add_parser("explode", help="remove every other member and unbind")
+    p.add_argument("--yes", action="store_true", required=True)
+    p = sub.add_parser("events", help="journaled events")
+    p.add_argument("--after", type=int)
+    p.add_argument("--follow", action="store_true", help="keep following, across restarts")
+    p.add_argument("--limit", type=int, default=100)
+    p = sub.add_parser("pairing", help="pairing requests")
+    p.add_argument("action", choices=("list", "approve", "deny"))
+    p.add_argument("code", nargs="?")
+    p = sub.add_parser("reset", help="wipe identity, binding, journal and keys")
+    p.add_argument("--yes", action="store_true", required=True)
+    p = sub.add_parser("call", help="call any method")
+    p.add_argument("method")
+    p.add_argument("params", nargs="?", help="JSON object")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+async def run(args: argparse.Namespace, out: Output) -> int:
     path = Path(
         args.socket
         or os.environ.get("CONVOSD_SOCKET")
         or default_socket_path(os.environ, os.getuid())
     )
+    if args.command == "events" and args.follow:
+        return await _follow(path, args, out)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(path))
+        client = await ConvosdClient.connect(path)
     except OSError as exc:
-        error = {"error": "daemon unreachable", "socket": str(path), "reason": exc.strerror}
-        if args.json:
-            print(json.dumps(error))
+        if args.command == "health" and out.as_json:
+            out.emit({"status": "unreachable", "socket": str(path), "reason": exc.strerror})
         else:
             print(f"convosctl: daemon unreachable at {path}: {exc.strerror}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    print("convosctl: this daemon version does not serve JSON-RPC yet", file=sys.stderr)
-    return EXIT_UNREACHABLE
+    try:
+        return await _dispatch(client, args, out)
+    except ConnectionError as exc:
+        print(f"convosctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        await client.close()
+
+
+async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output) -> int:
+    call = client.call
+    command = args.command
+    try:
+        if command == "status":
+            out.emit(await call("status"), _status_human(out))
+        elif command == "health":
+            health = await call("health")
+            out.emit(health, lambda h: f"{h['status']}\n" + _pairs(h["checks"], "  "))
+            return HEALTH_EXIT.get(health["status"], 2)
+        elif command in ("setup", "join"):
+            params: dict[str, Any] = {"inviteUrl": args.invite}
+            if args.profile_name:
+                params["profileName"] = args.profile_name
+            params["timeoutS"] = args.timeout
+            result = await _spinning(
+                out, "waiting for the creator to accept...", call("conversation.join", params)
+            )
+            if command == "setup" and result["status"] == "pending_acceptance":
+                result = await _spinning(
+                    out, "join request sent; waiting for acceptance...", _wait_bound(client)
+                )
+            out.emit(result)
+            if command == "setup" and not out.as_json:
+                print(
+                    "Next: `convosctl events --follow` to read what the owner writes, "
+                    "`convosctl send TEXT` to answer."
+                )
+        elif command == "create":
+            out.emit(
+                await call(
+                    "conversation.create",
+                    _drop_none({"name": args.name, "profileName": args.profile_name}),
+                )
+            )
+        elif command == "cancel-join":
+            out.emit(await call("conversation.cancelJoin"))
+        elif command == "info":
+            out.emit(await call("conversation.info"), _info_human)
+        elif command == "invite":
+            out.emit(
+                await call(
+                    "conversation.invite",
+                    _drop_none(
+                        {"expiresInS": args.expires_in, "singleUse": args.single_use or None}
+                    ),
+                )
+            )
+        elif command == "rename":
+            out.emit(await call("conversation.rename", {"name": args.name}))
+        elif command == "send":
+            out.emit(
+                await call(
+                    "message.send",
+                    _drop_none(
+                        {
+                            "message": args.text,
+                            "replyTo": args.reply_to,
+                            "idempotencyKey": args.idempotency_key,
+                        }
+                    ),
+                )
+            )
+        elif command == "react":
+            out.emit(
+                await call(
+                    "message.react",
+                    {"messageId": args.message_id, "emoji": args.emoji, "remove": args.remove},
+                )
+            )
+        elif command in ("lock", "unlock"):
+            out.emit(await call("conversation.lock", {"unlock": command == "unlock"}))
+        elif command == "explode":
+            out.emit(await call("conversation.explode", {"confirm": True}))
+        elif command == "reset":
+            out.emit(await call("daemon.reset", {"confirm": True}))
+        elif command == "events":
+            read = await call("events.read", {"after": args.after or 0, "limit": args.limit})
+            if out.as_json:
+                for event in read["events"]:
+                    out.emit(event)
+            else:
+                for event in read["events"]:
+                    print(_event_human(event))
+        elif command == "pairing":
+            if args.action != "list" and not args.code:
+                print("convosctl: pairing approve|deny needs a CODE", file=sys.stderr)
+                return EXIT_USAGE
+            method = f"pairing.{args.action}"
+            out.emit(await call(method, {"code": args.code} if args.code else None))
+        elif command == "call":
+            try:
+                raw_params = json.loads(args.params) if args.params else None
+            except json.JSONDecodeError as exc:
+                print(f"convosctl: params are not JSON: {exc.msg}", file=sys.stderr)
+                return EXIT_USAGE
+            out.emit(await call(args.method, raw_params))
+    except (errors.ConvosdError, RpcError) as exc:
+        out.error(exc)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+async def _wait_bound(client: ConvosdClient) -> dict[str, Any]:
+    while True:
+        status = await client.call("status")
+        if status["conversationId"] is not None:
+            return {"status": "joined", "conversationId": status["conversationId"]}
+        if not status["pending"]:
+            raise errors.NotFound("the join is no longer pending (cancelled or failed)")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(client.closed.wait(), 1.0)
+        if client.closed.is_set():
+            raise ConnectionError("the daemon closed the connection")
+
+
+async def _follow(path: Path, args: argparse.Namespace, out: Output) -> int:
+    stream = EventStream(path, after=args.after)
+    try:
+        async for event in stream:
+            if out.as_json:
+                out.emit(event)
+            else:
+                print(_event_human(event), flush=True)
+    except errors.EventsExpired as exc:
+        out.error(exc)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(args.json)
+    try:
+        return asyncio.run(run(args, out))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
