@@ -230,7 +230,9 @@ class CliRunner:
         (output over the limit); a non-zero exit is returned, not raised."""
         started = time.monotonic()
         name = "convos " + invocation.command.replace(":", " ")
-        process = await self.spec(invocation).spawn()
+        # A one-shot whose daemon died has nobody to report to: it dies too (PDEATHSIG),
+        # before the next start reconciles what it may have done.
+        process = await self.spec(invocation).spawn(pdeathsig=True)
         out = _Capture(self.stdout_limit, keep_tail=False)
         err = _Capture(self.stderr_limit, keep_tail=True)
         overflow = asyncio.Event()
