@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,8 +41,10 @@ lines = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.lists(lines, max_size=20))
-def test_stream_lines_never_raise(tmp_path_factory: object, batch: list[bytes]) -> None:
-    root = Path(tmp_path_factory.mktemp("fuzz"))
+def test_stream_lines_never_raise(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[bytes]
+) -> None:
+    root = tmp_path_factory.mktemp("fuzz")
     store = Store.open(root)
     try:
         journal = Journal(store)
