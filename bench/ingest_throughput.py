@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import structlog
 import uvloop
 
 from convosd.cli.runner import SpawnSpec
@@ -81,6 +82,7 @@ def parse_loop(lines: list[bytes]) -> float:
 
 
 def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=50_000)
     args = parser.parse_args()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 
@@ -34,3 +35,8 @@ def process_gone(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
     except FileNotFoundError:
         return True
+
+
+def examples(default: int) -> int:
+    """Hypothesis examples per fuzz test; ``FUZZ_EXAMPLES=N`` runs the long fuzz."""
+    return int(os.environ.get("FUZZ_EXAMPLES", default))

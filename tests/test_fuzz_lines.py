@@ -14,6 +14,7 @@ from convosd.framing import OVERSIZE, LineSplitter
 from convosd.ingest import Ingest
 from convosd.journal import Journal
 from convosd.store import Store
+from tests.helpers import examples
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -39,7 +40,7 @@ lines = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.lists(lines, max_size=20))
 def test_stream_lines_never_raise(
     tmp_path_factory: pytest.TempPathFactory, batch: list[bytes]
@@ -58,7 +59,7 @@ def test_stream_lines_never_raise(
         store.close()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     data=st.binary(max_size=3000),
     cuts=st.lists(st.integers(0, 3000), max_size=8),
@@ -76,7 +77,7 @@ def test_splitter_bounds_memory(data: bytes, cuts: list[int], limit: int) -> Non
     assert splitter.buffered <= limit
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(stdout=st.text(max_size=500), stderr=st.text(max_size=500), code=st.integers(1, 255))
 def test_output_readers_never_raise_unexpectedly(stdout: str, stderr: str, code: int) -> None:
     with contextlib.suppress(ValueError):

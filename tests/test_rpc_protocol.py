@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from convosd.rpc import protocol
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import eventually, examples
 from tests.rpc_harness import RunningDaemon, running_daemon
 
 
@@ -200,7 +200,9 @@ async def test_thousand_connections_at_once(daemon: RunningDaemon) -> None:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.binary(max_size=300))
 async def test_random_bytes_never_break_the_server(raw: Raw, data: bytes) -> None:
@@ -213,7 +215,9 @@ async def test_random_bytes_never_break_the_server(raw: Raw, data: bytes) -> Non
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     value=st.recursive(

@@ -1,0 +1,29 @@
+"""Every benchmark in one run: ``.venv/bin/python -m bench`` (about a minute).
+
+Each prints its figures beside the baseline it measured in the same run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+MODULES = [
+    ("RPC throughput, latency, send, memory", ["bench.rpc", "--seconds", "2"]),
+    ("Inbound journal throughput", ["bench.ingest_throughput", "--events", "50000"]),
+    ("Recovery after SIGKILL of the stream", ["bench.recovery", "--kills", "5"]),
+    ("Start-up to READY", ["bench.startup", "--runs", "5"]),
+    ("One adapter call vs the double run directly", ["bench.adapter_cost", "--runs", "30"]),
+]
+
+
+def main() -> int:
+    failed = 0
+    for title, argv in MODULES:
+        print(f"\n== {title}", flush=True)
+        result = subprocess.run([sys.executable, "-m", *argv], check=False)
+        failed += result.returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
