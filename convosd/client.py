@@ -75,6 +75,9 @@ class Client:
         self.notifications: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._reader_task = asyncio.create_task(self._read_loop())
         self.closed = asyncio.Event()
+        #: an error the daemon sent for the whole connection (``id: null``), e.g. BUSY
+        #: "too many connections" before it closed
+        self.connection_error: errors.ConvosdError | None = None
 
     @classmethod
     async def connect(cls: type[_C], path: str | Path, *, limit: int = 64 * 1024 * 1024) -> _C:
@@ -115,15 +118,27 @@ class Client:
             self.closed.set()
             for future in self._waiting.values():
                 if not future.done():
-                    future.set_exception(ConnectionError("the daemon closed the connection"))
+                    future.set_exception(self._closed_error())
+
+    def _closed_error(self) -> Exception:
+        if self.connection_error is not None:
+            return self.connection_error
+        return ConnectionError("the daemon closed the connection")
 
     def _resolve(self, message: dict[str, Any]) -> None:
-        future = self._waiting.pop(message.get("id"), None)
+        request_id = message.get("id")
+        future = self._waiting.pop(request_id, None)
         if future is not None and not future.done():
             future.set_result(message)
+        elif request_id is None and isinstance(message.get("error"), dict):
+            # An answer to no request in particular: it concerns the connection (BUSY on a
+            # refused connection, a parse error). Calls waiting now or later get it.
+            self.connection_error = error_from(message["error"])
 
     async def raw(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one request object and return the whole response object."""
+        if self.closed.is_set():
+            raise self._closed_error()
         request_id = message.get("id")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
@@ -239,12 +254,15 @@ class EventStream:
         after: int | None = None,
         types: list[str] | None = None,
         reconnect_max_s: float = 5.0,
+        journal_id: str | None = None,
     ) -> None:
         self.path = path
         self.last_seq = after
         self.types = types
         self.reconnect_max_s = reconnect_max_s
-        self.journal_id: str | None = None
+        #: the journal ``after`` belongs to, if known: a different one on the daemon means
+        #: it was reset meanwhile, and the stream starts over from its seq 0
+        self.journal_id: str | None = journal_id
         self.journal_changes = 0
         self.reconnects = 0
 
@@ -283,6 +301,9 @@ class EventStream:
                         sub = await client.call("events.subscribe", {**params, "after": 0})
                     self.last_seq = 0
                 self.journal_id = sub["journalId"]
+                if self.last_seq is None:
+                    # "from now": anchor it, so a reconnect resumes here instead of "now" again
+                    self.last_seq = sub["lastSeq"]
                 async for event in self._drain(client, sub["subscription"]):
                     yield event
             except (ConnectionError, errors.NotReady):

@@ -148,6 +148,7 @@ class Daemon:
             )
             self.server = server
             instance.on_state_change = self._state_changed
+            instance.load_binding()
             try:
                 await server.start()
             except (ConfigError, OSError) as exc:

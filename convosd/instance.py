@@ -86,11 +86,19 @@ class Instance:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._periodic: list[asyncio.Task[None]] = []
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
+        self._refresh_again: set[str] = set()
         self._profiles_at = 0.0
         self._closing = False
         self._unbinding = False
 
     # --- lifecycle ----------------------------------------------------------------------
+
+    def load_binding(self) -> None:
+        """Read the saved binding (before the socket listens, so ``status`` is truthful
+        from the first answer); :meth:`start` resumes it."""
+        binding = self.store.binding()
+        if binding is not None and binding.env == self.settings.convos.env:
+            self.binding = binding
 
     async def start(self) -> None:
         """Reap leftovers, check the CLI, then resume, attach or stay unbound."""
@@ -304,6 +312,9 @@ class Instance:
             on_spawn=self._on_spawn,
             on_exit=self._on_child_exit,
         )
+        if announce and binding.how == "created":
+            # A new conversation has one member: whoever shows up in the first refresh joined.
+            self.members = {inbox}
         for child in self.children.values():
             child.start()
         # READY=1 means "the children were spawned": wait for the spawn, never the network.
@@ -312,7 +323,7 @@ class Instance:
                 asyncio.gather(*(c.spawned.wait() for c in self.children.values())), 10.0
             )
         self._periodic.append(asyncio.create_task(self._backfill_loop(), name="backfill-loop"))
-        self.spawn_task(self.refresh_views(initial=True), "refresh-initial")
+        self._schedule_refresh(initial=self.members is None)
         self._changed()
 
     async def unbind(self, *, reason: str) -> None:
@@ -425,13 +436,27 @@ class Instance:
                 "conversation-exploded",
             )
 
-    def _schedule_refresh(self, *, members: bool = True) -> None:
+    def _schedule_refresh(self, *, members: bool = True, initial: bool = False) -> None:
+        """Coalesce refreshes: one runs at a time; one asked for meanwhile runs after it."""
         key = "members" if members else "profiles"
         pending = self._refresh_pending.get(key)
         if pending is not None and not pending.done():
+            self._refresh_again.add(key)
             return
-        coro = self.refresh_views() if members else self.refresh_profiles()
-        self._refresh_pending[key] = self.spawn_task(coro, f"refresh-{key}")
+        self._refresh_pending[key] = self.spawn_task(
+            self._refresh_loop(key, initial), f"refresh-{key}"
+        )
+
+    async def _refresh_loop(self, key: str, initial: bool) -> None:
+        while True:
+            self._refresh_again.discard(key)
+            if key == "members":
+                await self.refresh_views(initial=initial)
+            else:
+                await self.refresh_profiles()
+            initial = False
+            if key not in self._refresh_again or self.binding is None:
+                return
 
     async def refresh_profiles(self) -> None:
         binding = self.binding

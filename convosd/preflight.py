@@ -14,7 +14,8 @@ def prepare_state_dir(path: Path) -> None:
     """Create the state dir with mode 0700, or fail with a clear ConfigError."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        if path.stat().st_uid == os.getuid():
+            os.chmod(path, 0o700)
     except OSError as exc:
         raise errors.ConfigError(f"state dir {path} cannot be created: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):

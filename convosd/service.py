@@ -135,7 +135,12 @@ class ConvosService:
             inbox_id=created.inbox_id,
         )
 
-    async def join(self, ctx: CallContext, p: s.JoinParams) -> s.JoinResult:
+    async def join(self, ctx: CallContext, p: s.JoinParams) -> dict[str, Any]:
+        result = await self._join(p)
+        # One of two shapes: the other shape's fields are left out, not null.
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    async def _join(self, p: s.JoinParams) -> s.JoinResult:
         slug = extract_slug(p.invite_url)
         async with self._binding_lock:
             self._not_bound_or_pending()
@@ -317,9 +322,17 @@ class ConvosService:
                 sent = await self._cli(lambda: cli.send_reply(cid, reply_to, p.message), "send")
             else:
                 sent = await self._cli(lambda: cli.send_text(cid, p.message), "send")
+        except errors.CliTimeout:
+            # The CLI was killed mid-way: the message may have gone out. The key stays in
+            # flight (repeats get BUSY) until the own messages say whether it did.
+            if key is not None:
+                self.instance.spawn_task(self.reconcile_keys(only=key), "reconcile-key")
+            raise
+        except asyncio.CancelledError:
+            raise  # shutdown: the next start reconciles the key
         except BaseException:
             if key is not None:
-                self._key_forget(key)
+                self._key_forget(key)  # failed before sending: a retry may send
             raise
         if key is not None:
             self._key_done(key, sent.message_id)
@@ -387,15 +400,18 @@ class ConvosService:
     def _clear_keys(self) -> None:
         self.instance.store.db.execute("DELETE FROM idempotency")
 
-    async def reconcile_keys(self) -> None:
-        """At start: a key left in flight is done if the identical own message was sent
-        after its intent time; otherwise the send never happened and the key is dropped."""
+    async def reconcile_keys(self, only: str | None = None) -> None:
+        """At start (or after a send timed out): a key left in flight is done if the
+        identical own message was sent after its intent time; otherwise the send never
+        happened and the key is dropped."""
         db = self.instance.store.db
         db.execute(
             "DELETE FROM idempotency WHERE intent_at < ?", (self.clock() - IDEMPOTENCY_TTL_S,)
         )
+        query = "SELECT key, intent_at, body FROM idempotency WHERE state = 'in_flight'"
         rows = db.execute(
-            "SELECT key, intent_at, body FROM idempotency WHERE state = 'in_flight'"
+            query + (" AND key = ?" if only is not None else ""),
+            (only,) if only is not None else (),
         ).fetchall()
         binding = self.instance.binding
         own = self.instance.own_inbox_id

@@ -8,14 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from convosd.events import EVENT_TYPES
 
@@ -97,7 +90,10 @@ class ProfileUpdateParams(Params):
 
 
 class SendParams(Params):
-    message: str
+    message: str = Field(
+        description="1..maxMessageBytes (default 16384) bytes of UTF-8, without U+0000 or "
+        "lone surrogates; never chunked"
+    )
     reply_to: HexId | None = Field(default=None, alias="replyTo")
     idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
         default=None, alias="idempotencyKey"
@@ -147,11 +143,6 @@ class JoinResult(Result):
     conversation_id: str | None = Field(default=None, alias="conversationId")
     creator_inbox_id: str | None = Field(default=None, alias="creatorInboxId")
     retry_until: str | None = Field(default=None, alias="retryUntil")
-
-    @model_serializer(mode="wrap")
-    def _one_shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        return {key: value for key, value in data.items() if value is not None}
 
 
 class CancelJoinResult(Result):
