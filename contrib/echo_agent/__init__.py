@@ -1,0 +1,1 @@
+"""An example agent: answers every text message with "echo: <text>"."""
