@@ -28,6 +28,7 @@ node_modules/.installed: package.json package-lock.json
 
 # The CLI probe of CONTRACT section 1: `convos identity list --json` must exit 0.
 setup: $(VENV)/.installed node_modules/.installed
+	@command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
 	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
 	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \
 	     node $(CONVOS) identity list --json >/dev/null; then \

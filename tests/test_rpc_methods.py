@@ -514,3 +514,18 @@ async def test_second_daemon_on_the_same_state_dir_exits_1(
         notifier=Notifier({}),
     )
     assert await second.run() == 1
+
+
+def test_peer_credentials_come_from_the_socket() -> None:
+    import socket as sk
+
+    from convosd.rpc.server import peer_of
+
+    left, right = sk.socketpair(sk.AF_UNIX)
+    try:
+        peer = peer_of(left)
+        assert (peer.pid, peer.uid, peer.gid) == (os.getpid(), os.getuid(), os.getgid())
+        assert peer.groups == frozenset(os.getgroups())
+    finally:
+        left.close()
+        right.close()

@@ -71,16 +71,26 @@ class AccessPolicy:
         return bool(self.allow_gids & groups)
 
 
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+
+
+
 def peer_of(sock: socket.socket) -> Peer:
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
         return Peer(None, None, None)
     pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(pid, uid, gid, _supplementary_groups(pid))
+    return Peer(pid, uid, gid, _supplementary_groups(sock, pid))
 
 
-def _supplementary_groups(pid: int) -> frozenset[int]:
+def _supplementary_groups(sock: socket.socket, pid: int) -> frozenset[int]:
+    """The peer's groups from the socket itself (SO_PEERGROUPS); /proc/PID/status only as a
+    fallback, since ProtectProc=invisible hides other users' processes from the daemon."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 65536)
+        return frozenset(struct.unpack(f"{len(raw) // 4}i", raw[: len(raw) // 4 * 4]))
+    except OSError:
+        pass
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
