@@ -19,22 +19,20 @@ from convosd.client import SyncClient
 from tests.fakeconvos.network import FakeNetwork
 
 
-def time_to_ready(root: Path, net: FakeNetwork, state: Path) -> float:
-    notify = root / f"notify-{time.monotonic_ns()}.sock"
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(notify))
-    receiver.settimeout(60)
-    env = {
+def daemon_env(net: FakeNetwork, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
-        "NOTIFY_SOCKET": str(notify),
         "FAKECONVOS_NETWORK": str(net.path),
         "CONVOSD_ENV": "dev",
         "CONVOSD_CLI": f"{sys.executable} {net.executable}",
         "CONVOSD_CLI_ENV_PASSTHROUGH": "FAKECONVOS_*",
         "CONVOSD_LOG_LEVEL": "warning",
+        **extra,
     }
-    started = time.perf_counter()
-    daemon = subprocess.Popen(
+
+
+def start_daemon(root: Path, state: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -48,6 +46,15 @@ def time_to_ready(root: Path, net: FakeNetwork, state: Path) -> float:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def time_to_ready(root: Path, net: FakeNetwork, state: Path) -> float:
+    notify = root / f"notify-{time.monotonic_ns()}.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(notify))
+    receiver.settimeout(60)
+    started = time.perf_counter()
+    daemon = start_daemon(root, state, daemon_env(net, NOTIFY_SOCKET=str(notify)))
     try:
         while b"READY=1" not in receiver.recv(4096):
             pass
@@ -67,28 +74,7 @@ def main() -> None:
         net = FakeNetwork(root / "net")
         state = root / "state"
         unbound = [time_to_ready(root, net, state) for _ in range(args.runs)]
-        env = {"FAKECONVOS_NETWORK": str(net.path)}
-        os.environ.update(env)
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "convosd",
-                "--socket",
-                str(root / "d.sock"),
-                "--state-dir",
-                str(state),
-            ],
-            env={
-                **os.environ,
-                "CONVOSD_ENV": "dev",
-                "CONVOSD_LOG_LEVEL": "warning",
-                "CONVOSD_CLI": f"{sys.executable} {net.executable}",
-                "CONVOSD_CLI_ENV_PASSTHROUGH": "FAKECONVOS_*",
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        daemon = start_daemon(root, state, daemon_env(net))
         try:
             for _ in range(600):
                 try:

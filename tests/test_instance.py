@@ -246,10 +246,8 @@ async def test_leftover_children_are_reaped_at_start(harness: Harness, tmp_path:
             leftover.wait()
 
 
-async def test_attach_to_owner_conversation(harness: Harness, make_cli: CliFactory) -> None:
-    owner = make_cli("owner")
-    created = await owner.create(name="Owner")
-    me = harness.open()
+async def admitted(me: Instance, owner: ConvosCli, created: Any) -> None:
+    """``me`` asks to join ``owner``'s conversation; the owner's watcher accepts it."""
     await me.cli.join(created.invite.slug, no_wait=True)
     watcher = await owner.join_requests_spec(created.conversation_id).spawn()
     try:
@@ -257,6 +255,13 @@ async def test_attach_to_owner_conversation(harness: Harness, make_cli: CliFacto
     finally:
         os.killpg(watcher.pid, signal.SIGKILL)
         await watcher.wait()
+
+
+async def test_attach_to_owner_conversation(harness: Harness, make_cli: CliFactory) -> None:
+    owner = make_cli("owner")
+    created = await owner.create(name="Owner")
+    me = harness.open()
+    await admitted(me, owner, created)
     await harness.close(me)
     me = harness.open(owner_conversation_id=created.conversation_id)
     await me.start()
@@ -270,13 +275,7 @@ async def test_explode_by_the_creator_unbinds(harness: Harness, make_cli: CliFac
     owner = make_cli("owner")
     created = await owner.create(name="Owner")
     me = harness.open(owner_conversation_id=created.conversation_id)
-    await me.cli.join(created.invite.slug, no_wait=True)
-    watcher = await owner.join_requests_spec(created.conversation_id).spawn()
-    try:
-        assert await eventually_async(lambda: me.cli.list_conversations(sync=True))
-    finally:
-        os.killpg(watcher.pid, signal.SIGKILL)
-        await watcher.wait()
+    await admitted(me, owner, created)
     await me.start()
     assert await eventually(both_running(me))
     await owner.explode(created.conversation_id)
