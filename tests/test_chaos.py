@@ -187,7 +187,9 @@ async def test_chaos_keeps_every_message_once(
                 await c.close()
             except (OSError, ConnectionError, errors.ConvosdError):
                 continue
-            action = rng.choice(["kill-child", "kill-child", "stop-child", "kill-daemon"])
+            action = rng.choice(
+                ["kill-child", "kill-child", "stop-child", "kill-daemon", "stop-daemon"]
+            )
             pids = [ch.pid for ch in status.children.values() if ch.pid]
             if action == "kill-daemon" and daemon_kills < 2:
                 chaos.kill()
@@ -195,6 +197,11 @@ async def test_chaos_keeps_every_message_once(
                 for pid in pids:  # PR_SET_PDEATHSIG: the children die with the daemon
                     assert await eventually(lambda p=pid: process_gone(p), within_s=10)
                 await chaos.start()
+            elif action == "stop-daemon" and chaos.process is not None:
+                chaos.process.send_signal(signal.SIGSTOP)  # a frozen daemon, then thawed
+                await asyncio.sleep(rng.uniform(0.2, 0.6))
+                chaos.process.send_signal(signal.SIGCONT)
+                stops += 1
             elif pids and action == "stop-child":
                 pid = rng.choice(pids)
                 with contextlib.suppress(ProcessLookupError):
