@@ -226,6 +226,8 @@ async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output
             if args.profile_name:
                 params["profileName"] = args.profile_name
             params["timeoutS"] = args.timeout
+            if command == "setup":
+                params["asOwner"] = True
             result = await _spinning(
                 out, "waiting for the creator to accept...", call("conversation.join", params)
             )

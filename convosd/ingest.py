@@ -11,6 +11,7 @@ whatever its fate, in the same transaction as its event, so an id is evaluated o
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ class Decision:
 
     fate: Fate
     events: tuple[NewEvent, ...] = ()  # extra events (e.g. pairing_requested)
+    #: writes that commit with the batch (held messages, pairing requests, counts)
+    effects: tuple[Callable[[sqlite3.Connection], None], ...] = ()
+    #: run once the batch is committed (e.g. post the pairing notice)
+    after: tuple[Callable[[], None], ...] = ()
 
 
 PolicyHook = Callable[[CliMessage], Decision]
@@ -102,6 +107,7 @@ class Ingest:
         sender_name: Callable[[str], str | None] = lambda _inbox: None,
         on_group_updated: Callable[[CliMessage], None] = lambda _m: None,
         on_special: Callable[[CliMessage], None] = lambda _m: None,
+        on_write_failed: Callable[[], None] = lambda: None,
         backfill_window_s: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -114,6 +120,7 @@ class Ingest:
         self.sender_name = sender_name
         self.on_group_updated = on_group_updated
         self.on_special = on_special
+        self.on_write_failed = on_write_failed
         self.backfill_window_s = backfill_window_s
         self.clock = clock
         self.stats = IngestStats()
@@ -183,13 +190,18 @@ class Ingest:
             return 0
         events: list[NewEvent] = []
         seen: list[tuple[str, str]] = []
+        effects: list[Callable[[sqlite3.Connection], None]] = []
+        after: list[Callable[[], None]] = []
         group_updates: list[CliMessage] = []
         specials: list[CliMessage] = []
         for message in fresh:
-            fate, extra = self._evaluate(message)
+            decision = self._evaluate(message)
+            fate = decision.fate
             seen.append((message.id, str(fate)))
             self.stats.by_fate[str(fate)] = self.stats.by_fate.get(str(fate), 0) + 1
-            events.extend(extra)
+            events.extend(decision.events)
+            effects.extend(decision.effects)
+            after.extend(decision.after)
             if fate is Fate.JOURNALED:
                 name = self.sender_name(message.sender_inbox_id)
                 events.append(message_event(message, self.conversation_id, name))
@@ -198,14 +210,17 @@ class Ingest:
             elif fate is Fate.IGNORED:
                 specials.append(message)
         try:
-            written = self.journal.append(events, seen=seen)
+            written = self.journal.append(events, seen=seen, effects=effects)
         except StoreError as exc:
             self.stats.write_failures += 1
             self.healthy = False
             self.last_error = str(exc)
             self._retry = list(fresh)[-RETRY_LIMIT:]
             self.log.error("journal_write_failed", error=str(exc), kept=len(self._retry))
+            self.on_write_failed()
             return 0
+        for callback in after:
+            callback()
         self.healthy = True
         self.stats.journaled += len(written)
         for message in group_updates:
@@ -214,19 +229,18 @@ class Ingest:
             self.on_special(message)
         return len(written)
 
-    def _evaluate(self, message: CliMessage) -> tuple[Fate, tuple[NewEvent, ...]]:
+    def _evaluate(self, message: CliMessage) -> Decision:
         if message.sender_inbox_id == self.own_inbox_id:
-            return Fate.OWN, ()
+            return Decision(Fate.OWN)
         if message.sent_at.timestamp() < self.bound_at - CURSOR_MARGIN_S:
-            return Fate.BEFORE_BINDING, ()
+            return Decision(Fate.BEFORE_BINDING)
         type_id = message.content_type.type_id
         authority = message.content_type.authority_id
         if type_id not in MESSAGE_TYPES or authority not in (None, "xmtp.org"):
-            return Fate.IGNORED, ()
+            return Decision(Fate.IGNORED)
         if type_id not in POLICY_TYPES:
-            return Fate.JOURNALED, ()
-        decision = self.policy(message)
-        return decision.fate, decision.events
+            return Decision(Fate.JOURNALED)
+        return self.policy(message)
 
     # --- backfill -----------------------------------------------------------------------
 

@@ -29,8 +29,9 @@ from convosd.cliqueue import CliQueue
 from convosd.config import Paths, Settings
 from convosd.events import NewEvent, event
 from convosd.health import HealthInputs, HealthStatus, evaluate
-from convosd.ingest import Ingest, PolicyHook, journal_everything
+from convosd.ingest import Ingest, PolicyHook
 from convosd.journal import Journal
+from convosd.pairing import SenderPolicy
 from convosd.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
@@ -52,7 +53,7 @@ class Instance:
         journal: Journal,
         cli: ConvosCli,
         queue: CliQueue | None = None,
-        policy: PolicyHook = journal_everything,
+        policy: PolicyHook | None = None,
         stop_grace_s: float = 5.0,
     ) -> None:
         self.settings = settings
@@ -61,7 +62,7 @@ class Instance:
         self.journal = journal
         self.cli = cli
         self.queue = queue or CliQueue(timeout_s=settings.daemon.cli_timeout_s)
-        self.policy = policy
+        self._policy_override = policy
         self.stop_grace_s = stop_grace_s
         self.log = structlog.get_logger("convosd.instance")
         self.started_monotonic = time.monotonic()
@@ -85,6 +86,15 @@ class Instance:
         self.on_admitted: Callable[[str], None] = lambda _inbox: None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._periodic: list[asyncio.Task[None]] = []
+        self.sender_policy = SenderPolicy(
+            store,
+            journal,
+            policy=settings.convos.dm_policy,
+            owners=lambda: frozenset(self.owner_inbox_ids),
+            conversation_id=lambda: self.binding.conversation_id if self.binding else None,
+            sender_name=lambda inbox: self.names.get(inbox),
+            on_request=self._post_pairing_notice,
+        )
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()
         self._profiles_at = 0.0
@@ -256,6 +266,12 @@ class Instance:
         with self.store.transaction():
             self.store.set_binding(binding)
             self.store.set_pending_join(None)
+            if self.store.get_meta("pending_as_owner"):
+                # Onboarding (convosctl setup): the owner channel is recorded in the state
+                # dir, never in the config file.
+                self.store.set_meta("owner_conversation_id", conversation_id)
+                self.store.set_meta("owner_identity_id", self.identity_id)
+                self.store.set_meta("pending_as_owner", None)
         self.journal.append([event("conversation_bound", conversation_id, how=how)])
         self.log.info("bound", conversation_id=conversation_id, how=how)
         await self._activate(binding, announce=True)
@@ -284,7 +300,8 @@ class Instance:
             conversation_id=binding.conversation_id,
             own_inbox_id=inbox,
             bound_at=binding.bound_at,
-            policy=self.policy,
+            policy=self._policy_override or self.sender_policy,
+            on_write_failed=self.sender_policy.reload,
             sender_name=self._sender_name,
             on_group_updated=lambda _m: self._schedule_refresh(),
             on_special=self._on_special,
@@ -315,6 +332,8 @@ class Instance:
         if announce and binding.how == "created":
             # A new conversation has one member: whoever shows up in the first refresh joined.
             self.members = {inbox}
+        # Owners first (the queue is FIFO): the policy needs the super admins.
+        self._schedule_refresh(initial=self.members is None)
         for child in self.children.values():
             child.start()
         # READY=1 means "the children were spawned": wait for the spawn, never the network.
@@ -323,7 +342,6 @@ class Instance:
                 asyncio.gather(*(c.spawned.wait() for c in self.children.values())), 10.0
             )
         self._periodic.append(asyncio.create_task(self._backfill_loop(), name="backfill-loop"))
-        self._schedule_refresh(initial=self.members is None)
         self._changed()
 
     async def unbind(self, *, reason: str) -> None:
@@ -405,6 +423,7 @@ class Instance:
                     self.binding and self.binding.conversation_id,
                 ):
                     self.admitted.add(joiner)
+                    self.sender_policy.admit(joiner)
                     self.on_admitted(joiner)
                     self._schedule_refresh()
             elif kind == "stream_ended":
@@ -421,6 +440,20 @@ class Instance:
                     has_message_id=bool(item.get("messageId")),
                     error=str(item.get("message"))[:200],
                 )
+
+    def _post_pairing_notice(self, request: Any) -> None:
+        binding = self.binding
+        if binding is None:
+            return
+        text = (
+            f"Pairing request {request.code}: your messages are held until the owner "
+            f"approves (convosctl pairing approve {request.code})."
+        )
+        cid = binding.conversation_id
+        self.spawn_task(
+            self.queue.run(lambda: self.cli.send_text(cid, text), what="pairing-notice"),
+            "pairing-notice",
+        )
 
     def _sender_name(self, inbox_id: str) -> str | None:
         if inbox_id not in self.names:
@@ -537,6 +570,7 @@ class Instance:
                 [event("conversation_exploded", binding.conversation_id, by=by, reason=reason)]
             )
             await self.unbind(reason=reason)
+            self.sender_policy.clear()
         finally:
             self._unbinding = False
 
@@ -552,7 +586,10 @@ class Instance:
             return []
         owners = set(self.settings.convos.allow_from)
         if self.binding.how in ("joined", "attached"):
-            owners |= self.super_admins - {self.own_inbox_id}
+            owners |= self.super_admins
+            if self.binding.creator_inbox_id:
+                owners.add(self.binding.creator_inbox_id)  # a super admin, known at once
+            owners.discard(self.own_inbox_id or "")
         return sorted(owners)
 
     def clean(self) -> bool:
@@ -615,7 +652,8 @@ class Instance:
             "conversationId": binding.conversation_id if binding else None,
             "inboxId": self.own_inbox_id,
             "identityId": self.identity_id,
-            "ownerConversationId": self.settings.convos.owner_conversation_id,
+            "ownerConversationId": self.settings.convos.owner_conversation_id
+            or self.store.get_meta("owner_conversation_id"),
             "ownerInboxIds": self.owner_inbox_ids,
             "pending": pending,
             "clean": self.clean(),
@@ -623,7 +661,7 @@ class Instance:
             "children": self.child_status(),
             "journal": self.journal.position.as_dict(),
             "subscribers": subscribers,
-            "policy": policy or {"held": 0, "dropped": {}},
+            "policy": policy or self.sender_policy.counts(),
         }
 
     def running_children(self) -> bool:

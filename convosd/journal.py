@@ -83,8 +83,10 @@ class Journal:
         *,
         seen: Sequence[tuple[str, str]] = (),
         notify: bool = True,
+        effects: Sequence[Callable[[sqlite3.Connection], None]] = (),
     ) -> list[JournalEvent]:
-        """Journal ``events`` and mark ``seen`` ids in one transaction; then notify.
+        """Journal ``events``, mark ``seen`` ids and run ``effects`` (other writes that must
+        stand or fall with the batch) in one transaction; then notify.
 
         Raises StoreError when the write fails; nothing of the batch is then visible.
         """
@@ -111,7 +113,7 @@ class Journal:
             )
             rows.append((seq, new.type, now, body))
             written.append(JournalEvent(seq, new.type, body))
-        if not rows and not seen:
+        if not rows and not seen and not effects:
             return []
         try:
             with self.store.transaction() as db:
@@ -124,6 +126,8 @@ class Journal:
                         self.store.set_meta("max_sent_at", max_sent_at)
                 if seen:
                     self.store.mark_seen(list(seen), now)
+                for effect in effects:
+                    effect(db)
         except sqlite3.Error as exc:
             raise StoreError(f"journal write failed: {exc}") from exc
         if rows:

@@ -92,13 +92,7 @@ class ConvosService:
         return self.instance.status(subscribers=len(self.hub), policy=self.policy_counts())
 
     def policy_counts(self) -> dict[str, Any]:
-        ingest = self.instance.ingest
-        dropped: dict[str, int] = {}
-        if ingest is not None:
-            count = ingest.stats.by_fate.get("dropped", 0)
-            if count:
-                dropped["policy"] = count
-        return {"held": 0, "dropped": dropped}
+        return self.instance.sender_policy.counts()
 
     async def health(self, ctx: CallContext, _p: s.NoParams) -> s.HealthResult:
         status, checks = self.instance.health()
@@ -164,6 +158,8 @@ class ConvosService:
             )
             if result.inbox_id:
                 self.instance.identity_inbox_id = result.inbox_id
+            if p.as_owner:
+                self.instance.store.set_meta("pending_as_owner", "1")
             if isinstance(result, JoinJoined):
                 await self.instance.bind(
                     result.conversation_id,
@@ -199,6 +195,7 @@ class ConvosService:
         if self.instance.store.pending_join() is None:
             raise errors.NotFound("No pending join to cancel")
         await self.pending.cancel()
+        self.instance.store.set_meta("pending_as_owner", None)
         self.instance._changed()
         return s.CancelJoinResult(cancelled=True)
 
@@ -274,6 +271,7 @@ class ConvosService:
         )
         await self.instance.unbind(reason="exploded")
         self._clear_keys()
+        self.instance.sender_policy.clear()
         return s.ExplodeResult(exploded=True, members_removed=done.members_removed)
 
     async def profile_update(self, ctx: CallContext, p: s.ProfileUpdateParams) -> s.OkResult:
@@ -493,6 +491,20 @@ class ConvosService:
             last_seq=position.last_seq,
         )
 
+    # --- pairing ------------------------------------------------------------------------
+
+    async def pairing_list(self, ctx: CallContext, _p: s.NoParams) -> dict[str, Any]:
+        return {"requests": self.instance.sender_policy.list_requests()}
+
+    async def pairing_approve(
+        self, ctx: CallContext, p: s.PairingCodeParams
+    ) -> s.PairingApproveResult:
+        sender, released = self.instance.sender_policy.approve(p.code)
+        return s.PairingApproveResult(sender_inbox_id=sender, released=released)
+
+    async def pairing_deny(self, ctx: CallContext, p: s.PairingCodeParams) -> s.PairingDenyResult:
+        return s.PairingDenyResult(sender_inbox_id=self.instance.sender_policy.deny(p.code))
+
     # --- reset --------------------------------------------------------------------------
 
     async def reset(self, ctx: CallContext, _p: s.ConfirmParams) -> s.ResetResult:
@@ -509,6 +521,9 @@ class ConvosService:
                 db.execute("DELETE FROM idempotency")
                 db.execute("DELETE FROM seen")
             instance.journal.reset()
+            instance.sender_policy.clear(counts=True)
+            instance.store.set_meta("owner_conversation_id", None)
+            instance.store.set_meta("owner_identity_id", None)
             self.hub.end_all("reset")
             instance.identity_id = None
             instance.identity_inbox_id = None
@@ -634,6 +649,30 @@ class ConvosService:
                 "End a subscription of this connection.",
             ),
             m("events.read", s.ReadParams, s.ReadResult, self.read, "Read the journal."),
+            m(
+                "pairing.list",
+                s.NoParams,
+                s.PairingListResult,
+                self.pairing_list,
+                "Pending pairing requests.",
+                admin=True,
+            ),
+            m(
+                "pairing.approve",
+                s.PairingCodeParams,
+                s.PairingApproveResult,
+                self.pairing_approve,
+                "Approve a sender; release their held messages in order.",
+                admin=True,
+            ),
+            m(
+                "pairing.deny",
+                s.PairingCodeParams,
+                s.PairingDenyResult,
+                self.pairing_deny,
+                "Deny a sender; drop their held messages.",
+                admin=True,
+            ),
             m(
                 "daemon.reset",
                 s.ConfirmParams,

@@ -72,6 +72,36 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_type_seq ON events (type, seq);
     CREATE INDEX events_at ON events (at);
     """,
+    """
+    CREATE TABLE approved_senders (
+        inbox_id TEXT PRIMARY KEY,
+        how TEXT NOT NULL,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE denied_senders (
+        inbox_id TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE pairing_requests (
+        code TEXT PRIMARY KEY,
+        sender_inbox_id TEXT NOT NULL UNIQUE,
+        sender_name TEXT,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE held_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL UNIQUE,
+        sender_inbox_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        held_at REAL NOT NULL
+    );
+    CREATE INDEX held_sender ON held_messages (sender_inbox_id, id);
+    CREATE TABLE policy_counts (
+        reason TEXT PRIMARY KEY,
+        count INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -81,8 +81,12 @@ async def test_every_command(daemon: RunningDaemon, net: FakeNetwork, tmp_path: 
     assert code == 0 and result["conversationId"] == created["conversationId"]
     code, _, err = await ctl(sock, "call", "status", "{not json")
     assert code == 2 and "not JSON" in err
-    code, _, err = await ctl(sock, "pairing", "list")
-    assert code == 1 and "METHOD_NOT_FOUND" in err  # the sender policy is not built yet
+    code, listed, _ = await ctl(sock, "pairing", "list")
+    assert code == 0 and listed == {"requests": []}
+    code, _, err = await ctl(sock, "pairing", "approve")
+    assert code == 2 and "needs a CODE" in err
+    code, _, err = await ctl(sock, "pairing", "deny", "ABCDEFGH")
+    assert code == 1 and "NOT_FOUND" in err
     code, exploded, _ = await ctl(sock, "explode", "--yes")
     assert code == 0 and exploded["exploded"] is True
     code, _, err = await ctl(sock, "info")

@@ -427,6 +427,9 @@ async def test_rpc_discover_lists_every_method(client: Client) -> None:
     assert [p["required"] for p in send["params"]] == [True, False, False]
     admin = {m["name"] for m in doc["methods"] if m["x-admin"]}
     assert admin == {
+        "pairing.list",
+        "pairing.approve",
+        "pairing.deny",
         "conversation.create",
         "conversation.join",
         "conversation.cancelJoin",

@@ -55,6 +55,12 @@ class JoinParams(Params):
     invite_url: Annotated[str, Field(min_length=1, max_length=8192)] = Field(alias="inviteUrl")
     profile_name: ShortText | None = Field(default=None, alias="profileName")
     timeout_s: Annotated[int, Field(ge=1, le=600)] = Field(default=60, alias="timeoutS")
+    as_owner: bool = Field(
+        default=False,
+        alias="asOwner",
+        description="(addition) onboarding: record the conversation as the owner channel "
+        "in the state dir (convosctl setup)",
+    )
 
 
 class InviteParams(Params):

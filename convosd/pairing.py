@@ -1,0 +1,318 @@
+"""The sender policy at work: the ingest hook, pairing requests, held messages, approvals.
+
+:func:`convosd.policy.decide` says what to do with a message; :class:`SenderPolicy` does it.
+Everything durable lives in the state store, written in the same transaction as the batch
+whose messages caused it (approved senders, pending requests, held messages, drop counts),
+so a restart loses nothing and an id evaluated once is never evaluated again (the seen-id
+table). The in-memory view is updated at once, so a sender's second message in the same
+batch joins the first one's request; a failed batch reloads it from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from convosd import errors
+from convosd.cli.models import CliMessage
+from convosd.events import NewEvent, event, message_event
+from convosd.ingest import Decision, Fate
+from convosd.journal import Journal
+from convosd.policy import (
+    DENIED_COOLDOWN_S,
+    REQUEST_TTL_S,
+    DmPolicy,
+    SenderView,
+    Verdict,
+    decide,
+    new_code,
+    normalise_code,
+)
+from convosd.store import Store
+from convosd.supervisor.state import iso
+
+log = structlog.get_logger("convosd.pairing")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    code: str
+    sender_inbox_id: str
+    sender_name: str | None
+    created_at: float
+    expires_at: float
+
+
+def _iso(ts: float) -> str:
+    return iso(datetime.fromtimestamp(ts, UTC)) or ""
+
+
+def _bump(reason: str, count: int = 1) -> Callable[[sqlite3.Connection], None]:
+    def write(db: sqlite3.Connection) -> None:
+        db.execute(
+            "INSERT INTO policy_counts (reason, count) VALUES (?, ?) "
+            "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count",
+            (reason, count),
+        )
+
+    return write
+
+
+class SenderPolicy:
+    def __init__(
+        self,
+        store: Store,
+        journal: Journal,
+        *,
+        policy: DmPolicy,
+        owners: Callable[[], frozenset[str]],
+        conversation_id: Callable[[], str | None],
+        sender_name: Callable[[str], str | None] = lambda _inbox: None,
+        on_request: Callable[[Request], None] = lambda _r: None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | random.SystemRandom | None = None,
+    ) -> None:
+        self.store = store
+        self.journal = journal
+        self.policy = policy
+        self.owners = owners
+        self.conversation_id = conversation_id
+        self.sender_name = sender_name
+        self.on_request = on_request
+        self.clock = clock
+        self.rng = rng or random.SystemRandom()
+        self.reload()
+
+    # --- the in-memory view -------------------------------------------------------------
+
+    def reload(self) -> None:
+        db = self.store.db
+        self.approved = {str(r[0]) for r in db.execute("SELECT inbox_id FROM approved_senders")}
+        self.denied = {
+            str(i): float(at) for i, at in db.execute("SELECT inbox_id, at FROM denied_senders")
+        }
+        self.requests = {
+            str(r[1]): Request(str(r[0]), str(r[1]), r[2], float(r[3]), float(r[4]))
+            for r in db.execute(
+                "SELECT code, sender_inbox_id, sender_name, created_at, expires_at "
+                "FROM pairing_requests"
+            )
+        }
+        self.dropped = {
+            str(r): int(c) for r, c in db.execute("SELECT reason, count FROM policy_counts")
+        }
+        self.held = int(db.execute("SELECT COUNT(*) FROM held_messages").fetchone()[0])
+
+    def counts(self) -> dict[str, Any]:
+        return {"held": self.held, "dropped": dict(self.dropped)}
+
+    def _view(self, now: float) -> SenderView:
+        return SenderView(
+            owners=self.owners(),
+            approved=frozenset(self.approved),
+            pending=frozenset(self.requests),
+            denied=frozenset(s for s, at in self.denied.items() if now - at < DENIED_COOLDOWN_S),
+        )
+
+    # --- expiry -------------------------------------------------------------------------
+
+    def expire(self) -> int:
+        """Drop requests past their hour, with their held messages (counted 'expired')."""
+        now = self.clock()
+        gone = [r for r in self.requests.values() if r.expires_at <= now]
+        if not gone:
+            return 0
+        dropped = 0
+        with self.store.transaction() as db:
+            for request in gone:
+                held = db.execute(
+                    "DELETE FROM held_messages WHERE sender_inbox_id = ?",
+                    (request.sender_inbox_id,),
+                ).rowcount
+                db.execute("DELETE FROM pairing_requests WHERE code = ?", (request.code,))
+                dropped += held
+            if dropped:
+                _bump("expired", dropped)(db)
+        for request in gone:
+            del self.requests[request.sender_inbox_id]
+        self.held -= dropped
+        if dropped:
+            self.dropped["expired"] = self.dropped.get("expired", 0) + dropped
+        log.info("pairing_expired", requests=len(gone), dropped=dropped)
+        return dropped
+
+    # --- the ingest hook ----------------------------------------------------------------
+
+    def __call__(self, message: CliMessage) -> Decision:
+        now = self.clock()
+        if self.requests:
+            self.expire()
+        sender = message.sender_inbox_id
+        verdict = decide(self.policy, sender, self._view(now))
+        if verdict.verdict is Verdict.JOURNAL:
+            return Decision(Fate.JOURNALED)
+        if verdict.verdict is Verdict.DROP:
+            reason = verdict.reason or "policy"
+            self.dropped[reason] = self.dropped.get(reason, 0) + 1
+            return Decision(Fate.DROPPED, effects=(_bump(reason),))
+        hold = self._hold(message, now)
+        self.held += 1
+        if verdict.verdict is Verdict.HOLD:
+            return Decision(Fate.HELD, effects=(hold,))
+        code = new_code(self.rng, frozenset(r.code for r in self.requests.values()))
+        name = self.sender_name(sender)
+        request = Request(code, sender, name, now, now + REQUEST_TTL_S)
+        self.requests[sender] = request
+
+        def record(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO pairing_requests (code, sender_inbox_id, sender_name, created_at, "
+                "expires_at) VALUES (?, ?, ?, ?, ?)",
+                (code, sender, name, request.created_at, request.expires_at),
+            )
+
+        requested = event(
+            "pairing_requested",
+            self.conversation_id(),
+            code=code,
+            senderInboxId=sender,
+            senderName=name,
+        )
+        log.info("pairing_requested", code=code)
+        return Decision(
+            Fate.HELD,
+            events=(requested,),
+            effects=(record, hold),
+            after=(lambda: self.on_request(request),),
+        )
+
+    def _hold(self, message: CliMessage, now: float) -> Callable[[sqlite3.Connection], None]:
+        fields = message_event(message, self.conversation_id() or "", None).fields
+        body = json.dumps(fields)
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO held_messages (message_id, sender_inbox_id, body, held_at) "
+                "VALUES (?, ?, ?, ?)",
+                (message.id, message.sender_inbox_id, body, now),
+            )
+
+        return write
+
+    # --- operator actions ---------------------------------------------------------------
+
+    def list_requests(self) -> list[dict[str, Any]]:
+        self.expire()
+        counts = dict(
+            self.store.db.execute(
+                "SELECT sender_inbox_id, COUNT(*) FROM held_messages GROUP BY sender_inbox_id"
+            ).fetchall()
+        )
+        return [
+            {
+                "code": r.code,
+                "senderInboxId": r.sender_inbox_id,
+                "senderName": r.sender_name or self.sender_name(r.sender_inbox_id),
+                "createdAt": _iso(r.created_at),
+                "expiresAt": _iso(r.expires_at),
+                "held": int(counts.get(r.sender_inbox_id, 0)),
+            }
+            for r in sorted(self.requests.values(), key=lambda r: r.created_at)
+        ]
+
+    def _find(self, code: str) -> Request:
+        self.expire()
+        wanted = normalise_code(code)
+        for request in self.requests.values():
+            if request.code == wanted:
+                return request
+        raise errors.NotFound(
+            f"No pending pairing request with code {code!r} (wrong, expired or already used)"
+        )
+
+    def approve(self, code: str) -> tuple[str, int]:
+        """Approve the sender and release their held messages, in order, in one commit."""
+        request = self._find(code)
+        sender = request.sender_inbox_id
+        rows = self.store.db.execute(
+            "SELECT body FROM held_messages WHERE sender_inbox_id = ? ORDER BY id", (sender,)
+        ).fetchall()
+        cid = self.conversation_id()
+        name = self.sender_name(sender) or request.sender_name
+        released: list[NewEvent] = []
+        for (body,) in rows:
+            fields = json.loads(body)
+            fields["senderName"] = name
+            released.append(NewEvent(type="message", conversation_id=cid, fields=fields))
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM held_messages WHERE sender_inbox_id = ?", (sender,))
+            db.execute("DELETE FROM pairing_requests WHERE code = ?", (request.code,))
+            db.execute(
+                "INSERT OR REPLACE INTO approved_senders (inbox_id, how, at) VALUES (?, ?, ?)",
+                (sender, "pairing", self.clock()),
+            )
+            db.execute("DELETE FROM denied_senders WHERE inbox_id = ?", (sender,))
+
+        self.journal.append(released, effects=(write,))
+        del self.requests[sender]
+        self.approved.add(sender)
+        self.denied.pop(sender, None)
+        self.held -= len(rows)
+        log.info("pairing_approved", code=request.code, released=len(rows))
+        return sender, len(rows)
+
+    def deny(self, code: str) -> str:
+        request = self._find(code)
+        sender = request.sender_inbox_id
+        now = self.clock()
+        with self.store.transaction() as db:
+            dropped = db.execute(
+                "DELETE FROM held_messages WHERE sender_inbox_id = ?", (sender,)
+            ).rowcount
+            db.execute("DELETE FROM pairing_requests WHERE code = ?", (request.code,))
+            db.execute(
+                "INSERT OR REPLACE INTO denied_senders (inbox_id, at) VALUES (?, ?)", (sender, now)
+            )
+            if dropped:
+                _bump("denied", dropped)(db)
+        del self.requests[sender]
+        self.denied[sender] = now
+        self.held -= dropped
+        if dropped:
+            self.dropped["denied"] = self.dropped.get("denied", 0) + dropped
+        log.info("pairing_denied", code=request.code, dropped=dropped)
+        return sender
+
+    def admit(self, inbox_id: str) -> None:
+        """A member accepted through this instance's own invite: approved at admission."""
+        if inbox_id in self.approved:
+            return
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO approved_senders (inbox_id, how, at) VALUES (?, ?, ?)",
+                (inbox_id, "admitted", self.clock()),
+            )
+        self.approved.add(inbox_id)
+
+    def clear(self, *, counts: bool = False) -> None:
+        """Explode: approvals and pending state go; reset (counts=True): everything."""
+        with self.store.transaction() as db:
+            for table in (
+                "approved_senders",
+                "denied_senders",
+                "pairing_requests",
+                "held_messages",
+            ):
+                db.execute(f"DELETE FROM {table}")
+            if counts:
+                db.execute("DELETE FROM policy_counts")
+        self.reload()
