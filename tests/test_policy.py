@@ -262,3 +262,47 @@ async def eventually_async(fetch: Any, check: Any, within_s: float = 20) -> bool
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+def test_expired_code_is_not_found_and_its_messages_are_dropped(tmp_path: Path) -> None:
+    from convosd.cli.models import CliMessage
+    from convosd.ingest import Fate
+    from convosd.journal import Journal
+    from convosd.pairing import SenderPolicy
+    from convosd.store import Store
+
+    store = Store.open(tmp_path)
+    now = [1000.0]
+    try:
+        policy = SenderPolicy(
+            store,
+            Journal(store),
+            policy="pairing",
+            owners=frozenset,
+            conversation_id=lambda: "c" * 32,
+            clock=lambda: now[0],
+        )
+        message = CliMessage.model_validate(
+            {
+                "id": "f" * 64,
+                "senderInboxId": ALICE,
+                "content": "hi",
+                "contentType": {"authorityId": "xmtp.org", "typeId": "text"},
+                "sentAt": "2026-11-23T12:00:00.000Z",
+            }
+        )
+        decision = policy(message)
+        assert decision.fate is Fate.HELD and decision.events[0].type == "pairing_requested"
+        with store.transaction() as db:
+            for effect in decision.effects:
+                effect(db)
+        code = decision.events[0].fields["code"]
+        assert [r["code"] for r in policy.list_requests()] == [code]
+        now[0] += 3601
+        with pytest.raises(errors.NotFound, match="expired"):
+            policy.approve(code)
+        assert policy.counts() == {"held": 0, "dropped": {"expired": 1}}
+        policy.reload()  # the store agrees with the view
+        assert policy.counts() == {"held": 0, "dropped": {"expired": 1}}
+    finally:
+        store.close()
