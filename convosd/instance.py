@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -36,6 +37,7 @@ from convosd.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
 
+_ADDING = re.compile(rb"^Adding ([0-9a-fA-F]+) to conversation ([0-9a-fA-F]+)\s*$")
 PROBE_INTERVAL_S = 60.0
 PROFILE_REFRESH_S = 300.0
 TRIM_INTERVAL_S = 3600.0
@@ -409,10 +411,13 @@ class Instance:
 
     def _on_watcher_lines(self, lines: Sequence[bytes]) -> None:
         for line in lines:
+            if line.startswith(b"Adding "):
+                self._on_adding_line(line)
+                continue
             try:
                 item = json.loads(line)
             except (ValueError, UnicodeDecodeError):
-                continue  # the watcher's human lines share stdout
+                continue  # the watcher's other human lines share stdout
             if not isinstance(item, dict):
                 continue
             kind = item.get("event")
@@ -454,6 +459,24 @@ class Instance:
             self.queue.run(lambda: self.cli.send_text(cid, text), what="pairing-notice"),
             "pairing-notice",
         )
+
+    def _on_adding_line(self, line: bytes) -> None:
+        """``Adding <inbox> to conversation <id>``: the watcher accepts a join request. Its
+        first (batch) pass reports acceptances only this way, not as JSON events. Printed
+        just before the member is added: if adding fails, the approval is harmless (the
+        sender is not a member and cannot write)."""
+        match = _ADDING.match(line)
+        binding = self.binding
+        if match is None or binding is None:
+            return
+        if match.group(2).decode() != binding.conversation_id:
+            return
+        joiner = match.group(1).decode()
+        if joiner not in self.admitted:
+            self.admitted.add(joiner)
+            self.sender_policy.admit(joiner)
+            self.on_admitted(joiner)
+            self._schedule_refresh()
 
     def _sender_name(self, inbox_id: str) -> str | None:
         if inbox_id not in self.names:

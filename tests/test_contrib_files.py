@@ -218,4 +218,4 @@ def test_skill_doc_front_matter_and_commands() -> None:
         assert f"convosctl {command}" in text or f"`{command}`" in text, command
     for kind in ("BUSY", "retryAfterS", "NOT_BOUND", "ALREADY_BOUND", "EVENTS_EXPIRED"):
         assert kind in text
-    assert "`pairing.*`" in text and "not served yet" in text
+    assert "convosctl pairing approve CODE" in text and "pairing_requested" in text

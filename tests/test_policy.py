@@ -135,66 +135,70 @@ async def test_pairing_holds_then_releases_in_order_across_a_restart(
     state = tmp_path / "me"
     async with scene(net, tmp_path) as sc:
         async with running_daemon(net, state) as daemon:
-            client = await ConvosdClient.connect(daemon.socket)
-            await join_as_instance(client, sc)
-            status = await client.status()
-            assert status.owner_conversation_id == sc.cid  # recorded by onboarding
-            assert sc.owner_inbox in status.owner_inbox_ids
-            carol = await sc.member("carol")
-            await sc.owner.send_text(sc.cid, "from the owner")
-            for text in ("c1", "c2"):
-                await carol.send_text(sc.cid, text)
-            await wait_for(client, lambda s: s.policy.held == 2)
-            requests = (await client.call("pairing.list"))["requests"]
-            assert len(requests) == 1 and requests[0]["held"] == 2
-            code = requests[0]["code"]
-            events = (await client.read_events(after=0, limit=1000)).events
-            asked = [e for e in events if e["type"] == "pairing_requested"]
-            assert [e["code"] for e in asked] == [code]
-            assert [m["content"] for m in await messages(client)] == ["from the owner"]
-            # one notice with the code, posted into the conversation
-            history = await sc.owner.messages(sc.cid)
-            notices = [m for m in history if code in (m.content or "")]
-            assert len(notices) == 1
-            await client.close()
+            async with await ConvosdClient.connect(daemon.socket) as client:
+                await join_as_instance(client, sc)
+                status = await client.status()
+                assert status.owner_conversation_id == sc.cid  # recorded by onboarding
+                assert sc.owner_inbox in status.owner_inbox_ids
+                carol = await sc.member("carol")
+                await sc.owner.send_text(sc.cid, "from the owner")
+                for text in ("c1", "c2"):
+                    await carol.send_text(sc.cid, text)
+                await wait_for(client, lambda s: s.policy.held == 2)
+                requests = (await client.call("pairing.list"))["requests"]
+                assert len(requests) == 1 and requests[0]["held"] == 2
+                code = requests[0]["code"]
+                events = (await client.read_events(after=0, limit=1000)).events
+                asked = [e for e in events if e["type"] == "pairing_requested"]
+                assert [e["code"] for e in asked] == [code]
+                assert [m["content"] for m in await messages(client)] == ["from the owner"]
+
+                # one notice with the code, posted into the conversation (asynchronously)
+                async def notices() -> list[Any]:
+                    history = await sc.owner.messages(sc.cid)
+                    return [m for m in history if code in (m.content or "")]
+
+                assert await eventually_async(notices, lambda found: len(found) == 1)
         async with running_daemon(net, state) as daemon:  # restart while held
-            client = await ConvosdClient.connect(daemon.socket)
-            assert (await client.status()).policy.held == 2
-            with pytest.raises(errors.NotFound):
-                await client.call("pairing.approve", {"code": "WRONGCOD"})
-            approved = await client.call("pairing.approve", {"code": code.lower()})
-            assert approved["released"] == 2
-            assert [m["content"] for m in await messages(client)] == ["from the owner", "c1", "c2"]
-            with pytest.raises(errors.NotFound):  # used
-                await client.call("pairing.approve", {"code": code})
-            await carol.send_text(sc.cid, "c3")
-            assert await eventually_async(
-                lambda: messages(client), lambda ms: ms[-1:] and ms[-1]["content"] == "c3"
-            )
-            assert (await client.status()).policy.held == 0
-            await client.close()
+            async with await ConvosdClient.connect(daemon.socket) as client:
+                assert (await client.status()).policy.held == 2
+                with pytest.raises(errors.NotFound):
+                    await client.call("pairing.approve", {"code": "WRONGCOD"})
+                approved = await client.call("pairing.approve", {"code": code.lower()})
+                assert approved["released"] == 2
+                assert [m["content"] for m in await messages(client)] == [
+                    "from the owner",
+                    "c1",
+                    "c2",
+                ]
+                with pytest.raises(errors.NotFound):  # used
+                    await client.call("pairing.approve", {"code": code})
+                await carol.send_text(sc.cid, "c3")
+                assert await eventually_async(
+                    lambda: messages(client), lambda ms: ms[-1:] and ms[-1]["content"] == "c3"
+                )
+                assert (await client.status()).policy.held == 0
 
 
 async def test_deny_flood_and_counts(net: FakeNetwork, tmp_path: Path) -> None:
     async with scene(net, tmp_path) as sc, running_daemon(net, tmp_path / "me") as daemon:
-        client = await ConvosdClient.connect(daemon.socket)
-        await join_as_instance(client, sc)
-        senders = [await sc.member(f"m{i}") for i in range(MAX_PENDING + 2)]
-        for i, cli in enumerate(senders):
-            await cli.send_text(sc.cid, f"hi {i}")
-        await wait_for(client, lambda s: s.policy.held + sum(s.policy.dropped.values()) == 5)
-        status = await client.status()
-        assert status.policy.held == MAX_PENDING
-        assert status.policy.dropped == {"pairing_full": 2}
-        requests = (await client.call("pairing.list"))["requests"]
-        assert len(requests) == MAX_PENDING
-        denied = await client.call("pairing.deny", {"code": requests[0]["code"]})
-        assert denied["senderInboxId"] == requests[0]["senderInboxId"]
-        status = await client.status()
-        assert status.policy.held == MAX_PENDING - 1
-        assert status.policy.dropped == {"pairing_full": 2, "denied": 1}
-        assert await messages(client) == []
-        await client.close()
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await join_as_instance(client, sc)
+            senders = [await sc.member(f"m{i}") for i in range(MAX_PENDING + 2)]
+            for i, cli in enumerate(senders):
+                await cli.send_text(sc.cid, f"hi {i}")
+            await wait_for(client, lambda s: s.policy.held + sum(s.policy.dropped.values()) == 5)
+            status = await client.status()
+            assert status.policy.held == MAX_PENDING
+            assert status.policy.dropped == {"pairing_full": 2}
+            requests = (await client.call("pairing.list"))["requests"]
+            assert len(requests) == MAX_PENDING
+            denied = await client.call("pairing.deny", {"code": requests[0]["code"]})
+            assert denied["senderInboxId"] == requests[0]["senderInboxId"]
+            status = await client.status()
+            assert status.policy.held == MAX_PENDING - 1
+            assert status.policy.dropped == {"pairing_full": 2, "denied": 1}
+            assert await messages(client) == []
 
 
 @pytest.mark.parametrize(
@@ -208,18 +212,17 @@ async def test_other_policies(
         scene(net, tmp_path) as sc,
         running_daemon(net, tmp_path / "me", convos={"dm_policy": policy}) as daemon,
     ):
-        client = await ConvosdClient.connect(daemon.socket)
-        await join_as_instance(client, sc)
-        carol = await sc.member("carol")
-        await sc.owner.send_text(sc.cid, "owner")
-        await carol.send_text(sc.cid, "carol")
-        drops = 2 - len(expected)
-        await wait_for(client, lambda s: len_seen(s) == drops)
-        assert await eventually_async(
-            lambda: messages(client), lambda ms: [m["content"] for m in ms] == expected
-        )
-        assert (await client.status()).policy.held == 0
-        await client.close()
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await join_as_instance(client, sc)
+            carol = await sc.member("carol")
+            await sc.owner.send_text(sc.cid, "owner")
+            await carol.send_text(sc.cid, "carol")
+            drops = 2 - len(expected)
+            await wait_for(client, lambda s: len_seen(s) == drops)
+            assert await eventually_async(
+                lambda: messages(client), lambda ms: [m["content"] for m in ms] == expected
+            )
+            assert (await client.status()).policy.held == 0
 
 
 def len_seen(status: Any) -> int:
@@ -230,18 +233,17 @@ async def test_members_admitted_through_our_invite_are_approved(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
     async with running_daemon(net, tmp_path / "me") as daemon:
-        client = await ConvosdClient.connect(daemon.socket)
-        created = await client.create(name="Ours")
-        guest = member_cli(net, tmp_path / "guest")
-        await guest.join(created.invite_slug, no_wait=True)
-        assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
-        await guest.send_text(created.conversation_id, "hello from an invitee")
-        assert await eventually_async(
-            lambda: messages(client),
-            lambda ms: [m["content"] for m in ms] == ["hello from an invitee"],
-        )
-        assert (await client.call("pairing.list"))["requests"] == []
-        await client.close()
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Ours")
+            guest = member_cli(net, tmp_path / "guest")
+            await guest.join(created.invite_slug, no_wait=True)
+            assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
+            await guest.send_text(created.conversation_id, "hello from an invitee")
+            assert await eventually_async(
+                lambda: messages(client),
+                lambda ms: [m["content"] for m in ms] == ["hello from an invitee"],
+            )
+            assert (await client.call("pairing.list"))["requests"] == []
 
 
 async def wait_for(client: ConvosdClient, predicate: Any, within_s: float = 20) -> None:
@@ -306,3 +308,25 @@ def test_expired_code_is_not_found_and_its_messages_are_dropped(tmp_path: Path) 
         assert policy.counts() == {"held": 0, "dropped": {"expired": 1}}
     finally:
         store.close()
+
+
+async def test_a_join_accepted_by_the_watchers_first_pass_is_approved(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """A request sent while the daemon was down is accepted by the watcher's batch pass,
+    which reports it only as 'Adding <inbox> to conversation <id>': approved all the same."""
+    state = tmp_path / "me"
+    async with running_daemon(net, state) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Ours")
+    guest = member_cli(net, tmp_path / "guest")
+    await guest.join(created.invite_slug, no_wait=True)  # nobody processes it yet
+    async with running_daemon(net, state) as daemon:
+        assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
+        await guest.send_text(created.conversation_id, "sent while you were away")
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            assert await eventually_async(
+                lambda: messages(client),
+                lambda ms: [m["content"] for m in ms] == ["sent while you were away"],
+            )
+            assert (await client.call("pairing.list"))["requests"] == []
