@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -85,7 +85,6 @@ class Instance:
         self.identity_inbox_id: str | None = None
         self.admitted: set[str] = set()  # inboxes accepted by our own join-request child
         self.on_state_change: Callable[[], None] = lambda: None
-        self.on_admitted: Callable[[str], None] = lambda _inbox: None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._periodic: list[asyncio.Task[None]] = []
         self.sender_policy = SenderPolicy(
@@ -427,10 +426,7 @@ class Instance:
                     None,
                     self.binding and self.binding.conversation_id,
                 ):
-                    self.admitted.add(joiner)
-                    self.sender_policy.admit(joiner)
-                    self.on_admitted(joiner)
-                    self._schedule_refresh()
+                    self._admit(joiner)
             elif kind == "stream_ended":
                 self.log.warning("watcher_stream_ended", reason=item.get("reason"))
                 child = self.children.get(WATCHER)
@@ -471,12 +467,14 @@ class Instance:
             return
         if match.group(2).decode() != binding.conversation_id:
             return
-        joiner = match.group(1).decode()
+        self._admit(match.group(1).decode())
+
+    def _admit(self, joiner: str) -> None:
+        """Our watcher accepted ``joiner`` through our invite: approved at admission."""
         if joiner not in self.admitted:
             self.admitted.add(joiner)
             self.sender_policy.admit(joiner)
-            self.on_admitted(joiner)
-            self._schedule_refresh()
+        self._schedule_refresh()
 
     def _sender_name(self, inbox_id: str) -> str | None:
         if inbox_id not in self.names:
@@ -692,15 +690,4 @@ class Instance:
 
 
 def _writable(path: Any) -> bool:
-    import os
-
     return bool(os.access(path, os.W_OK | os.X_OK))
-
-
-def now_iso() -> str:
-    from convosd.supervisor.state import iso
-
-    return iso(datetime.now(UTC)) or ""
-
-
-AsyncCall = Callable[[], Awaitable[Any]]
