@@ -14,7 +14,7 @@ import pytest
 
 from convosd import errors
 from convosd.cli import ConvosCli
-from convosd.client import Client
+from convosd.client import Client, ConvosdClient
 from convosd.rpc.dispatch import CallContext, Dispatcher, MethodSpec
 from convosd.rpc.schemas import NoParams, StatusResult
 from convosd.rpc.server import AccessPolicy, Peer
@@ -532,3 +532,57 @@ def test_peer_credentials_come_from_the_socket() -> None:
     finally:
         left.close()
         right.close()
+
+
+async def test_socket_mode_and_stale_socket(net: FakeNetwork, tmp_path: Path) -> None:
+    import socket as sk
+    import stat as st
+
+    state = tmp_path / "d"
+    stale = tmp_path / "d.sock"  # where running_daemon puts the socket
+    leftover = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    leftover.bind(str(stale))  # a socket file nobody listens on (a crashed daemon's)
+    leftover.close()
+    async with running_daemon(net, state) as daemon:
+        assert st.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            assert (await client.health()).status in ("ok", "degraded")
+        from convosd.config import Paths
+        from convosd.daemon import Daemon
+        from tests.rpc_harness import settings_for
+
+        other = tmp_path / "other"
+        second = Daemon(
+            settings_for(net),
+            Paths(socket=daemon.socket, state_dir=other, convos_home=other / "convos"),
+            notifier=Notifier({}),
+        )
+        assert await second.run() == 1  # something listens there: refused, not stolen
+        assert daemon.socket.exists()
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"), [("0.11.0", "0.10.x only"), ("0.10.1", "older than 0.10.2")]
+)
+async def test_refused_cli_versions_make_health_down(
+    net: FakeNetwork, tmp_path: Path, version: str, problem: str
+) -> None:
+    state = tmp_path / "d"
+    async with running_daemon(net, state) as daemon:  # records 0.10.2 as last used
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            assert (await client.status()).cli_version == "0.10.2"
+    import sys as _sys
+
+    wrapper = tmp_path / "convos-other-version"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "--version" ]; then echo "@xmtp/convos-cli/{version} linux-x64 '
+        'node-v20.20.2"; exit 0; fi\n'
+        f'exec {_sys.executable} {net.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    async with running_daemon(net, state, cli=(str(wrapper),)) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            health = await client.health()
+    assert health.status == "down"
+    assert problem in health.checks["cliVersion"]
