@@ -10,7 +10,7 @@ CONVOS := node_modules/@xmtp/convos-cli/bin/run.js
 RUN_STATE ?= $(CURDIR)/.state
 RUN_SOCKET ?= $(CURDIR)/.run/convosd.sock
 
-.PHONY: help setup run test lint typecheck unit clean
+.PHONY: help setup run test test-tools lint typecheck unit clean
 
 help:
 	@echo "make run    set everything up and start convosd in the foreground"
@@ -28,7 +28,6 @@ node_modules/.installed: package.json package-lock.json
 
 # The CLI probe of CONTRACT section 1: `convos identity list --json` must exit 0.
 setup: $(VENV)/.installed node_modules/.installed
-	@command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
 	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
 	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \
 	     node $(CONVOS) identity list --json >/dev/null; then \
@@ -47,7 +46,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-unit: setup
+# The unit-file checks need systemd-analyze (Debian's systemd package); only the tests do.
+test-tools:
+	@command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
+
+unit: setup test-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: setup lint typecheck unit
