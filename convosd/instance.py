@@ -96,6 +96,8 @@ class Instance:
             sender_name=lambda inbox: self.names.get(inbox),
             on_request=self._post_pairing_notice,
         )
+        #: the owner channel recorded by onboarding (convosctl setup), cached for status
+        self.recorded_owner = store.get_meta("owner_conversation_id")
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()
         self._profiles_at = 0.0
@@ -271,6 +273,7 @@ class Instance:
                 # Onboarding (convosctl setup): the owner channel is recorded in the state
                 # dir, never in the config file.
                 self.store.set_meta("owner_conversation_id", conversation_id)
+                self.recorded_owner = conversation_id
                 self.store.set_meta("owner_identity_id", self.identity_id)
                 self.store.set_meta("pending_as_owner", None)
         self.journal.append([event("conversation_bound", conversation_id, how=how)])
@@ -674,7 +677,7 @@ class Instance:
             "inboxId": self.own_inbox_id,
             "identityId": self.identity_id,
             "ownerConversationId": self.settings.convos.owner_conversation_id
-            or self.store.get_meta("owner_conversation_id"),
+            or self.recorded_owner,
             "ownerInboxIds": self.owner_inbox_ids,
             "pending": pending,
             "clean": self.clean(),

@@ -523,6 +523,7 @@ class ConvosService:
             instance.journal.reset()
             instance.sender_policy.clear(counts=True)
             instance.store.set_meta("owner_conversation_id", None)
+            instance.recorded_owner = None
             instance.store.set_meta("owner_identity_id", None)
             self.hub.end_all("reset")
             instance.identity_id = None
