@@ -81,6 +81,14 @@ class AlreadyBound(ConvosdError):
     default_message = (
         "Instance already bound to a conversation. Terminate process and provision a new one."
     )
+    pending_message: ClassVar[str] = (
+        "A join is pending acceptance: cancel it with conversation.cancelJoin"
+    )
+
+    @classmethod
+    def join_pending(cls) -> AlreadyBound:
+        """Not bound yet, but a join waits for acceptance: the way out is cancelJoin."""
+        return cls(cls.pending_message, data={"pending": True})
 
 
 class InviteInvalid(ConvosdError):

@@ -75,8 +75,10 @@ class ConvosService:
         return binding.conversation_id
 
     def _not_bound_or_pending(self) -> None:
-        if self.instance.binding is not None or self.instance.store.pending_join() is not None:
+        if self.instance.binding is not None:
             raise errors.AlreadyBound()
+        if self.instance.store.pending_join() is not None:
+            raise errors.AlreadyBound.join_pending()
 
     def _own(self) -> str:
         own = self.instance.own_inbox_id

@@ -249,8 +249,17 @@ async def test_pending_join_binds_when_accepted(
     assert result["creatorInboxId"] == created.inbox_id and result["retryUntil"]
     status = await client.call("status")
     assert status["pending"] is True and status["clean"] is False
-    with pytest.raises(errors.AlreadyBound):
-        await client.call("conversation.join", {"inviteUrl": slug})
+    for method, params in (
+        ("conversation.join", {"inviteUrl": slug}),
+        ("conversation.create", {"name": "other"}),
+    ):
+        with pytest.raises(errors.AlreadyBound) as refused:
+            await client.call(method, params)
+        # pending, not bound: the message says how to get out of it
+        assert refused.value.message == (
+            "A join is pending acceptance: cancel it with conversation.cancelJoin"
+        )
+        assert refused.value.extra == {"pending": True}
     watcher = await owner.join_requests_spec(created.conversation_id).spawn()
     try:
         assert await eventually(lambda: daemon.instance.binding is not None, within_s=20)
