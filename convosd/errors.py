@@ -28,6 +28,8 @@ JSON-RPC ``code`` and the ``kind`` name of CONTRACT section 5; ``error.data`` is
 
 CLI errors that match a domain kind (a bad invite, a missing right) are raised as that kind
 with the CLI's text attached (``cli_message``), so callers catch by meaning, not by origin.
+Every error the CLI's output caused keeps the first line of the CLI's own message
+(``cli_error``): a client finds it in ``data.error``, an operator in the request's log line.
 
 :class:`ConfigError` is separate: it stops the daemon at start and never reaches a client.
 """
@@ -51,15 +53,22 @@ class ConvosdError(Exception):
         data: dict[str, Any] | None = None,
         cli_message: str | None = None,
         exit_code: int | None = None,
+        cli_error: str | None = None,
     ) -> None:
         self.message = message or self.default_message
         self.extra = dict(data or {})
         self.cli_message = cli_message
         self.exit_code = exit_code
+        #: the first line of the CLI's own error message, when the CLI caused this error: it
+        #: goes to ``data.error`` and to the request's log line (never message text: the CLI
+        #: is never given text where it could echo it back in an error)
+        self.cli_error = cli_error
         super().__init__(self.message)
 
     def rpc_data(self) -> dict[str, Any]:
         """The ``error.data`` object: ``kind`` first, then what this error adds."""
+        if self.cli_error:
+            return {"kind": self.kind, "error": self.cli_error, **self.extra}
         return {"kind": self.kind, **self.extra}
 
 
@@ -146,7 +155,7 @@ class CliFailed(CliError):
         return {
             "kind": self.kind,
             "exitCode": self.exit_code,
-            "error": self.cli_message or self.message,
+            "error": self.cli_error or self.cli_message or self.message,
             **self.extra,
         }
 

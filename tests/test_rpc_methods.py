@@ -595,3 +595,19 @@ async def test_refused_cli_versions_make_health_down(
             health = await client.health()
     assert health.status == "down"
     assert problem in health.checks["cliVersion"]
+
+
+async def test_network_unavailable_keeps_the_cli_error_line(
+    client: Client, net: FakeNetwork
+) -> None:
+    """NETWORK_UNAVAILABLE says why: the CLI's first error line, in data.error and the log."""
+    from structlog.testing import capture_logs
+
+    await client.call("conversation.create", {"name": "x"})
+    net.add_fault("unreachable", command="conversation:send-text")
+    with capture_logs() as logs, pytest.raises(errors.NetworkUnavailable) as info:
+        await client.call("message.send", {"message": "secret words"})
+    line = info.value.extra["error"]
+    assert "dns error" in line and "\n" not in line and "secret words" not in line
+    rpc = [e for e in logs if e["event"] == "rpc" and e["method"] == "message.send"]
+    assert rpc and rpc[0]["outcome"] == "NETWORK_UNAVAILABLE" and rpc[0]["cli_error"] == line

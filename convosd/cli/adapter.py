@@ -99,7 +99,8 @@ class ConvosCli:
         except NoJsonOutput:
             raise errors.CliFailed(
                 f"convos {invocation.command.replace(':', ' ')} printed no JSON",
-                cli_message=result.stdout[-500:] or None,
+                # its size, not its text: stdout may hold message content
+                cli_message=f"{len(result.stdout)} characters of output, no JSON document",
                 exit_code=0,
             ) from None
 
