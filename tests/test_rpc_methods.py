@@ -611,3 +611,24 @@ async def test_network_unavailable_keeps_the_cli_error_line(
     assert "dns error" in line and "\n" not in line and "secret words" not in line
     rpc = [e for e in logs if e["event"] == "rpc" and e["method"] == "message.send"]
     assert rpc and rpc[0]["outcome"] == "NETWORK_UNAVAILABLE" and rpc[0]["cli_error"] == line
+
+
+async def test_no_usable_cli_warns_at_start_and_health_says_so(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    from structlog.testing import capture_logs
+
+    missing = str(tmp_path / "no-such-convos")
+    with capture_logs() as logs:
+        async with running_daemon(net, tmp_path / "d", cli=(missing,)) as daemon:
+            client = await daemon.client()
+            async with client:
+                health = await client.call("health")
+    assert health["status"] == "down" and health["checks"]["cli"] != "ok"
+    # no CLI ran, so no version can be vouched for
+    assert health["checks"]["cliVersion"] != "ok"
+    warned = [e for e in logs if e["event"] == "cli_not_usable"]
+    assert warned and warned[0]["log_level"] == "warning" and warned[0]["cli"] == missing
+    assert "CONVOSD_CLI" in warned[0]["fix"] and "`cli`" in warned[0]["fix"]
+    ready = [i for i, e in enumerate(logs) if e["event"] == "ready"]
+    assert ready and logs.index(warned[0]) < ready[0]
