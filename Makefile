@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONVOS := node_modules/@xmtp/convos-cli/bin/run.js
-# A local run keeps its socket and state under the repo unless told otherwise.
+# A local run keeps its state under the repo. Its socket goes where convosctl looks by
+# default ($XDG_RUNTIME_DIR/convosd/ or /tmp/convosd-$UID/), unless RUN_SOCKET names one.
 RUN_STATE ?= $(CURDIR)/.state
-RUN_SOCKET ?= $(CURDIR)/.run/convosd.sock
+RUN_SOCKET ?=
 
 .PHONY: help setup run test test-tools lint typecheck unit clean
 
@@ -35,9 +36,8 @@ setup: $(VENV)/.installed node_modules/.installed
 	  else echo "convos CLI probe failed: 'convos identity list --json' did not exit 0" >&2; exit 1; fi
 
 run: setup
-	mkdir -p $(dir $(RUN_SOCKET))
 	CONVOSD_CLI="node $(CURDIR)/$(CONVOS)" $(VENV)/bin/convosd \
-	  --state-dir $(RUN_STATE) --socket $(RUN_SOCKET) $(ARGS)
+	  --state-dir $(RUN_STATE) $(if $(RUN_SOCKET),--socket $(RUN_SOCKET)) $(ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
