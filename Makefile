@@ -27,7 +27,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The CLI probe of CONTRACT section 1: `convos identity list --json` must exit 0.
+# The CLI probe (README, How convosd runs the CLI): `convos identity list --json` must exit 0.
 setup: $(VENV)/.installed node_modules/.installed
 	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
 	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \

@@ -1,4 +1,4 @@
-"""``convosd`` / ``python -m convosd``: the daemon's command line (CONTRACT section 1)."""
+"""``convosd`` / ``python -m convosd``: the daemon's command line (README, Running)."""
 
 from __future__ import annotations
 

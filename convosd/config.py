@@ -1,4 +1,4 @@
-"""Configuration: CONTRACT section 1.
+"""Configuration (README, Configuration).
 
 Sources, strongest first: command-line flags, ``CONVOSD_*`` environment variables, the config
 file (TOML, or an OpenClaw-style JSON whose ``channels.convos`` object is the ``[convos]``
@@ -106,7 +106,7 @@ class DaemonSection(BaseModel):
     join_retry_max_s: PositiveFloat = 86_400.0
     backfill_interval_s: PositiveFloat = 60.0
     backfill_window_s: PositiveFloat = 600.0
-    # Additions: the pending-join poll (CONTRACT: 15 s growing to 120 s, re-send every 30 min).
+    # Additions: the pending-join poll (15 s growing to 120 s, re-send every 30 min).
     join_poll_min_s: PositiveFloat = 15.0
     join_poll_max_s: PositiveFloat = 120.0
     join_resend_s: PositiveFloat = 1800.0

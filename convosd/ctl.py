@@ -1,4 +1,4 @@
-"""``convosctl``: the operator's command line (CONTRACT section 6), on :mod:`convosd.client`.
+"""``convosctl``: the operator's command line (README, Operations), on :mod:`convosd.client`.
 
     convosctl [--socket PATH] [--json] COMMAND ...
 

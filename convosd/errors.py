@@ -1,7 +1,7 @@
 """The one exception hierarchy of convosd, and how it maps onto JSON-RPC errors.
 
 Every error a client can see is a :class:`ConvosdError`. Each concrete class carries the
-JSON-RPC ``code`` and the ``kind`` name of CONTRACT section 5; ``error.data`` is built by
+JSON-RPC ``code`` and the ``kind`` name of docs/PROTOCOL.md (Errors); ``error.data`` is built by
 :meth:`ConvosdError.rpc_data` and always holds ``{"kind": KIND}``::
 
     ConvosdError

@@ -1,4 +1,4 @@
-"""Health (CONTRACT section 3): a pure function of what the daemon knows. Never waits.
+"""Health (docs/PROTOCOL.md, Health): a pure function of what the daemon knows. Never waits.
 
 ok        unbound with a working CLI, or bound with both children running
 degraded  a child in backoff (or still starting), a config/binding mismatch

@@ -1,4 +1,4 @@
-"""The JSON-RPC methods of CONTRACT section 3, on top of the instance.
+"""The JSON-RPC methods (docs/API.md, docs/PROTOCOL.md), on top of the instance.
 
 Binding rules: create/join while bound or pending → ALREADY_BOUND; any other method that needs
 a conversation while unbound → NOT_BOUND. Every one-shot CLI call goes through the instance's

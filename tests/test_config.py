@@ -1,4 +1,4 @@
-"""Config: sources, precedence, defaults, and errors that name the key (CONTRACT section 1)."""
+"""Config: sources, precedence, defaults, and errors that name the key (README, Configuration)."""
 
 from __future__ import annotations
 

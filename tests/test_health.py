@@ -1,4 +1,4 @@
-"""Health as CONTRACT section 3 defines it: a pure function of the daemon's facts."""
+"""Health as docs/PROTOCOL.md defines it: a pure function of the daemon's facts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every method of CONTRACT section 3 through the socket, against the CLI double."""
+"""Every method of docs/API.md through the socket, against the CLI double."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Dispatch of one request: envelope checked by :mod:`protocol`, params by pydantic, the call
 routed by jsonrpcserver (one ``dispatch_to_serializable`` per single request, its per-request
 jsonschema validator replaced by a no-op because :mod:`protocol` already checked the
-envelope), and every exception mapped to a CONTRACT error code.
+envelope), and every exception mapped to an error code of docs/PROTOCOL.md.
 
 jsonrpcserver turns a raised exception into -32603 *with the exception text*; no exception
 reaches it here: :class:`ConvosdError` becomes its code and kind, anything else becomes
