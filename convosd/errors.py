@@ -155,9 +155,20 @@ class CliFailed(CliError):
         return {
             "kind": self.kind,
             "exitCode": self.exit_code,
-            "error": self.cli_error or self.cli_message or self.message,
+            # the CLI's whole message (a parse error names the argument on its next line)
+            "error": _bounded(self.cli_message) or self.cli_error or self.message,
             **self.extra,
         }
+
+
+#: ``data.error`` holds the CLI's message, not a stack trace or pages of output.
+ERROR_TEXT_MAX = 500
+
+
+def _bounded(text: str | None) -> str | None:
+    if not text or len(text) <= ERROR_TEXT_MAX:
+        return text
+    return text[: ERROR_TEXT_MAX - 1] + "…"
 
 
 class ConversationNotFound(CliFailed):

@@ -262,7 +262,7 @@ def render(doc: dict[str, Any]) -> str:
         "`error.data` always holds `{kind}`; `BUSY` may add `retryAfterS`, `EVENTS_EXPIRED` adds "
         "`firstSeq`, `CLI_FAILED` adds `exitCode` and `error`, `INVALID_PARAMS` may add `errors`, "
         "`ALREADY_BOUND` adds `pending: true` while a join only awaits acceptance; an error the "
-        "CLI caused keeps the CLI's first error line in `error`. The protocol around them: "
+        "CLI caused keeps the CLI's own error line in `error`. The protocol around them: "
         "docs/PROTOCOL.md.",
         "",
     ]

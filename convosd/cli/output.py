@@ -74,16 +74,14 @@ def error_text(stderr: str) -> str | None:
     return None
 
 
-#: ``data.error`` carries one line, not a stack trace or the usage help.
-FIRST_LINE_MAX = 500
-
-
 def first_error_line(text: str) -> str | None:
-    """The first non-blank line of the CLI's error message (unwrapped), cut to a bound."""
+    """The first non-blank line of the CLI's error message (unwrapped), cut to a bound:
+    one line, not a stack trace or the usage help."""
+    limit = errors.ERROR_TEXT_MAX
     for line in text.splitlines():
         line = " ".join(line.split())
         if line:
-            return line if len(line) <= FIRST_LINE_MAX else line[: FIRST_LINE_MAX - 1] + "…"
+            return line if len(line) <= limit else line[: limit - 1] + "…"
     return None
 
 
