@@ -273,14 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _unreachable(
     args: argparse.Namespace, out: Output, found: Discovery, reason: str | None
 ) -> int:
-    """Say where we looked and how to name the socket; exit 3."""
+    """Say where we looked (or why a socket was refused) and how to name one; exit 3."""
     if found.refused is not None:
         reason = found.refused
-    where = f" at {found.path} (from {found.source})" if found.path is not None else ""
-    if found.path is not None and not found.tried:
-        hint = "check the path, or leave out --socket/CONVOSD_SOCKET to look in the default places"
+        text = f"daemon unreachable: {found.refused}"
+    elif found.path is not None and not found.tried:
+        text = (
+            f"daemon unreachable at {found.path} (from {found.source}): {reason}; check the "
+            "path, or leave out --socket/CONVOSD_SOCKET to look in the default places"
+        )
+    elif found.path is not None:
+        text = f"daemon unreachable at {found.path}: {reason}; {unreachable_hint(found.tried)}"
     else:
-        hint = unreachable_hint(found.tried)
+        text = f"daemon unreachable: no socket found; {unreachable_hint(found.tried)}"
     if args.command == "health" and out.as_json:
         out.emit(
             {
@@ -291,8 +296,7 @@ def _unreachable(
             }
         )
     else:
-        detail = f": {reason}" if reason else ""
-        print(f"convosctl: daemon unreachable{where}{detail}; {hint}", file=sys.stderr)
+        print(f"convosctl: {text}", file=sys.stderr)
     return EXIT_UNREACHABLE
 
 
@@ -301,7 +305,7 @@ async def run(args: argparse.Namespace, out: Output) -> int:
     if args.command == "events" and args.follow:
         return await _follow(found, args, out)
     if found.path is None:
-        return _unreachable(args, out, found, None if found.refused else "no socket found")
+        return _unreachable(args, out, found, "no socket found")
     try:
         client = await ConvosdClient.connect(found.path)
     except OSError as exc:

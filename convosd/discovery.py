@@ -159,6 +159,6 @@ def unreachable_hint(tried: list[Path]) -> str:
     """The end of a "daemon unreachable" message: where we looked, and how to say where."""
     places = ", ".join(str(p) for p in tried)
     return (
-        f"looked for its socket at {places}; start convosd (`make run`), or name the socket "
-        "with --socket PATH or CONVOSD_SOCKET"
+        f"looked in {places}; start convosd (`make run`), or name its socket with "
+        "--socket PATH or CONVOSD_SOCKET"
     )
