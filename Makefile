@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONVOS := node_modules/@xmtp/convos-cli/bin/run.js
-# A local run keeps its socket and state under the repo unless told otherwise.
+# A local run keeps its state under the repo. Its socket goes where convosctl looks by
+# default ($XDG_RUNTIME_DIR/convosd/ or /tmp/convosd-$UID/), unless RUN_SOCKET names one.
 RUN_STATE ?= $(CURDIR)/.state
-RUN_SOCKET ?= $(CURDIR)/.run/convosd.sock
+RUN_SOCKET ?=
 
 .PHONY: help setup run test test-tools lint typecheck unit clean
 
@@ -26,7 +27,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The CLI probe of CONTRACT section 1: `convos identity list --json` must exit 0.
+# The CLI probe (README, How convosd runs the CLI): `convos identity list --json` must exit 0.
 setup: $(VENV)/.installed node_modules/.installed
 	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
 	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \
@@ -35,9 +36,8 @@ setup: $(VENV)/.installed node_modules/.installed
 	  else echo "convos CLI probe failed: 'convos identity list --json' did not exit 0" >&2; exit 1; fi
 
 run: setup
-	mkdir -p $(dir $(RUN_SOCKET))
 	CONVOSD_CLI="node $(CURDIR)/$(CONVOS)" $(VENV)/bin/convosd \
-	  --state-dir $(RUN_STATE) --socket $(RUN_SOCKET) $(ARGS)
+	  --state-dir $(RUN_STATE) $(if $(RUN_SOCKET),--socket $(RUN_SOCKET)) $(ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

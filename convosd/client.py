@@ -168,7 +168,7 @@ class Client:
 
 
 class ConvosdClient(Client):
-    """:class:`Client` with one typed method per CONTRACT method."""
+    """:class:`Client` with one typed method per method of docs/API.md."""
 
     async def _typed(
         self, method: str, model: type[_R], params: dict[str, Any] | None = None

@@ -1,4 +1,4 @@
-"""The single queue of one-shot CLI calls (CONTRACT section 3, Sending).
+"""The single queue of one-shot CLI calls (docs/PROTOCOL.md, Methods, Sending).
 
 The stream and the join-request watcher share the CLI's database with every one-shot
 command, so one-shot calls run one at a time, in call order (asyncio.Lock is FIFO). A call

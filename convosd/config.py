@@ -1,4 +1,4 @@
-"""Configuration: CONTRACT section 1.
+"""Configuration (README, Configuration).
 
 Sources, strongest first: command-line flags, ``CONVOSD_*`` environment variables, the config
 file (TOML, or an OpenClaw-style JSON whose ``channels.convos`` object is the ``[convos]``
@@ -9,6 +9,7 @@ is allowed.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -105,7 +106,7 @@ class DaemonSection(BaseModel):
     join_retry_max_s: PositiveFloat = 86_400.0
     backfill_interval_s: PositiveFloat = 60.0
     backfill_window_s: PositiveFloat = 600.0
-    # Additions: the pending-join poll (CONTRACT: 15 s growing to 120 s, re-send every 30 min).
+    # Additions: the pending-join poll (15 s growing to 120 s, re-send every 30 min).
     join_poll_min_s: PositiveFloat = 15.0
     join_poll_max_s: PositiveFloat = 120.0
     join_resend_s: PositiveFloat = 1800.0
@@ -275,11 +276,47 @@ def read_config_file(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _field_for_key(section_model: type[BaseModel], key: str) -> str | None:
-    """The field name for a file key given as camelCase (or snake_case)."""
+    """The field name for a file key, spelt as documented (camelCase: ``logLevel``).
+
+    One spelling only: ``log_level`` is refused like any unknown key, not read quietly.
+    """
     for name, info in section_model.model_fields.items():
-        if key in (name, info.alias):
+        if key == (info.alias or name):
             return name
     return None
+
+
+def _nearest(word: str, known: list[str]) -> str | None:
+    """The known name closest to ``word`` (case and ``_`` ignored first), or None."""
+    squashed = {k.replace("_", "").lower(): k for k in known}
+    exact = squashed.get(word.replace("_", "").lower())
+    if exact is not None:
+        return exact
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+#: ``CONVOSD_*`` variables read by the programs in contrib/ (not by the daemon).
+TOOL_ENV_PREFIXES: tuple[str, ...] = ("CONVOSD_GATEWAY_", "CONVOSD_MCP_")
+OTHER_ENV = ("CONVOSD_CONFIG",)
+
+
+def unknown_env_vars(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``CONVOSD_*`` variables the daemon does not read, each with the nearest known name.
+
+    A misspelt variable (``CONVOSD_DMPOLICY``) would otherwise be ignored without a word.
+    """
+    known = sorted([*ENV_KEYS, *OTHER_ENV])
+    found = []
+    for var in sorted(environ):
+        if not var.startswith("CONVOSD_") or var in known:
+            continue
+        if var.startswith(TOOL_ENV_PREFIXES):
+            continue
+        # compared without the common prefix, which would make every name look close
+        nearest = _nearest(var.removeprefix("CONVOSD_"), [k[8:] for k in known])
+        found.append((var, f"CONVOSD_{nearest}" if nearest else None))
+    return found
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"convos": ConvosSection, "daemon": DaemonSection}
@@ -307,10 +344,12 @@ def load_settings(
             for key, value in values.items():
                 field = _field_for_key(model, key)
                 if field is None:
-                    allowed = ", ".join(info.alias or n for n, info in model.model_fields.items())
+                    names = [info.alias or n for n, info in model.model_fields.items()]
+                    nearest = _nearest(key, names)
+                    hint = f" (did you mean {nearest}?)" if nearest else ""
                     raise ConfigError(
-                        f"config file {config_path}: unknown key [{section}] {key}; "
-                        f"allowed: {allowed}"
+                        f"config file {config_path}: unknown key [{section}] {key}{hint}; "
+                        f"allowed: {', '.join(names)}"
                     )
                 merged[section][field] = value
                 origin[(section, field)] = f"config file {config_path}"

@@ -1,4 +1,4 @@
-"""``convosctl``: the operator's command line (CONTRACT section 6), on :mod:`convosd.client`.
+"""``convosctl``: the operator's command line (README, Operations), on :mod:`convosd.client`.
 
     convosctl [--socket PATH] [--json] COMMAND ...
 
@@ -18,12 +18,12 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from convosd import errors
+from convosd import __version__, errors
 from convosd.client import ConvosdClient, EventStream, RpcError
 from convosd.config import default_socket_path
+from convosd.discovery import Discovery, discover, unreachable_hint
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 HEALTH_EXIT = {"ok": 0, "degraded": 1, "down": 2}
@@ -47,12 +47,45 @@ class Output:
 
     def error(self, exc: errors.ConvosdError) -> None:
         data = exc.rpc_data()
+        kind = str(data.get("kind"))
         if self.as_json:
             print(json.dumps({"error": exc.message, "data": data}), file=sys.stderr)
-        else:
-            print(
-                f"{self.paint('error', '31')}: {exc.message} ({data.get('kind')})", file=sys.stderr
-            )
+            return
+        lines = [f"{self.paint('error', '31')}: {exc.message} ({kind})"]
+        # INVALID_PARAMS: which param, and what is wrong with it
+        lines += [
+            f"  {problem.get('param') or '(params)'}: {problem.get('problem')}"
+            for problem in data.get("errors") or ()
+            if isinstance(problem, dict)
+        ]
+        if data.get("error"):
+            lines.append(f"  the CLI said: {data['error']}")
+        hint = _next_step(kind, data)
+        if hint:
+            lines.append(f"{self.paint('next', '33')}: {hint}")
+        print("\n".join(lines), file=sys.stderr)
+
+
+#: What to run next, in convosctl's own terms, where that differs from the protocol's hint.
+_CTL_HINTS = {
+    "NOT_BOUND": (
+        "bind this instance first: `convosctl create [NAME]` starts a conversation, "
+        "`convosctl join INVITE` joins one, `convosctl setup INVITE` joins the owner's"
+    ),
+    "ALREADY_BOUND_PENDING": (
+        "a join awaits acceptance: wait (`convosctl status` shows pending), "
+        "or `convosctl cancel-join`"
+    ),
+    "LOCKED": "`convosctl unlock`, then `convosctl invite`",
+    "FORBIDDEN": "run convosctl as root, as the daemon's user, or as one of its adminUids",
+    "EVENTS_EXPIRED": "`convosctl events --after N` with N at least firstSeq - 1",
+}
+
+
+def _next_step(kind: str, data: dict[str, Any]) -> str | None:
+    if kind == "ALREADY_BOUND" and data.get("pending"):
+        kind = "ALREADY_BOUND_PENDING"
+    return _CTL_HINTS.get(kind) or errors.hint_for(kind)
 
 
 def _pairs(value: Any, indent: str = "") -> str:
@@ -134,10 +167,53 @@ async def _spinning(out: Output, label: str, work: Awaitable[Any]) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+_EPILOG = """\
+finding the daemon:
+  --socket PATH, else CONVOSD_SOCKET, else the first that exists of
+  $RUNTIME_DIRECTORY/convosd.sock, /run/convosd/convosd.sock,
+  $XDG_RUNTIME_DIR/convosd/convosd.sock, /tmp/convosd-$UID/convosd.sock.
+  A socket found this way is refused when its directory is a symlink, is writable by
+  others, or is owned by someone other than root or the user expected there.
+
+environment:
+  CONVOSD_SOCKET   the daemon's socket (like --socket)
+  NO_COLOR         no colour on a terminal
+
+text that starts with "-": put it after "--", e.g.  convosctl send -- "-1 is the answer"
+
+Output: tables on a terminal; JSON lines with --json or when stdout is not a terminal.
+Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage, 3 daemon unreachable
+(health: 0 ok, 1 degraded, 2 down, 3 unreachable). The protocol: docs/PROTOCOL.md.
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The epilog as written, and each option's default where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default in (None, False, argparse.SUPPRESS)
+            or "default" in text
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convosctl", description="Control a convosd daemon.")
-    parser.add_argument("--socket", metavar="PATH", help="the daemon's socket")
+    parser = argparse.ArgumentParser(
+        prog="convosctl",
+        description="Control a convosd daemon.",
+        epilog=_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "--socket", metavar="PATH", help="the daemon's socket (default: found as below)"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--version", action="version", version=f"convosctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", help="the daemon's state")
     sub.add_parser("health", help="exit 0 ok, 1 degraded, 2 down, 3 unreachable")
@@ -151,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("join", help="join a conversation by invite")
     p.add_argument("invite")
     p.add_argument("--profile-name")
-    p.add_argument("--timeout", type=int, default=60)
+    p.add_argument("--timeout", type=int, default=60, help="seconds the request waits")
     sub.add_parser("cancel-join", help="forget a pending join")
     sub.add_parser("info", help="the bound conversation")
     p = sub.add_parser("invite", help="a new invite")
@@ -159,8 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-use", action="store_true")
     p = sub.add_parser("rename", help="rename the conversation")
     p.add_argument("name")
-    p = sub.add_parser("send", help="send a text")
-    p.add_argument("text")
+    p = sub.add_parser(
+        "send",
+        help='send a text (one starting with "-": send -- "-text")',
+        description='Send a text. A text that starts with "-" goes after "--": '
+        'convosctl send -- "-1 is the answer"',
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("text", help='the message; after "--" when it starts with "-"')
     p.add_argument("--reply-to")
     p.add_argument("--idempotency-key")
     p = sub.add_parser("react", help="react to a message")
@@ -172,9 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explode", help="remove every other member and unbind")
     p.add_argument("--yes", action="store_true", required=True)
     p = sub.add_parser("events", help="journaled events")
-    p.add_argument("--after", type=int)
+    p.add_argument("--after", type=int, metavar="N", help="the events after seq N (default: 0)")
     p.add_argument("--follow", action="store_true", help="keep following, across restarts")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="at most this many (without --follow)")
     p = sub.add_parser("pairing", help="pairing requests")
     p.add_argument("action", choices=("list", "approve", "deny"))
     p.add_argument("code", nargs="?")
@@ -183,25 +265,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("call", help="call any method")
     p.add_argument("method")
     p.add_argument("params", nargs="?", help="JSON object")
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
     return parser
 
 
+def _unreachable(
+    args: argparse.Namespace, out: Output, found: Discovery, reason: str | None
+) -> int:
+    """Say where we looked (or why a socket was refused) and how to name one; exit 3."""
+    if found.refused is not None:
+        reason = found.refused
+        text = f"daemon unreachable: {found.refused}"
+    elif found.path is not None and not found.tried:
+        text = (
+            f"daemon unreachable at {found.path} (from {found.source}): {reason}; check the "
+            "path, or leave out --socket/CONVOSD_SOCKET to look in the default places"
+        )
+    elif found.path is not None:
+        text = f"daemon unreachable at {found.path}: {reason}; {unreachable_hint(found.tried)}"
+    else:
+        text = f"daemon unreachable: no socket found; {unreachable_hint(found.tried)}"
+    if args.command == "health" and out.as_json:
+        out.emit(
+            {
+                "status": "unreachable",
+                "socket": str(found.path) if found.path is not None else None,
+                "tried": [str(p) for p in found.tried],
+                "reason": reason,
+            }
+        )
+    else:
+        print(f"convosctl: {text}", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
 async def run(args: argparse.Namespace, out: Output) -> int:
-    path = Path(
-        args.socket
-        or os.environ.get("CONVOSD_SOCKET")
-        or default_socket_path(os.environ, os.getuid())
-    )
+    found = discover(args.socket, os.environ, os.getuid())
     if args.command == "events" and args.follow:
-        return await _follow(path, args, out)
+        return await _follow(found, args, out)
+    if found.path is None:
+        return _unreachable(args, out, found, "no socket found")
     try:
-        client = await ConvosdClient.connect(path)
+        client = await ConvosdClient.connect(found.path)
     except OSError as exc:
-        if args.command == "health" and out.as_json:
-            out.emit({"status": "unreachable", "socket": str(path), "reason": exc.strerror})
-        else:
-            print(f"convosctl: daemon unreachable at {path}: {exc.strerror}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _unreachable(args, out, found, exc.strerror)
     try:
         return await _dispatch(client, args, out)
     except ConnectionError as exc:
@@ -333,7 +441,25 @@ async def _wait_bound(client: ConvosdClient) -> dict[str, Any]:
             raise ConnectionError("the daemon closed the connection")
 
 
-async def _follow(path: Path, args: argparse.Namespace, out: Output) -> int:
+async def _follow(found: Discovery, args: argparse.Namespace, out: Output) -> int:
+    """Follow the journal across daemon restarts; with no daemon yet, wait only when a person
+    watches (stderr is a terminal) and say so; a script gets exit 3 at once."""
+    if found.refused is not None:
+        return _unreachable(args, out, found, None)
+    path = found.path or default_socket_path(os.environ, os.getuid())
+    try:
+        probe = await ConvosdClient.connect(path)
+    except OSError as exc:
+        if not sys.stderr.isatty():
+            return _unreachable(args, out, found, exc.strerror)
+        print(
+            f"convosctl: waiting for the daemon at {path} ({exc.strerror}); "
+            "Ctrl-C to stop. Elsewhere: --socket PATH or CONVOSD_SOCKET",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        await probe.close()
     stream = EventStream(path, after=args.after)
     try:
         async for event in stream:

@@ -160,6 +160,8 @@ class Daemon:
                 instance.spawn_task(service.reconcile_keys(), "reconcile-keys")
             else:
                 await instance.probe_cli()
+            if instance.cli_working is False:
+                self._warn_cli(instance.cli_problem)
             self.phase = "serving"
             self.ready.set()
             self.notifier.ready(self._status_text())
@@ -171,6 +173,18 @@ class Daemon:
             return EXIT_OK
         finally:
             store.close()
+
+    def _warn_cli(self, problem: str | None) -> None:
+        """Serving without a usable CLI is allowed (health says down): say it at start too."""
+        log.warning(
+            "cli_not_usable",
+            problem=problem,
+            cli=" ".join(self.settings.daemon.cli),
+            fix=(
+                "point the `cli` setting ([daemon] cli in the config file) or CONVOSD_CLI at the "
+                'convos CLI, a path or an argv such as "node /opt/convos/bin/run.js"'
+            ),
+        )
 
     async def _stop(self, server: RpcServer, service: ConvosService, instance: Instance) -> None:
         log.info("stopping")

@@ -1,7 +1,7 @@
 """The one exception hierarchy of convosd, and how it maps onto JSON-RPC errors.
 
 Every error a client can see is a :class:`ConvosdError`. Each concrete class carries the
-JSON-RPC ``code`` and the ``kind`` name of CONTRACT section 5; ``error.data`` is built by
+JSON-RPC ``code`` and the ``kind`` name of docs/PROTOCOL.md (Errors); ``error.data`` is built by
 :meth:`ConvosdError.rpc_data` and always holds ``{"kind": KIND}``::
 
     ConvosdError
@@ -28,6 +28,8 @@ JSON-RPC ``code`` and the ``kind`` name of CONTRACT section 5; ``error.data`` is
 
 CLI errors that match a domain kind (a bad invite, a missing right) are raised as that kind
 with the CLI's text attached (``cli_message``), so callers catch by meaning, not by origin.
+Every error the CLI's output caused keeps the first line of the CLI's own message
+(``cli_error``): a client finds it in ``data.error``, an operator in the request's log line.
 
 :class:`ConfigError` is separate: it stops the daemon at start and never reaches a client.
 """
@@ -51,15 +53,22 @@ class ConvosdError(Exception):
         data: dict[str, Any] | None = None,
         cli_message: str | None = None,
         exit_code: int | None = None,
+        cli_error: str | None = None,
     ) -> None:
         self.message = message or self.default_message
         self.extra = dict(data or {})
         self.cli_message = cli_message
         self.exit_code = exit_code
+        #: the first line of the CLI's own error message, when the CLI caused this error: it
+        #: goes to ``data.error`` and to the request's log line (never message text: the CLI
+        #: is never given text where it could echo it back in an error)
+        self.cli_error = cli_error
         super().__init__(self.message)
 
     def rpc_data(self) -> dict[str, Any]:
         """The ``error.data`` object: ``kind`` first, then what this error adds."""
+        if self.cli_error:
+            return {"kind": self.kind, "error": self.cli_error, **self.extra}
         return {"kind": self.kind, **self.extra}
 
 
@@ -81,6 +90,14 @@ class AlreadyBound(ConvosdError):
     default_message = (
         "Instance already bound to a conversation. Terminate process and provision a new one."
     )
+    pending_message: ClassVar[str] = (
+        "A join is pending acceptance: cancel it with conversation.cancelJoin"
+    )
+
+    @classmethod
+    def join_pending(cls) -> AlreadyBound:
+        """Not bound yet, but a join waits for acceptance: the way out is cancelJoin."""
+        return cls(cls.pending_message, data={"pending": True})
 
 
 class InviteInvalid(ConvosdError):
@@ -138,9 +155,20 @@ class CliFailed(CliError):
         return {
             "kind": self.kind,
             "exitCode": self.exit_code,
-            "error": self.cli_message or self.message,
+            # the CLI's whole message (a parse error names the argument on its next line)
+            "error": _bounded(self.cli_message) or self.cli_error or self.message,
             **self.extra,
         }
+
+
+#: ``data.error`` holds the CLI's message, not a stack trace or pages of output.
+ERROR_TEXT_MAX = 500
+
+
+def _bounded(text: str | None) -> str | None:
+    if not text or len(text) <= ERROR_TEXT_MAX:
+        return text
+    return text[: ERROR_TEXT_MAX - 1] + "…"
 
 
 class ConversationNotFound(CliFailed):
@@ -200,3 +228,88 @@ class EventsExpired(ConvosdError):
 
 class ConfigError(Exception):
     """The configuration is invalid or missing; the message names the key or the path."""
+
+
+#: What a client should do on each error ``kind``: the one source for docs/PROTOCOL.md's
+#: error table, ``rpc.discover`` (``x-hint`` of each error) and the hints convosctl prints.
+_HINTS: dict[str, str] = {
+    "PARSE_ERROR": (
+        "Send one JSON text per line (UTF-8, ending in \\n). The connection stays open, unless "
+        "the line was longer than frameLimitBytes: then reconnect."
+    ),
+    "INVALID_REQUEST": (
+        'Send a JSON-RPC 2.0 request: "jsonrpc": "2.0", a string "method", "params" as an '
+        'object, an "id" that is a string, an integer or null.'
+    ),
+    "METHOD_NOT_FOUND": "Check the method name against rpc.discover; do not retry.",
+    "INVALID_PARAMS": (
+        "Fix the params that data.errors names (each {param, problem}); pass params by name; "
+        "do not retry unchanged."
+    ),
+    "INTERNAL": (
+        "A defect in convosd: report data.errorId (it points into the daemon's log). The "
+        "request may be retried."
+    ),
+    "NOT_BOUND": (
+        "Bind the instance first: conversation.create, conversation.join with an invite, or "
+        "(operators) convosctl setup INVITE for the owner's conversation."
+    ),
+    "ALREADY_BOUND": (
+        "With data.pending: a join awaits acceptance; wait for conversation_bound, or call "
+        "conversation.cancelJoin. Otherwise the instance is bound for good: use another "
+        "instance for another conversation (or daemon.reset to start over)."
+    ),
+    "INVITE_INVALID": "Ask for a new invite; retrying this one cannot succeed.",
+    "INVITE_EXPIRED": "Ask a member of the conversation for a new invite.",
+    "NOT_FOUND": (
+        "Check the code, subscription or id (pairing.list, status); do not retry unchanged."
+    ),
+    "PERMISSION_DENIED": (
+        "The instance lacks the right in the conversation (super admin, creator): ask a "
+        "member who has it; do not retry."
+    ),
+    "LOCKED": (
+        "The conversation is locked: unlock it (conversation.lock with unlock: true), then "
+        "call conversation.invite."
+    ),
+    "CLI_UNAVAILABLE": (
+        "The operator must fix the convos CLI (health says why; the cli setting or "
+        "CONVOSD_CLI); retrying does not help until then."
+    ),
+    "CLI_TIMEOUT": (
+        "Retry later, with the same idempotencyKey for sends: a send that timed out may have "
+        "gone out, and the key makes the retry safe."
+    ),
+    "CLI_FAILED": (
+        "Read data.error (the CLI's message) and data.exitCode; retry only when the cause is "
+        "temporary."
+    ),
+    "NETWORK_UNAVAILABLE": (
+        "Retry with backoff (sends with the same idempotencyKey); data.error holds the CLI's cause."
+    ),
+    "FORBIDDEN": (
+        "Admin methods answer root, the daemon's uid and adminUids/adminGids only: call from "
+        "such a peer."
+    ),
+    "BUSY": (
+        "Retry after data.retryAfterS seconds (with backoff when it is absent), with the same "
+        "idempotencyKey for sends."
+    ),
+    "NOT_READY": (
+        "Retry in a moment: the daemon is starting or stopping. If it persists, enabled = "
+        "false: only status, health and rpc.discover answer."
+    ),
+    "EVENTS_EXPIRED": (
+        "The events after your seq were trimmed: read or subscribe again with after = "
+        "data.firstSeq - 1 (or without after) and treat the gap as lost."
+    ),
+    "UPLOAD_UNAVAILABLE": (
+        "No upload provider is configured for attachments (CONVOS_API_KEY or "
+        "CONVOS_UPLOAD_PROVIDER* through cliEnvPassthrough): the operator must set one."
+    ),
+}
+
+
+def hint_for(kind: str) -> str | None:
+    """What a client should do on an error of ``kind`` (``data.kind``); None when unknown."""
+    return _HINTS.get(kind)

@@ -1,4 +1,4 @@
-"""The events of CONTRACT section 4, and the mapping from the CLI's message JSON. Pure.
+"""The events of docs/PROTOCOL.md, Events, and the mapping from the CLI's message JSON. Pure.
 
 An event is ``{seq, type, at, conversationId, ...fields}``; the journal assigns ``seq`` and
 ``at``. Every field a type lists is present, null where unknown.

@@ -1,4 +1,4 @@
-"""Health (CONTRACT section 3): a pure function of what the daemon knows. Never waits.
+"""Health (docs/PROTOCOL.md, Health): a pure function of what the daemon knows. Never waits.
 
 ok        unbound with a working CLI, or bound with both children running
 degraded  a child in backoff (or still starting), a config/binding mismatch
@@ -22,6 +22,8 @@ class HealthInputs:
     cli_working: bool | None  # None: not probed yet
     cli_problem: str | None = None
     cli_version_problem: str | None = None
+    #: ``convos --version`` answered at least once: with no CLI there is no version to trust
+    cli_version_known: bool = True
     state_problem: str | None = None
     journal_problem: str | None = None
     env_mismatch: str | None = None
@@ -50,7 +52,10 @@ def evaluate(inputs: HealthInputs) -> tuple[HealthStatus, dict[str, str]]:
         mark("cli", "not probed yet", "degraded")
     else:
         mark("cli", None if inputs.cli_working else (inputs.cli_problem or "not working"), "down")
-    mark("cliVersion", inputs.cli_version_problem, "down")
+    version_problem = inputs.cli_version_problem
+    if version_problem is None and inputs.cli_working is False and not inputs.cli_version_known:
+        version_problem = "unknown: the CLI did not run"
+    mark("cliVersion", version_problem, "down")
     mark("stateDir", inputs.state_problem, "down")
     mark("journal", inputs.journal_problem, "down")
     mark("env", inputs.env_mismatch, "down")

@@ -1,4 +1,4 @@
-"""The inbound pipeline, one direction (CONTRACT section 4):
+"""The inbound pipeline, one direction (docs/PROTOCOL.md, Events):
 
     child line ─▶ parse ─▶ seen/own filter ─▶ policy hook ─▶ journal ─▶ subscribers
 

@@ -649,6 +649,7 @@ class Instance:
             cli_working=self.cli_working,
             cli_problem=self.cli_problem,
             cli_version_problem=self.cli_version_problem,
+            cli_version_known=self.cli_version is not None,
             state_problem=state_problem,
             journal_problem=journal_problem,
             env_mismatch=self.env_mismatch,

@@ -1,4 +1,4 @@
-"""Invite references (CONTRACT section 3, Invites). Pure.
+"""Invite references (docs/PROTOCOL.md, Methods: Joining). Pure.
 
 Accepted: a bare slug, any URL with an ``i`` query parameter (``https://dev.convos.org/v2?i=…``,
 ``https://popup.convos.org/v2?i=…``), ``https://convos.app/join/<slug>`` and

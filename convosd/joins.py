@@ -1,4 +1,4 @@
-"""The pending join (CONTRACT section 3, 0.10 behaviour).
+"""The pending join (docs/PROTOCOL.md, Methods: Joining).
 
 Each ``join`` sends a new request and waits for a group that was not there before. When the
 creator has not accepted in time, the daemon persists ``{slug, tag, creatorInboxId,

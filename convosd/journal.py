@@ -1,4 +1,4 @@
-"""The durable event journal (CONTRACT section 4).
+"""The durable event journal (docs/PROTOCOL.md, Events).
 
 ``seq`` starts at 1 in a journal and is gap-free, increasing and durable: each batch is one
 transaction, and an event is handed to listeners only after its commit. Retention trims the

@@ -1,4 +1,4 @@
-"""The sender policy (``dmPolicy``, CONTRACT section 4): a pure decision, no I/O.
+"""The sender policy (``dmPolicy``, docs/PROTOCOL.md, Events): a pure decision, no I/O.
 
 Convos conversations are groups: the policy applies to the members who write in the bound
 conversation, to the content types text, markdown, reply, reaction and attachments

@@ -1,4 +1,4 @@
-"""A token bucket for sends (CONTRACT: over ``sendRatePerS`` → BUSY with retryAfterS). Pure."""
+"""A token bucket for sends (over ``sendRatePerS`` → BUSY with retryAfterS). Pure."""
 
 from __future__ import annotations
 

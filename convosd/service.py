@@ -1,4 +1,4 @@
-"""The JSON-RPC methods of CONTRACT section 3, on top of the instance.
+"""The JSON-RPC methods (docs/API.md, docs/PROTOCOL.md), on top of the instance.
 
 Binding rules: create/join while bound or pending → ALREADY_BOUND; any other method that needs
 a conversation while unbound → NOT_BOUND. Every one-shot CLI call goes through the instance's
@@ -75,8 +75,10 @@ class ConvosService:
         return binding.conversation_id
 
     def _not_bound_or_pending(self) -> None:
-        if self.instance.binding is not None or self.instance.store.pending_join() is not None:
+        if self.instance.binding is not None:
             raise errors.AlreadyBound()
+        if self.instance.store.pending_join() is not None:
+            raise errors.AlreadyBound.join_pending()
 
     def _own(self) -> str:
         own = self.instance.own_inbox_id

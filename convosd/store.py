@@ -1,6 +1,6 @@
 """The state dir's durable store: one SQLite database (WAL), versioned by ``user_version``.
 
-It holds what must survive a restart (CONTRACT section 1): the binding, a pending join, the
+It holds what must survive a restart (README, Operations): the binding, a pending join, the
 seen-id table, idempotency keys, the journal (see :mod:`convosd.journal`), the children's
 process groups (to reap leftovers after a SIGKILL of the daemon) and a few facts in ``meta``
 (journal id, the CLI version last used, the instance's inbox id).

@@ -148,6 +148,27 @@ def _refs(schema: Any) -> list[str]:
     return found
 
 
+def _example(method: dict[str, Any]) -> list[str]:
+    """The method's first OpenRPC example as the two lines on the wire."""
+    examples = method.get("examples") or []
+    if not examples:
+        return []
+    example = examples[0]
+    request: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method["name"]}
+    if example["params"]:
+        request["params"] = {p["name"]: p["value"] for p in example["params"]}
+    response = {"jsonrpc": "2.0", "id": 1, "result": example["result"]["value"]}
+    return [
+        "",
+        "Example (the request, then the response; on the wire each is one line):",
+        "",
+        "```json",
+        json.dumps(request, ensure_ascii=False),
+        json.dumps(response, ensure_ascii=False, indent=2),
+        "```",
+    ]
+
+
 # --- the document ---------------------------------------------------------------------------
 
 
@@ -203,14 +224,14 @@ def render(doc: dict[str, Any]) -> str:
         out.append("")
         if name is None:
             out.append(f"Result: {type_text(result)}.")
-            continue
-        model = schemas[name]
-        if "properties" not in model:
-            out.append(f"Result (`{name}`): {type_text(model)}.")
-            continue
-        out += [f"Result (`{name}`):", ""]
-        out += _properties_table(model)
-        nested += [ref for ref in _refs(model) if ref not in nested]
+        elif "properties" not in schemas[name]:
+            out.append(f"Result (`{name}`): {type_text(schemas[name])}.")
+        else:
+            model = schemas[name]
+            out += [f"Result (`{name}`):", ""]
+            out += _properties_table(model)
+            nested += [ref for ref in _refs(model) if ref not in nested]
+        out += _example(method)
     if nested:
         out += ["", "## Types", ""]
         for name in nested:
@@ -239,15 +260,16 @@ def render(doc: dict[str, Any]) -> str:
         "## Errors",
         "",
         "`error.data` always holds `{kind}`; `BUSY` may add `retryAfterS`, `EVENTS_EXPIRED` adds "
-        "`firstSeq`, `CLI_FAILED` adds `exitCode` and `error`. The standard JSON-RPC codes "
-        "(-32700 parse error, -32600 invalid request, -32601 method not found, -32603 internal "
-        "error) apply too.",
+        "`firstSeq`, `CLI_FAILED` adds `exitCode` and `error`, `INVALID_PARAMS` may add `errors`, "
+        "`ALREADY_BOUND` adds `pending: true` while a join only awaits acceptance; an error the "
+        "CLI caused keeps the CLI's own error line in `error`. The protocol around them: "
+        "docs/PROTOCOL.md.",
         "",
     ]
     out += _table(
-        ["code", "kind", "message"],
+        ["code", "kind", "message", "what a client should do"],
         (
-            [str(e["code"]), f"`{e['data']['kind']}`", e["message"]]
+            [str(e["code"]), f"`{e['data']['kind']}`", e["message"], e.get("x-hint") or ""]
             for e in doc["components"]["errors"]
         ),
     )

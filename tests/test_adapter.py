@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -233,8 +234,10 @@ async def test_missing_cli_and_garbage_output(tmp_path: Path) -> None:
     script.write_text("#!/bin/sh\necho 'not json at all'\n")
     script.chmod(0o755)
     setup = CliSetup((str(script),), "dev", tmp_path / "c", tmp_path, ())
-    with pytest.raises(errors.CliFailed, match="printed no JSON"):
+    with pytest.raises(errors.CliFailed, match="printed no JSON") as garbage:
         await ConvosCli(setup, environ={"PATH": "/bin"}).probe()
+    # what it printed may be message text: data.error describes it, never repeats it
+    assert "not json" not in json.dumps(garbage.value.rpc_data())
     script.write_text("#!/bin/sh\necho '{\"unexpected\": true}'\n")
     with pytest.raises(errors.CliFailed, match="unexpected shape"):
         await ConvosCli(setup, environ={"PATH": "/bin"}).create(name="x")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from convosd.client import Client
 from tests.fakeconvos.network import FakeNetwork
@@ -63,3 +64,44 @@ def test_check_mode(tmp_path: Path) -> None:
     assert gen.main(["--check", "--output", str(stale)]) == 1
     assert gen.main(["--output", str(stale)]) == 0
     assert gen.main(["--check", "--output", str(stale)]) == 0
+
+
+def _method_table() -> dict[str, Any]:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from convosd.config import load_settings
+    from convosd.instance import Instance
+    from convosd.rpc.subscriptions import SubscriptionHub
+    from convosd.service import ConvosService
+
+    stand_in = cast(Instance, SimpleNamespace(settings=load_settings({}, environ={})))
+    return ConvosService(stand_in, cast(SubscriptionHub, None)).methods()
+
+
+def test_every_method_has_an_example_the_daemon_would_accept_and_send() -> None:
+    """docs/API.md shows a request and a response per method; both fit the real models."""
+    from convosd.rpc.examples import METHOD_EXAMPLES
+
+    methods = _method_table()
+    missing = sorted(set(methods) - set(METHOD_EXAMPLES))
+    assert not missing, f"add an example to convosd/rpc/examples.py for: {missing}"
+    for name, spec in methods.items():
+        params, result = METHOD_EXAMPLES[name]
+        spec.params.model_validate(params or {})
+        if spec.result is not None:
+            assert (
+                spec.result.model_validate(result).model_dump(
+                    by_alias=True, mode="json", exclude_none=name == "conversation.join"
+                )
+                == result
+            ), name
+    text = (REPO / "docs" / "API.md").read_text(encoding="utf-8")
+    for name in methods:
+        section = text.split(f"\n### `{name}`\n", 1)[1].split("\n### ", 1)[0]
+        assert f'"method": "{name}"' in section and '"result": ' in section, name
+
+
+def test_method_not_found_is_in_the_error_table() -> None:
+    text = (REPO / "docs" / "API.md").read_text(encoding="utf-8")
+    assert "| -32601 | `METHOD_NOT_FOUND` | Method not found |" in text

@@ -236,4 +236,34 @@ class TestClassify:
         exc = classify("conversation:send-text", 2, NETWORK_80)
         assert exc.message == "The XMTP network cannot be reached"
         assert exc.cli_message is not None and "GetInboxIds" in exc.cli_message
-        assert exc.rpc_data() == {"kind": "NETWORK_UNAVAILABLE"}
+        # ... but the cause is kept where a client and an operator look: data.error
+        assert exc.rpc_data() == {
+            "kind": "NETWORK_UNAVAILABLE",
+            "error": NETWORK_WIDE.splitlines()[0].removeprefix(" ›   Error: "),
+        }
+
+    @pytest.mark.parametrize(
+        ("stderr", "kind", "line"),
+        [
+            # a message of several lines: only its first line; the usage help never
+            (
+                block("Cannot find native binding. npm has a bug\nCaused by: glibc"),
+                "CLI_UNAVAILABLE",
+                "Cannot find native binding. npm has a bug",
+            ),
+            (block("database is locked"), "BUSY", "database is locked"),
+            ("sh: 1: convos: not found\n", "CLI_UNAVAILABLE", "sh: 1: convos: not found"),
+            (block("Invite has expired"), "INVITE_EXPIRED", "Invite has expired"),
+        ],
+    )
+    def test_every_cli_caused_error_keeps_the_first_error_line(
+        self, stderr: str, kind: str, line: str
+    ) -> None:
+        exc = classify("conversation:send-text", 127 if "not found" in stderr else 2, stderr)
+        assert exc.rpc_data()["kind"] == kind
+        assert exc.rpc_data()["error"] == line
+
+    def test_first_error_line_is_bounded(self) -> None:
+        exc = classify("conversation:send-text", 2, block("x" * 5000))
+        assert isinstance(exc, errors.CliFailed)
+        assert len(exc.rpc_data()["error"]) == 500

@@ -1,4 +1,4 @@
-"""Config: sources, precedence, defaults, and errors that name the key (CONTRACT section 1)."""
+"""Config: sources, precedence, defaults, and errors that name the key (README, Configuration)."""
 
 from __future__ import annotations
 
@@ -176,3 +176,46 @@ def test_resolved_paths_put_the_cli_home_in_the_state_dir() -> None:
     assert p.cli_env_file == Path("/srv/c1/cli.env")
     assert p.cli_process_home == Path("/srv/c1/home")
     assert p.socket == Path("/tmp/convosd-0/convosd.sock")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            '[daemon]\nlog_level = "debug"\n',
+            "unknown key [daemon] log_level (did you mean logLevel?)",
+        ),
+        (
+            '[convos]\ndm_policy = "open"\n',
+            "unknown key [convos] dm_policy (did you mean dmPolicy?)",
+        ),
+        ("[daemon]\nmaxMesageBytes = 10\n", "(did you mean maxMessageBytes?)"),
+    ],
+)
+def test_keys_in_another_spelling_are_refused(tmp_path: Path, text: str, needle: str) -> None:
+    """One spelling per key: a snake_case key is refused with the known ones listed."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings({"config": str(cfg)}, environ={})
+    assert needle in str(info.value) and "allowed: " in str(info.value)
+    assert "logLevel" in str(info.value) or "dmPolicy" in str(info.value)
+
+
+def test_unknown_environment_variables_name_the_nearest_known_one() -> None:
+    from convosd.config import unknown_env_vars
+
+    environ = {
+        "CONVOSD_DMPOLICY": "open",
+        "CONVOSD_LOGLEVEL": "debug",
+        "CONVOSD_SOCKET": "/x.sock",
+        "CONVOSD_CONFIG": "/x.toml",
+        "CONVOSD_GATEWAY_TOKEN": "t",
+        "CONVOSD_ZZZ": "1",
+        "HOME": "/root",
+    }
+    assert unknown_env_vars(environ) == [
+        ("CONVOSD_DMPOLICY", "CONVOSD_DM_POLICY"),
+        ("CONVOSD_LOGLEVEL", "CONVOSD_LOG_LEVEL"),
+        ("CONVOSD_ZZZ", None),
+    ]

@@ -99,7 +99,7 @@ def test_dockerfile_base_user_and_entrypoint() -> None:
     assert (
         'npm install --global --no-audit --no-fund --loglevel=error "node@${NODE_VERSION}"' in run
     )
-    # the steps of `make setup`, and the CLI probe of CONTRACT section 1
+    # the steps of `make setup`, and the CLI probe the README describes
     assert "pip install --quiet -c constraints.txt ." in run
     assert "npm ci" in run and "identity list --json" in run
     for word, rest in instructions():

@@ -1,4 +1,4 @@
-"""Health as CONTRACT section 3 defines it: a pure function of the daemon's facts."""
+"""Health as docs/PROTOCOL.md defines it: a pure function of the daemon's facts."""
 
 from __future__ import annotations
 
@@ -59,3 +59,13 @@ def test_down_beats_degraded() -> None:
         )
     )
     assert status == "down"
+
+
+def test_no_cli_means_no_trusted_version() -> None:
+    status, checks = evaluate(
+        HealthInputs(cli_working=False, cli_problem="not found", cli_version_known=False)
+    )
+    assert status == "down" and checks["cliVersion"].startswith("unknown")
+    # the version answered but the identity probe failed: the version itself is fine
+    _, checks = evaluate(HealthInputs(cli_working=False, cli_problem="binding"))
+    assert checks["cliVersion"] == "ok"

@@ -1,4 +1,4 @@
-"""Every method of CONTRACT section 3 through the socket, against the CLI double."""
+"""Every method of docs/API.md through the socket, against the CLI double."""
 
 from __future__ import annotations
 
@@ -249,8 +249,17 @@ async def test_pending_join_binds_when_accepted(
     assert result["creatorInboxId"] == created.inbox_id and result["retryUntil"]
     status = await client.call("status")
     assert status["pending"] is True and status["clean"] is False
-    with pytest.raises(errors.AlreadyBound):
-        await client.call("conversation.join", {"inviteUrl": slug})
+    for method, params in (
+        ("conversation.join", {"inviteUrl": slug}),
+        ("conversation.create", {"name": "other"}),
+    ):
+        with pytest.raises(errors.AlreadyBound) as refused:
+            await client.call(method, params)
+        # pending, not bound: the message says how to get out of it
+        assert refused.value.message == (
+            "A join is pending acceptance: cancel it with conversation.cancelJoin"
+        )
+        assert refused.value.extra == {"pending": True}
     watcher = await owner.join_requests_spec(created.conversation_id).spawn()
     try:
         assert await eventually(lambda: daemon.instance.binding is not None, within_s=20)
@@ -586,3 +595,40 @@ async def test_refused_cli_versions_make_health_down(
             health = await client.health()
     assert health.status == "down"
     assert problem in health.checks["cliVersion"]
+
+
+async def test_network_unavailable_keeps_the_cli_error_line(
+    client: Client, net: FakeNetwork
+) -> None:
+    """NETWORK_UNAVAILABLE says why: the CLI's first error line, in data.error and the log."""
+    from structlog.testing import capture_logs
+
+    await client.call("conversation.create", {"name": "x"})
+    net.add_fault("unreachable", command="conversation:send-text")
+    with capture_logs() as logs, pytest.raises(errors.NetworkUnavailable) as info:
+        await client.call("message.send", {"message": "secret words"})
+    line = info.value.extra["error"]
+    assert "dns error" in line and "\n" not in line and "secret words" not in line
+    rpc = [e for e in logs if e["event"] == "rpc" and e["method"] == "message.send"]
+    assert rpc and rpc[0]["outcome"] == "NETWORK_UNAVAILABLE" and rpc[0]["cli_error"] == line
+
+
+async def test_no_usable_cli_warns_at_start_and_health_says_so(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    from structlog.testing import capture_logs
+
+    missing = str(tmp_path / "no-such-convos")
+    with capture_logs() as logs:
+        async with running_daemon(net, tmp_path / "d", cli=(missing,)) as daemon:
+            client = await daemon.client()
+            async with client:
+                health = await client.call("health")
+    assert health["status"] == "down" and health["checks"]["cli"] != "ok"
+    # no CLI ran, so no version can be vouched for
+    assert health["checks"]["cliVersion"] != "ok"
+    warned = [e for e in logs if e["event"] == "cli_not_usable"]
+    assert warned and warned[0]["log_level"] == "warning" and warned[0]["cli"] == missing
+    assert "CONVOSD_CLI" in warned[0]["fix"] and "`cli`" in warned[0]["fix"]
+    ready = [i for i, e in enumerate(logs) if e["event"] == "ready"]
+    assert ready and logs.index(warned[0]) < ready[0]

@@ -148,7 +148,7 @@ class Upstream:
 
 
 def from_daemon(exc: errors.ConvosdError) -> HttpError:
-    """The HTTP answer for an error of convosd (CONTRACT section 5)."""
+    """The HTTP answer for an error of convosd (docs/PROTOCOL.md, Errors)."""
     if isinstance(exc, errors.AlreadyBound):
         return HttpError(409, errors.AlreadyBound.default_message)
     if isinstance(exc, errors.InvalidParams):

@@ -24,7 +24,7 @@ from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environmen
 
 M = TypeVar("M", bound=BaseModel)
 
-#: CONTRACT section 0: convosd drives the 0.10.x CLI only.
+#: convosd drives the 0.10.x CLI only.
 SUPPORTED_SERIES = (0, 10)
 
 
@@ -99,7 +99,8 @@ class ConvosCli:
         except NoJsonOutput:
             raise errors.CliFailed(
                 f"convos {invocation.command.replace(':', ' ')} printed no JSON",
-                cli_message=result.stdout[-500:] or None,
+                # its size, not its text: stdout may hold message content
+                cli_message=f"{len(result.stdout)} characters of output, no JSON document",
                 exit_code=0,
             ) from None
 
@@ -154,7 +155,7 @@ class ConvosCli:
             ) from None
 
     async def probe(self) -> list[models.IdentityEntry]:
-        """CONTRACT section 1: the CLI works when ``identity list --json`` exits 0."""
+        """The CLI works when ``identity list --json`` exits 0."""
         return await self.identity_list()
 
     async def identity_list(self) -> list[models.IdentityEntry]:
@@ -289,7 +290,7 @@ class ConvosCli:
 
 
 def check_version(version: models.CliVersion, last_used: str | None = None) -> None:
-    """CONTRACT section 0: 0.10.x only, and never older than the version last used here."""
+    """0.10.x only (README: Why this CLI version), never older than the version last used here."""
     major, minor, _patch = version.parts
     if (major, minor) != SUPPORTED_SERIES:
         raise errors.CliUnavailable(

@@ -222,7 +222,7 @@ class PermissionsResult(_Out):
 
     @property
     def locked(self) -> bool:
-        """CONTRACT: ``locked`` = the add-member permission is deny."""
+        """``locked`` = the add-member permission is deny."""
         return self.policy_set.add_member_policy == PermissionPolicy.DENY
 
 

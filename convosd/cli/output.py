@@ -74,6 +74,17 @@ def error_text(stderr: str) -> str | None:
     return None
 
 
+def first_error_line(text: str) -> str | None:
+    """The first non-blank line of the CLI's error message (unwrapped), cut to a bound:
+    one line, not a stack trace or the usage help."""
+    limit = errors.ERROR_TEXT_MAX
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+    return None
+
+
 def _flat(text: str) -> str:
     """White space folded: wrapping can put a break anywhere a space was."""
     return " ".join(text.split())
@@ -124,8 +135,10 @@ def classify(command: str, exit_code: int, stderr: str) -> errors.ConvosdError:
     flat = _flat(raw)
     tail = flat[-2000:]
 
+    first = first_error_line(raw)
+
     def make(cls: type[errors.ConvosdError], text: str | None = None) -> errors.ConvosdError:
-        return cls(text, cli_message=flat or None, exit_code=exit_code)
+        return cls(text, cli_message=flat or None, exit_code=exit_code, cli_error=first)
 
     if _BINDING.search(stderr):
         return make(errors.CliUnavailable, "The convos CLI cannot load its native binding")

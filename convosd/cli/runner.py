@@ -49,7 +49,7 @@ def child_environment(
     passthrough: Sequence[str],
     parent: Mapping[str, str],
 ) -> dict[str, str]:
-    """The clean environment of CONTRACT section 1: never the daemon's whole environment."""
+    """The clean environment (README, How convosd runs the CLI), never the daemon's own."""
     result = {
         "PATH": parent.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "LANG": parent.get("LANG", "C.UTF-8"),

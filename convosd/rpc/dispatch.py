@@ -1,7 +1,7 @@
 """Dispatch of one request: envelope checked by :mod:`protocol`, params by pydantic, the call
 routed by jsonrpcserver (one ``dispatch_to_serializable`` per single request, its per-request
 jsonschema validator replaced by a no-op because :mod:`protocol` already checked the
-envelope), and every exception mapped to a CONTRACT error code.
+envelope), and every exception mapped to an error code of docs/PROTOCOL.md.
 
 jsonrpcserver turns a raised exception into -32603 *with the exception text*; no exception
 reaches it here: :class:`ConvosdError` becomes its code and kind, anything else becomes
@@ -81,6 +81,7 @@ class Dispatcher:
     async def _call(self, spec: MethodSpec, ctx: CallContext, raw: dict[str, Any]) -> Any:
         started = time.perf_counter()
         outcome = "ok"
+        cli_error: str | None = None
         try:
             reason = self.not_ready()
             if reason is not None and not spec.always:
@@ -99,6 +100,7 @@ class Dispatcher:
             return result
         except errors.ConvosdError as exc:
             outcome = exc.kind
+            cli_error = exc.cli_error
             raise JsonRpcError(exc.code, exc.message, exc.rpc_data()) from None
         except Exception:
             error_id = uuid.uuid4().hex[:12]
@@ -117,6 +119,8 @@ class Dispatcher:
                 outcome=outcome,
                 ms=round((time.perf_counter() - started) * 1000, 2),
                 peer_uid=ctx.peer_uid,
+                # the CLI's own first error line: the cause an operator needs (never text)
+                **({"cli_error": cli_error} if cli_error else {}),
             )
 
     async def dispatch(self, request: protocol.Request, ctx: CallContext) -> dict[str, Any] | None:

@@ -7,14 +7,27 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from convosd.errors import ConvosdError
+from convosd.errors import ConvosdError, hint_for
 from convosd.rpc.dispatch import MethodSpec
+from convosd.rpc.examples import openrpc_examples
 
 REF = "#/components/schemas/{model}"
 
 
+#: The JSON-RPC standard errors convosd answers with (-32602 is :class:`InvalidParams`).
+_STANDARD = (
+    (-32700, "Parse error", "PARSE_ERROR"),
+    (-32600, "Invalid Request", "INVALID_REQUEST"),
+    (-32601, "Method not found", "METHOD_NOT_FOUND"),
+    (-32603, "Internal error", "INTERNAL"),
+)
+
+
 def _error_table() -> list[dict[str, Any]]:
-    seen: dict[int, dict[str, Any]] = {}
+    seen: dict[int, dict[str, Any]] = {
+        code: {"code": code, "message": message, "data": {"kind": kind}}
+        for code, message, kind in _STANDARD
+    }
     stack: list[type[ConvosdError]] = [ConvosdError]
     while stack:
         cls = stack.pop()
@@ -26,6 +39,8 @@ def _error_table() -> list[dict[str, Any]]:
             "message": cls.default_message,
             "data": {"kind": cls.kind},
         }
+    for entry in seen.values():
+        entry["x-hint"] = hint_for(entry["data"]["kind"])
     return sorted(seen.values(), key=lambda e: -e["code"])
 
 
@@ -60,6 +75,7 @@ def document(methods: dict[str, MethodSpec], *, version: str) -> dict[str, Any]:
                 else {"type": "object"},
             },
             "x-admin": spec.admin,
+            "examples": openrpc_examples(name),
         }
         entries.append(entry)
     return {

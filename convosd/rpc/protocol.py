@@ -1,4 +1,4 @@
-"""JSON-RPC 2.0 framing and envelopes over NDJSON: pure, no I/O (CONTRACT section 2).
+"""JSON-RPC 2.0 framing and envelopes over NDJSON: pure, no I/O (docs/PROTOCOL.md, The socket).
 
 :func:`parse_frame` turns one line into what must be done with it: a parse error, one
 request, or a batch whose elements are checked one by one (the specification wants an

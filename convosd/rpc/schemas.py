@@ -1,4 +1,4 @@
-"""The params and results of every method (CONTRACT section 3), as pydantic models.
+"""The params and results of every method (docs/API.md), as pydantic models.
 
 The same models validate requests, build results and generate ``rpc.discover``, so the
 published schema cannot drift from what the daemon does.

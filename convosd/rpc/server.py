@@ -1,4 +1,4 @@
-"""The JSON-RPC server on a Unix stream socket (CONTRACT section 2).
+"""The JSON-RPC server on a Unix stream socket (docs/PROTOCOL.md, The socket).
 
 NDJSON both ways. Each connection reads frames with a hard size limit and runs its requests
 concurrently (responses may come out of order); one writer task per connection writes
@@ -45,7 +45,7 @@ class Peer:
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    """Who may connect, and who is an admin (CONTRACT section 2)."""
+    """Who may connect, and who is an admin (docs/PROTOCOL.md, The socket)."""
 
     daemon_uid: int
     allow_uids: frozenset[int] = frozenset()

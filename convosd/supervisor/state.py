@@ -1,4 +1,4 @@
-"""The state of one supervised child (CONTRACT section 3, CHILD). Pure: no I/O, no clock.
+"""The state of one supervised child (``status.children``, docs/API.md). Pure: no I/O, no clock.
 
     stopped ──start──▶ starting ──first line/ready──▶ running
        ▲                  │  │                          │

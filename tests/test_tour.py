@@ -1,0 +1,41 @@
+"""The README's offline tour (scripts/tour.sh) works, works again, and fails fast."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TOUR = REPO / "scripts" / "tour.sh"
+
+
+async def tour(tmp_path: Path, **env: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(TOUR),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "TOUR_DIR": str(tmp_path / "tour"), **env},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 50)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_the_tour_runs_and_runs_again(tmp_path: Path) -> None:
+    for attempt in (1, 2):
+        code, out = await tour(tmp_path)
+        assert code == 0, f"run {attempt}:\n{out}"
+        assert "hi agent, it's Bob" in out  # the agent saw the second member's message
+        assert "Bob sees: hello Bob" in out and "tour done" in out
+    assert not (tmp_path / "tour" / "convosd.pid").exists()
+
+
+async def test_the_tour_fails_fast_when_the_daemon_cannot_start(tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, out = await tour(tmp_path, CONVOSD_MAX_MESSAGE_BYTES="999999999")
+    assert code != 0 and "convosd exited at start" in out
+    assert "maxMessageBytes" in out  # the daemon's own reason is shown
+    assert time.monotonic() - started < 20
