@@ -200,3 +200,43 @@ class EventsExpired(ConvosdError):
 
 class ConfigError(Exception):
     """The configuration is invalid or missing; the message names the key or the path."""
+
+
+#: What a client should do about each error kind: one short sentence, for tools and agents
+#: that show the error to a person or a model (the MCP server, convosctl).
+_HINTS: dict[str, str] = {
+    "INVALID_PARAMS": "Fix the parameters named in the message and call again.",
+    "NOT_BOUND": "No conversation yet: an operator must create or join one first "
+    "(convosctl create / convosctl join INVITE).",
+    "ALREADY_BOUND": "This instance already has its conversation; use it, or provision a new "
+    "instance (own state dir) for another one. A pending join can be cancelled with "
+    "conversation.cancelJoin.",
+    "INVITE_INVALID": "Check the invite (a slug or a convos.app/join link, not this "
+    "instance's own) and ask its creator for a fresh one if needed.",
+    "INVITE_EXPIRED": "Ask the conversation's creator for a new invite.",
+    "NOT_FOUND": "The code, subscription or join is unknown or expired: list what exists "
+    "(pairing.list, status) and use a current one.",
+    "PERMISSION_DENIED": "The instance lacks the right (super admin or creator) in the "
+    "conversation: ask an admin to do it or to grant the right.",
+    "LOCKED": "The conversation is locked: an admin must unlock it first "
+    "(conversation.lock with unlock: true).",
+    "CLI_UNAVAILABLE": "The convos CLI cannot run: check the daemon's `cli` setting and its "
+    "health (convosctl health), then retry.",
+    "CLI_TIMEOUT": "The convos CLI took too long (network or load): retry later.",
+    "CLI_FAILED": "The convos CLI failed: read data.error for its message; retry if it looks "
+    "transient.",
+    "NETWORK_UNAVAILABLE": "The XMTP network cannot be reached: retry when the connection is back.",
+    "FORBIDDEN": "This is an admin method: call it as the daemon's user, root, or a peer in "
+    "adminUids/adminGids.",
+    "BUSY": "Wait data.retryAfterS seconds (or a second) and retry with the same idempotency key.",
+    "NOT_READY": "The daemon is starting, stopping or disabled: retry in a few seconds; if "
+    "it persists, check convosctl health.",
+    "EVENTS_EXPIRED": "Those events were trimmed from the journal: read again from "
+    "data.firstSeq - 1.",
+    "INTERNAL": "An internal error: look up data.errorId in the daemon's log and report it.",
+}
+
+
+def hint_for(kind: str) -> str | None:
+    """A short "what to do" for an error ``kind`` (``data.kind``), or None if unknown."""
+    return _HINTS.get(kind)
