@@ -404,6 +404,7 @@ class ConvosdMcp:
         self._connect_lock = asyncio.Lock()
         self._cursor_lock = asyncio.Lock()
         self._discovered: tuple[float, Json] | None = None
+        self._tools: tuple[Json, list[tuple[ToolSpec, types.Tool]]] | None = None
         self.server: Server[Any] = Server(
             "convosd",
             version="0.1.0",
@@ -459,6 +460,8 @@ class ConvosdMcp:
         except (DaemonUnreachable, errors.ConvosdError) as exc:
             log.warning("rpc.discover failed (%s): listing the base tools only", exc)
             document = {"methods": []}
+        if self._tools is not None and self._tools[0] is document:
+            return self._tools[1]
         methods = {m.get("name"): m for m in document.get("methods", [])}
         components = document.get("components", {}).get("schemas", {})
         offered = []
@@ -478,6 +481,7 @@ class ConvosdMcp:
                 output_schema=output_schema(spec.result) if spec.result is not None else None,
             )
             offered.append((spec, tool))
+        self._tools = (document, offered)
         return offered
 
     async def _list_tools(
