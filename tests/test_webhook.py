@@ -410,3 +410,34 @@ def test_signature_scheme_matches_the_readme() -> None:
     old = str(int(time.time()) - 3600)
     stale = {"X-Convosd-Timestamp": old, "X-Convosd-Signature": sign(SECRET, old, body)}
     assert namespace["verify_convosd"](SECRET, stale, body) is False
+
+
+async def test_starts_at_the_journal_end_and_saves_it_at_once(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    async with Receiver() as receiver, running_daemon(net, tmp_path / "d") as daemon:
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        await bob.send_text(cid, "old")
+        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        journal_id, (old_seq,) = await journal_seqs(daemon.socket, ["message"])
+        config = relay_config(
+            tmp_path, daemon.socket, receiver.url, start="latest", types=["message"]
+        )
+        async with running_relay(config) as relay:
+            await asyncio.wait_for(relay.ready.wait(), 10)
+            # Saved before any delivery: a restart now would not start at a later "now".
+            saved = cursor_of(config)
+            assert saved["journalId"] == journal_id and saved["after"] >= old_seq
+            await bob.send_text(cid, "new")
+            assert await eventually(lambda: len(receiver.accepted) == 1, within_s=30)
+    assert json.loads(receiver.accepted[0].body)["content"] == "new"
+
+
+def test_corrupt_state_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "c.json"
+    state.write_text("{not json")
+    code = main(
+        ["--url", "http://127.0.0.1:9/", "--state-file", str(state)],
+        {"CONVOSD_WEBHOOK_SECRET": "s" * 20},
+    )
+    assert code == 2 and "fix or remove it" in capsys.readouterr().err

@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -78,7 +78,7 @@ class WaitToolParams(s.Params):
         description="Give up after this many seconds (0..300) and return no events.",
     )
     types: list[s.EventType] = Field(
-        default_factory=lambda: ["message"],
+        default_factory=lambda: list[s.EventType](["message"]),
         description='Wake up for these event types (default ["message"]: a member wrote).',
     )
 
@@ -624,13 +624,13 @@ class ConvosdMcp:
                 by_alias=True
             )
 
-    async def _wait_on(self, client: Client, kinds: list[str], wait_s: float) -> list[Json]:
+    async def _wait_on(self, client: Client, kinds: Sequence[str], wait_s: float) -> list[Json]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         for _ in range(3):
             try:
                 sub = await client.call(
-                    "events.subscribe", {"after": self.cursor.seq, "types": kinds}
+                    "events.subscribe", {"after": self.cursor.seq, "types": list(kinds)}
                 )
                 break
             except errors.EventsExpired as exc:

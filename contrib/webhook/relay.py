@@ -319,7 +319,7 @@ class Relay:
             self.poster.close()
 
     def _backoff(self, attempt: int) -> float:
-        cap = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2**attempt)
+        cap = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2.0**attempt)
         return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter"
 
     async def deliver(self, journal_id: str, event: Json) -> None:
