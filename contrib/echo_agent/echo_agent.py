@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from contrib.socket_path import UntrustedSocket, socket_path
 from convosd import errors
 from convosd.client import ConvosdClient, EventStream
-from convosd.config import default_socket_path
 
 log = logging.getLogger("echo_agent")
 
@@ -321,11 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    socket = Path(
-        args.socket
-        or os.environ.get("CONVOSD_SOCKET")
-        or default_socket_path(os.environ, os.getuid())
-    )
+    try:
+        socket = socket_path(args.socket)
+    except UntrustedSocket as exc:
+        sys.stderr.write(f"echo-agent: {exc}\n")
+        return 2
     agent = EchoAgent(
         socket,
         args.state_file,

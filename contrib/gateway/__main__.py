@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from contrib.gateway.server import Gateway, GatewayConfig
-from convosd.config import default_socket_path
+from contrib.socket_path import socket_path
 
 TOKEN_ENV = "CONVOSD_GATEWAY_TOKEN"
 log = logging.getLogger("contrib.gateway")
@@ -77,9 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> GatewayConfig:
-    socket = args.socket or Path(
-        environ.get("CONVOSD_SOCKET") or default_socket_path(environ, os.getuid())
-    )
+    socket = socket_path(args.socket, environ)
     host, port = args.listen
     return GatewayConfig(
         socket=socket,

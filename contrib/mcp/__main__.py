@@ -1,0 +1,74 @@
+"""``python -m contrib.mcp [--socket PATH] [--allow-admin] [--start latest|beginning]``.
+
+Serves MCP on stdin/stdout (the stdio transport); logs go to stderr. Exit 2: bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from contrib.mcp.server import MAX_WAIT_S, ConvosdMcp, serve_stdio
+from contrib.socket_path import UntrustedSocket, socket_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m contrib.mcp",
+        description="An MCP server (stdio) with tools for convosd's conversation.",
+    )
+    parser.add_argument(
+        "--socket", help="convosd's socket (default: $CONVOSD_SOCKET, else convosd's default path)"
+    )
+    parser.add_argument(
+        "--allow-admin",
+        action="store_true",
+        help="also offer the admin tools (create, join, lock, explode, pairing, reset); the "
+        "daemon still checks that this process's user is an admin peer",
+    )
+    parser.add_argument(
+        "--start",
+        choices=("latest", "beginning"),
+        default="latest",
+        help="where read_events starts: new events only (default) or the whole journal",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=MAX_WAIT_S,
+        metavar="S",
+        help=f"the longest wait_for_message may block (default {MAX_WAIT_S:g})",
+    )
+    parser.add_argument("--log-level", default="WARNING")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,  # stdout carries the protocol
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        socket = socket_path(args.socket)
+    except UntrustedSocket as exc:
+        sys.stderr.write(f"convosd-mcp: {exc}\n")
+        return 2
+    app = ConvosdMcp(
+        socket,
+        allow_admin=args.allow_admin,
+        start=args.start,
+        max_wait_s=args.max_wait,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_stdio(app))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

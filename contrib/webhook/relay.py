@@ -1,0 +1,384 @@
+"""A signed webhook relay: every journal event of convosd, POSTed in order to one URL.
+
+At-least-once, in order, across relay and daemon restarts: the relay follows the journal
+with :class:`convosd.client.EventStream` from a cursor it keeps in a state file, and moves
+that cursor (written atomically: temp file, fsync, rename) only after the receiver
+acknowledged the event with a 2xx, or after the event went to the dead-letter file. An event
+in flight when the relay dies is delivered again after the restart, with the same
+``Idempotency-Key``.
+
+Each request::
+
+    POST <url>
+    Content-Type: application/json
+    Idempotency-Key: <journalId>:<seq>
+    X-Convosd-Event-Type: <event type>
+    X-Convosd-Timestamp: <unix seconds>
+    X-Convosd-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>
+
+    <the event, as JSON>
+
+The timestamp and signature are fresh on every attempt. Network errors, timeouts, 408, 429
+and 5xx are retried with exponential backoff and jitter (a ``Retry-After`` is honoured); any
+other answer, or retrying for longer than ``give_up_after_s``, sends the event to the
+dead-letter file (JSON lines) and the relay goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import os
+import random
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convosd import errors
+from convosd.client import ConvosdClient, EventStream
+
+log = logging.getLogger("contrib.webhook")
+
+Json = dict[str, Any]
+USER_AGENT = "convosd-webhook/0.1"
+
+
+class ConfigProblem(Exception):
+    """A bad URL, secret or option: the relay does not start (exit 2)."""
+
+
+def check_url(url: str) -> urllib.parse.SplitResult:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigProblem(f"bad webhook URL {url!r}: expected http(s)://host[:port]/path")
+    if parts.username or parts.password:
+        raise ConfigProblem("bad webhook URL: credentials in the URL are not supported")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ConfigProblem(f"bad webhook URL {url!r}: {exc}") from exc
+    return parts
+
+
+def load_secret(secret_file: Path | None, environ: dict[str, str] | os._Environ[str]) -> bytes:
+    """The signing secret: the file's content (stripped) or ``$CONVOSD_WEBHOOK_SECRET``."""
+    if secret_file is not None:
+        try:
+            text = secret_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigProblem(
+                f"cannot read the secret file {secret_file}: {exc.strerror}"
+            ) from exc
+        where = str(secret_file)
+    else:
+        text = environ.get("CONVOSD_WEBHOOK_SECRET", "").strip()
+        where = "$CONVOSD_WEBHOOK_SECRET"
+        if not text:
+            raise ConfigProblem(
+                "no signing secret: give --secret-file FILE or set CONVOSD_WEBHOOK_SECRET"
+            )
+    if len(text) < 16:
+        raise ConfigProblem(f"the secret in {where} is too short: use at least 16 characters")
+    return text.encode()
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify(
+    secret: bytes, timestamp: str, body: bytes, signature: str, *, max_age_s: float = 300
+) -> bool:
+    """The receiver's check (as in the README): signature, then the timestamp's age."""
+    if not hmac.compare_digest(sign(secret, timestamp, body), signature):
+        return False
+    return abs(time.time() - int(timestamp)) <= max_age_s
+
+
+# --- the cursor ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    journal_id: str | None
+    after: int
+
+
+def load_cursor(path: Path) -> Cursor | None:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigProblem(f"state file {path} is unreadable ({exc}): fix or remove it") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("after"), int) or raw["after"] < 0:
+        raise ConfigProblem(f"state file {path} holds no valid cursor: fix or remove it")
+    journal_id = raw.get("journalId")
+    return Cursor(journal_id if isinstance(journal_id, str) else None, raw["after"])
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename over, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_cursor(path: Path, cursor: Cursor) -> None:
+    write_atomically(
+        path, json.dumps({"journalId": cursor.journal_id, "after": cursor.after}).encode()
+    )
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    retry: bool  # worth another attempt
+    error: str = ""
+    retry_after_s: float | None = None
+    status: int | None = None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - now)
+    return None
+
+
+class Poster:
+    """POSTs over one kept-alive connection (blocking: it runs in a worker thread)."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.parts = check_url(url)
+        self.timeout_s = timeout_s
+        self.path = urllib.parse.urlunsplit(("", "", self.parts.path or "/", self.parts.query, ""))
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = (
+                http.client.HTTPSConnection
+                if self.parts.scheme == "https"
+                else http.client.HTTPConnection
+            )
+            self._conn = cls(self.parts.hostname or "", self.parts.port, timeout=self.timeout_s)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Outcome:
+        try:
+            conn = self._connection()
+            conn.request("POST", self.path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.getheader("Connection", "").lower() == "close":
+                self.close()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return Outcome(False, True, f"{type(exc).__name__}: {exc}")
+        status = response.status
+        if 200 <= status < 300:
+            return Outcome(True, False, status=status)
+        retry = status in (408, 429) or status >= 500
+        return Outcome(
+            False,
+            retry,
+            f"HTTP {status}",
+            parse_retry_after(response.getheader("Retry-After"), time.time()) if retry else None,
+            status,
+        )
+
+
+# --- the relay -------------------------------------------------------------------------------
+
+
+@dataclass
+class RelayConfig:
+    socket: Path
+    url: str
+    secret: bytes
+    state_file: Path
+    dead_letter: Path | None = None  # default: <state_file>.dead.jsonl
+    types: list[str] | None = None
+    start: str = "latest"  # without a state file: "latest" or "beginning"
+    timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 60.0
+    give_up_after_s: float = 3600.0
+
+    @property
+    def dead_letter_path(self) -> Path:
+        return self.dead_letter or self.state_file.with_name(self.state_file.name + ".dead.jsonl")
+
+
+@dataclass
+class Stats:
+    delivered: int = 0
+    attempts: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class Relay:
+    def __init__(
+        self,
+        config: RelayConfig,
+        *,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.poster = Poster(config.url, config.timeout_s)
+        self.stats = Stats()
+        self.cursor: Cursor | None = None
+        self.ready = asyncio.Event()
+        self._sleep = sleep
+
+    async def _initial_cursor(self) -> Cursor:
+        saved = load_cursor(self.config.state_file)
+        if saved is not None:
+            return saved
+        async with await ConvosdClient.connect(self.config.socket) as client:
+            journal = (await client.status()).journal
+        after = journal.last_seq if self.config.start == "latest" else max(0, journal.first_seq - 1)
+        cursor = Cursor(journal.journal_id, after)
+        # Written at once: a restart before the first delivery resumes here, not at "now".
+        save_cursor(self.config.state_file, cursor)
+        return cursor
+
+    async def run(self) -> None:
+        self.config.state_file.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                self.cursor = await self._initial_cursor()
+                break
+            except (OSError, ConnectionError, errors.NotReady) as exc:
+                log.warning("daemon not reachable at %s (%s); retrying", self.config.socket, exc)
+                await self._sleep(1.0)
+        log.info("relaying from seq %d of journal %s", self.cursor.after, self.cursor.journal_id)
+        self.ready.set()
+        try:
+            while True:
+                stream = EventStream(
+                    self.config.socket,
+                    after=self.cursor.after,
+                    types=self.config.types,
+                    journal_id=self.cursor.journal_id,
+                )
+                try:
+                    async for event in stream:
+                        journal_id = stream.journal_id or ""
+                        await self.deliver(journal_id, event)
+                        self.cursor = Cursor(journal_id, int(event["seq"]))
+                        save_cursor(self.config.state_file, self.cursor)
+                except errors.EventsExpired as exc:
+                    log.error(
+                        "events after seq %d were trimmed from the journal before they were "
+                        "relayed; going on from seq %d",
+                        self.cursor.after,
+                        exc.first_seq - 1,
+                    )
+                    self.cursor = Cursor(self.cursor.journal_id, exc.first_seq - 1)
+                    save_cursor(self.config.state_file, self.cursor)
+        finally:
+            self.poster.close()
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2.0**attempt)
+        return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter"
+
+    async def deliver(self, journal_id: str, event: Json) -> None:
+        key = f"{journal_id}:{event['seq']}"
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.give_up_after_s
+        first_at = time.time()
+        attempt = 0
+        while True:
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "Idempotency-Key": key,
+                "X-Convosd-Event-Type": str(event.get("type")),
+                "X-Convosd-Timestamp": timestamp,
+                "X-Convosd-Signature": sign(self.config.secret, timestamp, body),
+            }
+            self.stats.attempts += 1
+            outcome = await asyncio.to_thread(self.poster.post, body, headers)
+            label = "ok" if outcome.ok else outcome.error.split(":")[0]
+            self.stats.by_outcome[label] = self.stats.by_outcome.get(label, 0) + 1
+            if outcome.ok:
+                self.stats.delivered += 1
+                return
+            wait = (
+                outcome.retry_after_s
+                if outcome.retry_after_s is not None
+                else self._backoff(attempt)
+            )
+            if not outcome.retry or loop.time() + wait > deadline:
+                self._dead_letter(key, journal_id, event, attempt + 1, outcome.error, first_at)
+                return
+            log.info("delivery of %s failed (%s); retrying in %.2fs", key, outcome.error, wait)
+            self.stats.retries += 1
+            attempt += 1
+            await self._sleep(wait)
+
+    def _dead_letter(
+        self, key: str, journal_id: str, event: Json, attempts: int, error: str, first_at: float
+    ) -> None:
+        record = {
+            "idempotencyKey": key,
+            "journalId": journal_id,
+            "seq": event["seq"],
+            "type": event.get("type"),
+            "attempts": attempts,
+            "lastError": error,
+            "firstAttemptAt": first_at,
+            "gaveUpAt": time.time(),
+            "event": event,
+        }
+        path = self.config.dead_letter_path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, json.dumps(record, ensure_ascii=False).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.stats.dead_lettered += 1
+        log.error("gave up on %s after %d attempts (%s): written to %s", key, attempts, error, path)

@@ -1,0 +1,443 @@
+"""The webhook relay (contrib/webhook) against a local receiver that fails on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contrib.webhook.__main__ import main
+from contrib.webhook.relay import Relay, RelayConfig, sign, verify
+from convosd.cli import ConvosCli
+from convosd.client import ConvosdClient
+from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import eventually
+from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = b"a-test-secret-of-enough-length"
+
+
+@dataclass
+class Hit:
+    """One request the receiver got."""
+
+    key: str
+    seq: int
+    event_type: str
+    body: bytes
+    signed: bool
+    at: float
+    answer: str = ""
+
+
+@dataclass
+class Receiver:
+    """An HTTP/1.1 endpoint on 127.0.0.1 that checks signatures and answers by ``plan``.
+
+    ``plan(hit, tries)`` returns: ``ok``, an HTTP status (``500``), ``429:<retry-after>``,
+    ``timeout`` (no answer until the relay gives up on the request) or ``drop`` (close the
+    connection without an answer). ``tries`` counts this key's requests so far (1 = first).
+    """
+
+    plan: Callable[[Hit, int], str] = lambda hit, tries: "ok"
+    hits: list[Hit] = field(default_factory=list)
+    accepted: list[Hit] = field(default_factory=list)
+    server: asyncio.Server | None = None
+    on_accept: Callable[[Hit], None] | None = None
+    connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hook?x=1"
+
+    async def __aenter__(self) -> Receiver:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.connections.values():
+            writer.close()
+        await asyncio.gather(*self.connections, return_exceptions=True)
+        await self.server.wait_closed()
+
+    def accepted_seqs(self) -> list[int]:
+        return [hit.seq for hit in self.accepted]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections[task] = writer
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                assert lines[0] == "POST /hook?x=1 HTTP/1.1", lines[0]
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers["content-length"]))
+                event = json.loads(body)
+                hit = Hit(
+                    key=headers["idempotency-key"],
+                    seq=event["seq"],
+                    event_type=headers["x-convosd-event-type"],
+                    body=body,
+                    signed=verify(
+                        SECRET, headers["x-convosd-timestamp"], body, headers["x-convosd-signature"]
+                    )
+                    and headers["content-type"] == "application/json",
+                    at=time.monotonic(),
+                )
+                tries = sum(1 for h in self.hits if h.key == hit.key) + 1
+                self.hits.append(hit)
+                hit.answer = "401" if not hit.signed else self.plan(hit, tries)
+                if hit.answer == "drop":
+                    break
+                if hit.answer == "timeout":
+                    await reader.read()  # until the relay's request timeout closes it
+                    break
+                status, _, retry_after = hit.answer.partition(":")
+                status = "200" if status == "ok" else status
+                extra = f"Retry-After: {retry_after}\r\n" if retry_after else ""
+                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n{extra}\r\nok".encode())
+                await writer.drain()
+                if status == "200":
+                    self.accepted.append(hit)
+                    if self.on_accept is not None:
+                        self.on_accept(hit)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+def relay_config(tmp_path: Path, socket: Path, url: str, **overrides: Any) -> RelayConfig:
+    options: dict[str, Any] = {
+        "socket": socket,
+        "url": url,
+        "secret": SECRET,
+        "state_file": tmp_path / "relay" / "cursor.json",
+        "start": "beginning",
+        "timeout_s": 0.5,
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.05,
+        "give_up_after_s": 30.0,
+        **overrides,
+    }
+    return RelayConfig(**options)
+
+
+@contextlib.asynccontextmanager
+async def running_relay(config: RelayConfig) -> AsyncIterator[Relay]:
+    relay = Relay(config)
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def bind_with_member(
+    daemon_socket: Path, net: FakeNetwork, tmp_path: Path
+) -> tuple[ConvosCli, str]:
+    async with await ConvosdClient.connect(daemon_socket) as client:
+        created = await client.create(name="Hooks")
+    bob = member_cli(net, tmp_path / "bob")
+    await bob.join(created.invite_slug, no_wait=True)
+    return bob, created.conversation_id
+
+
+async def journal_seqs(socket: Path, types: list[str] | None = None) -> tuple[str, list[int]]:
+    async with await ConvosdClient.connect(socket) as client:
+        read = await client.read_events(after=0, limit=1000, types=types)
+    return read.journal_id, [e["seq"] for e in read.events]
+
+
+def messages_journaled(daemon: RunningDaemon) -> int:
+    journal = daemon.instance.journal
+    return sum(1 for event in journal.read(0, 10_000) if event.type == "message")
+
+
+def cursor_of(config: RelayConfig) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(config.state_file.read_text())
+    return loaded
+
+
+async def test_every_event_in_order_through_faults_and_a_daemon_restart(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    faults = iter(["500", "timeout", "429:1", "drop", "503"])
+    failing_seq: dict[str, int] = {}
+
+    def plan(hit: Hit, tries: int) -> str:
+        if len(receiver.hits) <= 5:
+            return next(faults)
+        if hit.seq == 4 and tries == 1:  # a later event fails once too
+            failing_seq["seq"] = hit.seq
+            return "502"
+        return "ok"
+
+    async with contextlib.AsyncExitStack() as stack:
+        receiver = await stack.enter_async_context(Receiver(plan))
+        state = tmp_path / "d"
+        async with running_daemon(net, state) as daemon:
+            bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+            for n in range(3):
+                await bob.send_text(cid, f"before {n}")
+            config = relay_config(tmp_path, daemon.socket, receiver.url)
+            relay = await stack.enter_async_context(running_relay(config))
+            assert await eventually(lambda: len(receiver.accepted) >= 3, within_s=30)
+        # The daemon is down: members go on writing; the relay waits and reconnects.
+        await bob.send_text(cid, "while down 1")
+        await bob.send_text(cid, "while down 2")
+        async with running_daemon(net, state) as daemon:
+            await bob.send_text(cid, "after restart")
+            assert await eventually(lambda: messages_journaled(daemon) == 6, within_s=30)
+            journal_id, seqs = await journal_seqs(daemon.socket)
+            assert await eventually(
+                lambda: receiver.accepted_seqs() == seqs and cursor_of(config)["after"] == seqs[-1],
+                within_s=30,
+            ), (receiver.accepted_seqs(), seqs)
+            contents = [json.loads(h.body).get("content") for h in receiver.accepted]
+            assert "while down 2" in contents
+
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert all(hit.signed for hit in receiver.hits)
+    assert all(hit.key == f"{journal_id}:{hit.seq}" for hit in receiver.hits)
+    # Redeliveries only of unacknowledged attempts, with the same key and the same body.
+    for hit in receiver.hits:
+        first = next(h for h in receiver.hits if h.key == hit.key)
+        assert hit.body == first.body
+    assert len(receiver.hits) == len(seqs) + 6  # five faults on the first event, one on seq 4
+    assert failing_seq == {"seq": 4}
+    # Retry-After was honoured: the attempt after the 429 came a second later.
+    after_429 = next(i for i, h in enumerate(receiver.hits) if h.answer == "429:1")
+    assert receiver.hits[after_429 + 1].at - receiver.hits[after_429].at >= 0.95
+    assert relay.stats.delivered == len(seqs) and relay.stats.retries == 6
+    assert relay.stats.dead_lettered == 0 and not config.dead_letter_path.exists()
+    assert cursor_of(config) == {"journalId": journal_id, "after": seqs[-1]}
+
+
+async def test_dead_letters_and_type_filter(net: FakeNetwork, tmp_path: Path) -> None:
+    texts: dict[int, str] = {}
+
+    def plan(hit: Hit, tries: int) -> str:
+        content = json.loads(hit.body)["content"]
+        texts[hit.seq] = content
+        if content == "always fails":
+            return "500"
+        if content == "rejected":
+            return "400"
+        return "ok"
+
+    async with Receiver(plan) as receiver, running_daemon(net, tmp_path / "d") as daemon:
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        for text in ("one", "always fails", "rejected", "two"):
+            await bob.send_text(cid, text)
+        assert await eventually(lambda: messages_journaled(daemon) == 4)
+        config = relay_config(
+            tmp_path, daemon.socket, receiver.url, types=["message"], give_up_after_s=0.3
+        )
+        async with running_relay(config) as relay:
+            _, seqs = await journal_seqs(daemon.socket, ["message"])
+            assert await eventually(
+                lambda: config.state_file.exists() and cursor_of(config)["after"] == seqs[-1],
+                within_s=30,
+            )
+    assert {hit.event_type for hit in receiver.hits} == {"message"}
+    assert [json.loads(h.body)["content"] for h in receiver.accepted] == ["one", "two"]
+    dead = [json.loads(line) for line in config.dead_letter_path.read_text().splitlines()]
+    assert [(d["event"]["content"], d["lastError"]) for d in dead] == [
+        ("always fails", "HTTP 500"),
+        ("rejected", "HTTP 400"),
+    ]
+    assert dead[0]["attempts"] > 1 and dead[1]["attempts"] == 1  # a 400 is not retried
+    assert dead[0]["idempotencyKey"].endswith(f":{dead[0]['seq']}")
+    assert relay.stats.dead_lettered == 2 and relay.stats.delivered == 2
+
+
+async def test_none_lost_across_a_relay_sigkill(net: FakeNetwork, tmp_path: Path) -> None:
+    killed = asyncio.Event()
+    proc: asyncio.subprocess.Process | None = None
+
+    def kill_on_third(hit: Hit) -> None:
+        if len(receiver.accepted) == 3 and proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)  # right after the ack: the cursor may lag
+            killed.set()
+
+    async def start_relay(socket: Path) -> asyncio.subprocess.Process:
+        env = {
+            **os.environ,
+            "CONVOSD_WEBHOOK_SECRET": SECRET.decode(),
+            "CONVOSD_SOCKET": str(socket),
+        }
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "contrib.webhook",
+            "--url",
+            receiver.url,
+            "--state-file",
+            str(tmp_path / "relay" / "cursor.json"),
+            "--start",
+            "beginning",
+            "--backoff-initial",
+            "0.01",
+            "--timeout",
+            "2",
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+    async with (
+        Receiver(on_accept=kill_on_third) as receiver,
+        running_daemon(net, tmp_path / "d") as daemon,
+    ):
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        for n in range(4):
+            await bob.send_text(cid, f"m{n}")
+        assert await eventually(lambda: messages_journaled(daemon) == 4)
+        proc = await start_relay(daemon.socket)
+        try:
+            await asyncio.wait_for(killed.wait(), 30)
+            assert await proc.wait() == -signal.SIGKILL
+            for n in range(4, 7):
+                await bob.send_text(cid, f"m{n}")
+            assert await eventually(lambda: messages_journaled(daemon) == 7)
+            proc = await start_relay(daemon.socket)
+            journal_id, seqs = await journal_seqs(daemon.socket)
+            assert await eventually(
+                lambda: sorted(set(receiver.accepted_seqs())) == seqs, within_s=30
+            ), (receiver.accepted_seqs(), seqs)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    order = receiver.accepted_seqs()
+    # In order; a duplicate only of the event acknowledged just before the kill (whose cursor
+    # had not been saved yet), delivered again with the same key and body.
+    deduplicated = [seq for i, seq in enumerate(order) if seq not in order[:i]]
+    assert deduplicated == seqs
+    duplicates = [seq for i, seq in enumerate(order) if seq in order[:i]]
+    assert duplicates in ([], [order[2]])
+    for hit in receiver.accepted:
+        assert hit.key == f"{journal_id}:{hit.seq}" and hit.signed
+        same = [h.body for h in receiver.accepted if h.key == hit.key]
+        assert all(body == same[0] for body in same)
+    saved = json.loads((tmp_path / "relay" / "cursor.json").read_text())
+    assert saved == {"journalId": journal_id, "after": seqs[-1]}
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["--url", "ftp://example.com/x"], {"CONVOSD_WEBHOOK_SECRET": "s" * 20}, "bad webhook URL"),
+        (["--url", "http:///nohost"], {"CONVOSD_WEBHOOK_SECRET": "s" * 20}, "bad webhook URL"),
+        (["--url", "http://h:99999/"], {"CONVOSD_WEBHOOK_SECRET": "s" * 20}, "bad webhook URL"),
+        (["--url", "http://127.0.0.1:9/"], {}, "no signing secret"),
+        (["--url", "http://127.0.0.1:9/"], {"CONVOSD_WEBHOOK_SECRET": "short"}, "too short"),
+        (
+            ["--url", "http://127.0.0.1:9/", "--secret-file", "/nonexistent/secret"],
+            {},
+            "cannot read the secret file",
+        ),
+        (
+            ["--url", "http://127.0.0.1:9/", "--types", "message,bogus"],
+            {"CONVOSD_WEBHOOK_SECRET": "s" * 20},
+            "unknown event type(s) bogus",
+        ),
+    ],
+)
+def test_bad_url_or_secret_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    environ: dict[str, str],
+    message: str,
+) -> None:
+    code = main([*argv, "--state-file", str(tmp_path / "c.json")], environ)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_no_secret_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--url", "http://127.0.0.1:9/", "--state-file", "x", "--secret", "s" * 20], {})
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --secret" in capsys.readouterr().err
+
+
+def test_signature_scheme_matches_the_readme() -> None:
+    """The README's receiver snippet, run against a signature the relay makes."""
+    readme = (REPO / "contrib" / "webhook" / "README.md").read_text()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    body = b'{"seq":1,"type":"message"}'
+    timestamp = str(int(time.time()))
+    headers = {
+        "X-Convosd-Timestamp": timestamp,
+        "X-Convosd-Signature": sign(SECRET, timestamp, body),
+    }
+    assert namespace["verify_convosd"](SECRET, headers, body) is True
+    assert namespace["verify_convosd"](SECRET, headers, body + b" ") is False
+    old = str(int(time.time()) - 3600)
+    stale = {"X-Convosd-Timestamp": old, "X-Convosd-Signature": sign(SECRET, old, body)}
+    assert namespace["verify_convosd"](SECRET, stale, body) is False
+
+
+async def test_starts_at_the_journal_end_and_saves_it_at_once(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    async with Receiver() as receiver, running_daemon(net, tmp_path / "d") as daemon:
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        await bob.send_text(cid, "old")
+        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        journal_id, (old_seq,) = await journal_seqs(daemon.socket, ["message"])
+        config = relay_config(
+            tmp_path, daemon.socket, receiver.url, start="latest", types=["message"]
+        )
+        async with running_relay(config) as relay:
+            await asyncio.wait_for(relay.ready.wait(), 10)
+            # Saved before any delivery: a restart now would not start at a later "now".
+            saved = cursor_of(config)
+            assert saved["journalId"] == journal_id and saved["after"] >= old_seq
+            await bob.send_text(cid, "new")
+            assert await eventually(lambda: len(receiver.accepted) == 1, within_s=30)
+    assert json.loads(receiver.accepted[0].body)["content"] == "new"
+
+
+def test_corrupt_state_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "c.json"
+    state.write_text("{not json")
+    code = main(
+        ["--url", "http://127.0.0.1:9/", "--state-file", str(state)],
+        {"CONVOSD_WEBHOOK_SECRET": "s" * 20},
+    )
+    assert code == 2 and "fix or remove it" in capsys.readouterr().err
