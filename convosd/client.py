@@ -316,12 +316,15 @@ class EventStream:
         while True:
             getter = asyncio.ensure_future(client.notifications.get())
             closed = asyncio.ensure_future(client.closed.wait())
-            done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                # also when the stream itself is cancelled: leave no waiter pending
+                for waiter in (getter, closed):
+                    if not waiter.done():
+                        waiter.cancel()
             if getter not in done:
-                getter.cancel()
-                closed.cancel()
                 raise ConnectionError("the daemon closed the connection")
-            closed.cancel()
             note = getter.result()
             params = note.get("params", {})
             if params.get("subscription") != subscription:

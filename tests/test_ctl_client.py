@@ -177,3 +177,17 @@ async def test_event_stream_survives_overflow_and_restart(net: FakeNetwork, tmp_
         assert after["seq"] == 31 and after["reason"] == "after"
         assert stream.reconnects >= 1
         await iterator.aclose()
+
+
+async def test_a_cancelled_event_stream_leaves_no_waiter_behind(daemon: RunningDaemon) -> None:
+    stream = EventStream(daemon.socket, after=0)
+    iterator = aiter(stream)
+    before = asyncio.all_tasks()
+    waiting = asyncio.ensure_future(anext(iterator))  # nothing in the journal: it waits
+    assert await eventually(lambda: len(asyncio.all_tasks() - before) >= 3)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await iterator.aclose()
+    left = lambda: asyncio.all_tasks() - before - {asyncio.current_task()}  # noqa: E731
+    assert await eventually(lambda: not left(), within_s=3), left()
