@@ -6,6 +6,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONVOS := node_modules/@xmtp/convos-cli/bin/run.js
+# The Node 22 that runs the CLI (and nothing else): the npm registry's node-linux-<arch> package,
+# pinned in package.json, picked by `uname -m`. The system's node only runs npm.
+UNAME_M := $(shell uname -m)
+NODE_ARCH := $(if $(filter x86_64 amd64,$(UNAME_M)),x64,$(if $(filter aarch64 arm64,$(UNAME_M)),arm64,unsupported-$(UNAME_M)))
+NODE := node_modules/node-linux-$(NODE_ARCH)/bin/node
 # A local run keeps its socket and state under the repo unless told otherwise.
 RUN_STATE ?= $(CURDIR)/.state
 RUN_SOCKET ?= $(CURDIR)/.run/convosd.sock
@@ -22,21 +27,29 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# npm only installs (Debian 12's own npm and Node 18 are enough for that); a fresh Debian 12
+# has neither, so its npm package is installed when npm is missing.
 node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: installing Debian's npm package"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends npm; }
 	npm ci --no-audit --no-fund --loglevel=error
+	@test -x $(NODE) || { echo "npm ci installed no Node 22 at $(NODE): machine '$(UNAME_M)'" \
+	  "is not supported (x86_64 and aarch64 are)" >&2; exit 1; }
 	touch $@
 
-# The CLI probe of CONTRACT section 1: `convos identity list --json` must exit 0.
+# The CLI probe of CONTRACT section 1 on the pinned Node: `convos identity list --json` must exit 0.
 setup: $(VENV)/.installed node_modules/.installed
 	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
+	  echo "node: $$($(NODE) --version) ($(NODE))" && \
 	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \
-	     node $(CONVOS) identity list --json >/dev/null; then \
-	    echo "convos CLI: $$(CONVOS_SKIP_NEW_VERSION_CHECK=true node $(CONVOS) --version) works"; \
-	  else echo "convos CLI probe failed: 'convos identity list --json' did not exit 0" >&2; exit 1; fi
+	     $(NODE) $(CONVOS) identity list --json >/dev/null; then \
+	    echo "convos CLI: $$(CONVOS_SKIP_NEW_VERSION_CHECK=true $(NODE) $(CONVOS) --version) works" \
+	      "(bindings $$($(NODE) -p 'require("./node_modules/@xmtp/node-bindings/package.json").version'))"; \
+	  else echo "convos CLI probe failed: 'convos identity list --json' did not exit 0 on $(NODE)" >&2; exit 1; fi
 
 run: setup
 	mkdir -p $(dir $(RUN_SOCKET))
-	CONVOSD_CLI="node $(CURDIR)/$(CONVOS)" $(VENV)/bin/convosd \
+	CONVOSD_CLI="$(CURDIR)/$(NODE) $(CURDIR)/$(CONVOS)" $(VENV)/bin/convosd \
 	  --state-dir $(RUN_STATE) --socket $(RUN_SOCKET) $(ARGS)
 
 lint: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""The fake ``convos`` (@xmtp/convos-cli 0.10.2) command implementations and dispatch."""
+"""The fake ``convos`` (@xmtp/convos-cli 0.10.15) command implementations and dispatch."""
 
 from __future__ import annotations
 
@@ -863,7 +863,7 @@ def cmd_identity_info(ctx: Ctx) -> None:
     client_info = {
         "env": ctx.env,
         "libxmtpVersion": LIBXMTP_VERSION,
-        "appVersion": ctx.app_version or os.environ.get("XMTP_APP_VERSION") or "convos-cli/0.10.2",
+        "appVersion": ctx.app_version or os.environ.get("XMTP_APP_VERSION") or "convos-cli/0.10.15",
     }
     if ctx.json_output:
         ctx.output({"properties": properties, "client": client_info})
@@ -1374,6 +1374,11 @@ class JoinProcessor:
         if group_tag and invite.tag != group_tag:
             OUT.log(f"Invite tag mismatch (invite={invite.tag}, group={group_tag}) — rejecting")
             return None
+        # 0.10.15: Allowed DMs are scanned too, so handled requests come around again; an
+        # existing member is skipped (no result, no re-add).
+        if self.store.is_active(conv_id, message.sender):
+            OUT.log(f"{message.sender} already a member of {conv_id} — skipping")
+            return None
         OUT.log(f"Adding {message.sender} to conversation {conv_id}")
         self.store.add_member(conv_id, me, message.sender)
         try:
@@ -1395,7 +1400,8 @@ class JoinProcessor:
 
     def batch(self) -> list[dict[str, Any]]:
         results = []
-        for dm in self.store.dms_with_consent(self.client.inbox_id, (0,)):
+        # 0.10.15 scans Unknown and Allowed DMs (a returning joiner asks on an Allowed one).
+        for dm in self.store.dms_with_consent(self.client.inbox_id, (0, 1)):
             for message in self.store.messages(
                 dm["id"], self.client.inbox_id, descending=True, limit=10
             ):

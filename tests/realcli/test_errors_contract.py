@@ -368,6 +368,6 @@ def test_version_format(observed: dict[str, Observed]) -> None:
     run = observed["version"].run
     assert run.exit_code == 0, run.describe()
     assert re.fullmatch(
-        rf"@xmtp/convos-cli/{re.escape(CLI_VERSION)} linux-(?:x64|arm64) node-v\d+\.\d+\.\d+\n",
+        rf"@xmtp/convos-cli/{re.escape(CLI_VERSION)} linux-(?:x64|arm64) node-v22\.\d+\.\d+\n",
         run.stdout,
     ), run.stdout
