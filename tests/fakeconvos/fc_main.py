@@ -578,8 +578,32 @@ def render(store: Store, message: Message, viewer: str, depth: int = 0) -> str:
         context = (
             f'"{parent_text}" ({content["reference"]})' if parent_text else content["reference"]
         )
+        leak = OUT.faults.find("leaky_reply") if OUT.faults is not None else None
+        if leak is not None:
+            return f"reply to {context}: {leaked_remote_attachment(leak)}"
         return f"reply to {context}: {content['text']}"
     return txt.json_compact(content)
+
+
+def leaked_remote_attachment(fault: dict[str, Any]) -> str:
+    """0.10.2's text for a reply that carries a remote attachment: ``JSON.stringify`` of the
+    decoded RemoteAttachment, key material included (a Uint8Array becomes {"0":n,...})."""
+
+    def uint8(hex_value: str) -> dict[str, int]:
+        return {str(i): b for i, b in enumerate(bytes.fromhex(hex_value))}
+
+    return txt.json_compact(
+        {
+            "url": fault.get("url") or "https://uploads.example/abc.bin",
+            "contentDigest": fault.get("contentDigest") or "d1" * 32,
+            "secret": uint8(fault.get("secret") or "5e" * 32),
+            "salt": uint8(fault.get("salt") or "5a" * 32),
+            "nonce": uint8(fault.get("nonce") or "40" * 12),
+            "scheme": "https://",
+            "contentLength": int(fault.get("contentLength") or 1234),
+            "filename": fault.get("filename") or "photo.jpg",
+        }
+    )
 
 
 DISPLAYABLE = {
