@@ -27,12 +27,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-# npm only installs (Debian 12's own npm and Node 18 are enough for that); a fresh Debian 12
-# has neither, so its npm package is installed when npm is missing.
+# npm only installs; a fresh Debian 12 has no npm, so its npm package (9.2, on Node 18) is
+# installed when npm is missing. That npm only starts the pinned one: npm 9.2 ignores
+# `overrides` when it checks the lock file ("Missing: @xmtp/node-bindings@1.8.0 from lock
+# file"), npm 9.9.4 does not (and still runs on Node 18).
+NPM_VERSION := 9.9.4
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: installing Debian's npm package"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends npm; }
-	npm ci --no-audit --no-fund --loglevel=error
+	npm exec --yes --package=npm@$(NPM_VERSION) -- npm ci --no-audit --no-fund --loglevel=error
 	@test -x $(NODE) || { echo "npm ci installed no Node 22 at $(NODE): machine '$(UNAME_M)'" \
 	  "is not supported (x86_64 and aarch64 are)" >&2; exit 1; }
 	touch $@
