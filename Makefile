@@ -6,6 +6,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONVOS := node_modules/@xmtp/convos-cli/bin/run.js
+# The Node 22 that runs the CLI (and nothing else): the npm registry's node-linux-<arch> package,
+# pinned in package.json, picked by `uname -m`. The system's node only runs npm.
+UNAME_M := $(shell uname -m)
+NODE_ARCH := $(if $(filter x86_64 amd64,$(UNAME_M)),x64,$(if $(filter aarch64 arm64,$(UNAME_M)),arm64,unsupported-$(UNAME_M)))
+NODE := node_modules/node-linux-$(NODE_ARCH)/bin/node
 # A local run keeps its state under the repo. Its socket goes where convosctl looks by
 # default ($XDG_RUNTIME_DIR/convosd/ or /tmp/convosd-$UID/), unless RUN_SOCKET names one.
 RUN_STATE ?= $(CURDIR)/.state
@@ -23,20 +28,32 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,mcp,webhook]'
 	touch $@
 
+# npm only installs; a fresh Debian 12 has no npm, so its npm package (9.2, on Node 18) is
+# installed when npm is missing. That npm only starts the pinned one: npm 9.2 ignores
+# `overrides` when it checks the lock file ("Missing: @xmtp/node-bindings@1.8.0 from lock
+# file"), npm 9.9.4 does not (and still runs on Node 18).
+NPM_VERSION := 9.9.4
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@command -v npm >/dev/null || { echo "npm is missing: installing Debian's npm package"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends npm; }
+	npm exec --yes --package=npm@$(NPM_VERSION) -- npm ci --no-audit --no-fund --loglevel=error
+	@test -x $(NODE) || { echo "npm ci installed no Node 22 at $(NODE): machine '$(UNAME_M)'" \
+	  "is not supported (x86_64 and aarch64 are)" >&2; exit 1; }
 	touch $@
 
-# The CLI probe (README, How convosd runs the CLI): `convos identity list --json` must exit 0.
+# The CLI probe (README, How convosd runs the CLI) on the pinned Node: `convos identity list
+# --json` must exit 0.
 setup: $(VENV)/.installed node_modules/.installed
 	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
+	  echo "node: $$($(NODE) --version) ($(NODE))" && \
 	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \
-	     node $(CONVOS) identity list --json >/dev/null; then \
-	    echo "convos CLI: $$(CONVOS_SKIP_NEW_VERSION_CHECK=true node $(CONVOS) --version) works"; \
-	  else echo "convos CLI probe failed: 'convos identity list --json' did not exit 0" >&2; exit 1; fi
+	     $(NODE) $(CONVOS) identity list --json >/dev/null; then \
+	    echo "convos CLI: $$(CONVOS_SKIP_NEW_VERSION_CHECK=true $(NODE) $(CONVOS) --version) works" \
+	      "(bindings $$($(NODE) -p 'require("./node_modules/@xmtp/node-bindings/package.json").version'))"; \
+	  else echo "convos CLI probe failed: 'convos identity list --json' did not exit 0 on $(NODE)" >&2; exit 1; fi
 
 run: setup
-	CONVOSD_CLI="node $(CURDIR)/$(CONVOS)" $(VENV)/bin/convosd \
+	CONVOSD_CLI="$(CURDIR)/$(NODE) $(CURDIR)/$(CONVOS)" $(VENV)/bin/convosd \
 	  --state-dir $(RUN_STATE) $(if $(RUN_SOCKET),--socket $(RUN_SOCKET)) $(ARGS)
 
 lint: $(VENV)/.installed

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from convosd import __version__, errors, reaper
-from convosd.cli import ConvosCli, check_version
+from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliMessage, CliVersion, PermissionLevel
 from convosd.cliqueue import CliQueue
 from convosd.config import Paths, Settings
@@ -175,25 +175,35 @@ class Instance:
     # --- the CLI ------------------------------------------------------------------------
 
     async def probe_cli(self) -> bool:
-        """``--version`` (0.10.x, no downgrade) and ``identity list`` (it loads the binding)."""
+        """``--version`` (0.10.x, no downgrade of the CLI or its bindings) and ``identity
+        list`` (it loads the binding).
+
+        The CLI home records no version of its own (``identity.json`` has none; the XMTP
+        database is encrypted), so the state store keeps the CLI and bindings versions that
+        last used it. A refused version is never run against the home: the adapter refuses
+        every command but ``--version`` until a later probe passes."""
+        bindings = self.cli.bindings_version()
         try:
             version = await self.queue.run(self.cli.version, what="version")
-            self.cli_version = version
-            check_version(version, self.store.get_meta("cli_version"))
-            self.cli_version_problem = None
-        except errors.CliUnavailable as exc:
-            if self.cli_version is not None:
-                self.cli_version_problem = exc.message
-            else:
-                self.cli_problem = exc.message
-            self.cli_working = False
-            self._changed()
-            return False
         except errors.ConvosdError as exc:
             self.cli_working = False
             self.cli_problem = exc.message
             self._changed()
             return False
+        self.cli_version = version
+        try:
+            check_version(version, self.store.get_meta("cli_version"))
+            check_bindings(bindings, self.store.get_meta("cli_bindings_version"))
+        except errors.CliUnavailable as exc:
+            if exc.message != self.cli_version_problem:
+                self.log.error("cli_version_refused", problem=exc.message)
+            self.cli_version_problem = exc.message
+            self.cli.refuse(exc.message)
+            self.cli_working = False
+            self._changed()
+            return False
+        self.cli_version_problem = None
+        self.cli.refuse(None)
         try:
             identities = await self.queue.run(self.cli.identity_list, what="identity list")
         except errors.ConvosdError as exc:
@@ -204,6 +214,8 @@ class Instance:
         self.cli_working = True
         self.cli_problem = None
         self.store.set_meta("cli_version", version.version)
+        if bindings is not None:
+            self.store.set_meta("cli_bindings_version", bindings)
         self.identity_id = identities[0].id if identities else None
         inbox = identities[0].inbox_id if identities else None
         self.identity_inbox_id = inbox if inbox and len(inbox) == 64 else None

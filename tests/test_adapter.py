@@ -21,7 +21,7 @@ from tests.fakeconvos.network import FakeNetwork
 async def test_version_and_probe(make_cli: CliFactory) -> None:
     cli = make_cli()
     version = await cli.version()
-    assert version.version == "0.10.2"
+    assert version.version == "0.10.15"
     check_version(version)
     assert await cli.probe() == []  # no identity yet: exit 0, empty
 

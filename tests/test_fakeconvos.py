@@ -194,7 +194,7 @@ def test_version_help_and_unknown_commands(net: FakeNetwork, tmp_path: Path) -> 
     )
     assert (version.returncode, version.stdout) == (
         0,
-        "@xmtp/convos-cli/0.10.2 linux-x64 node-v20.20.2\n",
+        "@xmtp/convos-cli/0.10.15 linux-x64 node-v22.23.3\n",
     )
     assert (helped.returncode, helped.stderr) == (0, "")
     assert helped.stdout.startswith("USAGE\n  $ convos conversation send-text ID... [--home ")
@@ -329,7 +329,7 @@ def test_root_and_topic_help_list_the_spec(net: FakeNetwork, tmp_path: Path) -> 
     )
     sections = _help_sections(ok(root).stdout)
     assert list(sections) == ["VERSION", "USAGE", "TOPICS", "COMMANDS"]
-    assert sections["VERSION"] == ["  @xmtp/convos-cli/0.10.2 linux-x64 node-v20.20.2"]
+    assert sections["VERSION"] == ["  @xmtp/convos-cli/0.10.15 linux-x64 node-v22.23.3"]
     assert sections["TOPICS"] == [
         f"  {t}" for t in ("agent", "attestation", "conversation", "conversations", "identity")
     ]
@@ -608,6 +608,28 @@ def test_join_variants_and_batch_acceptance(net: FakeNetwork, tmp_path: Path) ->
     assert [c["conversationId"] for c in net.run_json(bob, "conversations", "list")] == [
         group["conversationId"]
     ]
+
+
+def test_batch_scans_allowed_dms_and_skips_existing_members(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """0.10.15: a returning joiner asks on the DM its first join made Allowed; the batch pass
+    finds it there, and skips the requests of people who already are members."""
+    alice, bob = parallel(
+        *(lambda n=n: net.create_identity_home(tmp_path, n) for n in ("alice", "bob"))
+    )
+    first = new_group(net, alice, bob, name="First")
+    second = net.run_json(alice, "conversations", "create", "--name", "Second")
+    ok(net.run(bob, "conversations", "join", second["invite"]["slug"], "--no-wait"))
+    batch = ok(net.run(alice, "conversations", "process-join-requests", "--json"))
+    accepted = last_json(batch.stdout)
+    assert [r["conversationId"] for r in accepted["results"]] == [second["conversationId"]]
+    # Every request, seen again on the Allowed DM, is a no-op, not a re-add.
+    again = ok(net.run(alice, "conversations", "process-join-requests", "--json"))
+    assert last_json(again.stdout) == {"processed": 0, "results": []}
+    assert "Adding " not in again.stdout
+    for group in (first, second):
+        assert f"already a member of {group['conversationId']} — skipping" in again.stdout
 
 
 def test_lock_rotates_the_tag_and_old_invites_are_rejected(

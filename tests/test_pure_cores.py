@@ -82,6 +82,15 @@ class TestChildStatus:
         s.exited(ExitStatus.from_returncode(2), "Conversation not found: ab", T0, None)
         assert s.state is ChildState.FATAL and s.next_retry_at is None
 
+    def test_spawn_failures_back_off_from_any_state(self) -> None:
+        s = ChildStatus(state=ChildState.STOPPED, since=T0)
+        s.spawn_failed("not found", T0, T0 + timedelta(seconds=0.5))  # the first attempt
+        assert (s.state, s.last_error, s.restarts) == (ChildState.BACKOFF, "not found", 0)
+        s.spawn_failed("still not found", T0, T0 + timedelta(seconds=1))  # a retry
+        assert (s.state, s.last_error, s.restarts) == (ChildState.BACKOFF, "still not found", 1)
+        s.spawn_failed("gone for good", T0, None)
+        assert s.state is ChildState.FATAL and s.next_retry_at is None
+
     def test_illegal_transition(self) -> None:
         s = ChildStatus(state=ChildState.STOPPED, since=T0)
         with pytest.raises(IllegalTransition):

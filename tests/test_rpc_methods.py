@@ -571,15 +571,15 @@ async def test_socket_mode_and_stale_socket(net: FakeNetwork, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("version", "problem"), [("0.11.0", "0.10.x only"), ("0.10.1", "older than 0.10.2")]
+    ("version", "problem"), [("0.11.0", "0.10.x only"), ("0.10.2", "older than 0.10.15")]
 )
 async def test_refused_cli_versions_make_health_down(
     net: FakeNetwork, tmp_path: Path, version: str, problem: str
 ) -> None:
     state = tmp_path / "d"
-    async with running_daemon(net, state) as daemon:  # records 0.10.2 as last used
+    async with running_daemon(net, state) as daemon:  # records 0.10.15 as last used
         async with await ConvosdClient.connect(daemon.socket) as client:
-            assert (await client.status()).cli_version == "0.10.2"
+            assert (await client.status()).cli_version == "0.10.15"
     import sys as _sys
 
     wrapper = tmp_path / "convos-other-version"

@@ -213,4 +213,7 @@ def test_example_config_loads() -> None:
     daemon = settings.daemon
     assert daemon.socket_group == "convosd"
     assert daemon.socket is None and daemon.state_dir is None  # the units' directories
-    assert daemon.cli == ("node", "/opt/convosd/node_modules/@xmtp/convos-cli/bin/run.js")
+    assert daemon.cli == (
+        "/opt/convosd/node_modules/.bin/node",
+        "/opt/convosd/node_modules/@xmtp/convos-cli/bin/run.js",
+    )

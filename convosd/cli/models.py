@@ -43,7 +43,7 @@ _VERSION = re.compile(r"^@xmtp/convos-cli/(?P<version>\d+\.\d+\.\d+(?:-[0-9A-Za-
 
 
 class CliVersion(_Out):
-    """``convos --version``: ``@xmtp/convos-cli/0.10.2 linux-x64 node-v20.20.2``."""
+    """``convos --version``: ``@xmtp/convos-cli/0.10.15 linux-x64 node-v22.23.3``."""
 
     version: str
     raw: str

@@ -22,6 +22,7 @@ from typing import Any
 
 from convosd import errors
 from convosd.cli.argv import Env, Invocation
+from convosd.cli.redact import redact_text
 
 #: stdout of one one-shot command (``messages --limit 200`` of large messages fits).
 STDOUT_LIMIT = 64 * 1024 * 1024
@@ -271,10 +272,11 @@ class CliRunner:
             if not pumps.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(pumps, self.kill_grace_s)
+        # Nothing the CLI printed reaches a parser, an error or a log unredacted.
         return CliResult(
             command=invocation.command,
             exit_code=exit_code,
-            stdout=out.text(),
-            stderr=err.text(),
+            stdout=redact_text(out.text()),
+            stderr=redact_text(err.text()),
             duration_s=time.monotonic() - started,
         )

@@ -1,8 +1,9 @@
 """One supervised long-lived CLI child: spawn, read, restart with backoff, stop.
 
 The child runs in its own process group (and gets SIGKILL if the daemon dies, through
-PR_SET_PDEATHSIG). Its stdout is split into lines with a hard limit and handed over in
-batches, one batch per read; its stderr tail feeds ``lastError`` and the fatal check. Every
+PR_SET_PDEATHSIG). Its stdout is split into lines with a hard limit, redacted
+(:mod:`convosd.cli.redact`) and handed over in batches, one batch per read; its redacted
+stderr tail feeds ``lastError`` and the fatal check. Every
 exit is followed by a restart after a backoff delay, except the fatal ones (the CLI says the
 conversation or the identity does not exist), which stop in ``fatal``.
 """
@@ -22,6 +23,7 @@ import structlog
 
 from convosd import errors
 from convosd.cli.output import error_text
+from convosd.cli.redact import redact_line, redact_text
 from convosd.cli.runner import SpawnSpec, signal_group
 from convosd.framing import OVERSIZE, Frame, LineSplitter
 from convosd.supervisor.backoff import Backoff
@@ -241,7 +243,7 @@ class SupervisedChild:
                 self.count_bad_line("over the line limit", None)
             else:
                 assert isinstance(frame, bytes)
-                lines.append(frame)
+                lines.append(redact_line(frame))
         if not lines:
             return
         self.lines += len(lines)
@@ -273,10 +275,10 @@ class SupervisedChild:
         while chunk := await stream.read(64 * 1024):
             for frame in splitter.feed(chunk):
                 if isinstance(frame, bytes):
-                    self.stderr_tail.append(frame.decode("utf-8", errors="replace"))
+                    self.stderr_tail.append(redact_text(frame.decode("utf-8", errors="replace")))
         for frame in splitter.finish():
             if isinstance(frame, bytes):
-                self.stderr_tail.append(frame.decode("utf-8", errors="replace"))
+                self.stderr_tail.append(redact_text(frame.decode("utf-8", errors="replace")))
 
     def describe(self) -> dict[str, Any]:
         return self.status.as_dict()

@@ -111,6 +111,11 @@ class ChildStatus:
             self.next_retry_at = retry_at
 
     def spawn_failed(self, error: str, now: datetime, retry_at: datetime | None) -> None:
+        """A start attempt that got no process (the CLI is missing or refused)."""
+        if self.state is not ChildState.STARTING:
+            if self.state in (ChildState.BACKOFF, ChildState.FATAL):
+                self.restarts += 1
+            self._move(ChildState.STARTING, now)
         self.last_error = error
         self.pid = None
         if retry_at is None:

@@ -1,6 +1,6 @@
 """Keys, addresses and invite slugs for the fake ``convos`` (stdlib only).
 
-Mirrors ``dist/utils/invite.js`` of @xmtp/convos-cli 0.10.2 closely enough that the real
+Mirrors ``dist/utils/invite.js`` of @xmtp/convos-cli 0.10.15 closely enough that the real
 CLI's ``conversations inspect-invite`` decodes the slugs made here (and reports
 ``signatureValid: true``), and that garbage input fails with the same decoder messages
 as protobufjs 8.8.1 (``index out of range: 4 + 8 > 5``, ``invalid wire type 6 at offset 3``).

@@ -1,4 +1,4 @@
-"""The fake ``convos`` (@xmtp/convos-cli 0.10.2) command implementations and dispatch."""
+"""The fake ``convos`` (@xmtp/convos-cli 0.10.15) command implementations and dispatch."""
 
 from __future__ import annotations
 
@@ -578,8 +578,32 @@ def render(store: Store, message: Message, viewer: str, depth: int = 0) -> str:
         context = (
             f'"{parent_text}" ({content["reference"]})' if parent_text else content["reference"]
         )
+        leak = OUT.faults.find("leaky_reply") if OUT.faults is not None else None
+        if leak is not None:
+            return f"reply to {context}: {leaked_remote_attachment(leak)}"
         return f"reply to {context}: {content['text']}"
     return txt.json_compact(content)
+
+
+def leaked_remote_attachment(fault: dict[str, Any]) -> str:
+    """0.10.2's text for a reply that carries a remote attachment: ``JSON.stringify`` of the
+    decoded RemoteAttachment, key material included (a Uint8Array becomes {"0":n,...})."""
+
+    def uint8(hex_value: str) -> dict[str, int]:
+        return {str(i): b for i, b in enumerate(bytes.fromhex(hex_value))}
+
+    return txt.json_compact(
+        {
+            "url": fault.get("url") or "https://uploads.example/abc.bin",
+            "contentDigest": fault.get("contentDigest") or "d1" * 32,
+            "secret": uint8(fault.get("secret") or "5e" * 32),
+            "salt": uint8(fault.get("salt") or "5a" * 32),
+            "nonce": uint8(fault.get("nonce") or "40" * 12),
+            "scheme": "https://",
+            "contentLength": int(fault.get("contentLength") or 1234),
+            "filename": fault.get("filename") or "photo.jpg",
+        }
+    )
 
 
 DISPLAYABLE = {
@@ -863,7 +887,7 @@ def cmd_identity_info(ctx: Ctx) -> None:
     client_info = {
         "env": ctx.env,
         "libxmtpVersion": LIBXMTP_VERSION,
-        "appVersion": ctx.app_version or os.environ.get("XMTP_APP_VERSION") or "convos-cli/0.10.2",
+        "appVersion": ctx.app_version or os.environ.get("XMTP_APP_VERSION") or "convos-cli/0.10.15",
     }
     if ctx.json_output:
         ctx.output({"properties": properties, "client": client_info})
@@ -1374,6 +1398,11 @@ class JoinProcessor:
         if group_tag and invite.tag != group_tag:
             OUT.log(f"Invite tag mismatch (invite={invite.tag}, group={group_tag}) — rejecting")
             return None
+        # 0.10.15: Allowed DMs are scanned too, so handled requests come around again; an
+        # existing member is skipped (no result, no re-add).
+        if self.store.is_active(conv_id, message.sender):
+            OUT.log(f"{message.sender} already a member of {conv_id} — skipping")
+            return None
         OUT.log(f"Adding {message.sender} to conversation {conv_id}")
         self.store.add_member(conv_id, me, message.sender)
         try:
@@ -1395,7 +1424,8 @@ class JoinProcessor:
 
     def batch(self) -> list[dict[str, Any]]:
         results = []
-        for dm in self.store.dms_with_consent(self.client.inbox_id, (0,)):
+        # 0.10.15 scans Unknown and Allowed DMs (a returning joiner asks on an Allowed one).
+        for dm in self.store.dms_with_consent(self.client.inbox_id, (0, 1)):
             for message in self.store.messages(
                 dm["id"], self.client.inbox_id, descending=True, limit=10
             ):

@@ -1,4 +1,4 @@
-"""Argument and flag definitions of @xmtp/convos-cli 0.10.2.
+"""Argument and flag definitions of @xmtp/convos-cli 0.10.15.
 
 Structural facts only (names, types, chars, options, defaults, required, multiple, allowNo,
 env, strictness, hidden), taken from the CLI's oclif.manifest.json; no descriptions. The help

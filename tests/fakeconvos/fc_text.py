@@ -15,7 +15,7 @@ from typing import Any
 
 from fc_spec import COMMANDS
 
-VERSION = "@xmtp/convos-cli/0.10.2 linux-x64 node-v20.20.2"
+VERSION = "@xmtp/convos-cli/0.10.15 linux-x64 node-v22.23.3"
 BIN = "convos"
 
 # ─── widths ───

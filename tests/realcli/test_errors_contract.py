@@ -245,10 +245,10 @@ def test_long_word_error_is_still_cli_failed(observed: dict[str, Observed]) -> N
 
 
 def test_missing_env_file_is_cli_failed_not_network(observed: dict[str, Observed]) -> None:
-    # Observed: exit 9 within ~0.1 s, stderr "/usr/bin/node: <tmp>/missing.env: not found",
-    # nothing else. Node 20 itself scans the script's arguments for --env-file (up to the first
-    # `--`) and exits before the CLI loads, so the CLI's own "Failed to load env file"
-    # message never appears and there is no " ›   Error:" block.
+    # Observed: exit 9 within ~0.1 s, stderr "<node>: <tmp>/missing.env: not found", nothing
+    # else. Node itself (20.20 and 22.23 alike) scans the script's arguments for --env-file
+    # (up to the first `--`) and exits before the CLI loads, so the CLI's own "Failed to load
+    # env file" message never appears and there is no " ›   Error:" block.
     obs = observed["missing-env-file"]
     run = obs.run
     token = next(t for t in run.argv if t.startswith("--env-file"))
@@ -368,6 +368,6 @@ def test_version_format(observed: dict[str, Observed]) -> None:
     run = observed["version"].run
     assert run.exit_code == 0, run.describe()
     assert re.fullmatch(
-        rf"@xmtp/convos-cli/{re.escape(CLI_VERSION)} linux-(?:x64|arm64) node-v\d+\.\d+\.\d+\n",
+        rf"@xmtp/convos-cli/{re.escape(CLI_VERSION)} linux-(?:x64|arm64) node-v22\.\d+\.\d+\n",
         run.stdout,
     ), run.stdout
