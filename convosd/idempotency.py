@@ -113,8 +113,27 @@ def reconcile(
     """A verdict for each of ``keys`` (every key in flight, so that keys sending the same
     text see each other) from the conversation's ``messages`` listed from before the
     earliest intent minus :data:`SKEW_S`. ``settled`` holds the ids that are already some
-    key's result; ``complete`` is False when the listing may have left messages out."""
-    own = [m for m in messages if m.sender_inbox_id == own_inbox_id and m.id not in settled]
+    key's result; ``complete`` is False when the listing may have left messages out.
+
+    Runs in rounds: a key found sent takes its message out of the others' evidence (and
+    stops being their rival), which may settle them in the next round."""
+    taken = set(settled)
+    remaining = list(keys)
+    final: dict[str, Verdict] = {}
+    while True:
+        own = [m for m in messages if m.sender_inbox_id == own_inbox_id and m.id not in taken]
+        found = _round(remaining, own, complete)
+        sent = [v for v in found if v.outcome is Outcome.SENT and v.message_id is not None]
+        if not sent:
+            final.update((v.key, v) for v in found)
+            return [final[k.key] for k in keys]
+        for verdict in sent:
+            final[verdict.key] = verdict
+            taken.add(str(verdict.message_id))
+        remaining = [k for k in remaining if k.key not in final]
+
+
+def _round(keys: Sequence[PendingKey], own: Sequence[CliMessage], complete: bool) -> list[Verdict]:
     verdicts: list[Verdict] = []
     for key in keys:
         # sentAt has millisecond precision: compare in whole milliseconds.

@@ -10,14 +10,19 @@ wrong message.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from convosd import errors
+from convosd.cli.models import CliMessage
 from convosd.client import Client
+from convosd.idempotency import SKEW_S, Outcome, PendingKey, reconcile
+from convosd.store import MIGRATIONS, Store
 from tests.fakeconvos.network import FakeNetwork
 from tests.rpc_harness import RunningDaemon, running_daemon
 
@@ -201,3 +206,137 @@ async def test_keys_in_flight_at_start_are_settled_and_journaled(
             ("S", retried["messageId"], "across restarts")
         ]
         await c.close()
+
+
+# --- the rule itself (pure) ---------------------------------------------------------------
+
+OWN, OTHER = "a" * 64, "b" * 64
+T0 = 1_800_000_000.0  # an intent time (epoch seconds)
+
+
+def msg(
+    mid: str,
+    content: str,
+    at: float,
+    *,
+    sender: str = OWN,
+    type_id: str = "text",
+    delivery: int = 1,
+) -> CliMessage:
+    sent = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    return CliMessage.model_validate(
+        {
+            "id": mid,
+            "senderInboxId": sender,
+            "contentType": {"authorityId": "xmtp.org", "typeId": type_id},
+            "content": content,
+            "sentAt": sent.replace("+00:00", "Z"),
+            "deliveryStatus": delivery,
+        }
+    )
+
+
+def verdicts(
+    keys: list[PendingKey],
+    messages: list[CliMessage],
+    *,
+    settled: set[str] | None = None,
+    complete: bool = True,
+) -> dict[str, tuple[Outcome, str | None]]:
+    got = reconcile(keys, messages, own_inbox_id=OWN, settled=settled or set(), complete=complete)
+    return {v.key: (v.outcome, v.message_id) for v in got}
+
+
+def test_only_one_matching_own_message_after_the_intent_settles_a_key() -> None:
+    b = PendingKey("B", T0, "ok", None)
+    assert verdicts([b], [msg("m1", "ok", T0 + 0.5)]) == {"B": (Outcome.SENT, "m1")}
+    # the same millisecond as the intent counts (sentAt is printed in milliseconds)
+    assert verdicts([b], [msg("m1", "ok", T0)]) == {"B": (Outcome.SENT, "m1")}
+    # earlier than the intent (beyond the clock allowance): not this key's message
+    assert verdicts([b], [msg("m0", "ok", T0 - 60)]) == {"B": (Outcome.NOT_SENT, None)}
+    # others' messages, other texts and prefixed renderings never match
+    for other in (
+        msg("x", "ok", T0 + 1, sender=OTHER),
+        msg("x", "ok!", T0 + 1),
+        msg("x", "Bot: ok", T0 + 1),
+        msg("x", "reply to y: ok", T0 + 1, type_id="reply"),
+        msg("x", "ok", T0 + 1, type_id="markdown"),
+    ):
+        assert verdicts([b], [other]) == {"B": (Outcome.NOT_SENT, None)}
+
+
+def test_a_message_that_settled_another_key_is_never_reused() -> None:
+    b = PendingKey("B", T0, "ok", None)
+    assert verdicts([b], [msg("mA", "ok", T0 + 1)], settled={"mA"}) == {
+        "B": (Outcome.NOT_SENT, None)
+    }
+
+
+def test_ambiguous_evidence_is_unknown_never_a_guess() -> None:
+    b = PendingKey("B", T0, "ok", None)
+    c = PendingKey("C", T0 + 1, "ok", None)
+    unknown = (Outcome.UNKNOWN, None)
+    # two matching messages after the intent
+    assert verdicts([b], [msg("m1", "ok", T0 + 1), msg("m2", "ok", T0 + 2)]) == {"B": unknown}
+    # two keys with the same text could both own the one message
+    assert verdicts([b, c], [msg("m1", "ok", T0 + 2)]) == {"B": unknown, "C": unknown}
+    # ... but a message sent before C's intent can only be B's (for C it is a near miss
+    # until B has taken it): B was sent, C was not
+    assert verdicts([b, c], [msg("m1", "ok", T0 + 0.5)]) == {
+        "B": (Outcome.SENT, "m1"),
+        "C": (Outcome.NOT_SENT, None),
+    }
+    # two messages and two keys close together: with the clock allowance either message
+    # could be either key's
+    assert verdicts([b, c], [msg("m1", "ok", T0 + 0.5), msg("m2", "ok", T0 + 1.5)]) == {
+        "B": unknown,
+        "C": unknown,
+    }
+    # a matching unsettled message just before the intent (the network's clock may lag)
+    assert verdicts([b], [msg("m0", "ok", T0 - SKEW_S / 2)]) == {"B": unknown}
+    # a listing that may be incomplete proves nothing was sent
+    assert verdicts([b], [], complete=False) == {"B": unknown}
+    # a message whose delivery failed
+    assert verdicts([b], [msg("m1", "ok", T0 + 1, delivery=2)]) == {"B": unknown}
+
+
+def test_replies_match_their_parent_and_text_exactly() -> None:
+    r = PendingKey("R", T0, "yes", "p1")
+    assert verdicts([r], [msg("m", 'reply to "q" (p1): yes', T0 + 1, type_id="reply")]) == {
+        "R": (Outcome.SENT, "m")
+    }
+    assert verdicts([r], [msg("m", "reply to p1: yes", T0 + 1, type_id="reply")]) == {
+        "R": (Outcome.SENT, "m")
+    }
+    for content in ('reply to "q" (p2): yes', 'reply to "q" (p1): no, yes', "yes"):
+        type_id = "text" if content == "yes" else "reply"
+        assert verdicts([r], [msg("m", content, T0 + 1, type_id=type_id)]) == {
+            "R": (Outcome.NOT_SENT, None)
+        }
+
+
+def test_the_migration_keeps_done_keys_and_lets_a_message_settle_one(tmp_path: Path) -> None:
+    """A store written before migration 3, with the defect's trace (two keys done with the
+    same message), opens; the message then settles no further key."""
+    db = sqlite3.connect(tmp_path / "convosd.db", isolation_level=None)
+    for script in MIGRATIONS[:2]:
+        db.executescript(script)
+    db.execute("PRAGMA user_version = 2")
+    for key, state, body in (
+        ("A", "done", '{"messageId": "m1"}'),
+        ("B", "done", '{"messageId": "m1"}'),
+        ("C", "in_flight", '{"message": "ok", "replyTo": null}'),
+    ):
+        db.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?)", (key, state, T0, body))
+    db.close()
+    store = Store.open(tmp_path)
+    try:
+        assert store.key_get("B") == ("done", T0, '{"messageId": "m1"}')
+        assert store.keys_settled_by(["m1", "m2"]) == {"m1"}
+        assert [row[0] for row in store.keys_in_flight()] == ["C"]
+        with pytest.raises(sqlite3.IntegrityError):
+            store.key_settle("C", "m1", '{"messageId": "m1"}')
+        store.key_settle("C", "m2", '{"messageId": "m2"}')
+        assert store.keys_settled_by(["m2"]) == {"m2"}
+    finally:
+        store.close()
