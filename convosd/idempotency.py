@@ -16,7 +16,7 @@ The rule for a failed call:
 Reconciling never names a wrong message. A message is a *candidate* for a key when it is an
 own message of the same kind (a text, or a reply to the same message) whose content is
 exactly what the key sent, sent at or after the key's intent time, and not already the
-result of another key. Then:
+result of another send (a key's, or a ``message_sent`` journaled without one). Then:
 
 - exactly one candidate, no other key in flight could claim it (the same send, recorded
   before the message), no matching own message shortly before the intent (:data:`SKEW_S`:
@@ -113,7 +113,7 @@ def reconcile(
     """A verdict for each of ``keys`` (every key in flight, so that keys sending the same
     text see each other) from the conversation's ``messages`` listed from before the
     earliest intent minus :data:`SKEW_S`. ``settled`` holds the ids that are already some
-    key's result; ``complete`` is False when the listing may have left messages out.
+    send's result; ``complete`` is False when the listing may have left messages out.
 
     Runs in rounds: a key found sent takes its message out of the others' evidence (and
     stops being their rival), which may settle them in the next round."""

@@ -475,7 +475,10 @@ class ConvosService:
                 return  # stay in flight: repeats get BUSY and try again
             # Read again: sends may have finished or started while the CLI ran.
             pending = [PendingKey.from_row(*row) for row in store.keys_in_flight()]
+            # Ids already reported as some send's result (a key's, or a send without one)
+            # cannot be this send's.
             settled = store.keys_settled_by([m.id for m in messages])
+            settled |= self.instance.journal.sent_message_ids(since)
             verdicts = reconcile(
                 pending, messages, own_inbox_id=own, settled=settled, complete=complete
             )

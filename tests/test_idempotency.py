@@ -106,6 +106,21 @@ async def test_a_timed_out_send_is_not_settled_by_an_earlier_identical_text(
     assert await network_texts(net, daemon, cid) == ["ok", "ok"]
 
 
+async def test_an_identical_text_sent_without_a_key_just_before_is_not_taken(
+    client: Client, daemon: RunningDaemon, net: FakeNetwork
+) -> None:
+    """The same as item 1 with the earlier "ok" sent without a key, moments before: it is a
+    known send's result, so it neither settles B nor leaves B in doubt."""
+    cid = (await client.call("conversation.create", {"name": "x"}))["conversationId"]
+    first = await client.call("message.send", {"message": "ok"})
+    net.add_fault("hang", command="conversation:send-text", count=1)
+    with pytest.raises(errors.CliTimeout):
+        await client.call("message.send", {"message": "ok", "idempotencyKey": "B"})
+    retried, _busy = await send_until_settled(client, {"message": "ok", "idempotencyKey": "B"})
+    assert retried["messageId"] != first["messageId"]
+    assert await network_texts(net, daemon, cid) == ["ok", "ok"]
+
+
 @pytest.mark.parametrize(
     ("fault", "params", "raised"),
     [
