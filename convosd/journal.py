@@ -169,6 +169,16 @@ class Journal:
 
     # --- reading ------------------------------------------------------------------------
 
+    def sent_message_ids(self, since: float) -> set[str]:
+        """The ``messageId`` of every ``message_sent`` journaled at or after ``since`` (epoch
+        seconds): messages already reported as the result of a send."""
+        rows = self.store.db.execute(
+            "SELECT json_extract(body, '$.messageId') FROM events "
+            "WHERE type = 'message_sent' AND at >= ?",
+            (since,),
+        )
+        return {str(row[0]) for row in rows if row[0] is not None}
+
     def read(
         self, after: int, limit: int, types: frozenset[str] | None = None
     ) -> list[JournalEvent]:

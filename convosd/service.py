@@ -21,8 +21,9 @@ import structlog
 
 from convosd import __version__, errors
 from convosd.cli.argv import UnsafeText
-from convosd.cli.models import JoinJoined, PermissionLevel
+from convosd.cli.models import CliMessage, JoinJoined, PermissionLevel, SendResult
 from convosd.events import event
+from convosd.idempotency import SKEW_S, Outcome, PendingKey, Verdict, reconcile
 from convosd.instance import Instance
 from convosd.invites import extract_slug
 from convosd.joins import JoinTiming, PendingJoin
@@ -31,10 +32,25 @@ from convosd.ratelimit import TokenBucket
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext, MethodSpec
 from convosd.rpc.subscriptions import SubscriptionHub
+from convosd.store import StoreError
 from convosd.supervisor.state import iso
 
 T = TypeVar("T")
 IDEMPOTENCY_TTL_S = 24 * 3600
+#: retryAfterS of a repeat that finds its key in flight.
+KEY_BUSY_RETRY_S = 1.0
+#: A repeat that finds its key in flight reconciles it again at most this often.
+RECONCILE_EVERY_S = 5.0
+RECONCILE_PAGE = 200
+RECONCILE_MAX_PAGES = 50
+#: Failures of a send after which the CLI provably did not send: the key is released. Every
+#: other failure after the CLI was called leaves the outcome unknown (convosd.idempotency).
+_NOT_SENT: tuple[type[BaseException], ...] = (
+    errors.InvalidParams,  # the text was refused before a process started
+    errors.CliUnavailable,  # the CLI could not start or load its native binding
+    errors.ConversationNotFound,  # the CLI does not know the conversation
+    errors.IdentityNotFound,  # the CLI home has no identity
+)
 log = structlog.get_logger("convosd.service")
 
 
@@ -59,6 +75,8 @@ class ConvosService:
         self.bucket = TokenBucket(self.settings.daemon.send_rate_per_s)
         self._binding_lock = asyncio.Lock()
         self._reconciling: set[str] = set()
+        self._sending: set[str] = set()  # keys whose CLI call is queued or running
+        self._reconciled_at: dict[str, float] = {}  # key -> monotonic time of the last try
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -313,43 +331,53 @@ class ConvosService:
             raise errors.Busy(
                 f"over sendRatePerS ({self.settings.daemon.send_rate_per_s}/s)", retry_after_s=wait
             )
-        if key is not None:
-            self._key_intent(key, p)
         cli = self.instance.cli
-        try:
+        started = False
+
+        def call() -> Awaitable[SendResult]:
+            nonlocal started
+            started = True  # from here on the CLI may send
             if p.reply_to is not None:
-                reply_to = p.reply_to
-                sent = await self._cli(lambda: cli.send_reply(cid, reply_to, p.message), "send")
-            else:
-                sent = await self._cli(lambda: cli.send_text(cid, p.message), "send")
-        except errors.CliTimeout:
-            # The CLI was killed mid-way: the message may have gone out. The key stays in
-            # flight (repeats get BUSY) until the own messages say whether it did.
-            if key is not None:
-                self.instance.spawn_task(self.reconcile_keys(only=key), "reconcile-key")
-            raise
-        except asyncio.CancelledError:
-            raise  # shutdown: the next start reconciles the key
-        except BaseException:
-            if key is not None:
-                self._key_forget(key)  # failed before sending: a retry may send
-            raise
+                return cli.send_reply(cid, p.reply_to, p.message)
+            return cli.send_text(cid, p.message)
+
         if key is not None:
-            self._key_done(key, sent.message_id)
+            self.instance.store.key_intent(
+                key, self.clock(), PendingKey(key, 0.0, p.message, p.reply_to).body()
+            )
+            self._sending.add(key)
+        try:
+            sent = await self._cli(call, "send")
+        except BaseException as exc:
+            if key is not None:
+                self._send_failed(key, exc, started=started)
+            raise
+        finally:
+            if key is not None:
+                self._sending.discard(key)
+        self._journal_sent(cid, key, sent.message_id, p.message, p.reply_to)
+        return s.SendResult(message_id=sent.message_id)
+
+    def _journal_sent(
+        self, cid: str, key: str | None, message_id: str, text: str, reply_to: str | None
+    ) -> None:
+        """Journal ``message_sent`` and, in the same transaction, settle ``key``."""
+        store = self.instance.store
+        settle = json.dumps({"messageId": message_id})
         self.instance.journal.append(
             [
                 event(
                     "message_sent",
                     cid,
-                    messageId=sent.message_id,
-                    content=p.message,
-                    replyTo=p.reply_to,
+                    messageId=message_id,
+                    content=text,
+                    replyTo=reply_to,
                     idempotencyKey=key,
                 )
             ],
-            seen=[(sent.message_id, "own")],
+            seen=[(message_id, "own")],
+            effects=() if key is None else (lambda _db: store.key_settle(key, message_id, settle),),
         )
-        return s.SendResult(message_id=sent.message_id)
 
     async def react(self, ctx: CallContext, p: s.ReactParams) -> s.ReactResult:
         cid = self._bound_id()
@@ -364,83 +392,139 @@ class ConvosService:
             emoji=done.emoji,
         )
 
-    # --- idempotency keys (state: in_flight | done) -------------------------------------
+    # --- idempotency keys (state: in_flight | done; see convosd.idempotency) ------------
 
     def _key_result(self, key: str) -> str | None:
-        row = self.instance.store.db.execute(
-            "SELECT state, intent_at, body FROM idempotency WHERE key = ?", (key,)
-        ).fetchone()
+        store = self.instance.store
+        row = store.key_get(key)
         if row is None:
             return None
         state, intent_at, body = row
         if self.clock() - intent_at > IDEMPOTENCY_TTL_S:
-            self._key_forget(key)
+            store.key_forget(key)
             return None
         if state == "done":
             return str(json.loads(body)["messageId"])
-        raise errors.Busy("a send with this idempotencyKey is in flight", retry_after_s=1.0)
-
-    def _key_intent(self, key: str, p: s.SendParams) -> None:
-        body = json.dumps({"message": p.message, "replyTo": p.reply_to})
-        self.instance.store.db.execute(
-            "INSERT OR REPLACE INTO idempotency (key, state, intent_at, body) "
-            "VALUES (?, 'in_flight', ?, ?)",
-            (key, self.clock(), body),
+        self._reconcile_if_due(key)
+        raise errors.Busy(
+            "a send with this idempotencyKey is in flight or its outcome is not known yet; "
+            "repeat it later with the same key",
+            retry_after_s=KEY_BUSY_RETRY_S,
         )
 
-    def _key_done(self, key: str, message_id: str) -> None:
-        self.instance.store.db.execute(
-            "UPDATE idempotency SET state = 'done', body = ? WHERE key = ?",
-            (json.dumps({"messageId": message_id}), key),
+    def _send_failed(self, key: str, exc: BaseException, *, started: bool) -> None:
+        """The rule of convosd.idempotency: release the key only when the CLI provably did
+        not send; otherwise keep it in flight and reconcile it."""
+        if not started or isinstance(exc, _NOT_SENT):
+            self.instance.store.key_forget(key)
+            return
+        log.warning(
+            "send_outcome_unknown",
+            error=getattr(exc, "kind", type(exc).__name__),
+            hint="the key stays in flight until the own messages settle it",
         )
+        if not isinstance(exc, asyncio.CancelledError):
+            # (Cancelled: shutting down or the request went away; the next start or the
+            # next repeat of the key reconciles it.)
+            self.instance.spawn_task(self.reconcile_keys(only=key), "reconcile-key")
 
-    def _key_forget(self, key: str) -> None:
-        self.instance.store.db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
+    def _reconcile_if_due(self, key: str) -> None:
+        """A repeat found ``key`` in flight: reconcile it again unless its send is still
+        running, a reconciliation is under way or one ran moments ago."""
+        if key in self._sending or key in self._reconciling:
+            return
+        now = time.monotonic()
+        if now - self._reconciled_at.get(key, -RECONCILE_EVERY_S) < RECONCILE_EVERY_S:
+            return
+        self._reconciled_at[key] = now
+        self.instance.spawn_task(self.reconcile_keys(only=key), "reconcile-key")
 
     def _clear_keys(self) -> None:
-        self.instance.store.db.execute("DELETE FROM idempotency")
+        self.instance.store.keys_clear()
 
     async def reconcile_keys(self, only: str | None = None) -> None:
-        """At start (or after a send timed out): a key left in flight is done if the
-        identical own message was sent after its intent time; otherwise the send never
-        happened and the key is dropped."""
-        db = self.instance.store.db
-        db.execute(
-            "DELETE FROM idempotency WHERE intent_at < ?", (self.clock() - IDEMPOTENCY_TTL_S,)
-        )
-        query = "SELECT key, intent_at, body FROM idempotency WHERE state = 'in_flight'"
-        rows = db.execute(
-            query + (" AND key = ?" if only is not None else ""),
-            (only,) if only is not None else (),
-        ).fetchall()
+        """Settle keys left in flight (at start, after a send with an unknown outcome, or
+        when a repeat finds one) from the conversation's own messages; see
+        :func:`convosd.idempotency.reconcile`. A settled key journals its ``message_sent``."""
+        store = self.instance.store
+        store.keys_expire(self.clock() - IDEMPOTENCY_TTL_S)
+        names = {
+            row[0]
+            for row in store.keys_in_flight()
+            if (only is None or row[0] == only)
+            and row[0] not in self._sending
+            and row[0] not in self._reconciling
+        }
+        if not names:
+            return
         binding = self.instance.binding
         own = self.instance.own_inbox_id
-        for key, intent_at, body in rows:
-            wanted = json.loads(body)
-            found: str | None = None
-            if binding is not None and own is not None:
-                cid = binding.conversation_id
-                after_ns = int((intent_at - 2) * 1e9)
-                try:
-                    recent = await self.instance.queue.run(
-                        functools.partial(self.instance.cli.messages, cid, sent_after_ns=after_ns),
-                        what="reconcile",
-                    )
-                except errors.ConvosdError as exc:
-                    log.warning("idempotency_reconcile_failed", error=exc.message)
-                    continue  # stays in flight: repeats get BUSY until a later start
-                for message in recent:
-                    if message.sender_inbox_id != own:
-                        continue
-                    text = message.content or ""
-                    if text == wanted["message"] or text.endswith(": " + wanted["message"]):
-                        found = message.id
-                        break
-            if found is not None:
-                self._key_done(key, found)
-            else:
-                self._key_forget(key)
-            log.info("idempotency_reconciled", sent=found is not None)
+        if binding is None or own is None:
+            log.info("idempotency_reconcile_deferred", keys=len(names), reason="not bound")
+            return
+        cid = binding.conversation_id
+        self._reconciling |= names
+        now = time.monotonic()
+        for name in names:
+            self._reconciled_at[name] = now
+        try:
+            pending = [PendingKey.from_row(*row) for row in store.keys_in_flight()]
+            since = min(k.intent_at for k in pending if k.key in names) - SKEW_S
+            try:
+                messages, complete = await self._messages_since(cid, since)
+            except errors.ConvosdError as exc:
+                log.warning("idempotency_reconcile_failed", error=exc.message, keys=len(names))
+                return  # stay in flight: repeats get BUSY and try again
+            # Read again: sends may have finished or started while the CLI ran.
+            pending = [PendingKey.from_row(*row) for row in store.keys_in_flight()]
+            # Ids already reported as some send's result (a key's, or a send without one)
+            # cannot be this send's.
+            settled = store.keys_settled_by([m.id for m in messages])
+            settled |= self.instance.journal.sent_message_ids(since)
+            verdicts = reconcile(
+                pending, messages, own_inbox_id=own, settled=settled, complete=complete
+            )
+            by_key = {k.key: k for k in pending}
+            for verdict in verdicts:
+                if verdict.key not in names or verdict.key in self._sending:
+                    continue
+                self._apply(cid, by_key[verdict.key], verdict)
+        finally:
+            self._reconciling -= names
+
+    def _apply(self, cid: str, key: PendingKey, verdict: Verdict) -> None:
+        log.info("idempotency_reconciled", outcome=verdict.outcome.value, why=verdict.reason)
+        if verdict.outcome is Outcome.NOT_SENT:
+            self.instance.store.key_forget(key.key)
+            self._reconciled_at.pop(key.key, None)
+        elif verdict.outcome is Outcome.SENT and verdict.message_id is not None:
+            try:
+                self._journal_sent(cid, key.key, verdict.message_id, key.message, key.reply_to)
+            except StoreError as exc:
+                log.warning("idempotency_settle_failed", error=str(exc))
+                return
+            self._reconciled_at.pop(key.key, None)
+
+    async def _messages_since(self, cid: str, since: float) -> tuple[list[CliMessage], bool]:
+        """The conversation's messages sent after ``since`` (epoch seconds), paged; the flag
+        says whether the listing is complete."""
+        cli = self.instance.cli
+        after_ns = int(since * 1e9)
+        found: dict[str, CliMessage] = {}
+        for _ in range(RECONCILE_MAX_PAGES):
+            page = await self.instance.queue.run(
+                functools.partial(cli.messages, cid, sent_after_ns=after_ns, limit=RECONCILE_PAGE),
+                what="reconcile",
+            )
+            fresh = [m for m in page if m.id not in found]
+            found.update((m.id, m) for m in fresh)
+            if len(page) < RECONCILE_PAGE:
+                return list(found.values()), True
+            if not fresh:
+                return list(found.values()), False  # a page of one millisecond: no progress
+            # sentAt has millisecond precision: re-read the last millisecond.
+            after_ns = max(m.sent_at_ns for m in page) - 1
+        return list(found.values()), False
 
     # --- events -------------------------------------------------------------------------
 

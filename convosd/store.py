@@ -102,6 +102,20 @@ MIGRATIONS: tuple[str, ...] = (
         count INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # Idempotency keys name the message that settled them: one message settles at most one
+    # key (the unique index). Keys already done keep their result; where two of them name
+    # the same message (the defect this step fixes), only the first records it.
+    """
+    ALTER TABLE idempotency ADD COLUMN message_id TEXT;
+    UPDATE idempotency SET message_id = json_extract(body, '$.messageId')
+        WHERE state = 'done' AND key = (
+            SELECT MIN(other.key) FROM idempotency AS other
+            WHERE other.state = 'done'
+            AND json_extract(other.body, '$.messageId')
+                = json_extract(idempotency.body, '$.messageId')
+        );
+    CREATE UNIQUE INDEX idempotency_message ON idempotency (message_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -310,6 +324,67 @@ class Store:
     def trim_seen(self, older_than: float) -> int:
         """Forget ids older than any backfill window can re-read (they cannot come back)."""
         return self.db.execute("DELETE FROM seen WHERE at < ?", (older_than,)).rowcount
+
+    # --- idempotency keys (state: in_flight | done) -------------------------------------
+
+    def key_get(self, key: str) -> tuple[str, float, str] | None:
+        """``(state, intent_at, body)`` of ``key``, or None."""
+        row = self.db.execute(
+            "SELECT state, intent_at, body FROM idempotency WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]), str(row[2]))
+
+    def key_intent(self, key: str, at: float, body: str) -> None:
+        """Record ``key`` as in flight from ``at`` (before the CLI is called)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO idempotency (key, state, intent_at, body, message_id) "
+            "VALUES (?, 'in_flight', ?, ?, NULL)",
+            (key, at, body),
+        )
+
+    def key_settle(self, key: str, message_id: str, body: str) -> None:
+        """Mark ``key`` done with ``message_id``. Raises sqlite3.IntegrityError when the
+        message already settled another key (a message settles at most one)."""
+        self.db.execute(
+            "UPDATE idempotency SET state = 'done', body = ?, message_id = ? WHERE key = ?",
+            (body, message_id, key),
+        )
+
+    def key_forget(self, key: str) -> None:
+        self.db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
+
+    def keys_in_flight(self) -> list[tuple[str, float, str]]:
+        """``(key, intent_at, body)`` of every key in flight, oldest intent first."""
+        return [
+            (str(k), float(a), str(b))
+            for k, a, b in self.db.execute(
+                "SELECT key, intent_at, body FROM idempotency WHERE state = 'in_flight' "
+                "ORDER BY intent_at"
+            )
+        ]
+
+    def keys_settled_by(self, message_ids: list[str]) -> set[str]:
+        """Which of ``message_ids`` already settled a key."""
+        found: set[str] = set()
+        for start in range(0, len(message_ids), 500):
+            chunk = message_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                str(row[0])
+                for row in self.db.execute(
+                    f"SELECT message_id FROM idempotency WHERE message_id IN ({marks})", chunk
+                )
+            )
+        return found
+
+    def keys_expire(self, older_than: float) -> int:
+        """Forget keys whose intent is older than ``older_than``."""
+        return int(
+            self.db.execute("DELETE FROM idempotency WHERE intent_at < ?", (older_than,)).rowcount
+        )
+
+    def keys_clear(self) -> None:
+        self.db.execute("DELETE FROM idempotency")
 
     # --- children (for reaping after a daemon crash) ------------------------------------
 

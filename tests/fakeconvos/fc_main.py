@@ -2163,6 +2163,22 @@ def _phase0(faults: Faults) -> None:
         sleep_forever()
 
 
+def _after_output(faults: Faults) -> None:
+    """Faults of a one-shot command that has done its work and printed its result: the
+    message is already on the network when these fire."""
+    fault = faults.take("line_after_output")
+    if fault is not None:
+        OUT.log(str(fault.get("text") or "[xmtp] closing client"))
+    fault = faults.take("exit_after_output")
+    if fault is not None:
+        message = str(fault.get("message") or "Unexpected error while closing the client")
+        sys.stderr.write(txt.error_block(message) + "\n")
+        raise Exit(int(fault.get("exit_code", 1)))
+    if faults.take("hang_after_output") is not None:
+        sys.stdout.flush()
+        sleep_forever()
+
+
 def run(argv: list[str]) -> int:
     if argv and argv[0] == "--version":
         OUT.log(txt.VERSION)
@@ -2224,6 +2240,7 @@ def run(argv: list[str]) -> int:
     if handler is None:
         raise CLIError(f"fakeconvos does not implement `convos {command_id.replace(':', ' ')}`")
     handler(ctx)
+    _after_output(ctx.faults)
     return 0
 
 
