@@ -171,7 +171,17 @@ class Store:
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
+        """Open the store, or create it when the state dir has none.
+
+        A new store is built under a temporary name and renamed into place once its schema
+        is written, so ``convosd.db`` is always a complete store: an existing file that is
+        not one (empty, truncated, another program's database) is refused, never replaced.
+        """
         path = state_dir / DB_NAME
+        if path.exists() or path.is_symlink():
+            _check_existing(path)
+        else:
+            _create(state_dir, path)
         try:
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
@@ -327,6 +337,56 @@ class Store:
             (str(n), int(p), int(t))
             for n, p, t in self.db.execute("SELECT name, pgid, start_ticks FROM children")
         ]
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_NEW_SUFFIX = ".new"
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse a ``convosd.db`` that cannot be a store this daemon (or an older one) wrote."""
+    fix = (
+        "restore it from a backup, or move it away to start a new store (the binding, the "
+        "journal and the policy state in it are then lost)"
+    )
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"state store {path} cannot be read: {exc.strerror}") from None
+    if not head:
+        raise StoreError(f"state store {path} is empty (0 bytes), not a convosd store: {fix}")
+    if head != _SQLITE_MAGIC:
+        raise StoreError(f"state store {path} is not an SQLite database: {fix}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        raise StoreError(f"state store {path} cannot be opened: {exc}: {fix}") from None
+    if version == 0 and tables:
+        raise StoreError(f"state store {path} is an SQLite database of another program: {fix}")
+    if 0 < version <= SCHEMA_VERSION and not {"meta", "binding", "events"} <= tables:
+        raise StoreError(f"state store {path} lacks the convosd tables: {fix}")
+
+
+def _create(state_dir: Path, path: Path) -> None:
+    """Build a new store under a temporary name, then rename it to ``convosd.db``."""
+    staging = state_dir / (DB_NAME + _NEW_SUFFIX)
+    for leftover in (staging, *(Path(f"{staging}{s}") for s in ("-wal", "-shm", "-journal"))):
+        leftover.unlink(missing_ok=True)
+    try:
+        connection = sqlite3.connect(staging, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            store = Store(connection, staging)
+            store._migrate()
+        finally:
+            connection.close()  # the last connection: checkpoints and removes the WAL
+        os.chmod(staging, 0o600)
+        os.replace(staging, path)
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"state store {path} cannot be created: {exc}") from None
 
 
 def new_journal_id() -> str:
