@@ -473,7 +473,8 @@ class Instance:
         self._admit(match.group(1).decode())
 
     def _admit(self, joiner: str) -> None:
-        """Our watcher accepted ``joiner`` through our invite: approved at admission."""
+        """Our watcher accepted ``joiner`` through our invite: approved at admission when the
+        policy is ``pairing`` (the sender policy decides)."""
         if joiner not in self.admitted:
             self.admitted.add(joiner)
             self.sender_policy.admit(joiner)

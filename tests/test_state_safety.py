@@ -1,0 +1,86 @@
+"""Issue 10, the state/storage/policy part: admission under allowlist, reset clears every
+check it makes obsolete, state dir ownership, the backfill cannot livelock, a state dir
+deleted while running, a store file that is not a store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from convosd.client import ConvosdClient
+from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import eventually
+from tests.rpc_harness import member_cli, running_daemon
+
+
+async def poll(fetch: Any, check: Any, within_s: float = 20) -> Any:
+    """Poll the daemon over its socket until ``check(value)``; the last value either way."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        value = await fetch()
+        if check(value) or loop.time() >= deadline:
+            return value
+        await asyncio.sleep(0.1)  # polling the daemon's answers over its socket
+
+
+async def texts(client: ConvosdClient) -> list[str]:
+    events = (await client.read_events(after=0, limit=1000)).events
+    return [e["content"] for e in events if e["type"] == "message" and e["contentType"] == "text"]
+
+
+# --- item 4: allowlist does not approve at admission ---------------------------------------
+
+
+async def test_allowlist_does_not_approve_members_admitted_through_our_invite(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    async with running_daemon(net, tmp_path / "me", convos={"dm_policy": "allowlist"}) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Ours")
+            guest = member_cli(net, tmp_path / "guest")
+            await guest.join(created.invite_slug, no_wait=True)
+            assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
+            await guest.send_text(created.conversation_id, "hello from an invitee")
+            status = await poll(client.status, lambda s: s.policy.dropped)
+            assert status.policy.dropped == {"not_allowed": 1}
+            assert await texts(client) == []
+
+
+def test_an_admission_under_pairing_does_not_count_after_a_switch_to_allowlist(
+    tmp_path: Path,
+) -> None:
+    from convosd.cli.models import CliMessage
+    from convosd.ingest import Fate
+    from convosd.journal import Journal
+    from convosd.pairing import SenderPolicy
+    from convosd.store import Store
+
+    guest = "a" * 64
+    message = CliMessage.model_validate(
+        {
+            "id": "f" * 64,
+            "senderInboxId": guest,
+            "content": "hi",
+            "contentType": {"authorityId": "xmtp.org", "typeId": "text"},
+            "sentAt": "2026-11-23T12:00:00.000Z",
+        }
+    )
+    store = Store.open(tmp_path)
+    try:
+        journal = Journal(store)
+
+        def policy(name: Any) -> SenderPolicy:
+            return SenderPolicy(
+                store, journal, policy=name, owners=frozenset, conversation_id=lambda: "c" * 32
+            )
+
+        assert policy("pairing").admit(guest) is True
+        assert policy("pairing")(message).fate is Fate.JOURNALED
+        allowlist = policy("allowlist")
+        assert allowlist.admit(guest) is False
+        decision = allowlist(message)
+        assert decision.fate is Fate.DROPPED
+    finally:
+        store.close()
