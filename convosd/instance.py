@@ -267,7 +267,7 @@ class Instance:
             bound_at=time.time(),
         )
         with self.store.transaction():
-            self.store.set_binding(binding)
+            self.store.set_binding(binding)  # replaces a binding saved for another env
             self.store.set_pending_join(None)
             if self.store.get_meta("pending_as_owner"):
                 # Onboarding (convosctl setup): the owner channel is recorded in the state
@@ -276,6 +276,8 @@ class Instance:
                 self.recorded_owner = conversation_id
                 self.store.set_meta("owner_identity_id", self.identity_id)
                 self.store.set_meta("pending_as_owner", None)
+        self.env_mismatch = None
+        self.binding_mismatch = None
         self.journal.append([event("conversation_bound", conversation_id, how=how)])
         self.log.info("bound", conversation_id=conversation_id, how=how)
         await self._activate(binding, announce=True)
@@ -361,8 +363,22 @@ class Instance:
         self.members = None
         self.super_admins = set()
         self.admitted.clear()
+        self.binding_mismatch = None  # it described the binding that is gone
         self.store.clear_binding()
         self.log.info("unbound", reason=reason, conversation_id=binding and binding.conversation_id)
+        self._changed()
+
+    def forget_after_reset(self) -> None:
+        """``daemon.reset`` wiped the CLI home and the state: drop every check it made
+        obsolete at once (health right after the reset reflects the clean state). A binding
+        saved for another env (never loaded, so never unbound) goes too."""
+        self.store.clear_binding()
+        self.env_mismatch = None
+        self.binding_mismatch = None
+        self.identity_mismatch = None  # the identity it compared is gone
+        self.identity_id = None
+        self.identity_inbox_id = None
+        self.log.info("reset_done")
         self._changed()
 
     async def _stop_children(self) -> None:

@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import eventually
@@ -84,3 +86,42 @@ def test_an_admission_under_pairing_does_not_count_after_a_switch_to_allowlist(
         assert decision.fate is Fate.DROPPED
     finally:
         store.close()
+
+
+# --- item 7: reset clears every check it makes obsolete ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("check", "overrides"),
+    [
+        ("env", {"convos": {"env": "local"}}),
+        ("binding", {"convos": {"owner_conversation_id": "b" * 32}}),
+        ("identity", {"convos": {"identity_id": "not-this-homes-identity"}}),
+    ],
+)
+async def test_reset_clears_the_mismatch_checks_at_once(
+    net: FakeNetwork, tmp_path: Path, check: str, overrides: dict[str, Any]
+) -> None:
+    state = tmp_path / "me"
+    async with running_daemon(net, state) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            first = await client.create(name="First")
+    async with running_daemon(net, state, **overrides) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            before = await client.health()
+            assert before.checks[check] != "ok" and before.status != "ok"
+            assert await client.call("daemon.reset", {"confirm": True}) == {"clean": True}
+            after = await client.health()  # at once: no probe, no restart in between
+            assert after.checks[check] == "ok", after.checks
+            assert after.status == "ok", after.checks
+            if check == "binding":
+                second = await client.create(name="Second")
+                health = await client.health()
+                assert health.checks["binding"] == "ok"
+                assert first.conversation_id not in str(health.checks)
+                assert (await client.status()).conversation_id == second.conversation_id
+    if check == "env":
+        # The binding saved for the other env went with the reset: nothing is resumed.
+        async with running_daemon(net, state) as daemon:
+            async with await ConvosdClient.connect(daemon.socket) as client:
+                assert (await client.status()).conversation_id is None
