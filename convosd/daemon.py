@@ -23,7 +23,7 @@ from convosd.errors import ConfigError
 from convosd.instance import Instance
 from convosd.joins import JoinTiming
 from convosd.journal import Journal
-from convosd.preflight import cli_setup, prepare_state_dir
+from convosd.preflight import cli_setup, prepare_cli, prepare_state_dir
 from convosd.rpc.dispatch import Dispatcher
 from convosd.rpc.server import AccessPolicy, RpcServer, ServerLimits
 from convosd.rpc.subscriptions import SubscriptionHub
@@ -118,7 +118,11 @@ class Daemon:
                 max_age_s=daemon.journal_max_age_days * 86400,
             )
             setup = cli_setup(settings, paths)
-            setup.prepare()
+            try:
+                prepare_cli(setup)
+            except ConfigError as exc:
+                log.error("cli_home_unusable", error=str(exc))
+                return EXIT_FAILED
             cli = ConvosCli(setup, timeout_s=daemon.cli_timeout_s, environ=self.environ)
             instance = Instance(settings, paths, store=store, journal=journal, cli=cli)
             self.instance = instance

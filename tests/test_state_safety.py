@@ -5,12 +5,16 @@ deleted while running, a store file that is not a store."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from convosd.client import ConvosdClient
+from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import eventually
 from tests.rpc_harness import member_cli, running_daemon
@@ -125,3 +129,68 @@ async def test_reset_clears_the_mismatch_checks_at_once(
         async with running_daemon(net, state) as daemon:
             async with await ConvosdClient.connect(daemon.socket) as client:
                 assert (await client.status()).conversation_id is None
+
+
+# --- item 9: a state dir, CLI home or env file that is not ours is refused ----------------
+
+
+def _daemon(net: FakeNetwork, state: Path, home: Path | None = None) -> Any:
+    from convosd.config import Paths
+    from convosd.daemon import Daemon
+    from convosd.systemd import Notifier
+    from tests.rpc_harness import settings_for
+
+    return Daemon(
+        settings_for(net),
+        Paths(
+            socket=state.parent / "s.sock", state_dir=state, convos_home=home or state / "convos"
+        ),
+        notifier=Notifier({}),
+        environ={"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)},
+    )
+
+
+OTHER_UID = 65534  # nobody
+
+
+async def test_a_state_dir_we_create_is_0700(net: FakeNetwork, tmp_path: Path) -> None:
+    state = tmp_path / "deep" / "state"
+    async with running_daemon(net, state):
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize(
+    ("target", "change", "problem"),
+    [
+        ("state", "chmod", "writable by group or others"),
+        ("state", "chown", "owned by uid 65534"),
+        ("state/cli.env", "chmod", "writable by group or others"),
+        ("state/cli.env", "chown", "owned by uid 65534"),
+        ("state/convos", "chmod", "writable by group or others"),
+        ("home", "chown", "owned by uid 65534"),
+    ],
+)
+async def test_a_state_dir_cli_home_or_env_file_not_ours_is_refused(
+    net: FakeNetwork, tmp_path: Path, target: str, change: str, problem: str
+) -> None:
+    from convosd import preflight
+    from convosd.errors import ConfigError
+
+    if change == "chown" and os.geteuid() != 0:
+        pytest.skip("chown to another uid needs root")
+    state, home = tmp_path / "state", tmp_path / "home"
+    async with running_daemon(net, state):
+        pass  # a complete instance: state dir, CLI home, cli.env
+    home.mkdir(mode=0o700)
+    path = tmp_path / target
+    if change == "chmod":
+        path.chmod(path.stat().st_mode | 0o022)
+    else:
+        os.chown(path, OTHER_UID, -1)
+    convos_home = home if target == "home" else state / "convos"
+    assert await _daemon(net, state, convos_home).run() == 1
+    setup = fake_setup(net, state)
+    setup = dataclasses.replace(setup, convos_home=convos_home)
+    with pytest.raises(ConfigError, match=problem):  # what the daemon logged
+        preflight.prepare_state_dir(state)
+        preflight.prepare_cli(setup)
