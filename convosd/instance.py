@@ -414,9 +414,12 @@ class Instance:
             return 0
         cid = binding.conversation_id
 
-        async def page(cursor_ns: int) -> list[CliMessage]:
+        async def page(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
             return await self.queue.run(
-                lambda: self.cli.messages(cid, sent_after_ns=cursor_ns), what="backfill"
+                lambda: self.cli.messages(
+                    cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
+                ),
+                what="backfill",
             )
 
         return await ingest.backfill(page)
@@ -659,6 +662,7 @@ class Instance:
         journal_problem = None
         if ingest is not None and not ingest.healthy:
             journal_problem = ingest.last_error or "journal write failed"
+        backfill_problem = ingest.backfill_problem if ingest is not None else None
         state_problem = None
         if not _writable(self.paths.state_dir):
             state_problem = f"state dir {self.paths.state_dir} is not writable"
@@ -668,6 +672,7 @@ class Instance:
             cli_version_problem=self.cli_version_problem,
             state_problem=state_problem,
             journal_problem=journal_problem,
+            backfill_problem=backfill_problem,
             env_mismatch=self.env_mismatch,
             binding_mismatch=self.binding_mismatch,
             identity_mismatch=self.identity_mismatch,

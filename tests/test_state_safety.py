@@ -194,3 +194,49 @@ async def test_a_state_dir_cli_home_or_env_file_not_ours_is_refused(
     with pytest.raises(ConfigError, match=problem):  # what the daemon logged
         preflight.prepare_state_dir(state)
         preflight.prepare_cli(setup)
+
+
+# --- item 10: a burst sharing one millisecond cannot stall the backfill --------------------
+
+
+async def test_a_same_millisecond_burst_is_backfilled_whole(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """251 messages the stream never delivered, 250 of them stamped in one millisecond:
+    the backfill alone must journal them all, with a handful of ``messages`` calls."""
+    import sys
+
+    state = tmp_path / "me"
+    calls = tmp_path / "cli-calls.log"
+    wrapper = tmp_path / "convos-logged"
+    wrapper.write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\nexec {sys.executable} {net.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    # The stream drops everything: only the backfill can journal the messages.
+    net.add_fault("stream_skip", command="conversation:stream", home=state / "convos", next=10**6)
+    async with running_daemon(
+        net, state, cli=(str(wrapper),), convos={"dm_policy": "open"}
+    ) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Busy")
+            guest = member_cli(net, tmp_path / "guest")
+            await guest.join(created.invite_slug, no_wait=True)
+            assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
+            net.add_fault(
+                "same_ms_burst",
+                command="conversation:send-text",
+                home=tmp_path / "guest" / "convos",
+                count=1,
+                copies=250,
+            )
+            await guest.send_text(created.conversation_id, "burst")
+            await guest.send_text(created.conversation_id, "after")
+            got = await poll(lambda: texts(client), lambda t: len(t) == 251, within_s=40)
+            assert len(got) == 251 and got[-1] == "after"
+            assert sorted(got[:250]) == sorted(["burst", *(f"burst #{i}" for i in range(2, 251))])
+            health = await client.health()
+            assert health.checks["backfill"] == "ok"
+    backfills = [c for c in calls.read_text().splitlines() if c.startswith("conversation messages")]
+    # a backfill of the burst: a page, the burst's millisecond alone, the short last page
+    assert any("--sent-before" in c for c in backfills)
