@@ -663,8 +663,8 @@ class Instance:
         if ingest is not None and not ingest.healthy:
             journal_problem = ingest.last_error or "journal write failed"
         backfill_problem = ingest.backfill_problem if ingest is not None else None
-        state_problem = None
-        if not _writable(self.paths.state_dir):
+        state_problem = self.store.vanished()
+        if state_problem is None and not _writable(self.paths.state_dir):
             state_problem = f"state dir {self.paths.state_dir} is not writable"
         return HealthInputs(
             cli_working=self.cli_working,

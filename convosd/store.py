@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convosd.errors import ConfigError
+from convosd.errors import ConfigError, NotReady
 
 DB_NAME = "convosd.db"
 LOCK_NAME = "convosd.lock"
@@ -114,6 +114,11 @@ class StoreError(Exception):
     """The store cannot be read or written (disk full, read-only, corrupt)."""
 
 
+class StateDirGone(StoreError, NotReady):
+    """The state dir or its store was deleted or replaced while the daemon ran: nothing is
+    written any more (it would go to a file nobody can read again)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Binding:
     conversation_id: str
@@ -154,6 +159,29 @@ class InstanceLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    def reclaim(self) -> bool:
+        """The lock file was deleted (with the state dir) while we hold it: take the path
+        again, so that a second daemon started on it is refused rather than sharing it.
+        Creates the state dir (0700) if it is gone. False if another process holds it."""
+        if self._fd is None:
+            return False
+        try:
+            held = os.fstat(self._fd)
+            current = os.stat(self.path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                return True
+        except FileNotFoundError:
+            pass
+        old = self._fd
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.acquire()
+        except (OSError, StateDirInUse):
+            self._fd = old
+            return False
+        os.close(old)
+        return True
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -168,6 +196,8 @@ class Store:
         self.path = path
         self._pending: dict[str, Any] | None = None
         self._pending_loaded = False
+        #: (dev, inode) of the state dir and of the store file, taken at open
+        self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
@@ -195,7 +225,25 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"state store {path} cannot be opened: {exc}") from None
         os.chmod(path, 0o600)
+        store._identity = _identity(path)
         return store
+
+    def vanished(self) -> str | None:
+        """Why the state dir or the store file is no longer the one opened (deleted,
+        replaced), or None while it is. A stat or two: cheap enough for every write."""
+        if self._identity is None:
+            return None
+        try:
+            now = _identity(self.path)
+        except OSError:
+            now = None
+        if now == self._identity:
+            return None
+        return (
+            f"the state dir {self.path.parent} was deleted or replaced while the daemon ran "
+            "(its store is gone): nothing is written any more. Stop the daemon, restore the "
+            "state dir from a backup (or remove it to start anew), then start the daemon"
+        )
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -221,7 +269,11 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any error."""
+        """One write transaction; rolled back on any error. Refused (StateDirGone) when
+        the store file is no longer in the state dir."""
+        problem = self.vanished()
+        if problem is not None:
+            raise StateDirGone(problem)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -337,6 +389,11 @@ class Store:
             (str(n), int(p), int(t))
             for n, p, t in self.db.execute("SELECT name, pgid, start_ticks FROM children")
         ]
+
+
+def _identity(path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
+    directory, store = os.stat(path.parent), os.stat(path)
+    return (directory.st_dev, directory.st_ino), (store.st_dev, store.st_ino)
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"

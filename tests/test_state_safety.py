@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,61 @@ async def test_a_same_millisecond_burst_is_backfilled_whole(
     backfills = [c for c in calls.read_text().splitlines() if c.startswith("conversation messages")]
     # a backfill of the burst: a page, the burst's millisecond alone, the short last page
     assert any("--sent-before" in c for c in backfills)
+
+
+# --- item 12: the state dir deleted while the daemon runs ----------------------------------
+
+
+async def test_a_spawn_in_a_deleted_state_dir_says_so_not_cli_not_found(tmp_path: Path) -> None:
+    from convosd import errors
+    from convosd.cli.runner import SpawnSpec
+
+    gone = tmp_path / "state"
+    spec = SpawnSpec(argv=("/bin/true",), env={}, cwd=gone)
+    with pytest.raises(errors.CliUnavailable) as caught:
+        await spec.spawn()
+    assert "working directory" in caught.value.message and "deleted" in caught.value.message
+    assert "not found" not in caught.value.message
+
+
+def test_writes_into_a_deleted_store_are_refused(tmp_path: Path) -> None:
+    from convosd.events import event
+    from convosd.journal import Journal
+    from convosd.store import StateDirGone, Store
+
+    state = tmp_path / "state"
+    state.mkdir()
+    store = Store.open(state)
+    try:
+        journal = Journal(store)
+        journal.append([event("member_joined", "c" * 32, inboxId="a" * 64)])
+        assert store.vanished() is None
+        shutil.rmtree(state)
+        with pytest.raises(StateDirGone, match="deleted or replaced while the daemon ran"):
+            journal.append([event("member_joined", "c" * 32, inboxId="b" * 64)])
+        assert journal.position.last_seq == 1
+    finally:
+        store.close()
+
+
+async def test_a_state_dir_deleted_while_running_is_detected(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    from convosd import errors
+
+    state = tmp_path / "me"
+    async with running_daemon(net, state) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await client.create(name="Doomed")
+            assert (await client.health()).checks["stateDir"] == "ok"
+            shutil.rmtree(state)
+            health = await client.health()
+            assert health.status == "down"
+            assert "deleted or replaced while the daemon ran" in health.checks["stateDir"]
+            with pytest.raises(errors.NotReady, match="deleted or replaced"):
+                await client.call("message.send", {"message": "into the void"})
+            # The running daemon takes the path again: a second one is refused.
+            assert await eventually(lambda: (state / "convosd.lock").exists(), within_s=10)
+            second = _daemon(net, state)
+            assert await asyncio.wait_for(second.run(), 30) == 1
+            assert (await client.health()).status == "down"  # still: the store is gone
