@@ -299,3 +299,18 @@ async def test_a_state_dir_deleted_while_running_is_detected(
             second = _daemon(net, state)
             assert await asyncio.wait_for(second.run(), 30) == 1
             assert (await client.health()).status == "down"  # still: the store is gone
+
+
+# --- item 13: a convosd.db that is not a store is refused ----------------------------------
+
+
+async def test_a_zero_length_store_stops_the_daemon(net: FakeNetwork, tmp_path: Path) -> None:
+    state = tmp_path / "me"
+    async with running_daemon(net, state) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await client.create(name="Kept")
+    os.truncate(state / "convosd.db", 0)
+    for leftover in ("convosd.db-wal", "convosd.db-shm"):
+        (state / leftover).unlink(missing_ok=True)
+    assert await asyncio.wait_for(_daemon(net, state).run(), 30) == 1
+    assert (state / "convosd.db").stat().st_size == 0  # refused, not turned into a new store
