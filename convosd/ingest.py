@@ -46,7 +46,7 @@ POLICY_TYPES = MESSAGE_TYPES - {"group_updated"}
 PAGE_SIZE = 200
 #: ``sentAt`` shows milliseconds; a page whose messages all share one is completed by
 #: reading that millisecond alone, at most this many messages.
-SAME_MS_LIMIT = 10_000
+SAME_MS_LIMIT = 2_000
 _MS = 1_000_000
 #: the backfill cursor starts this far before the newest journaled message.
 CURSOR_MARGIN_S = 2.0
