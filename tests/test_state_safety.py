@@ -314,3 +314,32 @@ async def test_a_zero_length_store_stops_the_daemon(net: FakeNetwork, tmp_path: 
         (state / leftover).unlink(missing_ok=True)
     assert await asyncio.wait_for(_daemon(net, state).run(), 30) == 1
     assert (state / "convosd.db").stat().st_size == 0  # refused, not turned into a new store
+
+
+def test_the_double_stamps_a_burst_in_one_millisecond_and_filters_exclusively(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    alice = net.create_identity_home(tmp_path, "alice")
+    cid = net.run_json(alice, "conversations", "create", "--name", "Burst")["conversationId"]
+    net.add_fault("same_ms_burst", command="conversation send-text", home=alice, count=1, copies=5)
+    net.run_json(alice, "conversation", "send-text", cid, "x")
+    net.run_json(alice, "conversation", "send-text", cid, "later")
+    listed = net.run_json(alice, "conversation", "messages", cid, "--direction", "ascending")
+    burst = [m for m in listed if m["contentType"]["typeId"] == "text"][:5]
+    assert [m["content"] for m in burst] == ["x", "x #2", "x #3", "x #4", "x #5"]
+    assert len({m["sentAt"] for m in burst}) == 1
+    sent = datetime.fromisoformat(burst[0]["sentAt"].replace("Z", "+00:00"))
+    ms = (sent - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    start, end = ms * 1_000_000, (ms + 1) * 1_000_000
+
+    def window(after: int, before: int) -> list[str]:
+        found = net.run_json(
+            alice, "conversation", "messages", cid, "--direction", "ascending",
+            f"--sent-after={after}", f"--sent-before={before}",
+        )  # fmt: skip
+        return [m["content"] for m in found]
+
+    assert window(start - 1, end) == ["x", "x #2", "x #3", "x #4", "x #5"]
+    assert window(end - 1, end + 10**12)[:1] == ["later"]  # the burst ends before the next ms
