@@ -48,6 +48,8 @@ PAGE_SIZE = 200
 #: reading that millisecond alone, at most this many messages.
 SAME_MS_LIMIT = 2_000
 _MS = 1_000_000
+#: backfills failing in a row before health says so (one failure may be a passing hiccup)
+FAILURES_REPORTED = 3
 #: the backfill cursor starts this far before the newest journaled message.
 CURSOR_MARGIN_S = 2.0
 #: failed journal writes are retried with the next batch; past this many, the oldest are
@@ -135,6 +137,7 @@ class Ingest:
         self.last_error: str | None = None
         #: why the last backfill could not read its whole window (health: degraded)
         self.backfill_problem: str | None = None
+        self._failures_in_a_row = 0
         self._during_backfill: list[CliMessage] = []
         self._retry: list[CliMessage] = []
         self._last_bad_log = 0.0
@@ -312,10 +315,17 @@ class Ingest:
                 cursor = next_cursor
             self.stats.backfills += 1
             self.backfill_problem = problem
+            self._failures_in_a_row = 0
         except Exception as exc:
             self.stats.backfill_failures += 1
+            self._failures_in_a_row += 1
             self.last_error = f"backfill failed: {getattr(exc, 'message', type(exc).__name__)}"
             self.log.warning("backfill_failed", error=self.last_error)
+            if self._failures_in_a_row >= FAILURES_REPORTED:
+                self.backfill_problem = (
+                    f"{self._failures_in_a_row} backfills in a row failed; the last: "
+                    f"{self.last_error}"
+                )
             raise
         finally:
             live, self._during_backfill = self._during_backfill, []

@@ -307,3 +307,27 @@ def test_a_backfill_problem_makes_health_degraded() -> None:
         HealthInputs(cli_working=True, bound=True, children=running, backfill_problem="stuck")
     )
     assert (status, checks["backfill"]) == ("degraded", "stuck")
+
+
+async def test_backfills_failing_in_a_row_are_reported_until_one_succeeds(
+    journal: Journal,
+) -> None:
+    from convosd.ingest import FAILURES_REPORTED
+
+    ingest = make(journal)
+    failing = True
+
+    async def fetch(cursor: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        if failing:
+            raise RuntimeError("network")
+        return []
+
+    for attempt in range(1, FAILURES_REPORTED + 1):
+        assert ingest.backfill_problem is None, attempt
+        with pytest.raises(RuntimeError):
+            await ingest.backfill(fetch)
+    assert ingest.backfill_problem is not None
+    assert f"{FAILURES_REPORTED} backfills in a row failed" in ingest.backfill_problem
+    failing = False
+    await ingest.backfill(fetch)
+    assert ingest.backfill_problem is None
