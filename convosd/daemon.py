@@ -196,8 +196,9 @@ class Daemon:
 
     async def _watch_state_dir(self, store: Store, lock: InstanceLock) -> None:
         """A state dir deleted (or replaced) under a running daemon: say so once (health is
-        ``down``, requests get NOT_READY, writes are refused), and take its path again so a
-        second daemon started on it is refused instead of running beside this one."""
+        ``down``, requests get NOT_READY, writes are refused, no CLI process runs any more),
+        and take its path again so a second daemon started on it is refused instead of
+        running beside this one."""
         reported = False
         while True:
             await asyncio.sleep(STATE_WATCH_S)
@@ -209,7 +210,7 @@ class Daemon:
                 reported = True
                 log.error("state_dir_gone", state_dir=str(self.paths.state_dir), error=problem)
                 if self.instance is not None:
-                    self.instance.on_state_change()
+                    await self.instance.state_dir_gone(problem)
                 if not lock.reclaim():
                     log.error("state_dir_taken", state_dir=str(self.paths.state_dir))
             else:

@@ -381,6 +381,13 @@ class Instance:
         self.log.info("reset_done")
         self._changed()
 
+    async def state_dir_gone(self, problem: str) -> None:
+        """The state dir was deleted under us: run no CLI process any more (one started now
+        would create a new identity in whatever is at the path), stop the children."""
+        self.queue.refused = problem
+        await self._stop_children()
+        self._changed()
+
     async def _stop_children(self) -> None:
         children = list(self.children.values())
         self.children = {}

@@ -294,8 +294,13 @@ async def test_a_state_dir_deleted_while_running_is_detected(
             assert "deleted or replaced while the daemon ran" in health.checks["stateDir"]
             with pytest.raises(errors.NotReady, match="deleted or replaced"):
                 await client.call("message.send", {"message": "into the void"})
-            # The running daemon takes the path again: a second one is refused.
+            # The running daemon stops its children and runs no CLI process any more (one
+            # would create a new identity at the path), then takes the path again: only its
+            # lock file is there, and a second daemon is refused.
             assert await eventually(lambda: (state / "convosd.lock").exists(), within_s=10)
+            children = (await client.call("status"))["children"]
+            assert {c["state"] for c in children.values()} == {"stopped"}
+            assert [p.name for p in state.iterdir()] == ["convosd.lock"]
             second = _daemon(net, state)
             assert await asyncio.wait_for(second.run(), 30) == 1
             assert (await client.health()).status == "down"  # still: the store is gone
