@@ -27,6 +27,8 @@ class CliQueue:
         self.rng = rng or random.Random()
         self._lock = asyncio.Lock()
         self.waiting = 0
+        #: set when no CLI call may run any more (the state dir is gone): the reason
+        self.refused: str | None = None
         self.log = structlog.get_logger("convosd.cliqueue")
 
     async def run(self, call: Callable[[], Awaitable[T]], *, what: str = "cli") -> T:
@@ -37,6 +39,8 @@ class CliQueue:
         finally:
             self.waiting -= 1
         try:
+            if self.refused is not None:
+                raise errors.NotReady(self.refused)
             return await self._with_retries(call, what)
         finally:
             self._lock.release()

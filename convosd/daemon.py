@@ -23,7 +23,7 @@ from convosd.errors import ConfigError
 from convosd.instance import Instance
 from convosd.joins import JoinTiming
 from convosd.journal import Journal
-from convosd.preflight import cli_setup, prepare_state_dir
+from convosd.preflight import cli_setup, prepare_cli, prepare_state_dir
 from convosd.rpc.dispatch import Dispatcher
 from convosd.rpc.server import AccessPolicy, RpcServer, ServerLimits
 from convosd.rpc.subscriptions import SubscriptionHub
@@ -34,6 +34,8 @@ from convosd.systemd import Notifier
 log = structlog.get_logger("convosd")
 EXIT_OK = 0
 EXIT_FAILED = 1
+#: how often the daemon checks that its state dir is still the one it opened
+STATE_WATCH_S = 1.0
 
 
 class Daemon:
@@ -69,12 +71,17 @@ class Daemon:
             return "the daemon is shutting down"
         if not self.settings.convos.enabled:
             return "the Convos channel is disabled (enabled = false)"
+        if self.instance is not None:
+            return self.instance.store.vanished()
         return None
 
     def _status_text(self) -> str:
         instance = self.instance
         if instance is None:
             return self.phase
+        gone = instance.store.vanished()
+        if gone is not None:
+            return gone
         binding = instance.binding
         if binding is None:
             pending = instance.store.pending_join() is not None
@@ -99,11 +106,11 @@ class Daemon:
             log.error("state_dir_unusable", error=str(exc))
             return EXIT_FAILED
         try:
-            return await self._run_locked()
+            return await self._run_locked(lock)
         finally:
             lock.release()
 
-    async def _run_locked(self) -> int:
+    async def _run_locked(self, lock: InstanceLock) -> int:
         settings, paths = self.settings, self.paths
         daemon = settings.daemon
         try:
@@ -118,7 +125,11 @@ class Daemon:
                 max_age_s=daemon.journal_max_age_days * 86400,
             )
             setup = cli_setup(settings, paths)
-            setup.prepare()
+            try:
+                prepare_cli(setup)
+            except ConfigError as exc:
+                log.error("cli_home_unusable", error=str(exc))
+                return EXIT_FAILED
             cli = ConvosCli(setup, timeout_s=daemon.cli_timeout_s, environ=self.environ)
             instance = Instance(settings, paths, store=store, journal=journal, cli=cli)
             self.instance = instance
@@ -167,8 +178,10 @@ class Daemon:
             self.notifier.ready(self._status_text())
             log.info("ready", socket=str(paths.socket), status=self._status_text())
             watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+            watch = asyncio.create_task(self._watch_state_dir(store, lock), name="state-watch")
             await self.shutdown.wait()
             watchdog.cancel()
+            watch.cancel()
             await self._stop(server, service, instance)
             return EXIT_OK
         finally:
@@ -194,6 +207,28 @@ class Daemon:
         await service.pending.stop()
         await instance.close()
         log.info("stopped")
+
+    async def _watch_state_dir(self, store: Store, lock: InstanceLock) -> None:
+        """A state dir deleted (or replaced) under a running daemon: say so once (health is
+        ``down``, requests get NOT_READY, writes are refused, no CLI process runs any more),
+        and take its path again so a second daemon started on it is refused instead of
+        running beside this one."""
+        reported = False
+        while True:
+            await asyncio.sleep(STATE_WATCH_S)
+            problem = store.vanished()
+            if problem is None:
+                reported = False
+                continue
+            if not reported:
+                reported = True
+                log.error("state_dir_gone", state_dir=str(self.paths.state_dir), error=problem)
+                if self.instance is not None:
+                    await self.instance.state_dir_gone(problem)
+                if not lock.reclaim():
+                    log.error("state_dir_taken", state_dir=str(self.paths.state_dir))
+            else:
+                lock.reclaim()  # deleted again since: take it again
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s

@@ -1,7 +1,8 @@
 """Health (docs/PROTOCOL.md, Health): a pure function of what the daemon knows. Never waits.
 
 ok        unbound with a working CLI, or bound with both children running
-degraded  a child in backoff (or still starting), a config/binding mismatch
+degraded  a child in backoff (or still starting), a config/binding mismatch, a backfill
+          that could not read its whole window
 down      a fatal child, no working CLI, a refused CLI version, an unwritable state dir
           or journal, an env mismatch
 """
@@ -26,6 +27,7 @@ class HealthInputs:
     cli_version_known: bool = True
     state_problem: str | None = None
     journal_problem: str | None = None
+    backfill_problem: str | None = None
     env_mismatch: str | None = None
     binding_mismatch: str | None = None
     identity_mismatch: str | None = None
@@ -61,6 +63,8 @@ def evaluate(inputs: HealthInputs) -> tuple[HealthStatus, dict[str, str]]:
     mark("env", inputs.env_mismatch, "down")
     mark("identity", inputs.identity_mismatch, "down")
     mark("binding", inputs.binding_mismatch, "degraded")
+    if inputs.bound:
+        mark("backfill", inputs.backfill_problem, "degraded")
     if not inputs.enabled:
         checks["enabled"] = "disabled by configuration"
     if inputs.bound:

@@ -44,6 +44,12 @@ MESSAGE_TYPES = frozenset(
 #: types the sender policy applies to; the others (group_updated) are always journaled.
 POLICY_TYPES = MESSAGE_TYPES - {"group_updated"}
 PAGE_SIZE = 200
+#: ``sentAt`` shows milliseconds; a page whose messages all share one is completed by
+#: reading that millisecond alone, at most this many messages.
+SAME_MS_LIMIT = 2_000
+_MS = 1_000_000
+#: backfills failing in a row before health says so (one failure may be a passing hiccup)
+FAILURES_REPORTED = 3
 #: the backfill cursor starts this far before the newest journaled message.
 CURSOR_MARGIN_S = 2.0
 #: failed journal writes are retried with the next batch; past this many, the oldest are
@@ -92,7 +98,9 @@ class IngestStats:
     write_failures: int = 0
 
 
-FetchPage = Callable[[int], Awaitable[list[CliMessage]]]
+#: ``fetch(sent_after_ns, sent_before_ns, limit)``: one ``conversation messages`` call in
+#: ascending order; both bounds exclusive, as the CLI has them.
+FetchPage = Callable[[int, int | None, int], Awaitable[list[CliMessage]]]
 
 
 class Ingest:
@@ -127,6 +135,9 @@ class Ingest:
         self.backfilling = False
         self.healthy = True
         self.last_error: str | None = None
+        #: why the last backfill could not read its whole window (health: degraded)
+        self.backfill_problem: str | None = None
+        self._failures_in_a_row = 0
         self._during_backfill: list[CliMessage] = []
         self._retry: list[CliMessage] = []
         self._last_bad_log = 0.0
@@ -256,26 +267,65 @@ class Ingest:
         return int(cursor * 1_000_000) * 1000
 
     async def backfill(self, fetch_page: FetchPage) -> int:
-        """Re-read the recent window, page by page, and merge it with live lines."""
+        """Re-read the recent window, page by page, and merge it with live lines.
+
+        ``--sent-after`` is exclusive and compares nanoseconds, but ``sentAt`` shows only
+        milliseconds, so each next page starts at the beginning of the last page's last
+        millisecond (what else that millisecond holds may follow). Every page moves the
+        cursor forward by at least one millisecond: when a whole page shares one, that
+        millisecond is read alone (``--sent-before`` its end) and the cursor moves past it.
+        A window that cannot be read whole is reported in :attr:`backfill_problem`.
+        """
         if self.backfilling:
             return 0
         self.backfilling = True
         collected: list[CliMessage] = []
         cursor = self.cursor_ns()
         start_cursor = cursor
+        problem: str | None = None
         try:
             while True:
-                page = await fetch_page(cursor)
+                page = await fetch_page(cursor, None, PAGE_SIZE)
                 collected.extend(page)
                 if len(page) < PAGE_SIZE:
                     break
-                next_cursor = page[-1].sent_at_ns - 1
-                cursor = next_cursor if next_cursor > cursor else cursor + 1
+                last_ms = page[-1].sent_at_ns - page[-1].sent_at_ns % _MS
+                if page[0].sent_at_ns < last_ms:
+                    next_cursor = last_ms - 1
+                else:
+                    same = await fetch_page(last_ms - 1, last_ms + _MS, SAME_MS_LIMIT)
+                    collected.extend(same)
+                    if len(same) >= SAME_MS_LIMIT:
+                        problem = (
+                            f"more than {SAME_MS_LIMIT} messages share sentAt "
+                            f"{page[-1].sent_at.isoformat()}: the backfill read "
+                            f"{SAME_MS_LIMIT} of them and went on (others may be missing)"
+                        )
+                        self.log.warning("backfill_same_ms_overflow", limit=SAME_MS_LIMIT)
+                    next_cursor = last_ms + _MS - 1
+                if next_cursor <= cursor:
+                    # The CLI answered with messages at or before the cursor: paging on
+                    # would read the same page forever.
+                    problem = (
+                        f"the backfill cannot progress: messages after {cursor} ns start at "
+                        f"{page[0].sent_at.isoformat()}; the rest of the window is not read"
+                    )
+                    self.log.error("backfill_stuck", cursor_ns=cursor)
+                    break
+                cursor = next_cursor
             self.stats.backfills += 1
+            self.backfill_problem = problem
+            self._failures_in_a_row = 0
         except Exception as exc:
             self.stats.backfill_failures += 1
+            self._failures_in_a_row += 1
             self.last_error = f"backfill failed: {getattr(exc, 'message', type(exc).__name__)}"
             self.log.warning("backfill_failed", error=self.last_error)
+            if self._failures_in_a_row >= FAILURES_REPORTED:
+                self.backfill_problem = (
+                    f"{self._failures_in_a_row} backfills in a row failed; the last: "
+                    f"{self.last_error}"
+                )
             raise
         finally:
             live, self._during_backfill = self._during_backfill, []

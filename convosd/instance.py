@@ -279,7 +279,7 @@ class Instance:
             bound_at=time.time(),
         )
         with self.store.transaction():
-            self.store.set_binding(binding)
+            self.store.set_binding(binding)  # replaces a binding saved for another env
             self.store.set_pending_join(None)
             if self.store.get_meta("pending_as_owner"):
                 # Onboarding (convosctl setup): the owner channel is recorded in the state
@@ -288,6 +288,8 @@ class Instance:
                 self.recorded_owner = conversation_id
                 self.store.set_meta("owner_identity_id", self.identity_id)
                 self.store.set_meta("pending_as_owner", None)
+        self.env_mismatch = None
+        self.binding_mismatch = None
         self.journal.append([event("conversation_bound", conversation_id, how=how)])
         self.log.info("bound", conversation_id=conversation_id, how=how)
         await self._activate(binding, announce=True)
@@ -373,8 +375,29 @@ class Instance:
         self.members = None
         self.super_admins = set()
         self.admitted.clear()
+        self.binding_mismatch = None  # it described the binding that is gone
         self.store.clear_binding()
         self.log.info("unbound", reason=reason, conversation_id=binding and binding.conversation_id)
+        self._changed()
+
+    def forget_after_reset(self) -> None:
+        """``daemon.reset`` wiped the CLI home and the state: drop every check it made
+        obsolete at once (health right after the reset reflects the clean state). A binding
+        saved for another env (never loaded, so never unbound) goes too."""
+        self.store.clear_binding()
+        self.env_mismatch = None
+        self.binding_mismatch = None
+        self.identity_mismatch = None  # the identity it compared is gone
+        self.identity_id = None
+        self.identity_inbox_id = None
+        self.log.info("reset_done")
+        self._changed()
+
+    async def state_dir_gone(self, problem: str) -> None:
+        """The state dir was deleted under us: run no CLI process any more (one started now
+        would create a new identity in whatever is at the path), stop the children."""
+        self.queue.refused = problem
+        await self._stop_children()
         self._changed()
 
     async def _stop_children(self) -> None:
@@ -410,9 +433,12 @@ class Instance:
             return 0
         cid = binding.conversation_id
 
-        async def page(cursor_ns: int) -> list[CliMessage]:
+        async def page(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
             return await self.queue.run(
-                lambda: self.cli.messages(cid, sent_after_ns=cursor_ns), what="backfill"
+                lambda: self.cli.messages(
+                    cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
+                ),
+                what="backfill",
             )
 
         return await ingest.backfill(page)
@@ -485,7 +511,8 @@ class Instance:
         self._admit(match.group(1).decode())
 
     def _admit(self, joiner: str) -> None:
-        """Our watcher accepted ``joiner`` through our invite: approved at admission."""
+        """Our watcher accepted ``joiner`` through our invite: approved at admission when the
+        policy is ``pairing`` (the sender policy decides)."""
         if joiner not in self.admitted:
             self.admitted.add(joiner)
             self.sender_policy.admit(joiner)
@@ -654,8 +681,9 @@ class Instance:
         journal_problem = None
         if ingest is not None and not ingest.healthy:
             journal_problem = ingest.last_error or "journal write failed"
-        state_problem = None
-        if not _writable(self.paths.state_dir):
+        backfill_problem = ingest.backfill_problem if ingest is not None else None
+        state_problem = self.store.vanished()
+        if state_problem is None and not _writable(self.paths.state_dir):
             state_problem = f"state dir {self.paths.state_dir} is not writable"
         return HealthInputs(
             cli_working=self.cli_working,
@@ -664,6 +692,7 @@ class Instance:
             cli_version_known=self.cli_version is not None,
             state_problem=state_problem,
             journal_problem=journal_problem,
+            backfill_problem=backfill_problem,
             env_mismatch=self.env_mismatch,
             binding_mismatch=self.binding_mismatch,
             identity_mismatch=self.identity_mismatch,

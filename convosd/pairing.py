@@ -95,7 +95,13 @@ class SenderPolicy:
 
     def reload(self) -> None:
         db = self.store.db
-        self.approved = {str(r[0]) for r in db.execute("SELECT inbox_id FROM approved_senders")}
+        rows = [
+            (str(i), str(how))
+            for i, how in db.execute("SELECT inbox_id, how FROM approved_senders")
+        ]
+        self.approved = {inbox for inbox, _how in rows}
+        #: approved at admission only (our invite): counts under ``pairing`` alone
+        self.admitted = {inbox for inbox, how in rows if how == "admitted"}
         self.denied = {
             str(i): float(at) for i, at in db.execute("SELECT inbox_id, at FROM denied_senders")
         }
@@ -115,9 +121,10 @@ class SenderPolicy:
         return {"held": self.held, "dropped": dict(self.dropped)}
 
     def _view(self, now: float) -> SenderView:
+        approved = self.approved if self.policy == "pairing" else self.approved - self.admitted
         return SenderView(
             owners=self.owners(),
-            approved=frozenset(self.approved),
+            approved=frozenset(approved),
             pending=frozenset(self.requests),
             denied=frozenset(s for s, at in self.denied.items() if now - at < DENIED_COOLDOWN_S),
         )
@@ -265,6 +272,7 @@ class SenderPolicy:
         self.journal.append(released, effects=(write,))
         del self.requests[sender]
         self.approved.add(sender)
+        self.admitted.discard(sender)
         self.denied.pop(sender, None)
         self.held -= len(rows)
         log.info("pairing_approved", code=request.code, released=len(rows))
@@ -292,16 +300,23 @@ class SenderPolicy:
         log.info("pairing_denied", code=request.code, dropped=dropped)
         return sender
 
-    def admit(self, inbox_id: str) -> None:
-        """A member accepted through this instance's own invite: approved at admission."""
+    def admit(self, inbox_id: str) -> bool:
+        """A member accepted through this instance's own invite: approved at admission under
+        ``pairing`` only (``allowlist`` journals owners and senders the operator approved;
+        ``open`` and ``disabled`` do not look at approvals). Returns whether it approved."""
+        if self.policy != "pairing":
+            log.info("admission_not_approved", policy=self.policy)
+            return False
         if inbox_id in self.approved:
-            return
+            return True
         with self.store.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO approved_senders (inbox_id, how, at) VALUES (?, ?, ?)",
                 (inbox_id, "admitted", self.clock()),
             )
         self.approved.add(inbox_id)
+        self.admitted.add(inbox_id)
+        return True
 
     def clear(self, *, counts: bool = False) -> None:
         """Explode: approvals and pending state go; reset (counts=True): everything."""

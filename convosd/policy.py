@@ -5,7 +5,8 @@ conversation, to the content types text, markdown, reply, reaction and attachmen
 (``group_updated`` and non-message events are always journaled, before this is asked).
 
 - ``open``: every member is journaled. ``disabled``: none.
-- ``allowlist``: owners and approved senders.
+- ``allowlist``: owners and senders the operator approved; joining through this instance's
+  own invite approves nobody (admission approval is for ``pairing`` only).
 - ``pairing``: like allowlist; a member admitted through this instance's own invite is
   approved at admission (not here: see :mod:`convosd.pairing`). Anyone else's first message
   opens a pairing request (a code of 8 characters from A-Z and 2-9 without O and I, valid

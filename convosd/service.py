@@ -612,9 +612,7 @@ class ConvosService:
             instance.recorded_owner = None
             instance.store.set_meta("owner_identity_id", None)
             self.hub.end_all("reset")
-            instance.identity_id = None
-            instance.identity_inbox_id = None
-            instance._changed()
+            instance.forget_after_reset()
         return s.ResetResult(clean=True)
 
     # --- the method table ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convosd.errors import ConfigError
+from convosd.errors import ConfigError, NotReady
 
 DB_NAME = "convosd.db"
 LOCK_NAME = "convosd.lock"
@@ -128,6 +128,11 @@ class StoreError(Exception):
     """The store cannot be read or written (disk full, read-only, corrupt)."""
 
 
+class StateDirGone(StoreError, NotReady):
+    """The state dir or its store was deleted or replaced while the daemon ran: nothing is
+    written any more (it would go to a file nobody can read again)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Binding:
     conversation_id: str
@@ -168,6 +173,29 @@ class InstanceLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    def reclaim(self) -> bool:
+        """The lock file was deleted (with the state dir) while we hold it: take the path
+        again, so that a second daemon started on it is refused rather than sharing it.
+        Creates the state dir (0700) if it is gone. False if another process holds it."""
+        if self._fd is None:
+            return False
+        try:
+            held = os.fstat(self._fd)
+            current = os.stat(self.path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                return True
+        except FileNotFoundError:
+            pass
+        old = self._fd
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.acquire()
+        except (OSError, StateDirInUse):
+            self._fd = old
+            return False
+        os.close(old)
+        return True
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -182,10 +210,22 @@ class Store:
         self.path = path
         self._pending: dict[str, Any] | None = None
         self._pending_loaded = False
+        #: (dev, inode) of the state dir and of the store file, taken at open
+        self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
+        """Open the store, or create it when the state dir has none.
+
+        A new store is built under a temporary name and renamed into place once its schema
+        is written, so ``convosd.db`` is always a complete store: an existing file that is
+        not one (empty, truncated, another program's database) is refused, never replaced.
+        """
         path = state_dir / DB_NAME
+        if path.exists() or path.is_symlink():
+            _check_existing(path)
+        else:
+            _create(state_dir, path)
         try:
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
@@ -199,7 +239,25 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"state store {path} cannot be opened: {exc}") from None
         os.chmod(path, 0o600)
+        store._identity = _identity(path)
         return store
+
+    def vanished(self) -> str | None:
+        """Why the state dir or the store file is no longer the one opened (deleted,
+        replaced), or None while it is. A stat or two: cheap enough for every write."""
+        if self._identity is None:
+            return None
+        try:
+            now = _identity(self.path)
+        except OSError:
+            now = None
+        if now == self._identity:
+            return None
+        return (
+            f"the state dir {self.path.parent} was deleted or replaced while the daemon ran "
+            "(its store is gone): nothing is written any more. Stop the daemon, restore the "
+            "state dir from a backup (or remove it to start anew), then start the daemon"
+        )
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -225,7 +283,11 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any error."""
+        """One write transaction; rolled back on any error. Refused (StateDirGone) when
+        the store file is no longer in the state dir."""
+        problem = self.vanished()
+        if problem is not None:
+            raise StateDirGone(problem)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -402,6 +464,61 @@ class Store:
             (str(n), int(p), int(t))
             for n, p, t in self.db.execute("SELECT name, pgid, start_ticks FROM children")
         ]
+
+
+def _identity(path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
+    directory, store = os.stat(path.parent), os.stat(path)
+    return (directory.st_dev, directory.st_ino), (store.st_dev, store.st_ino)
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_NEW_SUFFIX = ".new"
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse a ``convosd.db`` that cannot be a store this daemon (or an older one) wrote."""
+    fix = (
+        "restore it from a backup, or move it away to start a new store (the binding, the "
+        "journal and the policy state in it are then lost)"
+    )
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"state store {path} cannot be read: {exc.strerror}") from None
+    if not head:
+        raise StoreError(f"state store {path} is empty (0 bytes), not a convosd store: {fix}")
+    if head != _SQLITE_MAGIC:
+        raise StoreError(f"state store {path} is not an SQLite database: {fix}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        raise StoreError(f"state store {path} cannot be opened: {exc}: {fix}") from None
+    if version == 0 and tables:
+        raise StoreError(f"state store {path} is an SQLite database of another program: {fix}")
+    if 0 < version <= SCHEMA_VERSION and not {"meta", "binding", "events"} <= tables:
+        raise StoreError(f"state store {path} lacks the convosd tables: {fix}")
+
+
+def _create(state_dir: Path, path: Path) -> None:
+    """Build a new store under a temporary name, then rename it to ``convosd.db``."""
+    staging = state_dir / (DB_NAME + _NEW_SUFFIX)
+    for leftover in (staging, *(Path(f"{staging}{s}") for s in ("-wal", "-shm", "-journal"))):
+        leftover.unlink(missing_ok=True)
+    try:
+        connection = sqlite3.connect(staging, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            store = Store(connection, staging)
+            store._migrate()
+        finally:
+            connection.close()  # the last connection: checkpoints and removes the WAL
+        os.chmod(staging, 0o600)
+        os.replace(staging, path)
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"state store {path} cannot be created: {exc}") from None
 
 
 def new_journal_id() -> str:

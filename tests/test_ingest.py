@@ -156,7 +156,7 @@ async def test_backfill_recovers_a_silent_gap_and_merges_live_lines(journal: Jou
     gate = asyncio.Event()
     calls: list[int] = []
 
-    async def fetch(cursor: int) -> list[CliMessage]:
+    async def fetch(cursor: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
         calls.append(cursor)
         await gate.wait()
         return [msg(1), msg(2), msg(3)]
@@ -178,18 +178,19 @@ async def test_backfill_pages_until_a_short_page(journal: Journal) -> None:
     pages = [[msg(i) for i in range(1, PAGE_SIZE + 1)], [msg(PAGE_SIZE + 1)]]
     cursors: list[int] = []
 
-    async def fetch(cursor: int) -> list[CliMessage]:
+    async def fetch(cursor: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
         cursors.append(cursor)
         return pages[len(cursors) - 1]
 
     assert await ingest.backfill(fetch) == PAGE_SIZE + 1
+    # the next page starts at the last page's last millisecond: the rest of it may follow
     assert cursors[1] == msg(PAGE_SIZE).sent_at_ns - 1
 
 
 async def test_failed_backfill_still_releases_live_lines(journal: Journal) -> None:
     ingest = make(journal)
 
-    async def fetch(cursor: int) -> list[CliMessage]:
+    async def fetch(cursor: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
         ingest.on_stream_lines([line(7)])
         raise RuntimeError("network")
 
@@ -215,3 +216,118 @@ def test_messages_before_the_binding_are_not_journaled(journal: Journal) -> None
     ingest = make(journal, bound_at=T0.timestamp() + 100)
     ingest.on_stream_lines([line(1), line(200)])
     assert journaled_ids(journal) == [f"{200:064x}"]
+
+
+class FakeHistory:
+    """``conversation messages --direction ascending`` over messages with distinct ns
+    timestamps, printed with ms precision; --sent-after/--sent-before exclusive (libxmtp)."""
+
+    def __init__(self, stamps: list[int]) -> None:
+        self.stamps = sorted(stamps)
+        self.calls = 0
+
+    async def fetch(
+        self, after: int, before: int | None = None, limit: int = PAGE_SIZE
+    ) -> list[CliMessage]:
+        self.calls += 1
+        if self.calls > 1000:
+            raise AssertionError("the backfill does not progress (over 1000 CLI calls)")
+        chosen = [
+            (i, ns)
+            for i, ns in enumerate(self.stamps)
+            if ns > after and (before is None or ns < before)
+        ][:limit]
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        return [msg(i + 1, at=epoch + timedelta(milliseconds=ns // 1_000_000)) for i, ns in chosen]
+
+
+def burst(count: int, *, before: int = 10, after: int = 10) -> list[int]:
+    """``count`` messages in one millisecond (consecutive ns from its middle), with
+    ``before`` and ``after`` messages a millisecond apart around it."""
+    ms = int((T0.timestamp() + 100) * 1000) * 1_000_000
+    return (
+        [ms - (k + 1) * 1_000_000 for k in range(before)]
+        + [ms + 500_000 + k for k in range(count)]
+        + [ms + (k + 1) * 1_000_000 for k in range(after)]
+    )
+
+
+@pytest.mark.parametrize("count", [PAGE_SIZE, 250, 3 * PAGE_SIZE + 7])
+async def test_a_page_sharing_one_millisecond_cannot_stall_the_backfill(
+    journal: Journal, count: int
+) -> None:
+    ingest = make(journal, clock=lambda: T0.timestamp() + 200)
+    history = FakeHistory(burst(count))
+    assert await ingest.backfill(history.fetch) == count + 20
+    assert len(set(journaled_ids(journal))) == count + 20
+    assert history.calls <= 4
+    assert ingest.backfill_problem is None
+
+
+async def test_a_millisecond_too_full_to_read_is_reported_and_passed(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convosd import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "SAME_MS_LIMIT", 300)
+    ingest = make(journal, clock=lambda: T0.timestamp() + 200)
+    history = FakeHistory(burst(400))
+    journaled = await ingest.backfill(history.fetch)
+    assert journaled == 300 + 20  # the first 300 of the burst, everything around it
+    assert ingest.backfill_problem is not None
+    assert "more than 300 messages share sentAt" in ingest.backfill_problem
+    # a later backfill that reads its whole window clears it
+    history.stamps = burst(0)
+    await ingest.backfill(history.fetch)
+    assert ingest.backfill_problem is None
+
+
+async def test_a_cli_that_answers_before_the_cursor_stops_the_backfill(journal: Journal) -> None:
+    ingest = make(journal, clock=lambda: T0.timestamp() + 200)
+    calls: list[int] = []
+
+    async def fetch(after: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        calls.append(after)  # ignores --sent-after: always the same first page
+        return [msg(i) for i in range(1, PAGE_SIZE + 1)]
+
+    assert await ingest.backfill(fetch) == PAGE_SIZE
+    assert len(calls) <= 3
+    assert ingest.backfill_problem is not None
+    assert "cannot progress" in ingest.backfill_problem
+
+
+def test_a_backfill_problem_makes_health_degraded() -> None:
+    from convosd.health import HealthInputs, evaluate
+    from convosd.supervisor.state import ChildState
+
+    running = {"stream": ChildState.RUNNING, "joinRequests": ChildState.RUNNING}
+    ok = evaluate(HealthInputs(cli_working=True, bound=True, children=running))
+    assert ok == ("ok", {**ok[1], "backfill": "ok"})
+    status, checks = evaluate(
+        HealthInputs(cli_working=True, bound=True, children=running, backfill_problem="stuck")
+    )
+    assert (status, checks["backfill"]) == ("degraded", "stuck")
+
+
+async def test_backfills_failing_in_a_row_are_reported_until_one_succeeds(
+    journal: Journal,
+) -> None:
+    from convosd.ingest import FAILURES_REPORTED
+
+    ingest = make(journal)
+    failing = True
+
+    async def fetch(cursor: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        if failing:
+            raise RuntimeError("network")
+        return []
+
+    for attempt in range(1, FAILURES_REPORTED + 1):
+        assert ingest.backfill_problem is None, attempt
+        with pytest.raises(RuntimeError):
+            await ingest.backfill(fetch)
+    assert ingest.backfill_problem is not None
+    assert f"{FAILURES_REPORTED} backfills in a row failed" in ingest.backfill_problem
+    failing = False
+    await ingest.backfill(fetch)
+    assert ingest.backfill_problem is None

@@ -167,3 +167,38 @@ class TestJournal:
         j = Journal(store)
         (e,) = j.append([event("join_failed", None, reason="ünï 👍")])
         assert "👍" in e.body and json.loads(e.body)["reason"] == "ünï 👍"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "is empty"),
+        (b"not a database at all\n" * 10, "not an SQLite database"),
+    ],
+)
+def test_an_existing_file_that_is_not_a_store_is_refused(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    (tmp_path / "convosd.db").write_bytes(content)
+    with pytest.raises(StoreError, match=problem):
+        Store.open(tmp_path)
+    assert (tmp_path / "convosd.db").read_bytes() == content  # left as it was
+
+
+def test_another_programs_database_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "convosd.db")
+    db.execute("CREATE TABLE notes (x)")
+    db.close()
+    with pytest.raises(StoreError, match="another program"):
+        Store.open(tmp_path)
+
+
+def test_a_truncated_store_keeps_being_refused_and_a_new_one_is_complete(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    store.set_binding(Binding("c" * 32, "a" * 64, "dev", "created", None, None, 1.0))
+    store.close()
+    assert not (tmp_path / "convosd.db.new").exists()
+    os.truncate(tmp_path / "convosd.db", 0)
+    for _ in range(2):  # a refused file is not turned into an empty store by the attempt
+        with pytest.raises(StoreError, match="is empty"):
+            Store.open(tmp_path)

@@ -121,6 +121,13 @@ class SpawnSpec:
                 limit=2**20,
             )
         except FileNotFoundError:
+            if not self.cwd.is_dir():
+                # exec reports a missing working directory as ENOENT too
+                raise errors.CliUnavailable(
+                    f"The CLI's working directory {self.cwd} (the state dir) is gone: it was "
+                    "deleted while the daemon ran. Stop the daemon, restore the state dir, "
+                    "then start the daemon"
+                ) from None
             raise errors.CliUnavailable(
                 f"The convos CLI was not found: {self.argv[0]}", exit_code=127
             ) from None

@@ -1817,7 +1817,12 @@ def cmd_send_text(ctx: Ctx) -> None:
     client = ctx.client()
     conv_id = ctx.args["id"]
     _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
-    message_id = client.store.send(conv_id, client.inbox_id, CT_TEXT, {"text": text})
+    burst = ctx.faults.take("same_ms_burst")
+    extra = int(burst.get("copies") or 0) - 1 if burst is not None else 0
+    same_ms = tuple({"text": f"{text} #{i}"} for i in range(2, extra + 2))
+    message_id = client.store.send(
+        conv_id, client.inbox_id, CT_TEXT, {"text": text}, same_ms=same_ms
+    )
     ctx.output({"success": True, "messageId": message_id, "conversationId": conv_id, "text": text})
 
 

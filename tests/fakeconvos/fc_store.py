@@ -207,9 +207,11 @@ class Store:
         content_type: tuple[str, str, int, int],
         content: Any,
         kind: int = KIND_APPLICATION,
+        stamp: int = 0,
     ) -> tuple[str, int]:
         last = db.execute("SELECT MAX(sent_ns) AS s FROM messages").fetchone()["s"] or 0
-        sent = max(now_ns(), int(last) + 1)
+        # ``stamp``: a burst stamped by the caller (consecutive nanoseconds from there)
+        sent = max(stamp, int(last) + 1) if stamp else max(now_ns(), int(last) + 1)
         message_id = new_hex(32)
         cursor = db.execute(
             "INSERT INTO messages (id, conv_id, sender, authority, type_id, version_major,"
@@ -227,10 +229,24 @@ class Store:
         content_type: tuple[str, str, int, int],
         content: Any,
         kind: int = KIND_APPLICATION,
+        *,
+        same_ms: tuple[Any, ...] = (),
     ) -> str:
+        """Send one message; ``same_ms`` contents are sent right after it, all stamped within
+        the same millisecond (consecutive nanoseconds), like a busy group's burst."""
         with self.write() as db:
             self._require_active(db, conv_id, sender)
-            message_id, _ = self._insert_message(db, conv_id, sender, content_type, content, kind)
+            stamp = 0
+            if same_ms:
+                last = db.execute("SELECT MAX(sent_ns) AS s FROM messages").fetchone()["s"] or 0
+                stamp = max(now_ns(), int(last) + 1)
+                if stamp % 1_000_000 + len(same_ms) >= 1_000_000:
+                    stamp += 1_000_000 - stamp % 1_000_000  # they all fit in the next ms
+            message_id, _ = self._insert_message(
+                db, conv_id, sender, content_type, content, kind, stamp
+            )
+            for extra in same_ms:
+                self._insert_message(db, conv_id, sender, content_type, extra, kind, stamp)
             db.execute(
                 "UPDATE members SET consent = 1"
                 " WHERE conv_id = ? AND inbox_id = ? AND removed_seq IS NULL",
