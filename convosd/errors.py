@@ -297,7 +297,8 @@ _HINTS: dict[str, str] = {
     ),
     "NOT_READY": (
         "Retry in a moment: the daemon is starting or stopping. If it persists, enabled = "
-        "false: only status, health and rpc.discover answer."
+        "false (only status, health and rpc.discover answer) or the state dir is gone "
+        "(health says so)."
     ),
     "EVENTS_EXPIRED": (
         "The events after your seq were trimmed: read or subscribe again with after = "
