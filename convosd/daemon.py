@@ -28,7 +28,8 @@ from convosd.rpc.dispatch import Dispatcher
 from convosd.rpc.server import AccessPolicy, RpcServer, ServerLimits
 from convosd.rpc.subscriptions import SubscriptionHub
 from convosd.service import ConvosService
-from convosd.store import InstanceLock, StateDirInUse, Store, StoreError
+from convosd.storage.lock import InstanceLock, StateDirInUse
+from convosd.storage.store import Store, StoreError
 from convosd.systemd import Notifier
 
 log = structlog.get_logger("convosd")

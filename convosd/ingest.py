@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from convosd.cli.models import CliMessage
 from convosd.events import NewEvent, message_event
 from convosd.journal import Journal
-from convosd.store import StoreError
+from convosd.storage.store import StoreError
 
 #: content types journaled as ``message`` events (the CLI's displayable xmtp.org types).
 MESSAGE_TYPES = frozenset(
@@ -194,7 +194,7 @@ class Ingest:
                 self.stats.duplicates += 1
             else:
                 unique[message.id] = message
-        unseen_ids = self.store.filter_unseen(list(unique))
+        unseen_ids = self.store.seen_ids.unseen(list(unique))
         self.stats.duplicates += len(unique) - len(unseen_ids)
         fresh = sorted((m for m in unique.values() if m.id in unseen_ids), key=lambda m: m.sent_at)
         if not fresh:
@@ -332,5 +332,5 @@ class Ingest:
             self.backfilling = False
             journaled = self.process([*collected, *live])
         # Seen ids older than any cursor can reach will never be read again.
-        self.store.trim_seen(older_than=start_cursor / 1e9 - 3600)
+        self.store.seen_ids.trim(older_than=start_cursor / 1e9 - 3600)
         return journaled

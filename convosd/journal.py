@@ -18,7 +18,7 @@ from typing import Any
 
 from convosd.events import NewEvent
 from convosd.jsonutil import dumps
-from convosd.store import Store, StoreError, new_journal_id
+from convosd.storage.store import Store, StoreError, new_journal_id
 from convosd.supervisor.state import iso
 
 Listener = Callable[[Sequence["JournalEvent"]], None]
@@ -63,13 +63,13 @@ class Journal:
 
     def _load(self) -> None:
         db = self.store.db
-        self.journal_id = self.store.get_meta("journal_id") or new_journal_id()
-        stored_last = self.store.get_meta("last_seq")
+        self.journal_id = self.store.meta.get("journal_id") or new_journal_id()
+        stored_last = self.store.meta.get("last_seq")
         max_seq = db.execute("SELECT MAX(seq) FROM events").fetchone()[0]
         self.last_seq = max(int(stored_last or 0), int(max_seq or 0))
         min_seq = db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
         self.first_seq = int(min_seq) if min_seq is not None else self.last_seq + 1
-        self.max_sent_at = self.store.get_meta("max_sent_at")
+        self.max_sent_at = self.store.meta.get("max_sent_at")
 
     @property
     def position(self) -> JournalPosition:
@@ -121,11 +121,11 @@ class Journal:
                     db.executemany(
                         "INSERT INTO events (seq, type, at, body) VALUES (?, ?, ?, ?)", rows
                     )
-                    self.store.set_meta("last_seq", str(seq))
+                    self.store.meta.set("last_seq", str(seq))
                     if max_sent_at != self.max_sent_at:
-                        self.store.set_meta("max_sent_at", max_sent_at)
+                        self.store.meta.set("max_sent_at", max_sent_at)
                 if seen:
-                    self.store.mark_seen(list(seen), now)
+                    self.store.seen_ids.mark(list(seen), now)
                 for effect in effects:
                     effect(db)
         except sqlite3.Error as exc:
@@ -161,9 +161,9 @@ class Journal:
         with self.store.transaction() as db:
             db.execute("DELETE FROM events")
             self.journal_id = new_journal_id()
-            self.store.set_meta("journal_id", self.journal_id)
-            self.store.set_meta("last_seq", "0")
-            self.store.set_meta("max_sent_at", None)
+            self.store.meta.set("journal_id", self.journal_id)
+            self.store.meta.set("last_seq", "0")
+            self.store.meta.set("max_sent_at", None)
         self.first_seq, self.last_seq = 1, 0
         self.max_sent_at = None
 

@@ -36,7 +36,7 @@ from convosd.policy import (
     new_code,
     normalise_code,
 )
-from convosd.store import Store
+from convosd.storage.store import Store
 from convosd.supervisor.state import iso
 
 log = structlog.get_logger("convosd.pairing")

@@ -13,7 +13,7 @@ from convosd.cli.output import classify, error_text, last_json
 from convosd.framing import OVERSIZE, LineSplitter
 from convosd.ingest import Ingest
 from convosd.journal import Journal
-from convosd.store import Store
+from convosd.storage.store import Store
 from tests.helpers import examples
 
 json_values = st.recursive(

@@ -13,7 +13,7 @@ from convosd.cli.models import CliMessage
 from convosd.events import event
 from convosd.ingest import PAGE_SIZE, Decision, Fate, Ingest
 from convosd.journal import Journal
-from convosd.store import Store
+from convosd.storage.store import Store
 
 CID = "c" * 32
 OWN = "0" * 64
@@ -89,7 +89,7 @@ def test_own_messages_are_seen_never_journaled(journal: Journal) -> None:
     ingest = make(journal)
     ingest.on_stream_lines([line(1, sender=OWN), line(2)])
     assert journaled_ids(journal) == [f"{2:064x}"]
-    assert journal.store.seen(f"{1:064x}")
+    assert journal.store.seen_ids.contains(f"{1:064x}")
     ingest.on_stream_lines([line(1, sender=OWN)])
     assert ingest.stats.by_fate == {"own": 1, "journaled": 1}
 
@@ -127,7 +127,7 @@ def test_policy_hook_decides(journal: Journal) -> None:
     ingest.on_stream_lines([line(1), line(2), line(3, type_id="group_updated")])
     types = [e.type for e in journal.read(0, 100)]
     assert types == ["pairing_requested", "message", "message"]  # group_updated bypasses
-    assert journal.store.seen(f"{1:064x}")
+    assert journal.store.seen_ids.contains(f"{1:064x}")
 
 
 def test_event_shape(journal: Journal) -> None:
@@ -205,7 +205,7 @@ def test_write_failure_keeps_the_batch_for_the_next_one(journal: Journal) -> Non
     journal.store.db.execute("ALTER TABLE events RENAME TO events_gone")
     ingest.on_stream_lines([line(1)])
     assert not ingest.healthy and ingest.stats.write_failures == 1
-    assert not journal.store.seen(f"{1:064x}")
+    assert not journal.store.seen_ids.contains(f"{1:064x}")
     journal.store.db.execute("ALTER TABLE events_gone RENAME TO events")
     ingest.on_stream_lines([line(2)])
     assert ingest.healthy

@@ -271,7 +271,7 @@ def test_expired_code_is_not_found_and_its_messages_are_dropped(tmp_path: Path) 
     from convosd.ingest import Fate
     from convosd.journal import Journal
     from convosd.pairing import SenderPolicy
-    from convosd.store import Store
+    from convosd.storage.store import Store
 
     store = Store.open(tmp_path)
     now = [1000.0]

@@ -13,7 +13,9 @@ import pytest
 
 from convosd.events import event
 from convosd.journal import Journal
-from convosd.store import SCHEMA_VERSION, Binding, InstanceLock, StateDirInUse, Store, StoreError
+from convosd.storage.lock import InstanceLock, StateDirInUse
+from convosd.storage.schema import SCHEMA_VERSION
+from convosd.storage.store import Binding, Store, StoreError
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ def test_second_instance_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
     lock.acquire()
     try:
         code = (
-            "import sys; from pathlib import Path; from convosd.store import InstanceLock\n"
+            "import sys; from pathlib import Path; from convosd.storage.lock import InstanceLock\n"
             "try:\n    InstanceLock(Path(sys.argv[1])).acquire()\n"
             "except Exception as e:\n    print(e); sys.exit(1)\n"
         )
@@ -96,10 +98,10 @@ def test_second_instance_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
 
 def test_seen_ids(store: Store) -> None:
     with store.transaction():
-        store.mark_seen([("a", "journaled"), ("b", "own")], now=10)
-    assert store.seen("a") and not store.seen("z")
-    assert store.filter_unseen(["a", "b", "c"]) == {"c"}
-    assert store.trim_seen(older_than=11) == 2
+        store.seen_ids.mark([("a", "journaled"), ("b", "own")], at=10)
+    assert store.seen_ids.contains("a") and not store.seen_ids.contains("z")
+    assert store.seen_ids.unseen(["a", "b", "c"]) == {"c"}
+    assert store.seen_ids.trim(older_than=11) == 2
 
 
 class TestJournal:
@@ -111,7 +113,7 @@ class TestJournal:
         assert body["seq"] == 1 and body["type"] == "message"
         assert body["at"] == "1970-01-01T00:16:40.000Z"
         assert body["conversationId"] == "c" * 32
-        assert store.seen("x")
+        assert store.seen_ids.contains("x")
         j2 = Journal(store)
         assert (j2.first_seq, j2.last_seq) == (1, 2)
         assert [e.seq for e in j2.append([msg(3)])] == [3]
@@ -126,7 +128,7 @@ class TestJournal:
             j.append([msg(2)], seen=[("m2", "journaled")])
         assert seen == [1]
         assert j.last_seq == 1
-        assert not store.seen("m2")  # the failed batch marked nothing
+        assert not store.seen_ids.contains("m2")  # the failed batch marked nothing
 
     def test_read_after_limit_and_types(self, store: Store) -> None:
         j = Journal(store)
