@@ -39,7 +39,7 @@ from contrib.webhook.relay import Relay, RelayConfig
 from convosd.client import ConvosdClient
 from convosd.errors import NotReady
 from convosd.events import NewEvent
-from convosd.journal import Journal
+from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
 

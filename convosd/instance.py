@@ -31,8 +31,8 @@ from convosd.config import Paths, Settings
 from convosd.events import NewEvent, event
 from convosd.health import HealthInputs, HealthStatus, evaluate
 from convosd.ingest import Ingest, PolicyHook
-from convosd.journal import Journal
 from convosd.pairing import SenderPolicy
+from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState

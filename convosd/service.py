@@ -33,6 +33,7 @@ from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext, MethodSpec
 from convosd.rpc.subscriptions import SubscriptionHub
 from convosd.storage.store import StoreError
+from convosd.storage.work import SettleKey
 from convosd.supervisor.state import iso
 
 T = TypeVar("T")
@@ -362,7 +363,6 @@ class ConvosService:
         self, cid: str, key: str | None, message_id: str, text: str, reply_to: str | None
     ) -> None:
         """Journal ``message_sent`` and, in the same transaction, settle ``key``."""
-        store = self.instance.store
         settle = json.dumps({"messageId": message_id})
         self.instance.journal.append(
             [
@@ -376,9 +376,7 @@ class ConvosService:
                 )
             ],
             seen=[(message_id, "own")],
-            effects=()
-            if key is None
-            else (lambda _db: store.keys.settle(key, message_id, settle),),
+            writes=() if key is None else (SettleKey(key, message_id, settle),),
         )
 
     async def react(self, ctx: CallContext, p: s.ReactParams) -> s.ReactResult:
@@ -605,9 +603,9 @@ class ConvosService:
             home = instance.paths.convos_home
             _remove_tree(home / "db")
             (home / "identity.json").unlink(missing_ok=True)
-            with instance.store.transaction() as db:
-                db.execute("DELETE FROM idempotency")
-                db.execute("DELETE FROM seen")
+            with instance.store.transaction():
+                instance.store.keys.clear()
+                instance.store.seen_ids.clear()
             instance.journal.reset()
             instance.sender_policy.clear(counts=True)
             instance.store.meta.set("owner_conversation_id", None)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from convosd.cli.output import classify, error_text, last_json
 from convosd.framing import OVERSIZE, LineSplitter
 from convosd.ingest import Ingest
-from convosd.journal import Journal
+from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from tests.helpers import examples
 

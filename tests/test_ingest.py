@@ -12,7 +12,7 @@ import pytest
 from convosd.cli.models import CliMessage
 from convosd.events import event
 from convosd.ingest import PAGE_SIZE, Decision, Fate, Ingest
-from convosd.journal import Journal
+from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 
 CID = "c" * 32

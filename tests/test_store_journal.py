@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from convosd.events import event
-from convosd.journal import Journal
+from convosd.storage.journal import Journal
 from convosd.storage.lock import InstanceLock, StateDirInUse
+from convosd.storage.pairing import PairingRequest
 from convosd.storage.schema import SCHEMA_VERSION
 from convosd.storage.store import Binding, Store, StoreError
+from convosd.storage.work import CountDrops, HoldMessage, OpenPairingRequest, SettleKey
 
 
 @pytest.fixture
@@ -129,6 +131,37 @@ class TestJournal:
         assert seen == [1]
         assert j.last_seq == 1
         assert not store.seen_ids.contains("m2")  # the failed batch marked nothing
+
+    def test_a_failing_write_rolls_back_the_whole_batch(self, store: Store) -> None:
+        j = Journal(store)
+        batches: list[list[int]] = []
+        j.listeners.append(lambda batch: batches.append([e.seq for e in batch]))
+        with store.transaction():
+            store.keys.intent("k1", 1.0, "{}")
+            store.keys.intent("k2", 1.0, "{}")
+        j.append([msg(1)], writes=(SettleKey("k1", "m1", '{"messageId": "m1"}'),))
+        request = PairingRequest("ABCDEFGH", "b" * 64, None, 2.0, 3602.0)
+        # m1 already settled k1, so the last write fails after the others ran
+        with pytest.raises(StoreError):
+            j.append(
+                [msg(2)],
+                seen=[("m2", "held"), ("m3", "dropped")],
+                writes=(
+                    HoldMessage("m2", "b" * 64, "{}", 2.0),
+                    OpenPairingRequest(request),
+                    CountDrops("policy"),
+                    SettleKey("k2", "m1", '{"messageId": "m1"}'),
+                ),
+            )
+        assert batches == [[1]] and j.last_seq == 1
+        assert [e.seq for e in j.read(0, 10)] == [1]
+        assert store.seen_ids.unseen(["m2", "m3"]) == {"m2", "m3"}
+        state = store.pairing.load()
+        assert (state.held, state.requests, state.dropped) == (0, [], {})
+        assert store.keys.get("k2") == ("in_flight", 1.0, "{}")
+        # the store took the failure whole: the same batch without the bad write commits
+        j.append([msg(2)], writes=(HoldMessage("m2", "b" * 64, "{}", 2.0),))
+        assert j.last_seq == 2 and store.pairing.load().held == 1
 
     def test_read_after_limit_and_types(self, store: Store) -> None:
         j = Journal(store)

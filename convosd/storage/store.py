@@ -28,6 +28,7 @@ from typing import Any
 from convosd.errors import NotReady
 from convosd.storage.keys import IdempotencyKeys
 from convosd.storage.meta import Meta
+from convosd.storage.pairing import PairingState
 from convosd.storage.schema import MIGRATIONS, SCHEMA_VERSION, statements
 from convosd.storage.seen import SeenIds
 
@@ -73,6 +74,7 @@ class Store:
         self.meta = Meta(connection)
         self.seen_ids = SeenIds(connection)
         self.keys = IdempotencyKeys(connection)
+        self.pairing = PairingState(connection)
         #: (dev, inode) of the state dir and of the store file, taken at open
         self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
 

@@ -19,6 +19,7 @@ from typing import Any
 from convosd.events import NewEvent
 from convosd.jsonutil import dumps
 from convosd.storage.store import Store, StoreError, new_journal_id
+from convosd.storage.work import Write, apply
 from convosd.supervisor.state import iso
 
 Listener = Callable[[Sequence["JournalEvent"]], None]
@@ -83,10 +84,11 @@ class Journal:
         *,
         seen: Sequence[tuple[str, str]] = (),
         notify: bool = True,
-        effects: Sequence[Callable[[sqlite3.Connection], None]] = (),
+        writes: Sequence[Write] = (),
     ) -> list[JournalEvent]:
-        """Journal ``events``, mark ``seen`` ids and run ``effects`` (other writes that must
-        stand or fall with the batch) in one transaction; then notify.
+        """Journal ``events``, mark ``seen`` ids and apply ``writes`` (other writes that must
+        stand or fall with the batch, see :mod:`convosd.storage.work`) in one transaction;
+        then notify.
 
         Raises StoreError when the write fails; nothing of the batch is then visible.
         """
@@ -113,7 +115,7 @@ class Journal:
             )
             rows.append((seq, new.type, now, body))
             written.append(JournalEvent(seq, new.type, body))
-        if not rows and not seen and not effects:
+        if not rows and not seen and not writes:
             return []
         try:
             with self.store.transaction() as db:
@@ -126,8 +128,8 @@ class Journal:
                         self.store.meta.set("max_sent_at", max_sent_at)
                 if seen:
                     self.store.seen_ids.mark(list(seen), now)
-                for effect in effects:
-                    effect(db)
+                for write in writes:
+                    apply(self.store, write)
         except sqlite3.Error as exc:
             raise StoreError(f"journal write failed: {exc}") from exc
         if rows:
