@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -200,13 +202,19 @@ async def test_failed_backfill_still_releases_live_lines(journal: Journal) -> No
     assert not ingest.backfilling
 
 
+def alter(store: Store, statement: str) -> None:
+    """Change the store's schema from outside (a second connection to its file)."""
+    with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+        other.execute(statement)
+
+
 def test_write_failure_keeps_the_batch_for_the_next_one(journal: Journal) -> None:
     ingest = make(journal)
-    journal.store.db.execute("ALTER TABLE events RENAME TO events_gone")
+    alter(journal.store, "ALTER TABLE events RENAME TO events_gone")
     ingest.on_stream_lines([line(1)])
     assert not ingest.healthy and ingest.stats.write_failures == 1
     assert not journal.store.seen_ids.contains(f"{1:064x}")
-    journal.store.db.execute("ALTER TABLE events_gone RENAME TO events")
+    alter(journal.store, "ALTER TABLE events_gone RENAME TO events")
     ingest.on_stream_lines([line(2)])
     assert ingest.healthy
     assert journaled_ids(journal) == [f"{1:064x}", f"{2:064x}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -43,8 +44,9 @@ def msg(i: int, sent_at: str = "2026-11-23T12:00:00.000Z") -> object:
 
 
 def test_schema_version_and_private_file(tmp_path: Path, store: Store) -> None:
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert (tmp_path / "convosd.db").stat().st_mode & 0o777 == 0o600
 
 
@@ -125,7 +127,8 @@ class TestJournal:
         seen: list[int] = []
         j.listeners.append(lambda batch: seen.extend(e.seq for e in batch))
         j.append([msg(1)])
-        store.db.execute("DROP TABLE events")  # the next write fails
+        with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+            other.execute("DROP TABLE events")  # the next write fails
         with pytest.raises(StoreError):
             j.append([msg(2)], seen=[("m2", "journaled")])
         assert seen == [1]

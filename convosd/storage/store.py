@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from convosd.errors import NotReady
+from convosd.storage.events import EventRows
 from convosd.storage.keys import IdempotencyKeys
 from convosd.storage.meta import Meta
 from convosd.storage.pairing import PairingState
@@ -69,9 +70,10 @@ class Store:
     """The durable state of one instance. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
-        self.db = connection
+        self._db = connection
         self.path = path
         self.meta = Meta(connection)
+        self.events = EventRows(connection)
         self.seen_ids = SeenIds(connection)
         self.keys = IdempotencyKeys(connection)
         self.pairing = PairingState(connection)
@@ -126,10 +128,10 @@ class Store:
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
-            self.db.close()
+            self._db.close()
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"state store schema {version} is newer than this convosd knows "
@@ -143,36 +145,36 @@ class Store:
 
     def _apply(self, index: int) -> None:
         for statement in statements(MIGRATIONS[index]):
-            self.db.execute(statement)
-        self.db.execute(f"PRAGMA user_version = {index + 1}")
+            self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version = {index + 1}")
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[None]:
         """One write transaction; rolled back on any error. Refused (StateDirGone) when
         the store file is no longer in the state dir."""
         problem = self.vanished()
         if problem is not None:
             raise StateDirGone(problem)
-        self.db.execute("BEGIN IMMEDIATE")
+        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
+            yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._db.execute("ROLLBACK")
             raise
         else:
-            self.db.execute("COMMIT")
+            self._db.execute("COMMIT")
 
     # --- binding ------------------------------------------------------------------------
 
     def binding(self) -> Binding | None:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT conversation_id, inbox_id, env, how, creator_inbox_id, invite_tag, bound_at "
             "FROM binding WHERE id = 1"
         ).fetchone()
         return None if row is None else Binding(*row)
 
     def set_binding(self, binding: Binding) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT OR REPLACE INTO binding (id, conversation_id, inbox_id, env, how, "
             "creator_inbox_id, invite_tag, bound_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -187,37 +189,37 @@ class Store:
         )
 
     def clear_binding(self) -> None:
-        self.db.execute("DELETE FROM binding")
+        self._db.execute("DELETE FROM binding")
 
     # --- pending join -------------------------------------------------------------------
 
     def pending_join(self) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT body FROM pending_join WHERE id = 1").fetchone()
+        row = self._db.execute("SELECT body FROM pending_join WHERE id = 1").fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def set_pending_join(self, body: dict[str, Any] | None) -> None:
         if body is None:
-            self.db.execute("DELETE FROM pending_join")
+            self._db.execute("DELETE FROM pending_join")
         else:
-            self.db.execute(
+            self._db.execute(
                 "INSERT OR REPLACE INTO pending_join (id, body) VALUES (1, ?)", (json.dumps(body),)
             )
 
     # --- children (for reaping after a daemon crash) ------------------------------------
 
     def record_child(self, name: str, pgid: int, start_ticks: int) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT OR REPLACE INTO children (name, pgid, start_ticks) VALUES (?, ?, ?)",
             (name, pgid, start_ticks),
         )
 
     def forget_child(self, name: str) -> None:
-        self.db.execute("DELETE FROM children WHERE name = ?", (name,))
+        self._db.execute("DELETE FROM children WHERE name = ?", (name,))
 
     def recorded_children(self) -> list[tuple[str, int, int]]:
         return [
             (str(n), int(p), int(t))
-            for n, p, t in self.db.execute("SELECT name, pgid, start_ticks FROM children")
+            for n, p, t in self._db.execute("SELECT name, pgid, start_ticks FROM children")
         ]
 
 
