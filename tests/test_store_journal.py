@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -240,3 +241,28 @@ def test_a_truncated_store_keeps_being_refused_and_a_new_one_is_complete(tmp_pat
     for _ in range(2):  # a refused file is not turned into an empty store by the attempt
         with pytest.raises(StoreError, match="is empty"):
             Store.open(tmp_path)
+
+
+def sql_outside_storage(package: Path) -> list[str]:
+    """``file:line`` of every sqlite3 import or SQL call in ``package`` outside storage/."""
+    found: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        if (package / "storage") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                names = [node.func.attr]
+            if {"sqlite3", "execute", "executemany", "executescript", "cursor"} & set(names):
+                found.append(f"{path.relative_to(package)}:{getattr(node, 'lineno', 0)}")
+    return found
+
+
+def test_only_the_storage_package_runs_sql() -> None:
+    import convosd
+
+    assert sql_outside_storage(Path(convosd.__file__).parent) == []
