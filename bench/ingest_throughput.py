@@ -23,8 +23,8 @@ import uvloop
 
 from convosd.cli.runner import SpawnSpec
 from convosd.ingest import Ingest
-from convosd.journal import Journal
-from convosd.store import Store
+from convosd.storage.journal import Journal
+from convosd.storage.store import Store
 from convosd.supervisor.child import SupervisedChild
 
 SENDER = "a" * 64

@@ -39,8 +39,8 @@ from contrib.webhook.relay import Relay, RelayConfig
 from convosd.client import ConvosdClient
 from convosd.errors import NotReady
 from convosd.events import NewEvent
-from convosd.journal import Journal
-from convosd.store import Store
+from convosd.storage.journal import Journal
+from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,8 +25,8 @@ import uvloop
 from convosd.cli import CliSetup, ConvosCli
 from convosd.config import Paths, load_settings
 from convosd.instance import STREAM, Instance
-from convosd.journal import Journal
-from convosd.store import Store
+from convosd.storage.journal import Journal
+from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState
 from tests.fakeconvos.network import FakeNetwork
 

@@ -22,13 +22,14 @@ from convosd.config import Paths, Settings
 from convosd.errors import ConfigError
 from convosd.instance import Instance
 from convosd.joins import JoinTiming
-from convosd.journal import Journal
 from convosd.preflight import cli_setup, prepare_cli, prepare_state_dir
 from convosd.rpc.dispatch import Dispatcher
 from convosd.rpc.server import AccessPolicy, RpcServer, ServerLimits
 from convosd.rpc.subscriptions import SubscriptionHub
 from convosd.service import ConvosService
-from convosd.store import InstanceLock, StateDirInUse, Store, StoreError
+from convosd.storage.journal import Journal
+from convosd.storage.lock import InstanceLock, StateDirInUse
+from convosd.storage.store import Store, StoreError
 from convosd.systemd import Notifier
 
 log = structlog.get_logger("convosd")

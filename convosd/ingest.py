@@ -11,7 +11,6 @@ whatever its fate, in the same transaction as its event, so an id is evaluated o
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +23,9 @@ from pydantic import ValidationError
 
 from convosd.cli.models import CliMessage
 from convosd.events import NewEvent, message_event
-from convosd.journal import Journal
-from convosd.store import StoreError
+from convosd.storage.journal import Journal
+from convosd.storage.store import StoreError
+from convosd.storage.work import Write
 
 #: content types journaled as ``message`` events (the CLI's displayable xmtp.org types).
 MESSAGE_TYPES = frozenset(
@@ -73,7 +73,7 @@ class Decision:
     fate: Fate
     events: tuple[NewEvent, ...] = ()  # extra events (e.g. pairing_requested)
     #: writes that commit with the batch (held messages, pairing requests, counts)
-    effects: tuple[Callable[[sqlite3.Connection], None], ...] = ()
+    writes: tuple[Write, ...] = ()
     #: run once the batch is committed (e.g. post the pairing notice)
     after: tuple[Callable[[], None], ...] = ()
 
@@ -194,14 +194,14 @@ class Ingest:
                 self.stats.duplicates += 1
             else:
                 unique[message.id] = message
-        unseen_ids = self.store.filter_unseen(list(unique))
+        unseen_ids = self.store.seen_ids.unseen(list(unique))
         self.stats.duplicates += len(unique) - len(unseen_ids)
         fresh = sorted((m for m in unique.values() if m.id in unseen_ids), key=lambda m: m.sent_at)
         if not fresh:
             return 0
         events: list[NewEvent] = []
         seen: list[tuple[str, str]] = []
-        effects: list[Callable[[sqlite3.Connection], None]] = []
+        writes: list[Write] = []
         after: list[Callable[[], None]] = []
         group_updates: list[CliMessage] = []
         specials: list[CliMessage] = []
@@ -211,7 +211,7 @@ class Ingest:
             seen.append((message.id, str(fate)))
             self.stats.by_fate[str(fate)] = self.stats.by_fate.get(str(fate), 0) + 1
             events.extend(decision.events)
-            effects.extend(decision.effects)
+            writes.extend(decision.writes)
             after.extend(decision.after)
             if fate is Fate.JOURNALED:
                 name = self.sender_name(message.sender_inbox_id)
@@ -221,7 +221,7 @@ class Ingest:
             elif fate is Fate.IGNORED:
                 specials.append(message)
         try:
-            written = self.journal.append(events, seen=seen, effects=effects)
+            written = self.journal.append(events, seen=seen, writes=writes)
         except StoreError as exc:
             self.stats.write_failures += 1
             self.healthy = False
@@ -332,5 +332,5 @@ class Ingest:
             self.backfilling = False
             journaled = self.process([*collected, *live])
         # Seen ids older than any cursor can reach will never be read again.
-        self.store.trim_seen(older_than=start_cursor / 1e9 - 3600)
+        self.store.seen_ids.trim(older_than=start_cursor / 1e9 - 3600)
         return journaled

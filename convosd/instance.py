@@ -31,9 +31,9 @@ from convosd.config import Paths, Settings
 from convosd.events import NewEvent, event
 from convosd.health import HealthInputs, HealthStatus, evaluate
 from convosd.ingest import Ingest, PolicyHook
-from convosd.journal import Journal
 from convosd.pairing import SenderPolicy
-from convosd.store import Binding, Store, StoreError
+from convosd.storage.journal import Journal
+from convosd.storage.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
 
@@ -97,7 +97,7 @@ class Instance:
             on_request=self._post_pairing_notice,
         )
         #: the owner channel recorded by onboarding (convosctl setup), cached for status
-        self.recorded_owner = store.get_meta("owner_conversation_id")
+        self.recorded_owner = store.meta.get("owner_conversation_id")
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()
         self._profiles_at = 0.0
@@ -192,8 +192,8 @@ class Instance:
             return False
         self.cli_version = version
         try:
-            check_version(version, self.store.get_meta("cli_version"))
-            check_bindings(bindings, self.store.get_meta("cli_bindings_version"))
+            check_version(version, self.store.meta.get("cli_version"))
+            check_bindings(bindings, self.store.meta.get("cli_bindings_version"))
         except errors.CliUnavailable as exc:
             if exc.message != self.cli_version_problem:
                 self.log.error("cli_version_refused", problem=exc.message)
@@ -213,9 +213,9 @@ class Instance:
             return False
         self.cli_working = True
         self.cli_problem = None
-        self.store.set_meta("cli_version", version.version)
+        self.store.meta.set("cli_version", version.version)
         if bindings is not None:
-            self.store.set_meta("cli_bindings_version", bindings)
+            self.store.meta.set("cli_bindings_version", bindings)
         self.identity_id = identities[0].id if identities else None
         inbox = identities[0].inbox_id if identities else None
         self.identity_inbox_id = inbox if inbox and len(inbox) == 64 else None
@@ -281,13 +281,13 @@ class Instance:
         with self.store.transaction():
             self.store.set_binding(binding)  # replaces a binding saved for another env
             self.store.set_pending_join(None)
-            if self.store.get_meta("pending_as_owner"):
+            if self.store.meta.get("pending_as_owner"):
                 # Onboarding (convosctl setup): the owner channel is recorded in the state
                 # dir, never in the config file.
-                self.store.set_meta("owner_conversation_id", conversation_id)
+                self.store.meta.set("owner_conversation_id", conversation_id)
                 self.recorded_owner = conversation_id
-                self.store.set_meta("owner_identity_id", self.identity_id)
-                self.store.set_meta("pending_as_owner", None)
+                self.store.meta.set("owner_identity_id", self.identity_id)
+                self.store.meta.set("pending_as_owner", None)
         self.env_mismatch = None
         self.binding_mismatch = None
         self.journal.append([event("conversation_bound", conversation_id, how=how)])

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +23,6 @@ from convosd import errors
 from convosd.cli.models import CliMessage
 from convosd.events import NewEvent, event, message_event
 from convosd.ingest import Decision, Fate
-from convosd.journal import Journal
 from convosd.policy import (
     DENIED_COOLDOWN_S,
     REQUEST_TTL_S,
@@ -36,34 +33,17 @@ from convosd.policy import (
     new_code,
     normalise_code,
 )
-from convosd.store import Store
+from convosd.storage.journal import Journal
+from convosd.storage.pairing import PairingRequest
+from convosd.storage.store import Store
+from convosd.storage.work import ApproveSender, CountDrops, HoldMessage, OpenPairingRequest
 from convosd.supervisor.state import iso
 
 log = structlog.get_logger("convosd.pairing")
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    code: str
-    sender_inbox_id: str
-    sender_name: str | None
-    created_at: float
-    expires_at: float
-
-
 def _iso(ts: float) -> str:
     return iso(datetime.fromtimestamp(ts, UTC)) or ""
-
-
-def _bump(reason: str, count: int = 1) -> Callable[[sqlite3.Connection], None]:
-    def write(db: sqlite3.Connection) -> None:
-        db.execute(
-            "INSERT INTO policy_counts (reason, count) VALUES (?, ?) "
-            "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count",
-            (reason, count),
-        )
-
-    return write
 
 
 class SenderPolicy:
@@ -76,7 +56,7 @@ class SenderPolicy:
         owners: Callable[[], frozenset[str]],
         conversation_id: Callable[[], str | None],
         sender_name: Callable[[str], str | None] = lambda _inbox: None,
-        on_request: Callable[[Request], None] = lambda _r: None,
+        on_request: Callable[[PairingRequest], None] = lambda _r: None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | random.SystemRandom | None = None,
     ) -> None:
@@ -94,28 +74,14 @@ class SenderPolicy:
     # --- the in-memory view -------------------------------------------------------------
 
     def reload(self) -> None:
-        db = self.store.db
-        rows = [
-            (str(i), str(how))
-            for i, how in db.execute("SELECT inbox_id, how FROM approved_senders")
-        ]
-        self.approved = {inbox for inbox, _how in rows}
+        stored = self.store.pairing.load()
+        self.approved = set(stored.approved)
         #: approved at admission only (our invite): counts under ``pairing`` alone
-        self.admitted = {inbox for inbox, how in rows if how == "admitted"}
-        self.denied = {
-            str(i): float(at) for i, at in db.execute("SELECT inbox_id, at FROM denied_senders")
-        }
-        self.requests = {
-            str(r[1]): Request(str(r[0]), str(r[1]), r[2], float(r[3]), float(r[4]))
-            for r in db.execute(
-                "SELECT code, sender_inbox_id, sender_name, created_at, expires_at "
-                "FROM pairing_requests"
-            )
-        }
-        self.dropped = {
-            str(r): int(c) for r, c in db.execute("SELECT reason, count FROM policy_counts")
-        }
-        self.held = int(db.execute("SELECT COUNT(*) FROM held_messages").fetchone()[0])
+        self.admitted = {inbox for inbox, how in stored.approved.items() if how == "admitted"}
+        self.denied = stored.denied
+        self.requests = {r.sender_inbox_id: r for r in stored.requests}
+        self.dropped = stored.dropped
+        self.held = stored.held
 
     def counts(self) -> dict[str, Any]:
         return {"held": self.held, "dropped": dict(self.dropped)}
@@ -138,16 +104,11 @@ class SenderPolicy:
         if not gone:
             return 0
         dropped = 0
-        with self.store.transaction() as db:
+        with self.store.transaction():
             for request in gone:
-                held = db.execute(
-                    "DELETE FROM held_messages WHERE sender_inbox_id = ?",
-                    (request.sender_inbox_id,),
-                ).rowcount
-                db.execute("DELETE FROM pairing_requests WHERE code = ?", (request.code,))
-                dropped += held
+                dropped += self.store.pairing.close_request(request.code, request.sender_inbox_id)
             if dropped:
-                _bump("expired", dropped)(db)
+                self.store.pairing.count_drops("expired", dropped)
         for request in gone:
             del self.requests[request.sender_inbox_id]
         self.held -= dropped
@@ -169,23 +130,15 @@ class SenderPolicy:
         if verdict.verdict is Verdict.DROP:
             reason = verdict.reason or "policy"
             self.dropped[reason] = self.dropped.get(reason, 0) + 1
-            return Decision(Fate.DROPPED, effects=(_bump(reason),))
+            return Decision(Fate.DROPPED, writes=(CountDrops(reason),))
         hold = self._hold(message, now)
         self.held += 1
         if verdict.verdict is Verdict.HOLD:
-            return Decision(Fate.HELD, effects=(hold,))
+            return Decision(Fate.HELD, writes=(hold,))
         code = new_code(self.rng, frozenset(r.code for r in self.requests.values()))
         name = self.sender_name(sender)
-        request = Request(code, sender, name, now, now + REQUEST_TTL_S)
+        request = PairingRequest(code, sender, name, now, now + REQUEST_TTL_S)
         self.requests[sender] = request
-
-        def record(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO pairing_requests (code, sender_inbox_id, sender_name, created_at, "
-                "expires_at) VALUES (?, ?, ?, ?, ?)",
-                (code, sender, name, request.created_at, request.expires_at),
-            )
-
         requested = event(
             "pairing_requested",
             self.conversation_id(),
@@ -197,32 +150,19 @@ class SenderPolicy:
         return Decision(
             Fate.HELD,
             events=(requested,),
-            effects=(record, hold),
+            writes=(OpenPairingRequest(request), hold),
             after=(lambda: self.on_request(request),),
         )
 
-    def _hold(self, message: CliMessage, now: float) -> Callable[[sqlite3.Connection], None]:
+    def _hold(self, message: CliMessage, now: float) -> HoldMessage:
         fields = message_event(message, self.conversation_id() or "", None).fields
-        body = json.dumps(fields)
-
-        def write(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT OR IGNORE INTO held_messages (message_id, sender_inbox_id, body, held_at) "
-                "VALUES (?, ?, ?, ?)",
-                (message.id, message.sender_inbox_id, body, now),
-            )
-
-        return write
+        return HoldMessage(message.id, message.sender_inbox_id, json.dumps(fields), now)
 
     # --- operator actions ---------------------------------------------------------------
 
     def list_requests(self) -> list[dict[str, Any]]:
         self.expire()
-        counts = dict(
-            self.store.db.execute(
-                "SELECT sender_inbox_id, COUNT(*) FROM held_messages GROUP BY sender_inbox_id"
-            ).fetchall()
-        )
+        counts = self.store.pairing.held_per_sender()
         return [
             {
                 "code": r.code,
@@ -230,12 +170,12 @@ class SenderPolicy:
                 "senderName": r.sender_name or self.sender_name(r.sender_inbox_id),
                 "createdAt": _iso(r.created_at),
                 "expiresAt": _iso(r.expires_at),
-                "held": int(counts.get(r.sender_inbox_id, 0)),
+                "held": counts.get(r.sender_inbox_id, 0),
             }
             for r in sorted(self.requests.values(), key=lambda r: r.created_at)
         ]
 
-    def _find(self, code: str) -> Request:
+    def _find(self, code: str) -> PairingRequest:
         self.expire()
         wanted = normalise_code(code)
         for request in self.requests.values():
@@ -249,27 +189,15 @@ class SenderPolicy:
         """Approve the sender and release their held messages, in order, in one commit."""
         request = self._find(code)
         sender = request.sender_inbox_id
-        rows = self.store.db.execute(
-            "SELECT body FROM held_messages WHERE sender_inbox_id = ? ORDER BY id", (sender,)
-        ).fetchall()
+        rows = self.store.pairing.held_bodies(sender)
         cid = self.conversation_id()
         name = self.sender_name(sender) or request.sender_name
         released: list[NewEvent] = []
-        for (body,) in rows:
+        for body in rows:
             fields = json.loads(body)
             fields["senderName"] = name
             released.append(NewEvent(type="message", conversation_id=cid, fields=fields))
-
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM held_messages WHERE sender_inbox_id = ?", (sender,))
-            db.execute("DELETE FROM pairing_requests WHERE code = ?", (request.code,))
-            db.execute(
-                "INSERT OR REPLACE INTO approved_senders (inbox_id, how, at) VALUES (?, ?, ?)",
-                (sender, "pairing", self.clock()),
-            )
-            db.execute("DELETE FROM denied_senders WHERE inbox_id = ?", (sender,))
-
-        self.journal.append(released, effects=(write,))
+        self.journal.append(released, writes=(ApproveSender(sender, request.code, self.clock()),))
         del self.requests[sender]
         self.approved.add(sender)
         self.admitted.discard(sender)
@@ -282,16 +210,11 @@ class SenderPolicy:
         request = self._find(code)
         sender = request.sender_inbox_id
         now = self.clock()
-        with self.store.transaction() as db:
-            dropped = db.execute(
-                "DELETE FROM held_messages WHERE sender_inbox_id = ?", (sender,)
-            ).rowcount
-            db.execute("DELETE FROM pairing_requests WHERE code = ?", (request.code,))
-            db.execute(
-                "INSERT OR REPLACE INTO denied_senders (inbox_id, at) VALUES (?, ?)", (sender, now)
-            )
+        with self.store.transaction():
+            dropped = self.store.pairing.close_request(request.code, sender)
+            self.store.pairing.deny(sender, now)
             if dropped:
-                _bump("denied", dropped)(db)
+                self.store.pairing.count_drops("denied", dropped)
         del self.requests[sender]
         self.denied[sender] = now
         self.held -= dropped
@@ -309,25 +232,14 @@ class SenderPolicy:
             return False
         if inbox_id in self.approved:
             return True
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO approved_senders (inbox_id, how, at) VALUES (?, ?, ?)",
-                (inbox_id, "admitted", self.clock()),
-            )
+        with self.store.transaction():
+            self.store.pairing.approve(inbox_id, "admitted", self.clock())
         self.approved.add(inbox_id)
         self.admitted.add(inbox_id)
         return True
 
     def clear(self, *, counts: bool = False) -> None:
         """Explode: approvals and pending state go; reset (counts=True): everything."""
-        with self.store.transaction() as db:
-            for table in (
-                "approved_senders",
-                "denied_senders",
-                "pairing_requests",
-                "held_messages",
-            ):
-                db.execute(f"DELETE FROM {table}")
-            if counts:
-                db.execute("DELETE FROM policy_counts")
+        with self.store.transaction():
+            self.store.pairing.clear(counts=counts)
         self.reload()

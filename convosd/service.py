@@ -32,7 +32,8 @@ from convosd.ratelimit import TokenBucket
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext, MethodSpec
 from convosd.rpc.subscriptions import SubscriptionHub
-from convosd.store import StoreError
+from convosd.storage.store import StoreError
+from convosd.storage.work import SettleKey
 from convosd.supervisor.state import iso
 
 T = TypeVar("T")
@@ -179,7 +180,7 @@ class ConvosService:
             if result.inbox_id:
                 self.instance.identity_inbox_id = result.inbox_id
             if p.as_owner:
-                self.instance.store.set_meta("pending_as_owner", "1")
+                self.instance.store.meta.set("pending_as_owner", "1")
             if isinstance(result, JoinJoined):
                 await self.instance.bind(
                     result.conversation_id,
@@ -215,7 +216,7 @@ class ConvosService:
         if self.instance.store.pending_join() is None:
             raise errors.NotFound("No pending join to cancel")
         await self.pending.cancel()
-        self.instance.store.set_meta("pending_as_owner", None)
+        self.instance.store.meta.set("pending_as_owner", None)
         self.instance._changed()
         return s.CancelJoinResult(cancelled=True)
 
@@ -342,7 +343,7 @@ class ConvosService:
             return cli.send_text(cid, p.message)
 
         if key is not None:
-            self.instance.store.key_intent(
+            self.instance.store.keys.intent(
                 key, self.clock(), PendingKey(key, 0.0, p.message, p.reply_to).body()
             )
             self._sending.add(key)
@@ -362,7 +363,6 @@ class ConvosService:
         self, cid: str, key: str | None, message_id: str, text: str, reply_to: str | None
     ) -> None:
         """Journal ``message_sent`` and, in the same transaction, settle ``key``."""
-        store = self.instance.store
         settle = json.dumps({"messageId": message_id})
         self.instance.journal.append(
             [
@@ -376,7 +376,7 @@ class ConvosService:
                 )
             ],
             seen=[(message_id, "own")],
-            effects=() if key is None else (lambda _db: store.key_settle(key, message_id, settle),),
+            writes=() if key is None else (SettleKey(key, message_id, settle),),
         )
 
     async def react(self, ctx: CallContext, p: s.ReactParams) -> s.ReactResult:
@@ -396,12 +396,12 @@ class ConvosService:
 
     def _key_result(self, key: str) -> str | None:
         store = self.instance.store
-        row = store.key_get(key)
+        row = store.keys.get(key)
         if row is None:
             return None
         state, intent_at, body = row
         if self.clock() - intent_at > IDEMPOTENCY_TTL_S:
-            store.key_forget(key)
+            store.keys.forget(key)
             return None
         if state == "done":
             return str(json.loads(body)["messageId"])
@@ -416,7 +416,7 @@ class ConvosService:
         """The rule of convosd.idempotency: release the key only when the CLI provably did
         not send; otherwise keep it in flight and reconcile it."""
         if not started or isinstance(exc, _NOT_SENT):
-            self.instance.store.key_forget(key)
+            self.instance.store.keys.forget(key)
             return
         log.warning(
             "send_outcome_unknown",
@@ -440,17 +440,17 @@ class ConvosService:
         self.instance.spawn_task(self.reconcile_keys(only=key), "reconcile-key")
 
     def _clear_keys(self) -> None:
-        self.instance.store.keys_clear()
+        self.instance.store.keys.clear()
 
     async def reconcile_keys(self, only: str | None = None) -> None:
         """Settle keys left in flight (at start, after a send with an unknown outcome, or
         when a repeat finds one) from the conversation's own messages; see
         :func:`convosd.idempotency.reconcile`. A settled key journals its ``message_sent``."""
         store = self.instance.store
-        store.keys_expire(self.clock() - IDEMPOTENCY_TTL_S)
+        store.keys.expire(self.clock() - IDEMPOTENCY_TTL_S)
         names = {
             row[0]
-            for row in store.keys_in_flight()
+            for row in store.keys.in_flight()
             if (only is None or row[0] == only)
             and row[0] not in self._sending
             and row[0] not in self._reconciling
@@ -468,7 +468,7 @@ class ConvosService:
         for name in names:
             self._reconciled_at[name] = now
         try:
-            pending = [PendingKey.from_row(*row) for row in store.keys_in_flight()]
+            pending = [PendingKey.from_row(*row) for row in store.keys.in_flight()]
             since = min(k.intent_at for k in pending if k.key in names) - SKEW_S
             try:
                 messages, complete = await self._messages_since(cid, since)
@@ -476,10 +476,10 @@ class ConvosService:
                 log.warning("idempotency_reconcile_failed", error=exc.message, keys=len(names))
                 return  # stay in flight: repeats get BUSY and try again
             # Read again: sends may have finished or started while the CLI ran.
-            pending = [PendingKey.from_row(*row) for row in store.keys_in_flight()]
+            pending = [PendingKey.from_row(*row) for row in store.keys.in_flight()]
             # Ids already reported as some send's result (a key's, or a send without one)
             # cannot be this send's.
-            settled = store.keys_settled_by([m.id for m in messages])
+            settled = store.keys.settled_by([m.id for m in messages])
             settled |= self.instance.journal.sent_message_ids(since)
             verdicts = reconcile(
                 pending, messages, own_inbox_id=own, settled=settled, complete=complete
@@ -495,7 +495,7 @@ class ConvosService:
     def _apply(self, cid: str, key: PendingKey, verdict: Verdict) -> None:
         log.info("idempotency_reconciled", outcome=verdict.outcome.value, why=verdict.reason)
         if verdict.outcome is Outcome.NOT_SENT:
-            self.instance.store.key_forget(key.key)
+            self.instance.store.keys.forget(key.key)
             self._reconciled_at.pop(key.key, None)
         elif verdict.outcome is Outcome.SENT and verdict.message_id is not None:
             try:
@@ -603,14 +603,14 @@ class ConvosService:
             home = instance.paths.convos_home
             _remove_tree(home / "db")
             (home / "identity.json").unlink(missing_ok=True)
-            with instance.store.transaction() as db:
-                db.execute("DELETE FROM idempotency")
-                db.execute("DELETE FROM seen")
+            with instance.store.transaction():
+                instance.store.keys.clear()
+                instance.store.seen_ids.clear()
             instance.journal.reset()
             instance.sender_policy.clear(counts=True)
-            instance.store.set_meta("owner_conversation_id", None)
+            instance.store.meta.set("owner_conversation_id", None)
             instance.recorded_owner = None
-            instance.store.set_meta("owner_identity_id", None)
+            instance.store.meta.set("owner_identity_id", None)
             self.hub.end_all("reset")
             instance.forget_after_reset()
         return s.ResetResult(clean=True)

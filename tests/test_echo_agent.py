@@ -13,7 +13,7 @@ from typing import Any
 
 from contrib.echo_agent.echo_agent import EchoAgent, Position, reply_for, save_position
 from convosd.client import ConvosdClient, error_from
-from convosd.journal import Journal
+from convosd.storage.journal import Journal
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import eventually
 from tests.rpc_harness import member_cli, running_daemon

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from convosd.cli.output import classify, error_text, last_json
 from convosd.framing import OVERSIZE, LineSplitter
 from convosd.ingest import Ingest
-from convosd.journal import Journal
-from convosd.store import Store
+from convosd.storage.journal import Journal
+from convosd.storage.store import Store
 from tests.helpers import examples
 
 json_values = st.recursive(

@@ -22,7 +22,8 @@ from convosd import errors
 from convosd.cli.models import CliMessage
 from convosd.client import Client
 from convosd.idempotency import SKEW_S, Outcome, PendingKey, reconcile
-from convosd.store import MIGRATIONS, Store
+from convosd.storage.schema import MIGRATIONS
+from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
 from tests.rpc_harness import RunningDaemon, running_daemon
 
@@ -346,12 +347,12 @@ def test_the_migration_keeps_done_keys_and_lets_a_message_settle_one(tmp_path: P
     db.close()
     store = Store.open(tmp_path)
     try:
-        assert store.key_get("B") == ("done", T0, '{"messageId": "m1"}')
-        assert store.keys_settled_by(["m1", "m2"]) == {"m1"}
-        assert [row[0] for row in store.keys_in_flight()] == ["C"]
+        assert store.keys.get("B") == ("done", T0, '{"messageId": "m1"}')
+        assert store.keys.settled_by(["m1", "m2"]) == {"m1"}
+        assert [row[0] for row in store.keys.in_flight()] == ["C"]
         with pytest.raises(sqlite3.IntegrityError):
-            store.key_settle("C", "m1", '{"messageId": "m1"}')
-        store.key_settle("C", "m2", '{"messageId": "m2"}')
-        assert store.keys_settled_by(["m2"]) == {"m2"}
+            store.keys.settle("C", "m1", '{"messageId": "m1"}')
+        store.keys.settle("C", "m2", '{"messageId": "m2"}')
+        assert store.keys.settled_by(["m2"]) == {"m2"}
     finally:
         store.close()

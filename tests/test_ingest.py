@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,8 +14,8 @@ import pytest
 from convosd.cli.models import CliMessage
 from convosd.events import event
 from convosd.ingest import PAGE_SIZE, Decision, Fate, Ingest
-from convosd.journal import Journal
-from convosd.store import Store
+from convosd.storage.journal import Journal
+from convosd.storage.store import Store
 
 CID = "c" * 32
 OWN = "0" * 64
@@ -89,7 +91,7 @@ def test_own_messages_are_seen_never_journaled(journal: Journal) -> None:
     ingest = make(journal)
     ingest.on_stream_lines([line(1, sender=OWN), line(2)])
     assert journaled_ids(journal) == [f"{2:064x}"]
-    assert journal.store.seen(f"{1:064x}")
+    assert journal.store.seen_ids.contains(f"{1:064x}")
     ingest.on_stream_lines([line(1, sender=OWN)])
     assert ingest.stats.by_fate == {"own": 1, "journaled": 1}
 
@@ -127,7 +129,7 @@ def test_policy_hook_decides(journal: Journal) -> None:
     ingest.on_stream_lines([line(1), line(2), line(3, type_id="group_updated")])
     types = [e.type for e in journal.read(0, 100)]
     assert types == ["pairing_requested", "message", "message"]  # group_updated bypasses
-    assert journal.store.seen(f"{1:064x}")
+    assert journal.store.seen_ids.contains(f"{1:064x}")
 
 
 def test_event_shape(journal: Journal) -> None:
@@ -200,13 +202,19 @@ async def test_failed_backfill_still_releases_live_lines(journal: Journal) -> No
     assert not ingest.backfilling
 
 
+def alter(store: Store, statement: str) -> None:
+    """Change the store's schema from outside (a second connection to its file)."""
+    with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+        other.execute(statement)
+
+
 def test_write_failure_keeps_the_batch_for_the_next_one(journal: Journal) -> None:
     ingest = make(journal)
-    journal.store.db.execute("ALTER TABLE events RENAME TO events_gone")
+    alter(journal.store, "ALTER TABLE events RENAME TO events_gone")
     ingest.on_stream_lines([line(1)])
     assert not ingest.healthy and ingest.stats.write_failures == 1
-    assert not journal.store.seen(f"{1:064x}")
-    journal.store.db.execute("ALTER TABLE events_gone RENAME TO events")
+    assert not journal.store.seen_ids.contains(f"{1:064x}")
+    alter(journal.store, "ALTER TABLE events_gone RENAME TO events")
     ingest.on_stream_lines([line(2)])
     assert ingest.healthy
     assert journaled_ids(journal) == [f"{1:064x}", f"{2:064x}"]

@@ -16,8 +16,8 @@ import pytest
 from convosd.cli import ConvosCli
 from convosd.config import Paths, load_settings
 from convosd.instance import STREAM, WATCHER, Instance
-from convosd.journal import Journal
-from convosd.store import Store
+from convosd.storage.journal import Journal
+from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState
 from tests.conftest import CliFactory, fake_setup
 from tests.fakeconvos.network import FakeNetwork

@@ -269,16 +269,17 @@ async def eventually_async(fetch: Any, check: Any, within_s: float = 20) -> bool
 def test_expired_code_is_not_found_and_its_messages_are_dropped(tmp_path: Path) -> None:
     from convosd.cli.models import CliMessage
     from convosd.ingest import Fate
-    from convosd.journal import Journal
     from convosd.pairing import SenderPolicy
-    from convosd.store import Store
+    from convosd.storage.journal import Journal
+    from convosd.storage.store import Store
 
     store = Store.open(tmp_path)
     now = [1000.0]
     try:
+        journal = Journal(store)
         policy = SenderPolicy(
             store,
-            Journal(store),
+            journal,
             policy="pairing",
             owners=frozenset,
             conversation_id=lambda: "c" * 32,
@@ -295,9 +296,7 @@ def test_expired_code_is_not_found_and_its_messages_are_dropped(tmp_path: Path) 
         )
         decision = policy(message)
         assert decision.fate is Fate.HELD and decision.events[0].type == "pairing_requested"
-        with store.transaction() as db:
-            for effect in decision.effects:
-                effect(db)
+        journal.append([], writes=decision.writes)  # as the ingest commits it
         code = decision.events[0].fields["code"]
         assert [r["code"] for r in policy.list_requests()] == [code]
         now[0] += 3601

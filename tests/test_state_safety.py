@@ -60,9 +60,9 @@ def test_an_admission_under_pairing_does_not_count_after_a_switch_to_allowlist(
 ) -> None:
     from convosd.cli.models import CliMessage
     from convosd.ingest import Fate
-    from convosd.journal import Journal
     from convosd.pairing import SenderPolicy
-    from convosd.store import Store
+    from convosd.storage.journal import Journal
+    from convosd.storage.store import Store
 
     guest = "a" * 64
     message = CliMessage.model_validate(
@@ -260,8 +260,8 @@ async def test_a_spawn_in_a_deleted_state_dir_says_so_not_cli_not_found(tmp_path
 
 def test_writes_into_a_deleted_store_are_refused(tmp_path: Path) -> None:
     from convosd.events import event
-    from convosd.journal import Journal
-    from convosd.store import StateDirGone, Store
+    from convosd.storage.journal import Journal
+    from convosd.storage.store import StateDirGone, Store
 
     state = tmp_path / "state"
     state.mkdir()

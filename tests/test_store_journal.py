@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
 import sqlite3
@@ -12,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from convosd.events import event
-from convosd.journal import Journal
-from convosd.store import SCHEMA_VERSION, Binding, InstanceLock, StateDirInUse, Store, StoreError
+from convosd.storage.journal import Journal
+from convosd.storage.lock import InstanceLock, StateDirInUse
+from convosd.storage.pairing import PairingRequest
+from convosd.storage.schema import SCHEMA_VERSION
+from convosd.storage.store import Binding, Store, StoreError
+from convosd.storage.work import CountDrops, HoldMessage, OpenPairingRequest, SettleKey
 
 
 @pytest.fixture
@@ -39,8 +45,9 @@ def msg(i: int, sent_at: str = "2026-11-23T12:00:00.000Z") -> object:
 
 
 def test_schema_version_and_private_file(tmp_path: Path, store: Store) -> None:
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert (tmp_path / "convosd.db").stat().st_mode & 0o777 == 0o600
 
 
@@ -71,7 +78,7 @@ def test_second_instance_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
     lock.acquire()
     try:
         code = (
-            "import sys; from pathlib import Path; from convosd.store import InstanceLock\n"
+            "import sys; from pathlib import Path; from convosd.storage.lock import InstanceLock\n"
             "try:\n    InstanceLock(Path(sys.argv[1])).acquire()\n"
             "except Exception as e:\n    print(e); sys.exit(1)\n"
         )
@@ -96,10 +103,10 @@ def test_second_instance_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
 
 def test_seen_ids(store: Store) -> None:
     with store.transaction():
-        store.mark_seen([("a", "journaled"), ("b", "own")], now=10)
-    assert store.seen("a") and not store.seen("z")
-    assert store.filter_unseen(["a", "b", "c"]) == {"c"}
-    assert store.trim_seen(older_than=11) == 2
+        store.seen_ids.mark([("a", "journaled"), ("b", "own")], at=10)
+    assert store.seen_ids.contains("a") and not store.seen_ids.contains("z")
+    assert store.seen_ids.unseen(["a", "b", "c"]) == {"c"}
+    assert store.seen_ids.trim(older_than=11) == 2
 
 
 class TestJournal:
@@ -111,7 +118,7 @@ class TestJournal:
         assert body["seq"] == 1 and body["type"] == "message"
         assert body["at"] == "1970-01-01T00:16:40.000Z"
         assert body["conversationId"] == "c" * 32
-        assert store.seen("x")
+        assert store.seen_ids.contains("x")
         j2 = Journal(store)
         assert (j2.first_seq, j2.last_seq) == (1, 2)
         assert [e.seq for e in j2.append([msg(3)])] == [3]
@@ -121,12 +128,44 @@ class TestJournal:
         seen: list[int] = []
         j.listeners.append(lambda batch: seen.extend(e.seq for e in batch))
         j.append([msg(1)])
-        store.db.execute("DROP TABLE events")  # the next write fails
+        with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+            other.execute("DROP TABLE events")  # the next write fails
         with pytest.raises(StoreError):
             j.append([msg(2)], seen=[("m2", "journaled")])
         assert seen == [1]
         assert j.last_seq == 1
-        assert not store.seen("m2")  # the failed batch marked nothing
+        assert not store.seen_ids.contains("m2")  # the failed batch marked nothing
+
+    def test_a_failing_write_rolls_back_the_whole_batch(self, store: Store) -> None:
+        j = Journal(store)
+        batches: list[list[int]] = []
+        j.listeners.append(lambda batch: batches.append([e.seq for e in batch]))
+        with store.transaction():
+            store.keys.intent("k1", 1.0, "{}")
+            store.keys.intent("k2", 1.0, "{}")
+        j.append([msg(1)], writes=(SettleKey("k1", "m1", '{"messageId": "m1"}'),))
+        request = PairingRequest("ABCDEFGH", "b" * 64, None, 2.0, 3602.0)
+        # m1 already settled k1, so the last write fails after the others ran
+        with pytest.raises(StoreError):
+            j.append(
+                [msg(2)],
+                seen=[("m2", "held"), ("m3", "dropped")],
+                writes=(
+                    HoldMessage("m2", "b" * 64, "{}", 2.0),
+                    OpenPairingRequest(request),
+                    CountDrops("policy"),
+                    SettleKey("k2", "m1", '{"messageId": "m1"}'),
+                ),
+            )
+        assert batches == [[1]] and j.last_seq == 1
+        assert [e.seq for e in j.read(0, 10)] == [1]
+        assert store.seen_ids.unseen(["m2", "m3"]) == {"m2", "m3"}
+        state = store.pairing.load()
+        assert (state.held, state.requests, state.dropped) == (0, [], {})
+        assert store.keys.get("k2") == ("in_flight", 1.0, "{}")
+        # the store took the failure whole: the same batch without the bad write commits
+        j.append([msg(2)], writes=(HoldMessage("m2", "b" * 64, "{}", 2.0),))
+        assert j.last_seq == 2 and store.pairing.load().held == 1
 
     def test_read_after_limit_and_types(self, store: Store) -> None:
         j = Journal(store)
@@ -202,3 +241,28 @@ def test_a_truncated_store_keeps_being_refused_and_a_new_one_is_complete(tmp_pat
     for _ in range(2):  # a refused file is not turned into an empty store by the attempt
         with pytest.raises(StoreError, match="is empty"):
             Store.open(tmp_path)
+
+
+def sql_outside_storage(package: Path) -> list[str]:
+    """``file:line`` of every sqlite3 import or SQL call in ``package`` outside storage/."""
+    found: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        if (package / "storage") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                names = [node.func.attr]
+            if {"sqlite3", "execute", "executemany", "executescript", "cursor"} & set(names):
+                found.append(f"{path.relative_to(package)}:{getattr(node, 'lineno', 0)}")
+    return found
+
+
+def test_only_the_storage_package_runs_sql() -> None:
+    import convosd
+
+    assert sql_outside_storage(Path(convosd.__file__).parent) == []

@@ -22,9 +22,9 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from convosd.journal import Journal, JournalEvent
 from convosd.jsonutil import dumps
 from convosd.rpc import protocol
+from convosd.storage.journal import Journal, JournalEvent
 
 EndReason = Literal["overflow", "reset", "shutdown"]
 REPLAY_PAGE = 500

@@ -18,7 +18,8 @@ from typing import Any
 
 from convosd.events import NewEvent
 from convosd.jsonutil import dumps
-from convosd.store import Store, StoreError, new_journal_id
+from convosd.storage.store import Store, StoreError, new_journal_id
+from convosd.storage.work import Write, apply
 from convosd.supervisor.state import iso
 
 Listener = Callable[[Sequence["JournalEvent"]], None]
@@ -62,14 +63,12 @@ class Journal:
         self._load()
 
     def _load(self) -> None:
-        db = self.store.db
-        self.journal_id = self.store.get_meta("journal_id") or new_journal_id()
-        stored_last = self.store.get_meta("last_seq")
-        max_seq = db.execute("SELECT MAX(seq) FROM events").fetchone()[0]
-        self.last_seq = max(int(stored_last or 0), int(max_seq or 0))
-        min_seq = db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
-        self.first_seq = int(min_seq) if min_seq is not None else self.last_seq + 1
-        self.max_sent_at = self.store.get_meta("max_sent_at")
+        self.journal_id = self.store.meta.get("journal_id") or new_journal_id()
+        stored_last = self.store.meta.get("last_seq")
+        self.last_seq = max(int(stored_last or 0), self.store.events.max_seq() or 0)
+        min_seq = self.store.events.min_seq()
+        self.first_seq = min_seq if min_seq is not None else self.last_seq + 1
+        self.max_sent_at = self.store.meta.get("max_sent_at")
 
     @property
     def position(self) -> JournalPosition:
@@ -83,10 +82,11 @@ class Journal:
         *,
         seen: Sequence[tuple[str, str]] = (),
         notify: bool = True,
-        effects: Sequence[Callable[[sqlite3.Connection], None]] = (),
+        writes: Sequence[Write] = (),
     ) -> list[JournalEvent]:
-        """Journal ``events``, mark ``seen`` ids and run ``effects`` (other writes that must
-        stand or fall with the batch) in one transaction; then notify.
+        """Journal ``events``, mark ``seen`` ids and apply ``writes`` (other writes that must
+        stand or fall with the batch, see :mod:`convosd.storage.work`) in one transaction;
+        then notify.
 
         Raises StoreError when the write fails; nothing of the batch is then visible.
         """
@@ -113,21 +113,19 @@ class Journal:
             )
             rows.append((seq, new.type, now, body))
             written.append(JournalEvent(seq, new.type, body))
-        if not rows and not seen and not effects:
+        if not rows and not seen and not writes:
             return []
         try:
-            with self.store.transaction() as db:
+            with self.store.transaction():
                 if rows:
-                    db.executemany(
-                        "INSERT INTO events (seq, type, at, body) VALUES (?, ?, ?, ?)", rows
-                    )
-                    self.store.set_meta("last_seq", str(seq))
+                    self.store.events.insert(rows)
+                    self.store.meta.set("last_seq", str(seq))
                     if max_sent_at != self.max_sent_at:
-                        self.store.set_meta("max_sent_at", max_sent_at)
+                        self.store.meta.set("max_sent_at", max_sent_at)
                 if seen:
-                    self.store.mark_seen(list(seen), now)
-                for effect in effects:
-                    effect(db)
+                    self.store.seen_ids.mark(list(seen), now)
+                for write in writes:
+                    apply(self.store, write)
         except sqlite3.Error as exc:
             raise StoreError(f"journal write failed: {exc}") from exc
         if rows:
@@ -145,25 +143,23 @@ class Journal:
         cutoff_seq = self.last_seq - self.max_events
         cutoff_at = self.clock() - self.max_age_s
         try:
-            with self.store.transaction() as db:
-                removed = db.execute(
-                    "DELETE FROM events WHERE seq <= ? OR at < ?", (cutoff_seq, cutoff_at)
-                ).rowcount
+            with self.store.transaction():
+                removed = self.store.events.trim(cutoff_seq, cutoff_at)
         except sqlite3.Error as exc:
             raise StoreError(f"journal trim failed: {exc}") from exc
         if removed:
-            min_seq = self.store.db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
-            self.first_seq = int(min_seq) if min_seq is not None else self.last_seq + 1
-        return int(removed)
+            min_seq = self.store.events.min_seq()
+            self.first_seq = min_seq if min_seq is not None else self.last_seq + 1
+        return removed
 
     def reset(self) -> None:
         """A new journal: every event gone, a new ``journalId``, ``seq`` from 1."""
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM events")
+        with self.store.transaction():
+            self.store.events.clear()
             self.journal_id = new_journal_id()
-            self.store.set_meta("journal_id", self.journal_id)
-            self.store.set_meta("last_seq", "0")
-            self.store.set_meta("max_sent_at", None)
+            self.store.meta.set("journal_id", self.journal_id)
+            self.store.meta.set("last_seq", "0")
+            self.store.meta.set("max_sent_at", None)
         self.first_seq, self.last_seq = 1, 0
         self.max_sent_at = None
 
@@ -172,28 +168,10 @@ class Journal:
     def sent_message_ids(self, since: float) -> set[str]:
         """The ``messageId`` of every ``message_sent`` journaled at or after ``since`` (epoch
         seconds): messages already reported as the result of a send."""
-        rows = self.store.db.execute(
-            "SELECT json_extract(body, '$.messageId') FROM events "
-            "WHERE type = 'message_sent' AND at >= ?",
-            (since,),
-        )
-        return {str(row[0]) for row in rows if row[0] is not None}
+        return self.store.events.sent_message_ids(since)
 
     def read(
         self, after: int, limit: int, types: frozenset[str] | None = None
     ) -> list[JournalEvent]:
         """Events with ``seq > after`` in order, at most ``limit``, optionally of ``types``."""
-        db = self.store.db
-        if types:
-            marks = ",".join("?" * len(types))
-            cursor = db.execute(
-                f"SELECT seq, type, body FROM events WHERE seq > ? AND type IN ({marks}) "
-                "ORDER BY seq LIMIT ?",
-                (after, *sorted(types), limit),
-            )
-        else:
-            cursor = db.execute(
-                "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, limit),
-            )
-        return [JournalEvent(int(s), str(t), str(b)) for s, t, b in cursor]
+        return [JournalEvent(*row) for row in self.store.events.read(after, limit, types)]

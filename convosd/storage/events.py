@@ -1,0 +1,64 @@
+"""The ``events`` table: the journal's rows (the journal itself is :mod:`.journal`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+#: ``(seq, type, at, body)``: ``at`` in epoch seconds, ``body`` the event as JSON text
+Row = tuple[int, str, float, str]
+
+
+class EventRows:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def max_seq(self) -> int | None:
+        value = self._db.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        return None if value is None else int(value)
+
+    def min_seq(self) -> int | None:
+        value = self._db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+        return None if value is None else int(value)
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        self._db.executemany("INSERT INTO events (seq, type, at, body) VALUES (?, ?, ?, ?)", rows)
+
+    def trim(self, up_to_seq: int, older_than: float) -> int:
+        """Remove events with ``seq <= up_to_seq`` or journaled before ``older_than``."""
+        return int(
+            self._db.execute(
+                "DELETE FROM events WHERE seq <= ? OR at < ?", (up_to_seq, older_than)
+            ).rowcount
+        )
+
+    def clear(self) -> None:
+        self._db.execute("DELETE FROM events")
+
+    def sent_message_ids(self, since: float) -> set[str]:
+        """The ``messageId`` of every ``message_sent`` journaled at or after ``since``."""
+        rows = self._db.execute(
+            "SELECT json_extract(body, '$.messageId') FROM events "
+            "WHERE type = 'message_sent' AND at >= ?",
+            (since,),
+        )
+        return {str(row[0]) for row in rows if row[0] is not None}
+
+    def read(
+        self, after: int, limit: int, types: frozenset[str] | None = None
+    ) -> list[tuple[int, str, str]]:
+        """``(seq, type, body)`` of events with ``seq > after`` in order, at most ``limit``,
+        optionally of ``types``."""
+        if types:
+            marks = ",".join("?" * len(types))
+            cursor = self._db.execute(
+                f"SELECT seq, type, body FROM events WHERE seq > ? AND type IN ({marks}) "
+                "ORDER BY seq LIMIT ?",
+                (after, *sorted(types), limit),
+            )
+        else:
+            cursor = self._db.execute(
+                "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+        return [(int(s), str(t), str(b)) for s, t, b in cursor]

@@ -1,0 +1,98 @@
+"""The store's schema: the migrations, applied in order, versioned by ``user_version``."""
+
+from __future__ import annotations
+
+# Each entry upgrades the schema from version i to i + 1. Never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE binding (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        conversation_id TEXT NOT NULL,
+        inbox_id TEXT,
+        env TEXT NOT NULL,
+        how TEXT NOT NULL,
+        creator_inbox_id TEXT,
+        invite_tag TEXT,
+        bound_at REAL NOT NULL
+    );
+    CREATE TABLE pending_join (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        body TEXT NOT NULL
+    );
+    CREATE TABLE seen (
+        message_id TEXT PRIMARY KEY,
+        fate TEXT NOT NULL,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX seen_at ON seen (at);
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        intent_at REAL NOT NULL,
+        body TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE children (
+        name TEXT PRIMARY KEY,
+        pgid INTEGER NOT NULL,
+        start_ticks INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        at REAL NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX events_type_seq ON events (type, seq);
+    CREATE INDEX events_at ON events (at);
+    """,
+    """
+    CREATE TABLE approved_senders (
+        inbox_id TEXT PRIMARY KEY,
+        how TEXT NOT NULL,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE denied_senders (
+        inbox_id TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE pairing_requests (
+        code TEXT PRIMARY KEY,
+        sender_inbox_id TEXT NOT NULL UNIQUE,
+        sender_name TEXT,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE held_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL UNIQUE,
+        sender_inbox_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        held_at REAL NOT NULL
+    );
+    CREATE INDEX held_sender ON held_messages (sender_inbox_id, id);
+    CREATE TABLE policy_counts (
+        reason TEXT PRIMARY KEY,
+        count INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # Idempotency keys name the message that settled them: one message settles at most one
+    # key (the unique index). Keys already done keep their result; where two of them name
+    # the same message (the defect this step fixes), only the first records it.
+    """
+    ALTER TABLE idempotency ADD COLUMN message_id TEXT;
+    UPDATE idempotency SET message_id = json_extract(body, '$.messageId')
+        WHERE state = 'done' AND key = (
+            SELECT MIN(other.key) FROM idempotency AS other
+            WHERE other.state = 'done'
+            AND json_extract(other.body, '$.messageId')
+                = json_extract(idempotency.body, '$.messageId')
+        );
+    CREATE UNIQUE INDEX idempotency_message ON idempotency (message_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
