@@ -25,9 +25,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from convosd.errors import ConfigError
+from convosd.policy import DmPolicy
 
 Env = Literal["production", "dev", "local"]
-DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
