@@ -438,15 +438,6 @@ class Paths(BaseModel):
     state_dir: Path
     convos_home: Path
 
-    @property
-    def cli_env_file(self) -> Path:
-        return self.state_dir / "cli.env"
-
-    @property
-    def cli_process_home(self) -> Path:
-        """``HOME`` for CLI children: their caches and oclif's files stay in the state dir."""
-        return self.state_dir / "home"
-
 
 def resolve_paths(
     settings: Settings, environ: Mapping[str, str] | None = None, uid: int | None = None
