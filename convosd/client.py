@@ -59,11 +59,7 @@ def error_from(error: dict[str, Any]) -> errors.ConvosdError:
     cls = _BY_CODE.get(code)
     if cls is None or code in (-32700, -32600, -32601, -32603):
         return RpcError(code, message, data)
-    exc = cls.__new__(cls)
-    errors.ConvosdError.__init__(
-        exc, message, data={k: v for k, v in (data or {}).items() if k != "kind"}
-    )
-    return exc
+    return cls.from_rpc(message, data or {})
 
 
 class Client:

@@ -36,7 +36,7 @@ Every error the CLI's output caused keeps the first line of the CLI's own messag
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 class ConvosdError(Exception):
@@ -70,6 +70,21 @@ class ConvosdError(Exception):
         if self.cli_error:
             return {"kind": self.kind, "error": self.cli_error, **self.extra}
         return {"kind": self.kind, **self.extra}
+
+    @classmethod
+    def from_rpc(cls, message: str, data: dict[str, Any]) -> Self:
+        """The error a client rebuilds from ``error.message`` and ``error.data``.
+
+        Built through the constructor, so every attribute it sets exists (a subclass whose
+        constructor takes more reads it from ``data``); ``data`` stays as the daemon sent it.
+        """
+        error = cls._from_data(message, data)
+        error.extra = _extra(data)
+        return error
+
+    @classmethod
+    def _from_data(cls, message: str, data: dict[str, Any]) -> Self:
+        return cls(message)
 
 
 class InvalidParams(ConvosdError):
@@ -209,6 +224,13 @@ class Busy(ConvosdError):
         super().__init__(message, data=data)
         self.retry_after_s = retry_after_s
 
+    @classmethod
+    def _from_data(cls, message: str, data: dict[str, Any]) -> Self:
+        retry = data.get("retryAfterS")
+        if isinstance(retry, bool) or not isinstance(retry, int | float):
+            return cls(message)
+        return cls(message, retry_after_s=float(retry))
+
 
 class NotReady(ConvosdError):
     code = -32021
@@ -224,6 +246,16 @@ class EventsExpired(ConvosdError):
     def __init__(self, first_seq: int, message: str | None = None) -> None:
         super().__init__(message, data={"firstSeq": first_seq})
         self.first_seq = first_seq
+
+    @classmethod
+    def _from_data(cls, message: str, data: dict[str, Any]) -> Self:
+        first = data.get("firstSeq")
+        return cls(first if isinstance(first, int) and not isinstance(first, bool) else 0, message)
+
+
+def _extra(data: dict[str, Any]) -> dict[str, Any]:
+    """``error.data`` without ``kind`` (the class says it), in the daemon's order."""
+    return {key: value for key, value in data.items() if key != "kind"}
 
 
 class ConfigError(Exception):
