@@ -218,6 +218,22 @@ class ConvosdClient(Client):
     async def read_events(self, **params: Any) -> s.ReadResult:
         return await self._typed("events.read", s.ReadResult, _clean(params))
 
+    async def subscribe(self, **params: Any) -> s.SubscribeResult:
+        return await self._typed("events.subscribe", s.SubscribeResult, _clean(params))
+
+    async def unsubscribe(self, subscription: int) -> s.OkResult:
+        params = {"subscription": subscription}
+        return await self._typed("events.unsubscribe", s.OkResult, params)
+
+    async def pairing_list(self) -> s.PairingListResult:
+        return await self._typed("pairing.list", s.PairingListResult)
+
+    async def pairing_approve(self, code: str) -> s.PairingApproveResult:
+        return await self._typed("pairing.approve", s.PairingApproveResult, {"code": code})
+
+    async def pairing_deny(self, code: str) -> s.PairingDenyResult:
+        return await self._typed("pairing.deny", s.PairingDenyResult, {"code": code})
+
     async def reset(self) -> s.ResetResult:
         return await self._typed("daemon.reset", s.ResetResult, {"confirm": True})
 
