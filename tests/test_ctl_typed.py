@@ -166,3 +166,13 @@ async def test_the_typed_client_has_a_method_for_every_rpc_method(
     typed = inspect.getsource(ConvosdClient)
     missing = sorted(name for name in published if f'"{name}"' not in typed)
     assert published and missing == []
+
+
+async def test_pairing_list_with_a_code_is_a_usage_error(net: FakeNetwork, tmp_path: Path) -> None:
+    async with (
+        running_daemon(net, tmp_path / "d") as daemon,
+        RecordingProxy(daemon.socket, tmp_path / "proxy.sock").running() as proxy,
+    ):
+        code, out, err = await ctl(proxy, "pairing", "list", "ABCDEFGH")
+        assert (code, out, proxy.answers) == (2, [], [])
+        assert err == ["convosctl: pairing list takes no CODE"]
