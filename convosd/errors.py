@@ -76,15 +76,12 @@ class ConvosdError(Exception):
         """The error a client rebuilds from ``error.message`` and ``error.data``.
 
         Built through the constructor, so every attribute it sets exists (a subclass whose
-        constructor takes more reads it from ``data``); ``data`` stays as the daemon sent it.
+        constructor takes more overrides this and reads it from ``data``); ``data`` stays
+        as the daemon sent it.
         """
-        error = cls._from_data(message, data)
+        error = cls(message)
         error.extra = _extra(data)
         return error
-
-    @classmethod
-    def _from_data(cls, message: str, data: dict[str, Any]) -> Self:
-        return cls(message)
 
 
 class InvalidParams(ConvosdError):
@@ -225,11 +222,13 @@ class Busy(ConvosdError):
         self.retry_after_s = retry_after_s
 
     @classmethod
-    def _from_data(cls, message: str, data: dict[str, Any]) -> Self:
+    def from_rpc(cls, message: str, data: dict[str, Any]) -> Self:
         retry = data.get("retryAfterS")
         if isinstance(retry, bool) or not isinstance(retry, int | float):
-            return cls(message)
-        return cls(message, retry_after_s=float(retry))
+            retry = None
+        error = cls(message, retry_after_s=retry)
+        error.extra = _extra(data)
+        return error
 
 
 class NotReady(ConvosdError):
@@ -248,9 +247,11 @@ class EventsExpired(ConvosdError):
         self.first_seq = first_seq
 
     @classmethod
-    def _from_data(cls, message: str, data: dict[str, Any]) -> Self:
+    def from_rpc(cls, message: str, data: dict[str, Any]) -> Self:
         first = data.get("firstSeq")
-        return cls(first if isinstance(first, int) and not isinstance(first, bool) else 0, message)
+        error = cls(first if isinstance(first, int) and not isinstance(first, bool) else 0, message)
+        error.extra = _extra(data)
+        return error
 
 
 def _extra(data: dict[str, Any]) -> dict[str, Any]:
