@@ -31,6 +31,10 @@ with the CLI's text attached (``cli_message``), so callers catch by meaning, not
 Every error the CLI's output caused keeps the first line of the CLI's own message
 (``cli_error``): a client finds it in ``data.error``, an operator in the request's log line.
 
+A client rebuilds the error it receives with :meth:`ConvosdError.from_rpc` (the class of its
+code, through its constructor), so ``Busy.retry_after_s`` and ``EventsExpired.first_seq`` are
+there on the client side too.
+
 :class:`ConfigError` is separate: it stops the daemon at start and never reaches a client.
 """
 
