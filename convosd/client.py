@@ -59,11 +59,7 @@ def error_from(error: dict[str, Any]) -> errors.ConvosdError:
     cls = _BY_CODE.get(code)
     if cls is None or code in (-32700, -32600, -32601, -32603):
         return RpcError(code, message, data)
-    exc = cls.__new__(cls)
-    errors.ConvosdError.__init__(
-        exc, message, data={k: v for k, v in (data or {}).items() if k != "kind"}
-    )
-    return exc
+    return cls.from_rpc(message, data or {})
 
 
 class Client:
@@ -221,6 +217,22 @@ class ConvosdClient(Client):
 
     async def read_events(self, **params: Any) -> s.ReadResult:
         return await self._typed("events.read", s.ReadResult, _clean(params))
+
+    async def subscribe(self, **params: Any) -> s.SubscribeResult:
+        return await self._typed("events.subscribe", s.SubscribeResult, _clean(params))
+
+    async def unsubscribe(self, subscription: int) -> s.OkResult:
+        params = {"subscription": subscription}
+        return await self._typed("events.unsubscribe", s.OkResult, params)
+
+    async def pairing_list(self) -> s.PairingListResult:
+        return await self._typed("pairing.list", s.PairingListResult)
+
+    async def pairing_approve(self, code: str) -> s.PairingApproveResult:
+        return await self._typed("pairing.approve", s.PairingApproveResult, {"code": code})
+
+    async def pairing_deny(self, code: str) -> s.PairingDenyResult:
+        return await self._typed("pairing.deny", s.PairingDenyResult, {"code": code})
 
     async def reset(self) -> s.ResetResult:
         return await self._typed("daemon.reset", s.ResetResult, {"confirm": True})

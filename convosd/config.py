@@ -25,9 +25,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from convosd.errors import ConfigError
+from convosd.policy import DmPolicy
 
 Env = Literal["production", "dev", "local"]
-DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -437,15 +437,6 @@ class Paths(BaseModel):
     socket: Path
     state_dir: Path
     convos_home: Path
-
-    @property
-    def cli_env_file(self) -> Path:
-        return self.state_dir / "cli.env"
-
-    @property
-    def cli_process_home(self) -> Path:
-        """``HOME`` for CLI children: their caches and oclif's files stay in the state dir."""
-        return self.state_dir / "home"
 
 
 def resolve_paths(

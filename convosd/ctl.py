@@ -18,12 +18,15 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from convosd import __version__, errors
 from convosd.client import ConvosdClient, EventStream, RpcError
 from convosd.config import default_socket_path
 from convosd.discovery import Discovery, discover, unreachable_hint
+from convosd.rpc import schemas as s
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 HEALTH_EXIT = {"ok": 0, "degraded": 1, "down": 2}
@@ -153,7 +156,7 @@ def _event_human(event: dict[str, Any]) -> str:
     return f"#{event['seq']} {event.get('at')} {kind} {json.dumps(fields, ensure_ascii=False)}"
 
 
-async def _spinning(out: Output, label: str, work: Awaitable[Any]) -> Any:
+async def _spinning(out: Output, label: str, work: Awaitable[T]) -> T:
     task = asyncio.ensure_future(work)
     if out.as_json or not sys.stderr.isatty():
         return await task
@@ -320,26 +323,24 @@ async def run(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output) -> int:
-    call = client.call
     command = args.command
     try:
         if command == "status":
-            out.emit(await call("status"), _status_human(out))
+            out.emit(s.dump(await client.status()), _status_human(out))
         elif command == "health":
-            health = await call("health")
-            out.emit(health, lambda h: f"{h['status']}\n" + _pairs(h["checks"], "  "))
-            return HEALTH_EXIT.get(health["status"], 2)
+            health = await client.health()
+            out.emit(s.dump(health), lambda h: f"{h['status']}\n" + _pairs(h["checks"], "  "))
+            return HEALTH_EXIT.get(health.status, 2)
         elif command in ("setup", "join"):
-            params: dict[str, Any] = {"inviteUrl": args.invite}
-            if args.profile_name:
-                params["profileName"] = args.profile_name
-            params["timeoutS"] = args.timeout
-            if command == "setup":
-                params["asOwner"] = True
-            result = await _spinning(
-                out, "waiting for the creator to accept...", call("conversation.join", params)
+            joining = client.join(
+                args.invite,
+                profileName=args.profile_name or None,
+                timeoutS=args.timeout,
+                asOwner=True if command == "setup" else None,
             )
-            if command == "setup" and result["status"] == "pending_acceptance":
+            joined = await _spinning(out, "waiting for the creator to accept...", joining)
+            result = _join_shown(joined)
+            if command == "setup" and joined.status == "pending_acceptance":
                 result = await _spinning(
                     out, "join request sent; waiting for acceptance...", _wait_bound(client)
                 )
@@ -350,90 +351,77 @@ async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output
                     "`convosctl send TEXT` to answer."
                 )
         elif command == "create":
-            out.emit(
-                await call(
-                    "conversation.create",
-                    _drop_none({"name": args.name, "profileName": args.profile_name}),
-                )
-            )
+            out.emit(s.dump(await client.create(name=args.name, profileName=args.profile_name)))
         elif command == "cancel-join":
-            out.emit(await call("conversation.cancelJoin"))
+            out.emit(s.dump(await client.cancel_join()))
         elif command == "info":
-            out.emit(await call("conversation.info"), _info_human)
+            out.emit(s.dump(await client.info()), _info_human)
         elif command == "invite":
-            out.emit(
-                await call(
-                    "conversation.invite",
-                    _drop_none(
-                        {"expiresInS": args.expires_in, "singleUse": args.single_use or None}
-                    ),
-                )
+            invite = await client.invite(
+                expiresInS=args.expires_in, singleUse=args.single_use or None
             )
+            out.emit(s.dump(invite))
         elif command == "rename":
-            out.emit(await call("conversation.rename", {"name": args.name}))
+            out.emit(s.dump(await client.rename(args.name)))
         elif command == "send":
-            out.emit(
-                await call(
-                    "message.send",
-                    _drop_none(
-                        {
-                            "message": args.text,
-                            "replyTo": args.reply_to,
-                            "idempotencyKey": args.idempotency_key,
-                        }
-                    ),
-                )
+            sent = await client.send(
+                args.text, replyTo=args.reply_to, idempotencyKey=args.idempotency_key
             )
+            out.emit(s.dump(sent))
         elif command == "react":
-            out.emit(
-                await call(
-                    "message.react",
-                    {"messageId": args.message_id, "emoji": args.emoji, "remove": args.remove},
-                )
-            )
+            out.emit(s.dump(await client.react(args.message_id, args.emoji, remove=args.remove)))
         elif command in ("lock", "unlock"):
-            out.emit(await call("conversation.lock", {"unlock": command == "unlock"}))
+            out.emit(s.dump(await client.lock(unlock=command == "unlock")))
         elif command == "explode":
-            out.emit(await call("conversation.explode", {"confirm": True}))
+            out.emit(s.dump(await client.explode()))
         elif command == "reset":
-            out.emit(await call("daemon.reset", {"confirm": True}))
+            out.emit(s.dump(await client.reset()))
         elif command == "events":
-            read = await call("events.read", {"after": args.after or 0, "limit": args.limit})
+            read = await client.read_events(after=args.after or 0, limit=args.limit)
             if out.as_json:
-                for event in read["events"]:
+                for event in read.events:
                     out.emit(event)
             else:
-                for event in read["events"]:
+                for event in read.events:
                     print(_event_human(event))
         elif command == "pairing":
-            if args.action != "list" and not args.code:
+            if args.action == "list":
+                if args.code:
+                    print("convosctl: pairing list takes no CODE", file=sys.stderr)
+                    return EXIT_USAGE
+                out.emit(s.dump(await client.pairing_list()))
+            elif not args.code:
                 print("convosctl: pairing approve|deny needs a CODE", file=sys.stderr)
                 return EXIT_USAGE
-            method = f"pairing.{args.action}"
-            out.emit(await call(method, {"code": args.code} if args.code else None))
+            elif args.action == "approve":
+                out.emit(s.dump(await client.pairing_approve(args.code)))
+            else:
+                out.emit(s.dump(await client.pairing_deny(args.code)))
         elif command == "call":
+            # any method, params and result as they are: the one raw call, by design
             try:
                 raw_params = json.loads(args.params) if args.params else None
             except json.JSONDecodeError as exc:
                 print(f"convosctl: params are not JSON: {exc.msg}", file=sys.stderr)
                 return EXIT_USAGE
-            out.emit(await call(args.method, raw_params))
+            out.emit(await client.call(args.method, raw_params))
     except (errors.ConvosdError, RpcError) as exc:
         out.error(exc)
         return EXIT_ERROR
     return EXIT_OK
 
 
-def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if v is not None}
+def _join_shown(result: s.JoinResult) -> dict[str, Any]:
+    """A join result as the daemon sends it: the fields of the other shape left out."""
+    return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 async def _wait_bound(client: ConvosdClient) -> dict[str, Any]:
     while True:
-        status = await client.call("status")
-        if status["conversationId"] is not None:
-            return {"status": "joined", "conversationId": status["conversationId"]}
-        if not status["pending"]:
+        status = await client.status()
+        if status.conversation_id is not None:
+            return {"status": "joined", "conversationId": status.conversation_id}
+        if not status.pending:
             raise errors.NotFound("the join is no longer pending (cancelled or failed)")
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(client.closed.wait(), 1.0)

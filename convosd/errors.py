@@ -31,12 +31,16 @@ with the CLI's text attached (``cli_message``), so callers catch by meaning, not
 Every error the CLI's output caused keeps the first line of the CLI's own message
 (``cli_error``): a client finds it in ``data.error``, an operator in the request's log line.
 
+A client rebuilds the error it receives with :meth:`ConvosdError.from_rpc` (the class of its
+code, through its constructor), so ``Busy.retry_after_s`` and ``EventsExpired.first_seq`` are
+there on the client side too.
+
 :class:`ConfigError` is separate: it stops the daemon at start and never reaches a client.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 class ConvosdError(Exception):
@@ -70,6 +74,18 @@ class ConvosdError(Exception):
         if self.cli_error:
             return {"kind": self.kind, "error": self.cli_error, **self.extra}
         return {"kind": self.kind, **self.extra}
+
+    @classmethod
+    def from_rpc(cls, message: str, data: dict[str, Any]) -> Self:
+        """The error a client rebuilds from ``error.message`` and ``error.data``.
+
+        Built through the constructor, so every attribute it sets exists (a subclass whose
+        constructor takes more overrides this and reads it from ``data``); ``data`` stays
+        as the daemon sent it.
+        """
+        error = cls(message)
+        error.extra = _extra(data)
+        return error
 
 
 class InvalidParams(ConvosdError):
@@ -209,6 +225,15 @@ class Busy(ConvosdError):
         super().__init__(message, data=data)
         self.retry_after_s = retry_after_s
 
+    @classmethod
+    def from_rpc(cls, message: str, data: dict[str, Any]) -> Self:
+        retry = data.get("retryAfterS")
+        if isinstance(retry, bool) or not isinstance(retry, int | float):
+            retry = None
+        error = cls(message, retry_after_s=retry)
+        error.extra = _extra(data)
+        return error
+
 
 class NotReady(ConvosdError):
     code = -32021
@@ -224,6 +249,18 @@ class EventsExpired(ConvosdError):
     def __init__(self, first_seq: int, message: str | None = None) -> None:
         super().__init__(message, data={"firstSeq": first_seq})
         self.first_seq = first_seq
+
+    @classmethod
+    def from_rpc(cls, message: str, data: dict[str, Any]) -> Self:
+        first = data.get("firstSeq")
+        error = cls(first if isinstance(first, int) and not isinstance(first, bool) else 0, message)
+        error.extra = _extra(data)
+        return error
+
+
+def _extra(data: dict[str, Any]) -> dict[str, Any]:
+    """``error.data`` without ``kind`` (the class says it), in the daemon's order."""
+    return {key: value for key, value in data.items() if key != "kind"}
 
 
 class ConfigError(Exception):

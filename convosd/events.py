@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convosd.cli.models import CliMessage
-from convosd.supervisor.state import iso
+from convosd.timefmt import iso
 
 #: the fields of each event type, in the contract's order.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {

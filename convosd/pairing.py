@@ -14,7 +14,6 @@ import json
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -37,13 +36,9 @@ from convosd.storage.journal import Journal
 from convosd.storage.pairing import PairingRequest
 from convosd.storage.store import Store
 from convosd.storage.work import ApproveSender, CountDrops, HoldMessage, OpenPairingRequest
-from convosd.supervisor.state import iso
+from convosd.timefmt import iso
 
 log = structlog.get_logger("convosd.pairing")
-
-
-def _iso(ts: float) -> str:
-    return iso(datetime.fromtimestamp(ts, UTC)) or ""
 
 
 class SenderPolicy:
@@ -168,8 +163,8 @@ class SenderPolicy:
                 "code": r.code,
                 "senderInboxId": r.sender_inbox_id,
                 "senderName": r.sender_name or self.sender_name(r.sender_inbox_id),
-                "createdAt": _iso(r.created_at),
-                "expiresAt": _iso(r.expires_at),
+                "createdAt": iso(r.created_at),
+                "expiresAt": iso(r.expires_at),
                 "held": counts.get(r.sender_inbox_id, 0),
             }
             for r in sorted(self.requests.values(), key=lambda r: r.created_at)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+#: the ``dmPolicy`` setting: which members of the bound conversation get journaled
 DmPolicy = Literal["pairing", "allowlist", "open", "disabled"]
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # A-Z and 2-9 without O and I
 CODE_LENGTH = 8

@@ -14,7 +14,6 @@ import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -34,7 +33,7 @@ from convosd.rpc.dispatch import CallContext, MethodSpec
 from convosd.rpc.subscriptions import SubscriptionHub
 from convosd.storage.store import StoreError
 from convosd.storage.work import SettleKey
-from convosd.supervisor.state import iso
+from convosd.timefmt import iso
 
 T = TypeVar("T")
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -53,10 +52,6 @@ _NOT_SENT: tuple[type[BaseException], ...] = (
     errors.IdentityNotFound,  # the CLI home has no identity
 )
 log = structlog.get_logger("convosd.service")
-
-
-def _iso_ts(ts: float) -> str:
-    return iso(datetime.fromtimestamp(ts, UTC)) or ""
 
 
 class ConvosService:
@@ -209,7 +204,7 @@ class ConvosService:
         return s.JoinResult(
             status="pending_acceptance",
             creator_inbox_id=info.creator_inbox_id,
-            retry_until=_iso_ts(retry_until),
+            retry_until=iso(retry_until),
         )
 
     async def cancel_join(self, ctx: CallContext, _p: s.NoParams) -> s.CancelJoinResult:

@@ -173,8 +173,6 @@ def test_resolved_paths_put_the_cli_home_in_the_state_dir() -> None:
     s = load_settings({"state_dir": "/srv/c1"}, environ={})
     p = resolve_paths(s, environ={"HOME": "/root"}, uid=0)
     assert p.convos_home == Path("/srv/c1/convos")
-    assert p.cli_env_file == Path("/srv/c1/cli.env")
-    assert p.cli_process_home == Path("/srv/c1/home")
     assert p.socket == Path("/tmp/convosd-0/convosd.sock")
 
 

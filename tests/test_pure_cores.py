@@ -13,7 +13,8 @@ from convosd.cli.models import CliMessage
 from convosd.events import NewEvent, message_event, reference_of
 from convosd.framing import OVERSIZE, LineSplitter
 from convosd.supervisor.backoff import Backoff, BackoffPolicy
-from convosd.supervisor.state import ChildState, ChildStatus, ExitStatus, IllegalTransition, iso
+from convosd.supervisor.state import ChildState, ChildStatus, ExitStatus, IllegalTransition
+from convosd.timefmt import iso
 
 T0 = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -99,6 +100,9 @@ class TestChildStatus:
     def test_iso_is_utc_with_milliseconds(self) -> None:
         east = T0.astimezone(timezone(timedelta(hours=5)))
         assert iso(east) == "2026-11-23T12:00:00.123Z"
+        # Unix seconds (the store's and the pairing clock's times) format the same way
+        assert iso(T0.timestamp()) == "2026-11-23T12:00:00.123Z"
+        assert iso(None) is None
 
 
 class TestLineSplitter:

@@ -13,14 +13,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from convosd.events import NewEvent
 from convosd.jsonutil import dumps
 from convosd.storage.store import Store, StoreError, new_journal_id
 from convosd.storage.work import Write, apply
-from convosd.supervisor.state import iso
+from convosd.timefmt import iso
 
 Listener = Callable[[Sequence["JournalEvent"]], None]
 
@@ -91,7 +90,7 @@ class Journal:
         Raises StoreError when the write fails; nothing of the batch is then visible.
         """
         now = self.clock()
-        at = iso(datetime.fromtimestamp(now, UTC))
+        at = iso(now)
         written: list[JournalEvent] = []
         rows: list[tuple[int, str, float, str]] = []
         seq = self.last_seq

@@ -106,10 +106,6 @@ class SupervisedChild:
         self.backoff.reset()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"child-{self.name}")
 
-    def retry_now(self) -> None:
-        """Cut a backoff wait short (e.g. after the operator fixed something)."""
-        self._wake.set()
-
     async def stop(self) -> None:
         """Stop the child (its stop signal, then SIGKILL to its group) and the loop."""
         self._stopping = True

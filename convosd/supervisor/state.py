@@ -14,9 +14,11 @@ line or stayed up for the readiness delay. Every transition records ``since``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from convosd.timefmt import iso
 
 
 class ChildState(StrEnum):
@@ -40,15 +42,6 @@ class ExitStatus:
 
     def as_dict(self) -> dict[str, int | None]:
         return {"code": self.code, "signal": self.signal}
-
-
-def iso(moment: datetime | None) -> str | None:
-    """RFC 3339 UTC with milliseconds and Z (the contract's timestamp format)."""
-    if moment is None:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class IllegalTransition(RuntimeError):
