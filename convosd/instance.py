@@ -26,7 +26,6 @@ import structlog
 from convosd import __version__, errors, reaper
 from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliMessage, CliVersion, PermissionLevel
-from convosd.cliqueue import CliQueue
 from convosd.config import Paths, Settings
 from convosd.events import NewEvent, event
 from convosd.health import HealthInputs, HealthStatus, evaluate
@@ -54,7 +53,6 @@ class Instance:
         store: Store,
         journal: Journal,
         cli: ConvosCli,
-        queue: CliQueue | None = None,
         policy: PolicyHook | None = None,
         stop_grace_s: float = 5.0,
     ) -> None:
@@ -63,7 +61,6 @@ class Instance:
         self.store = store
         self.journal = journal
         self.cli = cli
-        self.queue = queue or CliQueue(timeout_s=settings.daemon.cli_timeout_s)
         self._policy_override = policy
         self.stop_grace_s = stop_grace_s
         self.log = structlog.get_logger("convosd.instance")
@@ -184,7 +181,7 @@ class Instance:
         every command but ``--version`` until a later probe passes."""
         bindings = self.cli.bindings_version()
         try:
-            version = await self.queue.run(self.cli.version, what="version")
+            version = await self.cli.version()
         except errors.ConvosdError as exc:
             self.cli_working = False
             self.cli_problem = exc.message
@@ -205,7 +202,7 @@ class Instance:
         self.cli_version_problem = None
         self.cli.refuse(None)
         try:
-            identities = await self.queue.run(self.cli.identity_list, what="identity list")
+            identities = await self.cli.identity_list()
         except errors.ConvosdError as exc:
             self.cli_working = False
             self.cli_problem = exc.message
@@ -396,7 +393,7 @@ class Instance:
     async def state_dir_gone(self, problem: str) -> None:
         """The state dir was deleted under us: run no CLI process any more (one started now
         would create a new identity in whatever is at the path), stop the children."""
-        self.queue.refused = problem
+        self.cli.refuse_all(problem)
         await self._stop_children()
         self._changed()
 
@@ -434,11 +431,8 @@ class Instance:
         cid = binding.conversation_id
 
         async def page(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
-            return await self.queue.run(
-                lambda: self.cli.messages(
-                    cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
-                ),
-                what="backfill",
+            return await self.cli.messages(
+                cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
             )
 
         return await ingest.backfill(page)
@@ -493,7 +487,7 @@ class Instance:
         )
         cid = binding.conversation_id
         self.spawn_task(
-            self.queue.run(lambda: self.cli.send_text(cid, text), what="pairing-notice"),
+            self.cli.send_text(cid, text),
             "pairing-notice",
         )
 
@@ -558,9 +552,7 @@ class Instance:
         binding = self.binding
         if binding is None:
             return
-        profiles = await self.queue.run(
-            lambda: self.cli.profiles(binding.conversation_id), what="profiles"
-        )
+        profiles = await self.cli.profiles(binding.conversation_id)
         for profile in profiles.profiles:
             self.names[profile.inbox_id] = profile.name
         self._profiles_at = time.monotonic()
@@ -572,14 +564,11 @@ class Instance:
             return
         cid = binding.conversation_id
         try:
-            members = await self.queue.run(lambda: self.cli.members(cid), what="members")
+            members = await self.cli.members(cid)
         except errors.ConversationNotFound:
             # Never a member, or gone from this install: only an inactive group in the list
             # means "removed"; otherwise the children's fatal state reports the problem.
-            listed = await self.queue.run(
-                lambda: self.cli.list_conversations(sync=True, include_inactive=True),
-                what="list",
-            )
+            listed = await self.cli.list_conversations(sync=True, include_inactive=True)
             if any(c.conversation_id == cid and not c.is_active for c in listed):
                 await self.conversation_gone(by=None, reason="removed")
             return
@@ -611,10 +600,7 @@ class Instance:
     async def _why_gone(self, cid: str) -> tuple[str | None, str]:
         """An explode sends ExplodeSettings before it removes the members: find it."""
         try:
-            recent = await self.queue.run(
-                lambda: self.cli.messages(cid, sync=False, limit=50, direction="descending"),
-                what="why-gone",
-            )
+            recent = await self.cli.messages(cid, sync=False, limit=50, direction="descending")
         except errors.ConvosdError:
             return None, "removed"
         for message in recent:

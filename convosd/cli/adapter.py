@@ -4,28 +4,38 @@ This module and its siblings are the only code that knows the CLI's argv and out
 method runs one command, raises the :mod:`convosd.errors` exception that matches a failure,
 and returns a validated model of the output. The long-lived commands are not run here: the
 adapter hands the supervisor their :class:`~convosd.cli.runner.SpawnSpec`.
+
+Every operation runs through the instance's single queue (:mod:`convosd.cli.queue`), which
+the adapter owns: callers await the operation, they cannot reach the CLI around the queue.
+Below the queue a :class:`~convosd.cli.transport.CliTransport` runs the command; the
+one-shot :class:`~convosd.cli.runner.CliRunner` unless another is given.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convosd import errors
 from convosd.cli import models
-from convosd.cli.argv import ArgvBuilder, Direction, Env, Invocation, Permissions
+from convosd.cli.argv import ArgvBuilder, Direction, Env, Invocation, Permissions, UnsafeText
 from convosd.cli.output import NoJsonOutput, classify, last_json
+from convosd.cli.queue import CliQueue
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
+from convosd.cli.transport import CliTransport
 
 M = TypeVar("M", bound=BaseModel)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: convosd drives the 0.10.x CLI only.
 SUPPORTED_SERIES = (0, 10)
@@ -71,11 +81,42 @@ _MESSAGES = TypeAdapter(list[models.CliMessage])
 _JOIN = TypeAdapter(models.JoinResult)
 
 
+def _queued(
+    operation: Callable[Concatenate[ConvosCli, P], Awaitable[T]],
+) -> Callable[Concatenate[ConvosCli, P], Coroutine[Any, Any, T]]:
+    """Run the operation through the adapter's queue: after every earlier call, retried
+    while the CLI's database is locked, refused once the adapter refuses everything.
+
+    Text the CLI's parser cannot take literally is refused here, before any process, as
+    INVALID_PARAMS (its argv is built when the call's turn comes)."""
+
+    @functools.wraps(operation)
+    async def queued(self: ConvosCli, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = functools.partial(operation, self, *args, **kwargs)
+        try:
+            return await self._queue.run(call, what=operation.__name__)
+        except UnsafeText as exc:
+            raise errors.InvalidParams(str(exc)) from None
+
+    return queued
+
+
 class ConvosCli:
-    """The operations of one instance's CLI. All methods are coroutines."""
+    """The operations of one instance's CLI. All methods are coroutines, run one at a time
+    in call order through the instance's single queue.
+
+    ``timeout_s`` bounds one command, and how long a call is retried while the CLI's
+    database stays locked (then BUSY). ``transport`` runs the commands (default: one-shot
+    processes).
+    """
 
     def __init__(
-        self, setup: CliSetup, *, timeout_s: float = 60.0, environ: Mapping[str, str] | None = None
+        self,
+        setup: CliSetup,
+        *,
+        timeout_s: float = 60.0,
+        environ: Mapping[str, str] | None = None,
+        transport: CliTransport | None = None,
     ) -> None:
         self.setup = setup
         self.timeout_s = timeout_s
@@ -87,10 +128,24 @@ class ConvosCli:
             passthrough=setup.passthrough,
             parent=os.environ if environ is None else environ,
         )
-        self.runner = CliRunner(setup.executable, env, setup.state_dir)
+        # Long-lived commands are processes whatever the transport: this builds their specs.
+        self._processes = CliRunner(setup.executable, env, setup.state_dir)
+        self._transport: CliTransport = transport or self._processes
+        self._queue = CliQueue(timeout_s=timeout_s)
         self._refused: str | None = None
 
     # --- plumbing -----------------------------------------------------------------------
+
+    def refuse_all(self, reason: str) -> None:
+        """From now on every call fails with NOT_READY (``reason``), ``--version`` too: the
+        state dir is gone, and a CLI process started now would create a new identity in
+        whatever is at its path. Calls already queued are refused when their turn comes."""
+        self._queue.refused = reason
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for their turn in the queue (not counting the one running)."""
+        return self._queue.waiting
 
     def refuse(self, reason: str | None) -> None:
         """While ``reason`` is set, nothing but ``--version`` runs: no command may open a CLI
@@ -107,7 +162,7 @@ class ConvosCli:
 
     async def _run(self, invocation: Invocation, timeout_s: float | None = None) -> CliResult:
         self._admit(invocation)
-        result = await self.runner.run(invocation, timeout_s=timeout_s or self.timeout_s)
+        result = await self._transport.run(invocation, timeout_s=timeout_s or self.timeout_s)
         if result.exit_code != 0:
             raise classify(invocation.command, result.exit_code, result.stderr)
         return result
@@ -155,7 +210,7 @@ class ConvosCli:
 
     def long_lived(self, invocation: Invocation) -> SpawnSpec:
         self._admit(invocation)
-        return self.runner.spec(invocation)
+        return self._processes.spec(invocation)
 
     def stream_spec(self, conversation_id: str) -> SpawnSpec:
         return self.long_lived(self.argv.stream(conversation_id))
@@ -165,6 +220,7 @@ class ConvosCli:
 
     # --- version and identity -----------------------------------------------------------
 
+    @_queued
     async def version(self) -> models.CliVersion:
         invocation = ArgvBuilder.version()
         result = await self._run(invocation, timeout_s=min(self.timeout_s, 30.0))
@@ -179,17 +235,20 @@ class ConvosCli:
         """The CLI works when ``identity list --json`` exits 0."""
         return await self.identity_list()
 
+    @_queued
     async def identity_list(self) -> list[models.IdentityEntry]:
         result: list[models.IdentityEntry] = await self._list(
             self.argv.identity_list(), _IDENTITY_LIST
         )
         return result
 
+    @_queued
     async def reset(self) -> models.ResetResult:
         return await self._model(self.argv.reset(), models.ResetResult)
 
     # --- conversations ------------------------------------------------------------------
 
+    @_queued
     async def create(
         self,
         *,
@@ -208,6 +267,7 @@ class ConvosCli:
         )
         return await self._model(invocation, models.CreateResult)
 
+    @_queued
     async def join(
         self,
         slug: str,
@@ -224,9 +284,11 @@ class ConvosCli:
         result: models.JoinJoined | models.JoinWaiting = self._validate(invocation, _JOIN, value)
         return result
 
+    @_queued
     async def inspect_invite(self, invite: str) -> models.InviteInfo:
         return await self._model(self.argv.inspect_invite(invite), models.InviteInfo)
 
+    @_queued
     async def list_conversations(
         self, *, sync: bool = False, include_inactive: bool = False
     ) -> list[models.ConversationSummary]:
@@ -236,6 +298,7 @@ class ConvosCli:
 
     # --- one conversation ---------------------------------------------------------------
 
+    @_queued
     async def invite(
         self, conversation_id: str, *, expires_in_s: int | None = None, single_use: bool = False
     ) -> models.InviteResult:
@@ -244,19 +307,24 @@ class ConvosCli:
         )
         return await self._model(invocation, models.InviteResult)
 
+    @_queued
     async def info(self, conversation_id: str) -> models.ConversationInfo:
         return await self._model(self.argv.info(conversation_id), models.ConversationInfo)
 
+    @_queued
     async def members(self, conversation_id: str) -> list[models.Member]:
         result: list[models.Member] = await self._list(self.argv.members(conversation_id), _MEMBERS)
         return result
 
+    @_queued
     async def profiles(self, conversation_id: str) -> models.Profiles:
         return await self._model(self.argv.profiles(conversation_id), models.Profiles)
 
+    @_queued
     async def permissions(self, conversation_id: str) -> models.PermissionsResult:
         return await self._model(self.argv.permissions(conversation_id), models.PermissionsResult)
 
+    @_queued
     async def messages(
         self,
         conversation_id: str,
@@ -278,31 +346,52 @@ class ConvosCli:
         result: list[models.CliMessage] = await self._list(invocation, _MESSAGES)
         return result
 
-    async def send_text(self, conversation_id: str, text: str) -> models.SendResult:
+    @_queued
+    async def send_text(
+        self, conversation_id: str, text: str, *, on_start: Callable[[], None] | None = None
+    ) -> models.SendResult:
+        """``on_start`` is called when the call leaves the queue: from then on the CLI may
+        have sent (a call cancelled or refused before it did not)."""
+        if on_start is not None:
+            on_start()
         return await self._model(self.argv.send_text(conversation_id, text), models.SendResult)
 
+    @_queued
     async def send_reply(
-        self, conversation_id: str, message_id: str, text: str
+        self,
+        conversation_id: str,
+        message_id: str,
+        text: str,
+        *,
+        on_start: Callable[[], None] | None = None,
     ) -> models.SendResult:
+        """``on_start``: as for :meth:`send_text`."""
+        if on_start is not None:
+            on_start()
         invocation = self.argv.send_reply(conversation_id, message_id, text)
         return await self._model(invocation, models.SendResult)
 
+    @_queued
     async def send_reaction(
         self, conversation_id: str, message_id: str, emoji: str, *, remove: bool = False
     ) -> models.ReactionResult:
         invocation = self.argv.send_reaction(conversation_id, message_id, emoji, remove=remove)
         return await self._model(invocation, models.ReactionResult)
 
+    @_queued
     async def lock(self, conversation_id: str, *, unlock: bool = False) -> models.LockResult:
         return await self._model(self.argv.lock(conversation_id, unlock=unlock), models.LockResult)
 
+    @_queued
     async def explode(self, conversation_id: str) -> models.ExplodeResult:
         return await self._model(self.argv.explode(conversation_id), models.ExplodeResult)
 
+    @_queued
     async def update_name(self, conversation_id: str, name: str) -> models.UpdateNameResult:
         invocation = self.argv.update_name(conversation_id, name)
         return await self._model(invocation, models.UpdateNameResult)
 
+    @_queued
     async def update_profile(
         self, conversation_id: str, *, name: str | None = None, image: str | None = None
     ) -> models.UpdateProfileResult:
