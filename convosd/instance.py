@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -26,6 +24,14 @@ import structlog
 from convosd import __version__, errors, reaper
 from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliMessage, CliVersion, PermissionLevel
+from convosd.cli.runner import signal_group
+from convosd.cli.streams import (
+    JoinAccepted,
+    WatcherError,
+    WatcherStreamEnded,
+    is_explode_notice,
+    parse_watcher_line,
+)
 from convosd.config import Paths, Settings
 from convosd.events import NewEvent, event
 from convosd.health import HealthInputs, HealthStatus, evaluate
@@ -36,7 +42,6 @@ from convosd.storage.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
 
-_ADDING = re.compile(rb"^Adding ([0-9a-fA-F]+) to conversation ([0-9a-fA-F]+)\s*$")
 PROBE_INTERVAL_S = 60.0
 PROFILE_REFRESH_S = 300.0
 TRIM_INTERVAL_S = 3600.0
@@ -445,36 +450,22 @@ class Instance:
 
     def _on_watcher_lines(self, lines: Sequence[bytes]) -> None:
         for line in lines:
-            if line.startswith(b"Adding "):
-                self._on_adding_line(line)
-                continue
-            try:
-                item = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
-                continue  # the watcher's other human lines share stdout
-            if not isinstance(item, dict):
-                continue
-            kind = item.get("event")
-            if kind == "join_request_accepted":
-                joiner = item.get("joinerInboxId")
-                if isinstance(joiner, str) and item.get("conversationId") in (
-                    None,
-                    self.binding and self.binding.conversation_id,
-                ):
-                    self._admit(joiner)
-            elif kind == "stream_ended":
-                self.log.warning("watcher_stream_ended", reason=item.get("reason"))
+            item = parse_watcher_line(line)
+            if isinstance(item, JoinAccepted):
+                # Its own conversation's only (an event naming none is ours). An acceptance
+                # is printed just before the member is added: if adding fails, the approval
+                # is harmless (the sender is not a member and cannot write).
+                if item.conversation_id in (None, self.binding and self.binding.conversation_id):
+                    self._admit(item.joiner_inbox_id)
+            elif isinstance(item, WatcherStreamEnded):
+                self.log.warning("watcher_stream_ended", reason=item.reason)
                 child = self.children.get(WATCHER)
                 if child is not None and child.pid is not None:
                     # It idles after stream_ended: make it exit, the supervisor restarts it.
-                    from convosd.cli.runner import signal_group
-
                     signal_group(child.pid, signal.SIGINT)
-            elif kind == "error":
+            elif isinstance(item, WatcherError):
                 self.log.info(
-                    "watcher_error",
-                    has_message_id=bool(item.get("messageId")),
-                    error=str(item.get("message"))[:200],
+                    "watcher_error", has_message_id=item.has_message_id, error=item.message
                 )
 
     def _post_pairing_notice(self, request: Any) -> None:
@@ -491,19 +482,6 @@ class Instance:
             "pairing-notice",
         )
 
-    def _on_adding_line(self, line: bytes) -> None:
-        """``Adding <inbox> to conversation <id>``: the watcher accepts a join request. Its
-        first (batch) pass reports acceptances only this way, not as JSON events. Printed
-        just before the member is added: if adding fails, the approval is harmless (the
-        sender is not a member and cannot write)."""
-        match = _ADDING.match(line)
-        binding = self.binding
-        if match is None or binding is None:
-            return
-        if match.group(2).decode() != binding.conversation_id:
-            return
-        self._admit(match.group(1).decode())
-
     def _admit(self, joiner: str) -> None:
         """Our watcher accepted ``joiner`` through our invite: approved at admission when the
         policy is ``pairing`` (the sender policy decides)."""
@@ -519,8 +497,7 @@ class Instance:
         return self.names.get(inbox_id)
 
     def _on_special(self, message: CliMessage) -> None:
-        type_id = message.content_type.type_id.lower()
-        if "explode" in type_id and self.binding is not None:
+        if is_explode_notice(message) and self.binding is not None:
             self.spawn_task(
                 self.conversation_gone(by=message.sender_inbox_id, reason="exploded"),
                 "conversation-exploded",
@@ -604,7 +581,7 @@ class Instance:
         except errors.ConvosdError:
             return None, "removed"
         for message in recent:
-            if "explode" in message.content_type.type_id.lower():
+            if is_explode_notice(message):
                 return message.sender_inbox_id, "exploded"
         return None, "removed"
 
