@@ -153,6 +153,7 @@ class Instance:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._periodic.clear()
+        await self.cli.aclose()
 
     def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """A background task with a strong reference whose failure is logged."""

@@ -4,13 +4,15 @@ output, as the one-shot CLI gives them; the real processes are covered in test_a
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import inspect
 from pathlib import Path
 
 import pytest
 
 from convosd import errors
-from convosd.cli import CliResult, CliSetup, ConvosCli, Invocation
+from convosd.cli import CliResult, CliRunner, CliSetup, ConvosCli, Invocation
 from convosd.cli.transport import CliTransport
 
 CID = "ab" * 16
@@ -21,6 +23,7 @@ class ScriptedTransport:
     """Answers each command with the next scripted reply (default: exit 0, ``[]``)."""
 
     def __init__(self, replies: list[tuple[int, str, str]] | None = None) -> None:
+        self.closed = False
         self.replies = list(replies or [])
         self.commands: list[str] = []
         self.running = 0
@@ -41,6 +44,9 @@ class ScriptedTransport:
             self.running -= 1
         return CliResult(invocation.command, code, out, err, 0.0)
 
+    async def aclose(self) -> None:
+        self.closed = True
+
 
 def adapter(tmp_path: Path, transport: CliTransport, timeout_s: float = 5.0) -> ConvosCli:
     setup = CliSetup(
@@ -50,7 +56,7 @@ def adapter(tmp_path: Path, transport: CliTransport, timeout_s: float = 5.0) -> 
         state_dir=tmp_path,
         passthrough=(),
     )
-    return ConvosCli(setup, timeout_s=timeout_s, environ={}, transport=transport)
+    return ConvosCli(setup, timeout_s=timeout_s, environ={}, transport=lambda _oneshot: transport)
 
 
 async def until_waiting(cli: ConvosCli, count: int) -> None:
@@ -177,3 +183,63 @@ async def test_text_the_parser_cannot_take_is_invalid_params_before_the_transpor
     with pytest.raises(errors.InvalidParams):
         await cli.send_text(CID, "")
     assert transport.commands == []
+
+
+async def test_a_transport_is_built_over_the_one_shot_runner_and_closed(tmp_path: Path) -> None:
+    """What a second transport gets: the one-shot runner (executable, clean environment,
+    working directory; its fallback). Long-lived commands stay one-shot processes."""
+    transport = ScriptedTransport()
+    given: list[CliRunner] = []
+
+    def build(oneshot: CliRunner) -> CliTransport:
+        given.append(oneshot)
+        return transport
+
+    setup = CliSetup(
+        executable=("convos",), env="dev", convos_home=tmp_path, state_dir=tmp_path, passthrough=()
+    )
+    cli = ConvosCli(setup, environ={"PATH": "/bin"}, transport=build)
+    [oneshot] = given
+    assert oneshot.executable == ("convos",) and oneshot.cwd == tmp_path
+    assert oneshot.env["PATH"] == "/bin" and oneshot.env["CONVOS_ENV"] == "dev"
+    assert cli.stream_spec(CID).argv[:3] == ("convos", "conversation", "stream")
+    assert await cli.identity_list() == [] and transport.commands == ["identity:list"]
+    await cli.aclose()
+    assert transport.closed
+
+
+def test_every_operation_goes_through_the_queue() -> None:
+    """The adapter's public coroutines are the only way to run a one-shot command: each is
+    queued (probe runs identity_list, which is)."""
+    operations = {
+        name: member
+        for name, member in vars(ConvosCli).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(member)
+    }
+    unqueued = sorted(
+        name
+        for name, member in operations.items()
+        if getattr(member, "__wrapped__", None) is None and name not in {"probe", "aclose"}
+    )
+    assert len(operations) >= 20 and unqueued == []
+
+
+def cli_internals_outside_cli(package: Path) -> list[str]:
+    """``file:line`` of every import of the queue or the one-shot runner class (or the old
+    ``cliqueue`` module) in ``package`` outside cli/: only the adapter may hold them."""
+    found: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        if (package / "cli") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = {node.module or "", *(alias.name for alias in node.names)}
+                if {"convosd.cliqueue", "convosd.cli.queue", "CliQueue", "CliRunner"} & names:
+                    found.append(f"{path.relative_to(package)}:{node.lineno}")
+    return found
+
+
+def test_nothing_outside_the_cli_package_holds_the_queue_or_the_runner() -> None:
+    import convosd
+
+    assert cli_internals_outside_cli(Path(convosd.__file__).parent) == []

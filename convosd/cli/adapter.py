@@ -31,7 +31,7 @@ from convosd.cli.argv import ArgvBuilder, Direction, Env, Invocation, Permission
 from convosd.cli.output import NoJsonOutput, classify, last_json
 from convosd.cli.queue import CliQueue
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
-from convosd.cli.transport import CliTransport
+from convosd.cli.transport import CliTransport, TransportFactory
 
 M = TypeVar("M", bound=BaseModel)
 P = ParamSpec("P")
@@ -106,8 +106,8 @@ class ConvosCli:
     in call order through the instance's single queue.
 
     ``timeout_s`` bounds one command, and how long a call is retried while the CLI's
-    database stays locked (then BUSY). ``transport`` runs the commands (default: one-shot
-    processes).
+    database stays locked (then BUSY). ``transport`` builds what runs the commands from
+    the one-shot runner (default: the one-shot runner itself, one process per command).
     """
 
     def __init__(
@@ -116,7 +116,7 @@ class ConvosCli:
         *,
         timeout_s: float = 60.0,
         environ: Mapping[str, str] | None = None,
-        transport: CliTransport | None = None,
+        transport: TransportFactory | None = None,
     ) -> None:
         self.setup = setup
         self.timeout_s = timeout_s
@@ -130,7 +130,9 @@ class ConvosCli:
         )
         # Long-lived commands are processes whatever the transport: this builds their specs.
         self._processes = CliRunner(setup.executable, env, setup.state_dir)
-        self._transport: CliTransport = transport or self._processes
+        self._transport: CliTransport = (
+            self._processes if transport is None else transport(self._processes)
+        )
         self._queue = CliQueue(timeout_s=timeout_s)
         self._refused: str | None = None
 
@@ -141,6 +143,10 @@ class ConvosCli:
         state dir is gone, and a CLI process started now would create a new identity in
         whatever is at its path. Calls already queued are refused when their turn comes."""
         self._queue.refused = reason
+
+    async def aclose(self) -> None:
+        """Close the transport (shutdown)."""
+        await self._transport.aclose()
 
     @property
     def waiting(self) -> int:

@@ -17,13 +17,23 @@ transport: the adapter hands their :class:`~convosd.cli.runner.SpawnSpec` to the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from convosd.cli.argv import Invocation
-from convosd.cli.runner import CliResult
+from convosd.cli.runner import CliResult, CliRunner
 
 
 class CliTransport(Protocol):
     async def run(self, invocation: Invocation, *, timeout_s: float) -> CliResult:
         """Run ``invocation`` to completion within ``timeout_s``; stdout and stderr redacted."""
         ...
+
+    async def aclose(self) -> None:
+        """Release what the transport holds (a worker process, say); called at shutdown."""
+        ...
+
+
+#: Builds a transport from the one-shot runner of the same CLI installation: its
+#: executable, clean environment and working directory, and a fallback that always works.
+TransportFactory = Callable[[CliRunner], CliTransport]
