@@ -46,11 +46,11 @@ async def measure(runs: int) -> list[tuple[str, float, float]]:
         for name, (invocation, call) in cases.items():
             direct: list[float] = []
             adapter: list[float] = []
-            argv = [*setup.executable, *invocation.argv]
+            spec = cli.long_lived(invocation)  # the same argv, environment and directory
             for _ in range(runs):
                 t0 = time.perf_counter()
                 subprocess.run(  # noqa: ASYNC221 - the baseline: the double run directly
-                    argv, env=cli.runner.env, cwd=setup.state_dir, capture_output=True, check=True
+                    spec.argv, env=dict(spec.env), cwd=spec.cwd, capture_output=True, check=True
                 )
                 direct.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()

@@ -10,18 +10,16 @@ whatever its fate, in the same transaction as its event, so an id is evaluated o
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
 from convosd.cli.models import CliMessage
+from convosd.cli.streams import BadLine, parse_stream_line
 from convosd.events import NewEvent, message_event
 from convosd.storage.journal import Journal
 from convosd.storage.store import StoreError
@@ -160,15 +158,9 @@ class Ingest:
             self.process(messages)
 
     def _parse(self, line: bytes) -> CliMessage | None:
-        stripped = line.strip()
-        if not stripped:
-            return None
         try:
-            value: Any = json.loads(stripped)
-            if not isinstance(value, dict) or "event" in value:
-                raise ValueError("not a message line")
-            return CliMessage.model_validate(value)
-        except (ValueError, ValidationError, UnicodeDecodeError):
+            return parse_stream_line(line)
+        except BadLine:
             self._bad_line(len(line))
             return None
 

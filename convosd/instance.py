@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -26,7 +24,14 @@ import structlog
 from convosd import __version__, errors, reaper
 from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliMessage, CliVersion, PermissionLevel
-from convosd.cliqueue import CliQueue
+from convosd.cli.runner import signal_group
+from convosd.cli.streams import (
+    JoinAccepted,
+    WatcherError,
+    WatcherStreamEnded,
+    is_explode_notice,
+    parse_watcher_line,
+)
 from convosd.config import Paths, Settings
 from convosd.events import NewEvent, event
 from convosd.health import HealthInputs, HealthStatus, evaluate
@@ -37,7 +42,6 @@ from convosd.storage.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
 
-_ADDING = re.compile(rb"^Adding ([0-9a-fA-F]+) to conversation ([0-9a-fA-F]+)\s*$")
 PROBE_INTERVAL_S = 60.0
 PROFILE_REFRESH_S = 300.0
 TRIM_INTERVAL_S = 3600.0
@@ -54,7 +58,6 @@ class Instance:
         store: Store,
         journal: Journal,
         cli: ConvosCli,
-        queue: CliQueue | None = None,
         policy: PolicyHook | None = None,
         stop_grace_s: float = 5.0,
     ) -> None:
@@ -63,7 +66,6 @@ class Instance:
         self.store = store
         self.journal = journal
         self.cli = cli
-        self.queue = queue or CliQueue(timeout_s=settings.daemon.cli_timeout_s)
         self._policy_override = policy
         self.stop_grace_s = stop_grace_s
         self.log = structlog.get_logger("convosd.instance")
@@ -151,6 +153,7 @@ class Instance:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._periodic.clear()
+        await self.cli.aclose()
 
     def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """A background task with a strong reference whose failure is logged."""
@@ -184,7 +187,7 @@ class Instance:
         every command but ``--version`` until a later probe passes."""
         bindings = self.cli.bindings_version()
         try:
-            version = await self.queue.run(self.cli.version, what="version")
+            version = await self.cli.version()
         except errors.ConvosdError as exc:
             self.cli_working = False
             self.cli_problem = exc.message
@@ -205,7 +208,7 @@ class Instance:
         self.cli_version_problem = None
         self.cli.refuse(None)
         try:
-            identities = await self.queue.run(self.cli.identity_list, what="identity list")
+            identities = await self.cli.identity_list()
         except errors.ConvosdError as exc:
             self.cli_working = False
             self.cli_problem = exc.message
@@ -396,7 +399,7 @@ class Instance:
     async def state_dir_gone(self, problem: str) -> None:
         """The state dir was deleted under us: run no CLI process any more (one started now
         would create a new identity in whatever is at the path), stop the children."""
-        self.queue.refused = problem
+        self.cli.refuse_all(problem)
         await self._stop_children()
         self._changed()
 
@@ -434,11 +437,8 @@ class Instance:
         cid = binding.conversation_id
 
         async def page(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
-            return await self.queue.run(
-                lambda: self.cli.messages(
-                    cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
-                ),
-                what="backfill",
+            return await self.cli.messages(
+                cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
             )
 
         return await ingest.backfill(page)
@@ -451,36 +451,22 @@ class Instance:
 
     def _on_watcher_lines(self, lines: Sequence[bytes]) -> None:
         for line in lines:
-            if line.startswith(b"Adding "):
-                self._on_adding_line(line)
-                continue
-            try:
-                item = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
-                continue  # the watcher's other human lines share stdout
-            if not isinstance(item, dict):
-                continue
-            kind = item.get("event")
-            if kind == "join_request_accepted":
-                joiner = item.get("joinerInboxId")
-                if isinstance(joiner, str) and item.get("conversationId") in (
-                    None,
-                    self.binding and self.binding.conversation_id,
-                ):
-                    self._admit(joiner)
-            elif kind == "stream_ended":
-                self.log.warning("watcher_stream_ended", reason=item.get("reason"))
+            item = parse_watcher_line(line)
+            if isinstance(item, JoinAccepted):
+                # Its own conversation's only (an event naming none is ours). An acceptance
+                # is printed just before the member is added: if adding fails, the approval
+                # is harmless (the sender is not a member and cannot write).
+                if item.conversation_id in (None, self.binding and self.binding.conversation_id):
+                    self._admit(item.joiner_inbox_id)
+            elif isinstance(item, WatcherStreamEnded):
+                self.log.warning("watcher_stream_ended", reason=item.reason)
                 child = self.children.get(WATCHER)
                 if child is not None and child.pid is not None:
                     # It idles after stream_ended: make it exit, the supervisor restarts it.
-                    from convosd.cli.runner import signal_group
-
                     signal_group(child.pid, signal.SIGINT)
-            elif kind == "error":
+            elif isinstance(item, WatcherError):
                 self.log.info(
-                    "watcher_error",
-                    has_message_id=bool(item.get("messageId")),
-                    error=str(item.get("message"))[:200],
+                    "watcher_error", has_message_id=item.has_message_id, error=item.message
                 )
 
     def _post_pairing_notice(self, request: Any) -> None:
@@ -493,22 +479,9 @@ class Instance:
         )
         cid = binding.conversation_id
         self.spawn_task(
-            self.queue.run(lambda: self.cli.send_text(cid, text), what="pairing-notice"),
+            self.cli.send_text(cid, text),
             "pairing-notice",
         )
-
-    def _on_adding_line(self, line: bytes) -> None:
-        """``Adding <inbox> to conversation <id>``: the watcher accepts a join request. Its
-        first (batch) pass reports acceptances only this way, not as JSON events. Printed
-        just before the member is added: if adding fails, the approval is harmless (the
-        sender is not a member and cannot write)."""
-        match = _ADDING.match(line)
-        binding = self.binding
-        if match is None or binding is None:
-            return
-        if match.group(2).decode() != binding.conversation_id:
-            return
-        self._admit(match.group(1).decode())
 
     def _admit(self, joiner: str) -> None:
         """Our watcher accepted ``joiner`` through our invite: approved at admission when the
@@ -525,8 +498,7 @@ class Instance:
         return self.names.get(inbox_id)
 
     def _on_special(self, message: CliMessage) -> None:
-        type_id = message.content_type.type_id.lower()
-        if "explode" in type_id and self.binding is not None:
+        if is_explode_notice(message) and self.binding is not None:
             self.spawn_task(
                 self.conversation_gone(by=message.sender_inbox_id, reason="exploded"),
                 "conversation-exploded",
@@ -558,9 +530,7 @@ class Instance:
         binding = self.binding
         if binding is None:
             return
-        profiles = await self.queue.run(
-            lambda: self.cli.profiles(binding.conversation_id), what="profiles"
-        )
+        profiles = await self.cli.profiles(binding.conversation_id)
         for profile in profiles.profiles:
             self.names[profile.inbox_id] = profile.name
         self._profiles_at = time.monotonic()
@@ -572,14 +542,11 @@ class Instance:
             return
         cid = binding.conversation_id
         try:
-            members = await self.queue.run(lambda: self.cli.members(cid), what="members")
+            members = await self.cli.members(cid)
         except errors.ConversationNotFound:
             # Never a member, or gone from this install: only an inactive group in the list
             # means "removed"; otherwise the children's fatal state reports the problem.
-            listed = await self.queue.run(
-                lambda: self.cli.list_conversations(sync=True, include_inactive=True),
-                what="list",
-            )
+            listed = await self.cli.list_conversations(sync=True, include_inactive=True)
             if any(c.conversation_id == cid and not c.is_active for c in listed):
                 await self.conversation_gone(by=None, reason="removed")
             return
@@ -611,14 +578,11 @@ class Instance:
     async def _why_gone(self, cid: str) -> tuple[str | None, str]:
         """An explode sends ExplodeSettings before it removes the members: find it."""
         try:
-            recent = await self.queue.run(
-                lambda: self.cli.messages(cid, sync=False, limit=50, direction="descending"),
-                what="why-gone",
-            )
+            recent = await self.cli.messages(cid, sync=False, limit=50, direction="descending")
         except errors.ConvosdError:
             return None, "removed"
         for message in recent:
-            if "explode" in message.content_type.type_id.lower():
+            if is_explode_notice(message):
                 return message.sender_inbox_id, "exploded"
         return None, "removed"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import time
 from dataclasses import dataclass
@@ -112,18 +111,13 @@ class PendingJoin:
         if record is None:
             return True
         instance = self.instance
-        listed = await instance.queue.run(
-            lambda: instance.cli.list_conversations(sync=True), what="join-poll"
-        )
+        listed = await instance.cli.list_conversations(sync=True)
         known = set(record["knownConversationIds"])
         creator = record["creatorInboxId"]
         for candidate in listed:
             if candidate.conversation_id in known or not candidate.is_active:
                 continue
-            members = await instance.queue.run(
-                functools.partial(instance.cli.members, candidate.conversation_id),
-                what="join-members",
-            )
+            members = await instance.cli.members(candidate.conversation_id)
             if any(m.inbox_id == creator for m in members):
                 self.log.info("pending_join_accepted", conversation_id=candidate.conversation_id)
                 await instance.bind(
@@ -138,11 +132,8 @@ class PendingJoin:
 
     async def _resend(self, record: dict[str, Any]) -> None:
         instance = self.instance
-        await instance.queue.run(
-            lambda: instance.cli.join(
-                record["slug"], profile_name=record.get("profileName"), no_wait=True
-            ),
-            what="join-resend",
+        await instance.cli.join(
+            record["slug"], profile_name=record.get("profileName"), no_wait=True
         )
         record["lastRequestAt"] = time.time()
         instance.store.set_pending_join(record)

@@ -10,17 +10,15 @@ before it fails.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from convosd import __version__, errors
-from convosd.cli.argv import UnsafeText
-from convosd.cli.models import CliMessage, JoinJoined, PermissionLevel, SendResult
+from convosd.cli.models import CliMessage, JoinJoined, PermissionLevel
 from convosd.events import event
 from convosd.idempotency import SKEW_S, Outcome, PendingKey, Verdict, reconcile
 from convosd.instance import Instance
@@ -35,7 +33,6 @@ from convosd.storage.store import StoreError
 from convosd.storage.work import SettleKey
 from convosd.timefmt import iso
 
-T = TypeVar("T")
 IDEMPOTENCY_TTL_S = 24 * 3600
 #: retryAfterS of a repeat that finds its key in flight.
 KEY_BUSY_RETRY_S = 1.0
@@ -76,12 +73,6 @@ class ConvosService:
 
     # --- helpers ------------------------------------------------------------------------
 
-    async def _cli(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        try:
-            return await self.instance.queue.run(call, what=what)
-        except UnsafeText as exc:
-            raise errors.InvalidParams(str(exc)) from None
-
     def _bound_id(self) -> str:
         binding = self.instance.binding
         if binding is None:
@@ -120,15 +111,12 @@ class ConvosService:
         async with self._binding_lock:
             self._not_bound_or_pending()
             cli = self.instance.cli
-            created = await self._cli(
-                lambda: cli.create(
-                    name=p.name,
-                    profile_name=p.profile_name,
-                    description=p.description,
-                    image_url=p.image_url,
-                    permissions=p.permissions,
-                ),
-                "create",
+            created = await cli.create(
+                name=p.name,
+                profile_name=p.profile_name,
+                description=p.description,
+                image_url=p.image_url,
+                permissions=p.permissions,
             )
             self.instance.identity_inbox_id = created.inbox_id
             await self.instance.bind(
@@ -155,7 +143,7 @@ class ConvosService:
         async with self._binding_lock:
             self._not_bound_or_pending()
             cli = self.instance.cli
-            info = await self._cli(lambda: cli.inspect_invite(slug), "inspect-invite")
+            info = await cli.inspect_invite(slug)
             if not info.signature_valid:
                 raise errors.InviteInvalid("Invalid invite signature")
             if info.invite_expired:
@@ -165,13 +153,8 @@ class ConvosService:
             own = self.instance.identity_inbox_id
             if own is not None and info.creator_inbox_id == own:
                 raise errors.InviteInvalid("This is the instance's own invite")
-            known = await self._cli(
-                lambda: cli.list_conversations(sync=False, include_inactive=True), "list"
-            )
-            result = await self._cli(
-                lambda: cli.join(slug, profile_name=p.profile_name, timeout_s=p.timeout_s),
-                "join",
-            )
+            known = await cli.list_conversations(sync=False, include_inactive=True)
+            result = await cli.join(slug, profile_name=p.profile_name, timeout_s=p.timeout_s)
             if result.inbox_id:
                 self.instance.identity_inbox_id = result.inbox_id
             if p.as_owner:
@@ -220,10 +203,10 @@ class ConvosService:
     async def info(self, ctx: CallContext, _p: s.NoParams) -> s.InfoResult:
         cid = self._bound_id()
         cli = self.instance.cli
-        info = await self._cli(lambda: cli.info(cid), "info")
-        permissions = await self._cli(lambda: cli.permissions(cid), "permissions")
+        info = await cli.info(cid)
+        permissions = await cli.permissions(cid)
         try:
-            profiles = await self._cli(lambda: cli.profiles(cid), "profiles")
+            profiles = await cli.profiles(cid)
             names = {p.inbox_id: p.name for p in profiles.profiles}
         except errors.CliError:
             names = {}
@@ -246,13 +229,10 @@ class ConvosService:
     async def invite(self, ctx: CallContext, p: s.InviteParams) -> s.InviteResult:
         cid = self._bound_id()
         cli = self.instance.cli
-        permissions = await self._cli(lambda: cli.permissions(cid), "permissions")
+        permissions = await cli.permissions(cid)
         if permissions.locked:
             raise errors.Locked("The conversation is locked: unlock it before inviting")
-        made = await self._cli(
-            lambda: cli.invite(cid, expires_in_s=p.expires_in_s, single_use=p.single_use),
-            "invite",
-        )
+        made = await cli.invite(cid, expires_in_s=p.expires_in_s, single_use=p.single_use)
         return s.InviteResult(
             invite_url=made.url, invite_slug=made.slug, expires_at=made.expires_at
         )
@@ -260,16 +240,16 @@ class ConvosService:
     async def rename(self, ctx: CallContext, p: s.RenameParams) -> s.RenameResult:
         cid = self._bound_id()
         cli = self.instance.cli
-        done = await self._cli(lambda: cli.update_name(cid, p.name), "rename")
+        done = await cli.update_name(cid, p.name)
         return s.RenameResult(name=done.name)
 
     async def lock(self, ctx: CallContext, p: s.LockParams) -> s.LockResult:
         cid = self._bound_id()
         cli = self.instance.cli
-        permissions = await self._cli(lambda: cli.permissions(cid), "permissions")
+        permissions = await cli.permissions(cid)
         if self._own() not in permissions.super_admins:
             raise errors.PermissionDenied("Locking and unlocking need super-admin rights")
-        await self._cli(lambda: cli.lock(cid, unlock=p.unlock), "lock")
+        await cli.lock(cid, unlock=p.unlock)
         locked = not p.unlock
         self.instance.journal.append([event("conversation_locked", cid, locked=locked)])
         return s.LockResult(locked=locked)
@@ -277,11 +257,11 @@ class ConvosService:
     async def explode(self, ctx: CallContext, _p: s.ConfirmParams) -> s.ExplodeResult:
         cid = self._bound_id()
         cli = self.instance.cli
-        info = await self._cli(lambda: cli.info(cid), "info")
+        info = await cli.info(cid)
         own = self._own()
         if info.conversation.creator_inbox_id != own:
             raise errors.PermissionDenied("Only the conversation's creator can explode it")
-        done = await self._cli(lambda: cli.explode(cid), "explode")
+        done = await cli.explode(cid)
         self.instance.journal.append(
             [event("conversation_exploded", cid, by=own, reason="exploded")]
         )
@@ -293,9 +273,7 @@ class ConvosService:
     async def profile_update(self, ctx: CallContext, p: s.ProfileUpdateParams) -> s.OkResult:
         cid = self._bound_id()
         cli = self.instance.cli
-        await self._cli(
-            lambda: cli.update_profile(cid, name=p.name, image=p.image_url), "update-profile"
-        )
+        await cli.update_profile(cid, name=p.name, image=p.image_url)
         return s.OkResult(ok=True)
 
     # --- messages -----------------------------------------------------------------------
@@ -330,12 +308,9 @@ class ConvosService:
         cli = self.instance.cli
         started = False
 
-        def call() -> Awaitable[SendResult]:
+        def on_start() -> None:
             nonlocal started
             started = True  # from here on the CLI may send
-            if p.reply_to is not None:
-                return cli.send_reply(cid, p.reply_to, p.message)
-            return cli.send_text(cid, p.message)
 
         if key is not None:
             self.instance.store.keys.intent(
@@ -343,7 +318,10 @@ class ConvosService:
             )
             self._sending.add(key)
         try:
-            sent = await self._cli(call, "send")
+            if p.reply_to is not None:
+                sent = await cli.send_reply(cid, p.reply_to, p.message, on_start=on_start)
+            else:
+                sent = await cli.send_text(cid, p.message, on_start=on_start)
         except BaseException as exc:
             if key is not None:
                 self._send_failed(key, exc, started=started)
@@ -377,9 +355,7 @@ class ConvosService:
     async def react(self, ctx: CallContext, p: s.ReactParams) -> s.ReactResult:
         cid = self._bound_id()
         cli = self.instance.cli
-        done = await self._cli(
-            lambda: cli.send_reaction(cid, p.message_id, p.emoji, remove=p.remove), "react"
-        )
+        done = await cli.send_reaction(cid, p.message_id, p.emoji, remove=p.remove)
         return s.ReactResult(
             message_id=done.message_id,
             reference_message_id=done.reference_message_id,
@@ -507,10 +483,7 @@ class ConvosService:
         after_ns = int(since * 1e9)
         found: dict[str, CliMessage] = {}
         for _ in range(RECONCILE_MAX_PAGES):
-            page = await self.instance.queue.run(
-                functools.partial(cli.messages, cid, sent_after_ns=after_ns, limit=RECONCILE_PAGE),
-                what="reconcile",
-            )
+            page = await cli.messages(cid, sent_after_ns=after_ns, limit=RECONCILE_PAGE)
             fresh = [m for m in page if m.id not in found]
             found.update((m.id, m) for m in fresh)
             if len(page) < RECONCILE_PAGE:
@@ -594,7 +567,7 @@ class ConvosService:
             await self.pending.cancel()
             if instance.binding is not None:
                 await instance.unbind(reason="reset")
-            await self._cli(instance.cli.reset, "reset")
+            await instance.cli.reset()
             home = instance.paths.convos_home
             _remove_tree(home / "db")
             (home / "identity.json").unlink(missing_ok=True)

@@ -12,7 +12,6 @@ import pytest
 
 from convosd import errors
 from convosd.cli import CliSetup, ConvosCli, check_version
-from convosd.cli.argv import UnsafeText
 from convosd.cli.models import CliVersion, JoinJoined, JoinWaiting
 from tests.conftest import CliFactory
 from tests.fakeconvos.network import FakeNetwork
@@ -147,10 +146,11 @@ async def test_lock_rename_profile_explode(net: FakeNetwork, make_cli: CliFactor
 
 
 async def test_unsafe_flag_text_is_refused_before_the_cli(make_cli: CliFactory) -> None:
+    """The builder's UnsafeText leaves the adapter as INVALID_PARAMS (mapped at the edge)."""
     cli = make_cli()
-    with pytest.raises(UnsafeText):
+    with pytest.raises(errors.InvalidParams, match="cannot start with"):
         await cli.create(name="--json")
-    with pytest.raises(UnsafeText):
+    with pytest.raises(errors.InvalidParams):
         await cli.send_text("ab" * 16, "--json")
 
 
@@ -171,16 +171,27 @@ async def test_no_network_at_all(tmp_path: Path, net: FakeNetwork) -> None:
         await cli.send_text("ab" * 16, "hi")
 
 
-async def test_database_locked_and_identity_lock(net: FakeNetwork, make_cli: CliFactory) -> None:
+async def test_database_locked_and_identity_lock_are_retried(
+    net: FakeNetwork, make_cli: CliFactory
+) -> None:
+    """The adapter's queue retries a call the CLI answers with a lock error (the error
+    itself is classified in test_cli_output); the caller only sees the result."""
     cli = make_cli()
     await cli.create(name="x")
     net.add_fault("db_locked", count=1)
-    with pytest.raises(errors.CliLocked):
-        await cli.list_conversations()
+    assert len(await cli.list_conversations()) == 1
     net.add_fault("identity_lock", count=1)
-    with pytest.raises(errors.CliLocked):
-        await cli.create(name="y")
-    assert len(await cli.list_conversations()) == 1  # the faults were used up
+    await cli.create(name="y")
+    assert len(await cli.list_conversations()) == 2  # y was created once, on the retry
+
+
+async def test_a_lock_that_stays_is_busy(net: FakeNetwork, make_cli: CliFactory) -> None:
+    cli = make_cli(timeout_s=1.0)
+    await cli.create(name="x")  # the lock is met when a command opens the identity's client
+    net.add_fault("db_locked")
+    with pytest.raises(errors.Busy, match="stayed locked") as busy:
+        await cli.list_conversations()
+    assert busy.value.retry_after_s == 1.0
 
 
 async def test_native_binding_missing(net: FakeNetwork, make_cli: CliFactory) -> None:

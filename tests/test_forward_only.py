@@ -15,8 +15,8 @@ import pytest
 
 from convosd import errors
 from convosd.cli import check_bindings, check_version
-from convosd.cli.adapter import installed_bindings_version, semver_key
 from convosd.cli.models import CliVersion
+from convosd.cli.versions import installed_bindings_version, semver_key
 from convosd.client import Client
 from tests.fakeconvos.network import FakeNetwork
 from tests.rpc_harness import running_daemon

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convosd.cli.output import classify, error_text, last_json
+from convosd.cli.output import (
+    child_error_summary,
+    classify,
+    error_text,
+    is_fatal_child_error,
+    last_json,
+)
+from convosd.cli.streams import BadLine, parse_stream_line, parse_watcher_line
 from convosd.framing import OVERSIZE, LineSplitter
 from convosd.ingest import Ingest
 from convosd.storage.journal import Journal
@@ -32,6 +39,16 @@ message_like = st.fixed_dictionaries(
         "content": json_values,
         "sentAt": st.one_of(st.text(max_size=30), st.just("2026-11-23T12:00:00.000Z")),
     }
+)
+watcher_events = st.fixed_dictionaries(
+    {"event": st.sampled_from(["join_request_accepted", "stream_ended", "error", "x"])},
+    optional={
+        "joinerInboxId": json_values,
+        "conversationId": json_values,
+        "reason": json_values,
+        "messageId": json_values,
+        "message": json_values,
+    },
 )
 lines = st.one_of(
     st.binary(max_size=200),
@@ -84,3 +101,24 @@ def test_output_readers_never_raise_unexpectedly(stdout: str, stderr: str, code:
         last_json(stdout)
     error_text(stderr)
     assert classify("conversation:send-text", code, stderr).code < 0
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    line=st.one_of(
+        lines,
+        watcher_events.map(lambda v: json.dumps(v).encode()),
+        st.text(alphabet="Adingtoconvers 0123456789abcdef", max_size=120).map(str.encode),
+    )
+)
+def test_child_line_readers_never_raise_unexpectedly(line: bytes) -> None:
+    """A stream line is a message, nothing (blank) or a BadLine; a watcher line is an event
+    or nothing; the stderr readers take any text."""
+    with contextlib.suppress(BadLine):
+        parse_stream_line(line)
+    parse_watcher_line(line)
+    text = line.decode("utf-8", errors="replace")
+    summary = child_error_summary(text)
+    assert summary is None or (len(summary) <= 500 and "\n" not in summary)
+    if summary is not None:
+        is_fatal_child_error(summary)

@@ -1,19 +1,26 @@
-"""The boundary to the ``convos`` CLI: argv (argv.py), output parsing (output.py), output
-models (models.py), process running (runner.py), the redaction of attachment key material
-from everything the CLI prints (redact.py) and the operations (adapter.py)."""
+"""The boundary to the ``convos`` CLI: argv (argv.py), output parsing (output.py, and
+streams.py for the long-lived commands), output models (models.py), the transport interface
+(transport.py) and its one-shot process implementation (runner.py), the single queue
+(queue.py), the redaction of attachment key material from everything the CLI prints
+(redact.py), the version checks (versions.py) and the operations (adapter.py), which own
+the queue."""
 
-from convosd.cli.adapter import CliSetup, ConvosCli, check_bindings, check_version
+from convosd.cli.adapter import CliSetup, ConvosCli
 from convosd.cli.argv import ArgvBuilder, Invocation
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec
+from convosd.cli.transport import CliTransport, TransportFactory
+from convosd.cli.versions import check_bindings, check_version
 
 __all__ = [
     "ArgvBuilder",
     "CliResult",
     "CliRunner",
     "CliSetup",
+    "CliTransport",
     "ConvosCli",
     "Invocation",
     "SpawnSpec",
+    "TransportFactory",
     "check_bindings",
     "check_version",
 ]

@@ -4,33 +4,36 @@ This module and its siblings are the only code that knows the CLI's argv and out
 method runs one command, raises the :mod:`convosd.errors` exception that matches a failure,
 and returns a validated model of the output. The long-lived commands are not run here: the
 adapter hands the supervisor their :class:`~convosd.cli.runner.SpawnSpec`.
+
+Every operation runs through the instance's single queue (:mod:`convosd.cli.queue`), which
+the adapter owns: callers await the operation, they cannot reach the CLI around the queue.
+Below the queue a :class:`~convosd.cli.transport.CliTransport` runs the command; the
+one-shot :class:`~convosd.cli.runner.CliRunner` unless another is given.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-import re
-import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convosd import errors
 from convosd.cli import models
-from convosd.cli.argv import ArgvBuilder, Direction, Env, Invocation, Permissions
+from convosd.cli.argv import ArgvBuilder, Direction, Env, Invocation, Permissions, UnsafeText
 from convosd.cli.output import NoJsonOutput, classify, last_json
+from convosd.cli.queue import CliQueue
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
+from convosd.cli.transport import CliTransport, TransportFactory
+from convosd.cli.versions import installed_bindings_version
 
 M = TypeVar("M", bound=BaseModel)
-
-#: convosd drives the 0.10.x CLI only.
-SUPPORTED_SERIES = (0, 10)
-CLI_PACKAGE = "@xmtp/convos-cli"
-BINDINGS_PACKAGE = "@xmtp/node-bindings"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +74,40 @@ _MESSAGES = TypeAdapter(list[models.CliMessage])
 _JOIN = TypeAdapter(models.JoinResult)
 
 
+def _queued(
+    operation: Callable[Concatenate[ConvosCli, P], Awaitable[T]],
+) -> Callable[Concatenate[ConvosCli, P], Coroutine[Any, Any, T]]:
+    """Run the operation through the adapter's queue (after every earlier call, retried
+    while the database is locked). Text the CLI's parser cannot take literally is refused
+    before any process as INVALID_PARAMS (the argv is built when the call's turn comes)."""
+
+    @functools.wraps(operation)
+    async def queued(self: ConvosCli, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = functools.partial(operation, self, *args, **kwargs)
+        try:
+            return await self._queue.run(call, what=operation.__name__)
+        except UnsafeText as exc:
+            raise errors.InvalidParams(str(exc)) from None
+
+    return queued
+
+
 class ConvosCli:
-    """The operations of one instance's CLI. All methods are coroutines."""
+    """The operations of one instance's CLI. All methods are coroutines, run one at a time
+    in call order through the instance's single queue.
+
+    ``timeout_s`` bounds one command, and how long a call is retried while the CLI's
+    database stays locked (then BUSY). ``transport`` builds what runs the commands from
+    the one-shot runner (default: the one-shot runner itself, one process per command).
+    """
 
     def __init__(
-        self, setup: CliSetup, *, timeout_s: float = 60.0, environ: Mapping[str, str] | None = None
+        self,
+        setup: CliSetup,
+        *,
+        timeout_s: float = 60.0,
+        environ: Mapping[str, str] | None = None,
+        transport: TransportFactory | None = None,
     ) -> None:
         self.setup = setup
         self.timeout_s = timeout_s
@@ -87,10 +119,28 @@ class ConvosCli:
             passthrough=setup.passthrough,
             parent=os.environ if environ is None else environ,
         )
-        self.runner = CliRunner(setup.executable, env, setup.state_dir)
+        # Long-lived commands are processes whatever the transport: this builds their specs.
+        self._processes = CliRunner(setup.executable, env, setup.state_dir)
+        self._transport: CliTransport = (
+            self._processes if transport is None else transport(self._processes)
+        )
+        self._queue = CliQueue(timeout_s=timeout_s)
         self._refused: str | None = None
 
     # --- plumbing -----------------------------------------------------------------------
+
+    def refuse_all(self, reason: str) -> None:
+        """Every call from now on, queued ones too, fails with NOT_READY (``reason``): the
+        state dir is gone, and a CLI process would create a new identity at its path."""
+        self._queue.refused = reason
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()  # shutdown
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for their turn in the queue (not counting the one running)."""
+        return self._queue.waiting
 
     def refuse(self, reason: str | None) -> None:
         """While ``reason`` is set, nothing but ``--version`` runs: no command may open a CLI
@@ -107,7 +157,7 @@ class ConvosCli:
 
     async def _run(self, invocation: Invocation, timeout_s: float | None = None) -> CliResult:
         self._admit(invocation)
-        result = await self.runner.run(invocation, timeout_s=timeout_s or self.timeout_s)
+        result = await self._transport.run(invocation, timeout_s=timeout_s or self.timeout_s)
         if result.exit_code != 0:
             raise classify(invocation.command, result.exit_code, result.stderr)
         return result
@@ -155,7 +205,7 @@ class ConvosCli:
 
     def long_lived(self, invocation: Invocation) -> SpawnSpec:
         self._admit(invocation)
-        return self.runner.spec(invocation)
+        return self._processes.spec(invocation)
 
     def stream_spec(self, conversation_id: str) -> SpawnSpec:
         return self.long_lived(self.argv.stream(conversation_id))
@@ -165,6 +215,7 @@ class ConvosCli:
 
     # --- version and identity -----------------------------------------------------------
 
+    @_queued
     async def version(self) -> models.CliVersion:
         invocation = ArgvBuilder.version()
         result = await self._run(invocation, timeout_s=min(self.timeout_s, 30.0))
@@ -179,17 +230,20 @@ class ConvosCli:
         """The CLI works when ``identity list --json`` exits 0."""
         return await self.identity_list()
 
+    @_queued
     async def identity_list(self) -> list[models.IdentityEntry]:
         result: list[models.IdentityEntry] = await self._list(
             self.argv.identity_list(), _IDENTITY_LIST
         )
         return result
 
+    @_queued
     async def reset(self) -> models.ResetResult:
         return await self._model(self.argv.reset(), models.ResetResult)
 
     # --- conversations ------------------------------------------------------------------
 
+    @_queued
     async def create(
         self,
         *,
@@ -208,6 +262,7 @@ class ConvosCli:
         )
         return await self._model(invocation, models.CreateResult)
 
+    @_queued
     async def join(
         self,
         slug: str,
@@ -224,9 +279,11 @@ class ConvosCli:
         result: models.JoinJoined | models.JoinWaiting = self._validate(invocation, _JOIN, value)
         return result
 
+    @_queued
     async def inspect_invite(self, invite: str) -> models.InviteInfo:
         return await self._model(self.argv.inspect_invite(invite), models.InviteInfo)
 
+    @_queued
     async def list_conversations(
         self, *, sync: bool = False, include_inactive: bool = False
     ) -> list[models.ConversationSummary]:
@@ -236,6 +293,7 @@ class ConvosCli:
 
     # --- one conversation ---------------------------------------------------------------
 
+    @_queued
     async def invite(
         self, conversation_id: str, *, expires_in_s: int | None = None, single_use: bool = False
     ) -> models.InviteResult:
@@ -244,19 +302,24 @@ class ConvosCli:
         )
         return await self._model(invocation, models.InviteResult)
 
+    @_queued
     async def info(self, conversation_id: str) -> models.ConversationInfo:
         return await self._model(self.argv.info(conversation_id), models.ConversationInfo)
 
+    @_queued
     async def members(self, conversation_id: str) -> list[models.Member]:
         result: list[models.Member] = await self._list(self.argv.members(conversation_id), _MEMBERS)
         return result
 
+    @_queued
     async def profiles(self, conversation_id: str) -> models.Profiles:
         return await self._model(self.argv.profiles(conversation_id), models.Profiles)
 
+    @_queued
     async def permissions(self, conversation_id: str) -> models.PermissionsResult:
         return await self._model(self.argv.permissions(conversation_id), models.PermissionsResult)
 
+    @_queued
     async def messages(
         self,
         conversation_id: str,
@@ -278,136 +341,55 @@ class ConvosCli:
         result: list[models.CliMessage] = await self._list(invocation, _MESSAGES)
         return result
 
-    async def send_text(self, conversation_id: str, text: str) -> models.SendResult:
+    @_queued
+    async def send_text(
+        self, conversation_id: str, text: str, *, on_start: Callable[[], None] | None = None
+    ) -> models.SendResult:
+        """``on_start`` is called as the call leaves the queue: from then on it may send."""
+        if on_start is not None:
+            on_start()
         return await self._model(self.argv.send_text(conversation_id, text), models.SendResult)
 
+    @_queued
     async def send_reply(
-        self, conversation_id: str, message_id: str, text: str
+        self,
+        conversation_id: str,
+        message_id: str,
+        text: str,
+        *,
+        on_start: Callable[[], None] | None = None,
     ) -> models.SendResult:
+        if on_start is not None:
+            on_start()
         invocation = self.argv.send_reply(conversation_id, message_id, text)
         return await self._model(invocation, models.SendResult)
 
+    @_queued
     async def send_reaction(
         self, conversation_id: str, message_id: str, emoji: str, *, remove: bool = False
     ) -> models.ReactionResult:
         invocation = self.argv.send_reaction(conversation_id, message_id, emoji, remove=remove)
         return await self._model(invocation, models.ReactionResult)
 
+    @_queued
     async def lock(self, conversation_id: str, *, unlock: bool = False) -> models.LockResult:
         return await self._model(self.argv.lock(conversation_id, unlock=unlock), models.LockResult)
 
+    @_queued
     async def explode(self, conversation_id: str) -> models.ExplodeResult:
         return await self._model(self.argv.explode(conversation_id), models.ExplodeResult)
 
+    @_queued
     async def update_name(self, conversation_id: str, name: str) -> models.UpdateNameResult:
         invocation = self.argv.update_name(conversation_id, name)
         return await self._model(invocation, models.UpdateNameResult)
 
+    @_queued
     async def update_profile(
         self, conversation_id: str, *, name: str | None = None, image: str | None = None
     ) -> models.UpdateProfileResult:
         invocation = self.argv.update_profile(conversation_id, name=name, image=image)
         return await self._model(invocation, models.UpdateProfileResult)
-
-
-_WHAT_TO_DO = (
-    "configure that version or a newer one (`cli`; `make setup` installs the repository's "
-    "pins), or restore the state dir from the backup taken before the upgrade"
-)
-
-
-def check_version(version: models.CliVersion, last_used: str | None = None) -> None:
-    """0.10.x only (README: Why this CLI version), and never older than the CLI that last used
-    this CLI home."""
-    major, minor, _patch = version.parts
-    if (major, minor) != SUPPORTED_SERIES:
-        raise errors.CliUnavailable(
-            f"convos CLI {version.version} is not supported: convosd drives 0.10.x only"
-        )
-    if last_used is not None:
-        current, previous = semver_key(version.version), semver_key(last_used)
-        if current is not None and previous is not None and current < previous:
-            raise errors.CliUnavailable(
-                f"convos CLI {version.version} is older than {last_used}, the version last "
-                "used on this CLI home: its database migrations are forward-only, so it is not "
-                f"opened; {_WHAT_TO_DO}"
-            )
-
-
-def check_bindings(bindings: str | None, last_used: str | None) -> None:
-    """The XMTP bindings never older than the ones that last used this CLI home (their
-    database migrations are forward-only). Unknown versions cannot be compared: allowed."""
-    if bindings is None or last_used is None:
-        return
-    current, previous = semver_key(bindings), semver_key(last_used)
-    if current is not None and previous is not None and current < previous:
-        raise errors.CliUnavailable(
-            f"{BINDINGS_PACKAGE} {bindings} of the configured CLI is older than {last_used}, "
-            "the bindings last used on this CLI home: their database migrations are "
-            f"forward-only, so it is not opened; {_WHAT_TO_DO}"
-        )
-
-
-_SEMVER = re.compile(
-    r"^v?(?P<core>\d+\.\d+\.\d+)(?:-(?P<pre>[0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
-)
-_SemverKey = tuple[tuple[int, int, int], tuple[int, tuple[tuple[int, int, str], ...]]]
-
-
-def semver_key(version: str) -> _SemverKey | None:
-    """A sort key with semver precedence: a pre-release sorts before its release, its
-    identifiers compare numerically when numeric (``1.11.0-nightly.20260522`` <
-    ``1.11.0-nightly.20260726`` < ``1.11.0``). None when ``version`` is not semver."""
-    match = _SEMVER.match(version.strip())
-    if match is None:
-        return None
-    major, minor, patch = (int(p) for p in match.group("core").split("."))
-    pre = match.group("pre")
-    if pre is None:
-        return (major, minor, patch), (1, ())
-    identifiers = tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in pre.split(".")
-    )
-    return (major, minor, patch), (0, identifiers)
-
-
-def installed_bindings_version(executable: Sequence[str]) -> str | None:
-    """The ``@xmtp/node-bindings`` version the CLI started by ``executable`` loads.
-
-    The CLI is found among the argv words (``node /x/node_modules/@xmtp/convos-cli/bin/run.js``,
-    or ``convos`` on PATH, a symlink into the package): the first one inside a package named
-    ``@xmtp/convos-cli``. From that package the bindings are found the way Node resolves
-    them (``node_modules/@xmtp/node-bindings`` in it or in one of its parent directories).
-    """
-    for word in reversed(executable):
-        path = shutil.which(word) if os.sep not in word else word
-        if path is None:
-            continue
-        package = _package_dir(os.path.realpath(path))
-        if package is None:
-            continue
-        for directory in (package, *package.parents):
-            manifest = directory / "node_modules" / BINDINGS_PACKAGE / "package.json"
-            version = _manifest(manifest).get("version")
-            if isinstance(version, str):
-                return version
-        return None
-    return None
-
-
-def _package_dir(path: str) -> Path | None:
-    for directory in Path(path).parents:
-        if _manifest(directory / "package.json").get("name") == CLI_PACKAGE:
-            return directory
-    return None
-
-
-def _manifest(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -5,6 +5,9 @@
 - :func:`error_text` reads the `` ›   Error:`` block on stderr, wrapped at 80 columns or not.
 - :func:`classify` turns a failed run (exit code, stderr) into the matching
   :mod:`convosd.errors` exception.
+- :func:`child_error_summary` and :func:`is_fatal_child_error` read the stderr of a
+  long-lived command that exited: its error in one line, and whether restarting it is
+  pointless.
 """
 
 from __future__ import annotations
@@ -179,3 +182,26 @@ def _invite_reason(flat: str) -> str:
     if "signature" in flat:
         return "Invalid invite signature"
     return "Malformed invite"
+
+
+#: errors of a long-lived command after which a restart cannot help: the conversation or
+#: the identity does not exist (the supervisor stops the child in ``fatal``)
+_FATAL_CHILD_ERROR = re.compile(
+    r"Conversation not found|Conversation \S+ not found|No identity found", re.IGNORECASE
+)
+
+
+def child_error_summary(stderr_tail: str) -> str | None:
+    """A long-lived command's error in one line of at most 500 characters: its
+    `` ›   Error:`` block, else the last line of its stderr; None when it printed nothing."""
+    if not stderr_tail.strip():
+        return None
+    text = error_text(stderr_tail)
+    if text is None:
+        text = stderr_tail.strip().splitlines()[-1]
+    return " ".join(text.split())[:500]
+
+
+def is_fatal_child_error(summary: str) -> bool:
+    """Whether a long-lived command that exited with this error should stay stopped."""
+    return _FATAL_CHILD_ERROR.search(summary) is not None

@@ -230,6 +230,10 @@ class CliRunner:
         self.stderr_limit = stderr_limit
         self.kill_grace_s = kill_grace_s
 
+    async def aclose(self) -> None:
+        """Nothing to release: every command was its own process (the transport interface,
+        :class:`convosd.cli.transport.CliTransport`)."""
+
     def spec(self, invocation: Invocation) -> SpawnSpec:
         return SpawnSpec(argv=(*self.executable, *invocation.argv), env=self.env, cwd=self.cwd)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import signal
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import structlog
 
 from convosd import errors
-from convosd.cli.output import error_text
+from convosd.cli.output import child_error_summary, is_fatal_child_error
 from convosd.cli.redact import redact_line, redact_text
 from convosd.cli.runner import SpawnSpec, signal_group
 from convosd.framing import OVERSIZE, Frame, LineSplitter
@@ -35,10 +34,6 @@ READ_CHUNK = 256 * 1024
 STDERR_TAIL_LINES = 40
 #: a child that printed nothing is "running" once it stayed up this long.
 READY_AFTER_S = 1.0
-
-FATAL_PATTERNS = re.compile(
-    r"Conversation not found|Conversation \S+ not found|No identity found", re.IGNORECASE
-)
 
 LineBatchHandler = Callable[[Sequence[bytes]], None]
 Clock = Callable[[], datetime]
@@ -177,7 +172,7 @@ class SupervisedChild:
             await self._wait_backoff()
 
     def _after_failure(self, uptime: float, status: ExitStatus | None, error: str | None) -> None:
-        fatal = bool(error and FATAL_PATTERNS.search(error))
+        fatal = error is not None and is_fatal_child_error(error)
         now = self.clock()
         if fatal:
             retry_at = None
@@ -213,13 +208,7 @@ class SupervisedChild:
             self._notify()
 
     def _error_summary(self) -> str | None:
-        tail = "\n".join(self.stderr_tail)
-        if not tail.strip():
-            return None
-        text = error_text(tail)
-        if text is None:
-            text = tail.strip().splitlines()[-1]
-        return " ".join(text.split())[:500]
+        return child_error_summary("\n".join(self.stderr_tail))
 
     async def _read_stdout(self, process: asyncio.subprocess.Process) -> None:
         stream = process.stdout

@@ -1,9 +1,11 @@
 """The single queue of one-shot CLI calls (docs/PROTOCOL.md, Methods, Sending).
 
-The stream and the join-request watcher share the CLI's database with every one-shot
-command, so one-shot calls run one at a time, in call order (asyncio.Lock is FIFO). A call
-the CLI answers with ``database is locked`` or ``Could not acquire identity lock`` is retried
-with backoff until ``cliTimeoutS`` has passed, then fails with BUSY.
+The adapter (:class:`convosd.cli.adapter.ConvosCli`) owns the one queue of an instance and
+runs every operation through it, whatever transport runs the commands: no caller can reach
+the CLI around it. The stream and the join-request watcher share the CLI's database with
+every one-shot command, so one-shot calls run one at a time, in call order (asyncio.Lock is
+FIFO). A call the CLI answers with ``database is locked`` or ``Could not acquire identity
+lock`` is retried with backoff until ``cliTimeoutS`` has passed, then fails with BUSY.
 """
 
 from __future__ import annotations

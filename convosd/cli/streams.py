@@ -1,0 +1,107 @@
+"""Reading what the long-lived commands print: pure functions, no I/O.
+
+- :func:`parse_stream_line`: one line of ``conversation stream`` (one JSON message a line).
+- :func:`parse_watcher_line`: one line of ``conversations process-join-requests --watch``
+  (JSON events mixed with human lines, among them ``Adding <inbox> to conversation <id>``).
+- :func:`is_explode_notice`: a message that announces the conversation's explosion.
+
+The supervisor reads the children's stderr with :mod:`convosd.cli.output`
+(:func:`~convosd.cli.output.child_error_summary`, :func:`~convosd.cli.output.is_fatal_child_error`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from convosd.cli.models import CliMessage
+
+_ADDING = re.compile(rb"^Adding ([0-9a-fA-F]+) to conversation ([0-9a-fA-F]+)\s*$")
+
+
+class BadLine(ValueError):
+    """A stream line that is not a message."""
+
+
+def parse_stream_line(line: bytes) -> CliMessage | None:
+    """The message on one stream line; None for a blank line. Raises :class:`BadLine` for
+    anything else (not JSON, an ``{"event": ...}`` line, a message of the wrong shape)."""
+    stripped = line.strip()
+    if not stripped:
+        return None
+    try:
+        value: Any = json.loads(stripped)
+        if not isinstance(value, dict) or "event" in value:
+            raise BadLine("not a message line")
+        return CliMessage.model_validate(value)
+    except BadLine:
+        raise
+    except (ValueError, ValidationError, UnicodeDecodeError):
+        raise BadLine("not a message line") from None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAccepted:
+    """The watcher accepted ``joiner_inbox_id``'s join request. ``conversation_id`` is the
+    conversation it names (None when the event names none)."""
+
+    joiner_inbox_id: str
+    conversation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherStreamEnded:
+    """The watcher's stream ended: it idles from then on instead of exiting."""
+
+    reason: object
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherError:
+    """The watcher reported an error on one request; ``message`` is cut to 200 characters."""
+
+    has_message_id: bool
+    message: str
+
+
+WatcherEvent = JoinAccepted | WatcherStreamEnded | WatcherError
+
+
+def parse_watcher_line(line: bytes) -> WatcherEvent | None:
+    """What one watcher line reports; None for the lines that report nothing convosd uses.
+
+    Its first (batch) pass reports acceptances only as ``Adding <inbox> to conversation
+    <id>`` (printed just before the member is added), later ones as JSON events."""
+    if line.startswith(b"Adding "):
+        match = _ADDING.match(line)
+        if match is None:
+            return None
+        return JoinAccepted(match.group(1).decode(), match.group(2).decode())
+    try:
+        item = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None  # the watcher's other human lines share stdout
+    if not isinstance(item, dict):
+        return None
+    kind = item.get("event")
+    if kind == "join_request_accepted":
+        joiner, conversation = item.get("joinerInboxId"), item.get("conversationId")
+        if not isinstance(joiner, str):
+            return None
+        if conversation is not None and not isinstance(conversation, str):
+            return None
+        return JoinAccepted(joiner, conversation)
+    if kind == "stream_ended":
+        return WatcherStreamEnded(item.get("reason"))
+    if kind == "error":
+        return WatcherError(bool(item.get("messageId")), str(item.get("message"))[:200])
+    return None
+
+
+def is_explode_notice(message: CliMessage) -> bool:
+    """An explode sends its ExplodeSettings message before it removes the members."""
+    return "explode" in message.content_type.type_id.lower()
