@@ -40,6 +40,7 @@ there on the client side too.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Self
 
 
@@ -221,7 +222,10 @@ class Busy(ConvosdError):
     default_message = "Busy, retry later"
 
     def __init__(self, message: str | None = None, *, retry_after_s: float | None = None) -> None:
-        data = {} if retry_after_s is None else {"retryAfterS": round(retry_after_s, 3)}
+        # rounded up to the millisecond: a wait of 0.0004 s is not "retry now" (0.0)
+        data = (
+            {} if retry_after_s is None else {"retryAfterS": math.ceil(retry_after_s * 1000) / 1000}
+        )
         super().__init__(message, data=data)
         self.retry_after_s = retry_after_s
 

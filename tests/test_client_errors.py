@@ -76,3 +76,9 @@ async def test_events_expired_carries_first_seq(net: FakeNetwork, tmp_path: Path
                 async for _ in EventStream(daemon.socket, after=0):
                     pass
             assert followed.value.first_seq == journal.first_seq
+
+
+def test_a_tiny_wait_is_never_advertised_as_retry_now() -> None:
+    # the rate limiter can answer 0.0004 s; rounding that to 0.0 told clients "retry now"
+    assert errors.Busy(retry_after_s=0.0004).rpc_data()["retryAfterS"] == 0.001
+    assert errors.Busy(retry_after_s=0.25).rpc_data()["retryAfterS"] == 0.25
