@@ -19,7 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -110,6 +117,11 @@ class DaemonSection(BaseModel):
     join_poll_min_s: PositiveFloat = 15.0
     join_poll_max_s: PositiveFloat = 120.0
     join_resend_s: PositiveFloat = 1800.0
+    # Additions: bounds on what one connection may hold (see the README's "The socket").
+    admin_reserved_connections: Annotated[int, Field(ge=0, validate_default=True)] = 4
+    max_output_bytes_per_connection: Annotated[int, Field(ge=4096)] = 1_048_576
+    output_stall_timeout_s: PositiveFloat = 30.0
+    idle_timeout_s: PositiveFloat = 600.0
 
     @field_validator("cli", mode="before")
     @classmethod
@@ -135,6 +147,17 @@ class DaemonSection(BaseModel):
         for name in value:
             if not _ENV_VAR_PATTERN.match(name):
                 raise ValueError(f"{name!r} is not an environment variable name (NAME or PREFIX*)")
+        return value
+
+    @field_validator("admin_reserved_connections")
+    @classmethod
+    def _reserved_below_max(cls, value: int, info: ValidationInfo) -> int:
+        maximum = info.data.get("max_connections")
+        if maximum is not None and value >= maximum:
+            raise ValueError(
+                f"must be below maxConnections ({maximum}), or peers that are not admins "
+                "could never connect"
+            )
         return value
 
     @field_validator("socket_group")
@@ -437,6 +460,9 @@ class Paths(BaseModel):
     socket: Path
     state_dir: Path
     convos_home: Path
+    #: the socket's directory is a default location (not configured, not systemd's): the
+    #: daemon creates it and keeps it 0700 (0750 with socketGroup)
+    own_socket_dir: bool = False
 
 
 def resolve_paths(
@@ -449,6 +475,10 @@ def resolve_paths(
     state_dir = (daemon.state_dir or default_state_dir(environ, home)).expanduser()
     socket = (daemon.socket or default_socket_path(environ, uid)).expanduser()
     convos_home = (daemon.convos_home or state_dir / "convos").expanduser()
+    own_socket_dir = daemon.socket is None and not _first_dir(environ.get("RUNTIME_DIRECTORY"))
     return Paths(
-        socket=socket.absolute(), state_dir=state_dir.absolute(), convos_home=convos_home.absolute()
+        socket=socket.absolute(),
+        state_dir=state_dir.absolute(),
+        convos_home=convos_home.absolute(),
+        own_socket_dir=own_socket_dir,
     )

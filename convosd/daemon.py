@@ -154,8 +154,13 @@ class Daemon:
                     frame_limit=daemon.frame_limit_bytes,
                     max_connections=daemon.max_connections,
                     max_in_flight=daemon.max_in_flight_per_connection,
+                    admin_reserved=daemon.admin_reserved_connections,
+                    max_output_bytes=daemon.max_output_bytes_per_connection,
+                    output_stall_timeout_s=daemon.output_stall_timeout_s,
+                    idle_timeout_s=daemon.idle_timeout_s,
                 ),
                 socket_group=daemon.socket_group,
+                own_socket_dir=paths.own_socket_dir,
                 shutdown_grace_s=daemon.shutdown_grace_s,
             )
             self.server = server

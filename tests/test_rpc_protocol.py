@@ -251,3 +251,54 @@ def test_frame_parsing_is_pure() -> None:
     assert isinstance(notification, protocol.Request) and notification.notification
     bad_id = protocol.parse_frame(b'{"jsonrpc":"2.0","method":"a","id":true}').items[0]
     assert isinstance(bad_id, protocol.Invalid) and bad_id.id is None
+
+
+def strict_json(line: bytes) -> Any:
+    """Parse as JSON proper: ``NaN``/``Infinity`` are not JSON (Python's json accepts them)."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+async def test_a_number_with_too_many_digits_is_a_parse_error(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """More than 4,300 digits: Python raises ValueError (not JSONDecodeError). -32700 with id
+    null, the connection kept, and the connection's other requests still answered."""
+    async with running_daemon(net, tmp_path / "big") as daemon:
+        conn = await Raw.open(daemon.socket)
+        try:
+            net.add_fault("slow_start", command="conversations:create", seconds=1.0, count=1)
+            await conn.send(
+                b'{"jsonrpc":"2.0","method":"conversation.create","params":{"name":"x"},'
+                b'"id":"slow"}\n'
+            )
+            for digits in ("9" * 5000, "-" + "1" * 4301, "[" + "7" * 10_000 + "]"):
+                reply = await conn.ask('{"jsonrpc":"2.0","method":"health","id":' + digits + "}")
+                assert (code(reply), reply["id"]) == (-32700, None)
+            reply = await conn.ask('{"jsonrpc":"2.0","method":"health","id":"after"}')
+            assert reply["id"] == "after" and "result" in reply
+            slow = await conn.recv()
+            assert slow["id"] == "slow" and "result" in slow, slow
+        finally:
+            await conn.close()
+
+
+@pytest.mark.parametrize("bad_id", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+async def test_an_id_json_cannot_carry_is_answered_with_id_null(raw: Raw, bad_id: str) -> None:
+    await raw.send(('{"jsonrpc":"2.0","method":"health","id":' + bad_id + "}\n").encode())
+    line = await asyncio.wait_for(raw.reader.readline(), 10)
+    reply = strict_json(line)
+    assert (code(reply), reply["id"]) == (-32600, None)
+    await raw.send(
+        (
+            '[{"jsonrpc":"2.0","method":"health","id":' + bad_id + "},"
+            '{"jsonrpc":"2.0","method":"health","id":2}]\n'
+        ).encode()
+    )
+    replies = strict_json(await asyncio.wait_for(raw.reader.readline(), 10))
+    by_id = {r["id"]: r for r in replies}
+    assert code(by_id[None]) == -32600 and "result" in by_id[2]
+    assert (await raw.ask('{"jsonrpc":"2.0","method":"health","id":1.5}'))["id"] == 1.5

@@ -10,6 +10,7 @@ reaches it here: :class:`ConvosdError` becomes its code and kind, anything else 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,8 @@ class CallContext:
     method: str = ""
     #: run after the response was queued (events.subscribe starts its replay there)
     after_response: list[Callable[[], None]] = field(default_factory=list)
+    #: True once the caller can no longer receive the answer (its connection went away)
+    gone: Callable[[], bool] = field(default=lambda: False)
 
 
 @dataclass
@@ -102,6 +105,9 @@ class Dispatcher:
             outcome = exc.kind
             cli_error = exc.cli_error
             raise JsonRpcError(exc.code, exc.message, exc.rpc_data()) from None
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the daemon's shutdown: answered NOT_READY
+            raise
         except Exception:
             error_id = uuid.uuid4().hex[:12]
             outcome = "INTERNAL"
@@ -113,6 +119,12 @@ class Dispatcher:
             ) from None
         finally:
             self.calls[spec.name] = self.calls.get(spec.name, 0) + 1
+            extra: dict[str, Any] = {}
+            if outcome != "cancelled" and ctx.gone():
+                # Nobody receives this answer: the request ran to its end all the same
+                # (``completed_as`` says how), but its caller saw nothing of it.
+                extra["completed_as"] = outcome
+                outcome = "cancelled"
             log.info(
                 "rpc",
                 method=spec.name,
@@ -121,6 +133,7 @@ class Dispatcher:
                 peer_uid=ctx.peer_uid,
                 # the CLI's own first error line: the cause an operator needs (never text)
                 **({"cli_error": cli_error} if cli_error else {}),
+                **extra,
             )
 
     async def dispatch(self, request: protocol.Request, ctx: CallContext) -> dict[str, Any] | None:

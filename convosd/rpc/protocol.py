@@ -8,6 +8,7 @@ answer per element; one bad element must not reject the others).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,11 @@ class Frame:
 
 
 def _valid_id(value: Any) -> bool:
-    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+    """A string, a number or null. NaN and the infinities (``NaN``, ``Infinity``, ``1e400``)
+    are not numbers JSON can carry back: echoed, the answer would not be valid JSON."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
 
 
 def check_envelope(value: Any) -> Item:
@@ -101,6 +106,9 @@ def decode(line: bytes) -> Any:
         value, end = _DECODER.raw_decode(text.strip())
     except json.JSONDecodeError:
         raise FrameError("Parse error: not JSON") from None
+    except ValueError:
+        # Not a JSONDecodeError: an integer of more than sys.get_int_max_str_digits() digits.
+        raise FrameError("Parse error: a number has too many digits") from None
     except RecursionError:
         raise FrameError("Parse error: nested too deeply") from None
     if end != len(text.strip()):
