@@ -41,6 +41,7 @@ from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
+from convosd.tasks import TaskScope
 
 PROBE_INTERVAL_S = 60.0
 PROFILE_REFRESH_S = 300.0
@@ -87,8 +88,9 @@ class Instance:
         self.identity_inbox_id: str | None = None
         self.admitted: set[str] = set()  # inboxes accepted by our own join-request child
         self.on_state_change: Callable[[], None] = lambda: None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._periodic: list[asyncio.Task[None]] = []
+        #: tasks that live as long as the instance (the bound conversation has its own)
+        self.tasks = TaskScope("instance")
+        self._backfill_loop_task: asyncio.Task[None] | None = None
         self.sender_policy = SenderPolicy(
             store,
             journal,
@@ -138,42 +140,19 @@ class Instance:
                 await self._activate(binding, announce=False)
         elif owner is not None and self.store.pending_join() is None:
             await self._attach(owner)
-        self._periodic.append(asyncio.create_task(self._probe_loop(), name="probe-loop"))
-        self._periodic.append(asyncio.create_task(self._trim_loop(), name="trim-loop"))
+        self.tasks.spawn(self._probe_loop(), "probe-loop")
+        self.tasks.spawn(self._trim_loop(), "trim-loop")
 
     async def close(self) -> None:
         """Stop the children and every background task (shutdown)."""
         self._closing = True
-        for task in self._periodic:
-            task.cancel()
         await self._stop_children()
-        for task in list(self._tasks) + self._periodic:
-            task.cancel()
-        for task in list(self._tasks) + self._periodic:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._periodic.clear()
+        await self.tasks.close()
         await self.cli.aclose()
 
     def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """A background task with a strong reference whose failure is logged."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.log.error(
-                "background_task_failed",
-                task=task.get_name(),
-                error=getattr(exc, "message", type(exc).__name__),
-                exc_info=not isinstance(exc, errors.ConvosdError),
-            )
+        """A background task of the instance's scope (named, referenced, failure logged)."""
+        return self.tasks.spawn(coro, name)
 
     # --- the CLI ------------------------------------------------------------------------
 
@@ -362,17 +341,16 @@ class Instance:
             await asyncio.wait_for(
                 asyncio.gather(*(c.spawned.wait() for c in self.children.values())), 10.0
             )
-        self._periodic.append(asyncio.create_task(self._backfill_loop(), name="backfill-loop"))
+        self._backfill_loop_task = self.tasks.spawn(self._backfill_loop(), "backfill-loop")
         self._changed()
 
     async def unbind(self, *, reason: str) -> None:
         """Stop the children and forget the binding (explode, removal, reset)."""
         binding = self.binding
         await self._stop_children()
-        for task in self._periodic:
-            if task.get_name() == "backfill-loop":
-                task.cancel()
-        self._periodic = [t for t in self._periodic if t.get_name() != "backfill-loop"]
+        if self._backfill_loop_task is not None:
+            self._backfill_loop_task.cancel()
+            self._backfill_loop_task = None
         self.binding = None
         self.ingest = None
         self.members = None
