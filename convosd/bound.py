@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -44,7 +44,7 @@ STREAM = "stream"
 WATCHER = "joinRequests"
 
 #: ``(by, reason)``: the conversation is gone (explode or removal seen by this object)
-GoneHook = Callable[[str | None, str], Awaitable[None]]
+GoneHook = Callable[[str | None, str], Coroutine[Any, Any, None]]
 
 
 class BoundConversation:
@@ -157,7 +157,7 @@ class BoundConversation:
         await self.stop_children()
         await self.tasks.close()
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         if self.tasks.closed:
             coro.close()  # the binding is gone: nothing of it starts any more
             return

@@ -1,12 +1,14 @@
-"""One convosd instance: its binding, its two long-lived children and its inbound pipeline.
+"""One convosd instance: what outlives a binding, and the binding it currently has.
 
-"One instance = one conversation". :class:`Instance` resumes a saved binding at start,
-attaches to ``ownerConversationId`` when unbound, binds after create/join, and unbinds on
-explode, reset or removal. While bound it keeps ``conversation stream`` and
-``conversations process-join-requests --watch`` running, backfills the recent window at every
-stream (re)start and every ``backfillIntervalS``, and keeps the member, owner and profile
-views the events need. It computes ``status`` and ``health`` from what it knows; nothing here
-waits on the network to answer them.
+"One instance = one conversation". :class:`Instance` probes the CLI, knows the identity of
+the CLI home, holds the store, the journal and the sender policy, and owns its periodic tasks
+(CLI probe, journal trim) in one :class:`~convosd.tasks.TaskScope`. It resumes a saved binding
+at start, attaches to ``ownerConversationId`` when unbound, binds after create/join, and
+unbinds on explode, reset or removal. Everything that exists only while bound (both children,
+ingest, backfill, watcher handling, member/owner/name views, the pairing notice) lives in the
+current :class:`~convosd.bound.BoundConversation`, which bind creates and :meth:`Instance.unbind`
+closes. It computes ``status`` and ``health`` from what it knows; nothing here waits on the
+network to answer them.
 """
 
 from __future__ import annotations
