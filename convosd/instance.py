@@ -1,12 +1,14 @@
-"""One convosd instance: its binding, its two long-lived children and its inbound pipeline.
+"""One convosd instance: what outlives a binding, and the binding it currently has.
 
-"One instance = one conversation". :class:`Instance` resumes a saved binding at start,
-attaches to ``ownerConversationId`` when unbound, binds after create/join, and unbinds on
-explode, reset or removal. While bound it keeps ``conversation stream`` and
-``conversations process-join-requests --watch`` running, backfills the recent window at every
-stream (re)start and every ``backfillIntervalS``, and keeps the member, owner and profile
-views the events need. It computes ``status`` and ``health`` from what it knows; nothing here
-waits on the network to answer them.
+"One instance = one conversation". :class:`Instance` probes the CLI, knows the identity of
+the CLI home, holds the store, the journal and the sender policy, and owns its periodic tasks
+(CLI probe, journal trim) in one :class:`~convosd.tasks.TaskScope`. It resumes a saved binding
+at start, attaches to ``ownerConversationId`` when unbound, binds after create/join, and
+unbinds on explode, reset or removal. Everything that exists only while bound (both children,
+ingest, backfill, watcher handling, member/owner/name views, the pairing notice) lives in the
+current :class:`~convosd.bound.BoundConversation`, which bind creates and :meth:`Instance.unbind`
+closes. It computes ``status`` and ``health`` from what it knows; nothing here waits on the
+network to answer them.
 """
 
 from __future__ import annotations
@@ -14,39 +16,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
 from convosd import __version__, errors, reaper
+from convosd.bound import STREAM, WATCHER, BoundConversation
 from convosd.cli import ConvosCli, check_bindings, check_version
-from convosd.cli.models import CliMessage, CliVersion, PermissionLevel
-from convosd.cli.runner import signal_group
-from convosd.cli.streams import (
-    JoinAccepted,
-    WatcherError,
-    WatcherStreamEnded,
-    is_explode_notice,
-    parse_watcher_line,
-)
+from convosd.cli.models import CliVersion
 from convosd.config import Paths, Settings
-from convosd.events import NewEvent, event
+from convosd.events import event
 from convosd.health import HealthInputs, HealthStatus, evaluate
-from convosd.ingest import Ingest, PolicyHook
+from convosd.ingest import PolicyHook
 from convosd.pairing import SenderPolicy
 from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
+from convosd.tasks import TaskScope
 
 PROBE_INTERVAL_S = 60.0
 PROFILE_REFRESH_S = 300.0
 TRIM_INTERVAL_S = 3600.0
-STREAM = "stream"
-WATCHER = "joinRequests"
 
 
 class Instance:
@@ -70,12 +63,8 @@ class Instance:
         self.stop_grace_s = stop_grace_s
         self.log = structlog.get_logger("convosd.instance")
         self.started_monotonic = time.monotonic()
-        self.binding: Binding | None = None
-        self.children: dict[str, SupervisedChild] = {}
-        self.ingest: Ingest | None = None
-        self.names: dict[str, str | None] = {}
-        self.members: set[str] | None = None
-        self.super_admins: set[str] = set()
+        #: the current binding and all that lives only while it does; None when unbound
+        self.conversation: BoundConversation | None = None
         self.cli_version: CliVersion | None = None
         self.cli_working: bool | None = None
         self.cli_problem: str | None = None
@@ -85,26 +74,22 @@ class Instance:
         self.identity_mismatch: str | None = None
         self.identity_id: str | None = None
         self.identity_inbox_id: str | None = None
-        self.admitted: set[str] = set()  # inboxes accepted by our own join-request child
         self.on_state_change: Callable[[], None] = lambda: None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._periodic: list[asyncio.Task[None]] = []
+        #: tasks that live as long as the instance (the bound conversation has its own)
+        self.tasks = TaskScope("instance")
         self.sender_policy = SenderPolicy(
             store,
             journal,
             policy=settings.convos.dm_policy,
             owners=lambda: frozenset(self.owner_inbox_ids),
             conversation_id=lambda: self.binding.conversation_id if self.binding else None,
-            sender_name=lambda inbox: self.names.get(inbox),
+            sender_name=self.known_name,
             on_request=self._post_pairing_notice,
         )
         #: the owner channel recorded by onboarding (convosctl setup), cached for status
         self.recorded_owner = store.meta.get("owner_conversation_id")
-        self._refresh_pending: dict[str, asyncio.Task[None]] = {}
-        self._refresh_again: set[str] = set()
-        self._profiles_at = 0.0
-        self._closing = False
-        self._unbinding = False
+        #: set while :meth:`conversation_gone` ends the binding
+        self._ending: asyncio.Event | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -113,7 +98,7 @@ class Instance:
         from the first answer); :meth:`start` resumes it."""
         binding = self.store.binding()
         if binding is not None and binding.env == self.settings.convos.env:
-            self.binding = binding
+            self.conversation = self._conversation(binding)
 
     async def start(self) -> None:
         """Reap leftovers, check the CLI, then resume, attach or stay unbound."""
@@ -138,42 +123,19 @@ class Instance:
                 await self._activate(binding, announce=False)
         elif owner is not None and self.store.pending_join() is None:
             await self._attach(owner)
-        self._periodic.append(asyncio.create_task(self._probe_loop(), name="probe-loop"))
-        self._periodic.append(asyncio.create_task(self._trim_loop(), name="trim-loop"))
+        self.tasks.spawn(self._probe_loop(), "probe-loop")
+        self.tasks.spawn(self._trim_loop(), "trim-loop")
 
     async def close(self) -> None:
         """Stop the children and every background task (shutdown)."""
-        self._closing = True
-        for task in self._periodic:
-            task.cancel()
-        await self._stop_children()
-        for task in list(self._tasks) + self._periodic:
-            task.cancel()
-        for task in list(self._tasks) + self._periodic:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._periodic.clear()
+        if self.conversation is not None:
+            await self.conversation.close()
+        await self.tasks.close()
         await self.cli.aclose()
 
     def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """A background task with a strong reference whose failure is logged."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.log.error(
-                "background_task_failed",
-                task=task.get_name(),
-                error=getattr(exc, "message", type(exc).__name__),
-                exc_info=not isinstance(exc, errors.ConvosdError),
-            )
+        """A background task of the instance's scope (named, referenced, failure logged)."""
+        return self.tasks.spawn(coro, name)
 
     # --- the CLI ------------------------------------------------------------------------
 
@@ -191,7 +153,7 @@ class Instance:
         except errors.ConvosdError as exc:
             self.cli_working = False
             self.cli_problem = exc.message
-            self._changed()
+            self.changed()
             return False
         self.cli_version = version
         try:
@@ -203,7 +165,7 @@ class Instance:
             self.cli_version_problem = exc.message
             self.cli.refuse(exc.message)
             self.cli_working = False
-            self._changed()
+            self.changed()
             return False
         self.cli_version_problem = None
         self.cli.refuse(None)
@@ -212,7 +174,7 @@ class Instance:
         except errors.ConvosdError as exc:
             self.cli_working = False
             self.cli_problem = exc.message
-            self._changed()
+            self.changed()
             return False
         self.cli_working = True
         self.cli_problem = None
@@ -229,7 +191,7 @@ class Instance:
             )
         else:
             self.identity_mismatch = None
-        self._changed()
+        self.changed()
         return True
 
     async def _probe_loop(self) -> None:
@@ -251,8 +213,12 @@ class Instance:
     # --- binding ------------------------------------------------------------------------
 
     @property
+    def binding(self) -> Binding | None:
+        return self.conversation.binding if self.conversation is not None else None
+
+    @property
     def bound(self) -> bool:
-        return self.binding is not None
+        return self.conversation is not None
 
     @property
     def own_inbox_id(self) -> str | None:
@@ -308,80 +274,46 @@ class Instance:
             return
         await self.bind(conversation_id, inbox_id=self.identity_inbox_id, how="attached")
 
+    def _conversation(self, binding: Binding) -> BoundConversation:
+        return BoundConversation(
+            binding,
+            settings=self.settings,
+            store=self.store,
+            journal=self.journal,
+            cli=self.cli,
+            sender_policy=self.sender_policy,
+            policy=self._policy_override,
+            own_inbox_id=lambda: self.own_inbox_id,
+            on_changed=self.changed,
+            on_gone=lambda by, reason: self.conversation_gone(by=by, reason=reason),
+            stop_grace_s=self.stop_grace_s,
+        )
+
     async def _activate(self, binding: Binding, *, announce: bool) -> None:
-        self.binding = binding
+        if self.conversation is None or self.conversation.binding != binding:
+            self.conversation = self._conversation(binding)
         inbox = binding.inbox_id or self.identity_inbox_id
         if inbox is None:
             # No message event may be journaled before the own inbox id is known.
             self.binding_mismatch = "the instance's inbox id is unknown: inbound paused"
-            self._changed()
+            self.changed()
             return
-        self.ingest = Ingest(
-            journal=self.journal,
-            conversation_id=binding.conversation_id,
-            own_inbox_id=inbox,
-            bound_at=binding.bound_at,
-            policy=self._policy_override or self.sender_policy,
-            on_write_failed=self.sender_policy.reload,
-            sender_name=self._sender_name,
-            on_group_updated=lambda _m: self._schedule_refresh(),
-            on_special=self._on_special,
-            backfill_window_s=self.settings.daemon.backfill_window_s,
-        )
-        cli = self.cli
-        cid = binding.conversation_id
-        self.children[STREAM] = SupervisedChild(
-            STREAM,
-            lambda: cli.stream_spec(cid),
-            self.ingest.on_stream_lines,
-            stop_signal=signal.SIGTERM,
-            stop_grace_s=self.stop_grace_s,
-            on_state=lambda _c: self._changed(),
-            on_spawn=self._on_spawn,
-            on_exit=self._on_child_exit,
-        )
-        self.children[WATCHER] = SupervisedChild(
-            WATCHER,
-            lambda: cli.join_requests_spec(cid),
-            self._on_watcher_lines,
-            stop_signal=signal.SIGINT,  # the watcher handles SIGINT only
-            stop_grace_s=self.stop_grace_s,
-            on_state=lambda _c: self._changed(),
-            on_spawn=self._on_spawn,
-            on_exit=self._on_child_exit,
-        )
-        if announce and binding.how == "created":
-            # A new conversation has one member: whoever shows up in the first refresh joined.
-            self.members = {inbox}
-        # Owners first (the queue is FIFO): the policy needs the super admins.
-        self._schedule_refresh(initial=self.members is None)
-        for child in self.children.values():
-            child.start()
-        # READY=1 means "the children were spawned": wait for the spawn, never the network.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(c.spawned.wait() for c in self.children.values())), 10.0
-            )
-        self._periodic.append(asyncio.create_task(self._backfill_loop(), name="backfill-loop"))
-        self._changed()
+        await self.conversation.start(inbox, announce=announce)
+        self.changed()
 
     async def unbind(self, *, reason: str) -> None:
         """Stop the children and forget the binding (explode, removal, reset)."""
-        binding = self.binding
-        await self._stop_children()
-        for task in self._periodic:
-            if task.get_name() == "backfill-loop":
-                task.cancel()
-        self._periodic = [t for t in self._periodic if t.get_name() != "backfill-loop"]
-        self.binding = None
-        self.ingest = None
-        self.members = None
-        self.super_admins = set()
-        self.admitted.clear()
+        conversation = self.conversation
+        binding = conversation.binding if conversation is not None else None
+        if conversation is not None:
+            # Its children, its tasks and its views go with it; the instance reads as bound
+            # until they are gone, so nobody sees "unbound" while a child still runs.
+            await conversation.close()
+        self.conversation = None
         self.binding_mismatch = None  # it described the binding that is gone
         self.store.clear_binding()
         self.log.info("unbound", reason=reason, conversation_id=binding and binding.conversation_id)
-        self._changed()
+        self.changed()
 
     def forget_after_reset(self) -> None:
         """``daemon.reset`` wiped the CLI home and the state: drop every check it made
@@ -394,19 +326,15 @@ class Instance:
         self.identity_id = None
         self.identity_inbox_id = None
         self.log.info("reset_done")
-        self._changed()
+        self.changed()
 
     async def state_dir_gone(self, problem: str) -> None:
         """The state dir was deleted under us: run no CLI process any more (one started now
         would create a new identity in whatever is at the path), stop the children."""
         self.cli.refuse_all(problem)
-        await self._stop_children()
-        self._changed()
-
-    async def _stop_children(self) -> None:
-        children = list(self.children.values())
-        self.children = {}
-        await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
+        if self.conversation is not None:
+            await self.conversation.stop_children()
+        self.changed()
 
     def _reap_leftovers(self) -> None:
         for name, pgid, ticks in self.store.recorded_children():
@@ -415,183 +343,33 @@ class Instance:
                 self.log.warning("reaped_leftover_child", child=name, pgid=pgid, pids=killed)
             self.store.forget_child(name)
 
-    def _on_spawn(self, child: SupervisedChild, pid: int) -> None:
-        ticks = reaper.start_ticks(pid)
-        if ticks is not None:
-            with contextlib.suppress(StoreError, Exception):
-                self.store.record_child(child.name, pid, ticks)
-        if child.name == STREAM:
-            # Every stream (re)start may follow a gap: re-read the recent window.
-            self.spawn_task(self.backfill(), "backfill-on-start")
-
-    def _on_child_exit(self, child: SupervisedChild) -> None:
-        with contextlib.suppress(StoreError, Exception):
-            self.store.forget_child(child.name)
-
     # --- inbound ------------------------------------------------------------------------
 
     async def backfill(self) -> int:
-        ingest, binding = self.ingest, self.binding
-        if ingest is None or binding is None:
-            return 0
-        cid = binding.conversation_id
-
-        async def page(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
-            return await self.cli.messages(
-                cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
-            )
-
-        return await ingest.backfill(page)
-
-    async def _backfill_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.daemon.backfill_interval_s)
-            with contextlib.suppress(errors.ConvosdError):
-                await self.backfill()
-
-    def _on_watcher_lines(self, lines: Sequence[bytes]) -> None:
-        for line in lines:
-            item = parse_watcher_line(line)
-            if isinstance(item, JoinAccepted):
-                # Its own conversation's only (an event naming none is ours). An acceptance
-                # is printed just before the member is added: if adding fails, the approval
-                # is harmless (the sender is not a member and cannot write).
-                if item.conversation_id in (None, self.binding and self.binding.conversation_id):
-                    self._admit(item.joiner_inbox_id)
-            elif isinstance(item, WatcherStreamEnded):
-                self.log.warning("watcher_stream_ended", reason=item.reason)
-                child = self.children.get(WATCHER)
-                if child is not None and child.pid is not None:
-                    # It idles after stream_ended: make it exit, the supervisor restarts it.
-                    signal_group(child.pid, signal.SIGINT)
-            elif isinstance(item, WatcherError):
-                self.log.info(
-                    "watcher_error", has_message_id=item.has_message_id, error=item.message
-                )
+        """Re-read the recent window now (0 when unbound)."""
+        conversation = self.conversation
+        return await conversation.backfill() if conversation is not None else 0
 
     def _post_pairing_notice(self, request: Any) -> None:
-        binding = self.binding
-        if binding is None:
-            return
-        text = (
-            f"Pairing request {request.code}: your messages are held until the owner "
-            f"approves (convosctl pairing approve {request.code})."
-        )
-        cid = binding.conversation_id
-        self.spawn_task(
-            self.cli.send_text(cid, text),
-            "pairing-notice",
-        )
+        if self.conversation is not None:
+            self.conversation.post_pairing_notice(request)
 
-    def _admit(self, joiner: str) -> None:
-        """Our watcher accepted ``joiner`` through our invite: approved at admission when the
-        policy is ``pairing`` (the sender policy decides)."""
-        if joiner not in self.admitted:
-            self.admitted.add(joiner)
-            self.sender_policy.admit(joiner)
-        self._schedule_refresh()
-
-    def _sender_name(self, inbox_id: str) -> str | None:
-        if inbox_id not in self.names:
-            self.names[inbox_id] = None
-            self._schedule_refresh(members=False)
-        return self.names.get(inbox_id)
-
-    def _on_special(self, message: CliMessage) -> None:
-        if is_explode_notice(message) and self.binding is not None:
-            self.spawn_task(
-                self.conversation_gone(by=message.sender_inbox_id, reason="exploded"),
-                "conversation-exploded",
-            )
-
-    def _schedule_refresh(self, *, members: bool = True, initial: bool = False) -> None:
-        """Coalesce refreshes: one runs at a time; one asked for meanwhile runs after it."""
-        key = "members" if members else "profiles"
-        pending = self._refresh_pending.get(key)
-        if pending is not None and not pending.done():
-            self._refresh_again.add(key)
-            return
-        self._refresh_pending[key] = self.spawn_task(
-            self._refresh_loop(key, initial), f"refresh-{key}"
-        )
-
-    async def _refresh_loop(self, key: str, initial: bool) -> None:
-        while True:
-            self._refresh_again.discard(key)
-            if key == "members":
-                await self.refresh_views(initial=initial)
-            else:
-                await self.refresh_profiles()
-            initial = False
-            if key not in self._refresh_again or self.binding is None:
-                return
-
-    async def refresh_profiles(self) -> None:
-        binding = self.binding
-        if binding is None:
-            return
-        profiles = await self.cli.profiles(binding.conversation_id)
-        for profile in profiles.profiles:
-            self.names[profile.inbox_id] = profile.name
-        self._profiles_at = time.monotonic()
-
-    async def refresh_views(self, *, initial: bool = False) -> None:
-        """Members (→ member_joined/left), super admins (→ owners), profiles (→ names)."""
-        binding = self.binding
-        if binding is None:
-            return
-        cid = binding.conversation_id
-        try:
-            members = await self.cli.members(cid)
-        except errors.ConversationNotFound:
-            # Never a member, or gone from this install: only an inactive group in the list
-            # means "removed"; otherwise the children's fatal state reports the problem.
-            listed = await self.cli.list_conversations(sync=True, include_inactive=True)
-            if any(c.conversation_id == cid and not c.is_active for c in listed):
-                await self.conversation_gone(by=None, reason="removed")
-            return
-        current = {m.inbox_id for m in members}
-        self.super_admins = {
-            m.inbox_id for m in members if m.permission_level is PermissionLevel.SUPER_ADMIN
-        }
-        own = self.own_inbox_id
-        if own is not None and current and own not in current:
-            by, reason = await self._why_gone(cid)
-            await self.conversation_gone(by=by, reason=reason)
-            return
-        previous = self.members
-        self.members = current
-        if previous is not None and not initial:
-            changes: list[NewEvent] = [
-                event("member_joined", cid, inboxId=inbox) for inbox in sorted(current - previous)
-            ]
-            changes += [
-                event("member_left", cid, inboxId=inbox) for inbox in sorted(previous - current)
-            ]
-            if changes:
-                self.journal.append(changes)
-        if initial or time.monotonic() - self._profiles_at > 1.0:
-            with contextlib.suppress(errors.ConvosdError):
-                await self.refresh_profiles()
-        self._changed()
-
-    async def _why_gone(self, cid: str) -> tuple[str | None, str]:
-        """An explode sends ExplodeSettings before it removes the members: find it."""
-        try:
-            recent = await self.cli.messages(cid, sync=False, limit=50, direction="descending")
-        except errors.ConvosdError:
-            return None, "removed"
-        for message in recent:
-            if is_explode_notice(message):
-                return message.sender_inbox_id, "exploded"
-        return None, "removed"
+    def known_name(self, inbox_id: str) -> str | None:
+        """The profile name last seen for ``inbox_id`` in the bound conversation."""
+        conversation = self.conversation
+        return conversation.names.get(inbox_id) if conversation is not None else None
 
     async def conversation_gone(self, *, by: str | None, reason: str) -> None:
-        """Removal, explode or expiry by others: journal it and unbind."""
-        binding = self.binding
-        if binding is None or self._unbinding:
+        """The conversation ended (our own explode, or explode, removal or expiry by
+        others): journal ``conversation_exploded`` once, unbind, forget the sender state.
+        A second caller while it runs waits for the first one instead of journaling again."""
+        if self._ending is not None:
+            await self._ending.wait()
             return
-        self._unbinding = True
+        binding = self.binding
+        if binding is None:
+            return
+        self._ending = asyncio.Event()
         try:
             self.journal.append(
                 [event("conversation_exploded", binding.conversation_id, by=by, reason=reason)]
@@ -599,23 +377,27 @@ class Instance:
             await self.unbind(reason=reason)
             self.sender_policy.clear()
         finally:
-            self._unbinding = False
+            self._ending.set()
+            self._ending = None
 
     # --- reporting ----------------------------------------------------------------------
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
+        """Tell the daemon the status changed (systemd status line, health)."""
         with contextlib.suppress(Exception):
             self.on_state_change()
 
     @property
     def owner_inbox_ids(self) -> list[str]:
-        if self.binding is None:
+        conversation = self.conversation
+        if conversation is None:
             return []
+        binding = conversation.binding
         owners = set(self.settings.convos.allow_from)
-        if self.binding.how in ("joined", "attached"):
-            owners |= self.super_admins
-            if self.binding.creator_inbox_id:
-                owners.add(self.binding.creator_inbox_id)  # a super admin, known at once
+        if binding.how in ("joined", "attached"):
+            owners |= conversation.super_admins
+            if binding.creator_inbox_id:
+                owners.add(binding.creator_inbox_id)  # a super admin, known at once
             owners.discard(self.own_inbox_id or "")
         return sorted(owners)
 
@@ -624,6 +406,11 @@ class Instance:
             return False
         home = self.paths.convos_home
         return not (home / "identity.json").exists() and not (home / "db").exists()
+
+    @property
+    def children(self) -> dict[str, SupervisedChild]:
+        """The bound conversation's running children (none when unbound)."""
+        return dict(self.conversation.children) if self.conversation is not None else {}
 
     def child_status(self) -> dict[str, dict[str, Any]]:
         stopped = {
@@ -635,17 +422,19 @@ class Instance:
             "lastError": None,
             "nextRetryAt": None,
         }
+        children = self.children
         return {
-            name: (self.children[name].describe() if name in self.children else dict(stopped))
+            name: (children[name].describe() if name in children else dict(stopped))
             for name in (STREAM, WATCHER)
         }
 
     def health_inputs(self) -> HealthInputs:
-        ingest = self.ingest
+        ingest = self.conversation.ingest if self.conversation is not None else None
         journal_problem = None
         if ingest is not None and not ingest.healthy:
             journal_problem = ingest.last_error or "journal write failed"
         backfill_problem = ingest.backfill_problem if ingest is not None else None
+        children = self.children
         state_problem = self.store.vanished()
         if state_problem is None and not _writable(self.paths.state_dir):
             state_problem = f"state dir {self.paths.state_dir} is not writable"
@@ -661,8 +450,8 @@ class Instance:
             binding_mismatch=self.binding_mismatch,
             identity_mismatch=self.identity_mismatch,
             bound=self.binding is not None,
-            children={name: c.status.state for name, c in self.children.items()},
-            child_errors={name: c.status.last_error for name, c in self.children.items()},
+            children={name: c.status.state for name, c in children.items()},
+            child_errors={name: c.status.last_error for name, c in children.items()},
             enabled=self.settings.convos.enabled,
         )
 

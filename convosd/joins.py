@@ -51,7 +51,9 @@ class PendingJoin:
 
     def start(self) -> None:
         if self.record is not None and (self.task is None or self.task.done()):
-            self.task = asyncio.create_task(self._run(), name="pending-join")
+            # The instance's scope owns it (failure logged, cancelled at shutdown); the
+            # handle lets a cancel or a stop end it earlier.
+            self.task = self.instance.spawn_task(self._run(), "pending-join")
 
     async def cancel(self) -> bool:
         """Forget the pending join; True if there was one."""

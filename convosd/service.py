@@ -183,7 +183,7 @@ class ConvosService:
             }
             self.instance.store.set_pending_join(record)
             self.pending.start()
-            self.instance._changed()
+            self.instance.changed()
         return s.JoinResult(
             status="pending_acceptance",
             creator_inbox_id=info.creator_inbox_id,
@@ -195,7 +195,7 @@ class ConvosService:
             raise errors.NotFound("No pending join to cancel")
         await self.pending.cancel()
         self.instance.store.meta.set("pending_as_owner", None)
-        self.instance._changed()
+        self.instance.changed()
         return s.CancelJoinResult(cancelled=True)
 
     # --- the bound conversation ---------------------------------------------------------
@@ -213,7 +213,7 @@ class ConvosService:
         members = [
             s.MemberOut(
                 inbox_id=m.inbox_id,
-                name=names.get(m.inbox_id) or self.instance.names.get(m.inbox_id),
+                name=names.get(m.inbox_id) or self.instance.known_name(m.inbox_id),
                 is_admin=m.permission_level >= PermissionLevel.ADMIN,
             )
             for m in info.members
@@ -262,12 +262,8 @@ class ConvosService:
         if info.conversation.creator_inbox_id != own:
             raise errors.PermissionDenied("Only the conversation's creator can explode it")
         done = await cli.explode(cid)
-        self.instance.journal.append(
-            [event("conversation_exploded", cid, by=own, reason="exploded")]
-        )
-        await self.instance.unbind(reason="exploded")
+        await self.instance.conversation_gone(by=own, reason="exploded")
         self._clear_keys()
-        self.instance.sender_policy.clear()
         return s.ExplodeResult(exploded=True, members_removed=done.members_removed)
 
     async def profile_update(self, ctx: CallContext, p: s.ProfileUpdateParams) -> s.OkResult:

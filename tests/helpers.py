@@ -6,6 +6,10 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from convosd.instance import Instance
 
 
 async def eventually(predicate: Callable[[], bool], within_s: float = 10.0) -> bool:
@@ -40,3 +44,17 @@ def process_gone(pid: int) -> bool:
 def examples(default: int) -> int:
     """Hypothesis examples per fuzz test; ``FUZZ_EXAMPLES=N`` runs the long fuzz."""
     return int(os.environ.get("FUZZ_EXAMPLES", default))
+
+
+def member_count(instance: Instance) -> int:
+    """Members the bound conversation's view knows (0 unbound or before the first refresh)."""
+    conversation = instance.conversation
+    if conversation is None or conversation.members is None:
+        return 0
+    return len(conversation.members)
+
+
+def admitted(instance: Instance) -> set[str]:
+    """Inboxes our own join-request watcher accepted in the bound conversation."""
+    conversation = instance.conversation
+    return set(conversation.admitted) if conversation is not None else set()

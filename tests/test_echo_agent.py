@@ -15,7 +15,7 @@ from contrib.echo_agent.echo_agent import EchoAgent, Position, reply_for, save_p
 from convosd.client import ConvosdClient, error_from
 from convosd.storage.journal import Journal
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import eventually, member_count
 from tests.rpc_harness import member_cli, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ async def test_echoes_once_across_restarts(net: FakeNetwork, tmp_path: Path) -> 
         bob = member_cli(net, tmp_path / "bob")
         await bob.join(created.invite_slug, no_wait=True)
         instance = daemon.instance
-        assert await eventually(lambda: instance.members is not None and len(instance.members) == 2)
+        assert await eventually(lambda: member_count(instance) == 2)
 
         async with running_agent(daemon.socket, state_file) as agent:
             assert agent.position == Position(journal.position.journal_id, journal.last_seq)

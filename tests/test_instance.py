@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from convosd.bound import BoundConversation
 from convosd.cli import ConvosCli
 from convosd.config import Paths, load_settings
 from convosd.instance import STREAM, WATCHER, Instance
@@ -21,7 +22,8 @@ from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState
 from tests.conftest import CliFactory, fake_setup
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, process_gone
+from tests.helpers import admitted as admitted_by
+from tests.helpers import eventually, member_count, process_gone
 
 
 class Harness:
@@ -98,7 +100,7 @@ async def created_and_joined(h: Harness, me: Instance) -> tuple[str, ConvosCli]:
     assert await eventually(both_running(me))
     bob = h.make_cli("bob")
     await bob.join(created.invite.slug, no_wait=True)
-    assert await eventually(lambda: me.members is not None and len(me.members) == 2)
+    assert await eventually(lambda: member_count(me) == 2)
     return created.conversation_id, bob
 
 
@@ -111,7 +113,7 @@ async def test_bind_children_members_and_messages(harness: Harness) -> None:
     bob_inbox = (await bob.probe())[0].inbox_id
     joined = [e.as_dict() for e in me.journal.read(0, 100) if e.type == "member_joined"]
     assert [e["inboxId"] for e in joined] == [bob_inbox]
-    assert bob_inbox in me.admitted
+    assert bob_inbox in admitted_by(me)
     for i in range(5):
         await bob.send_text(cid, f"hello {i}")
     await me.cli.send_text(cid, "from me")  # own: never a message event
@@ -177,8 +179,8 @@ async def test_garbage_lines_are_counted_not_fatal(harness: Harness) -> None:
     await bob.send_text(cid, "through the noise")
     assert await eventually(lambda: texts(me) == ["through the noise"])
     assert me.children[STREAM].status.state is ChildState.RUNNING
-    assert me.ingest is not None
-    assert me.ingest.stats.bad_lines + me.children[STREAM].bad_lines > 0
+    assert me.conversation is not None and me.conversation.ingest is not None
+    assert me.conversation.ingest.stats.bad_lines + me.children[STREAM].bad_lines > 0
 
 
 async def test_crash_loop_backs_off(harness: Harness) -> None:
@@ -293,3 +295,64 @@ async def eventually_async(probe: Callable[[], Any], within_s: float = 15.0) -> 
         if await probe():
             return True
     return False
+
+
+def bound_tasks_alive(conversation: BoundConversation) -> list[str]:
+    """Names of the bound object's tasks still running, from its scope and from the loop."""
+    prefixes = ("refresh-", "backfill-", "pairing-notice", "conversation-exploded")
+    mine = {t.get_name() for t in conversation.tasks.running()}
+    loop_wide = {
+        t.get_name()
+        for t in asyncio.all_tasks()
+        if t is not asyncio.current_task() and t.get_name().startswith(prefixes)
+    }
+    return sorted(mine | loop_wide)
+
+
+async def test_unbind_drops_every_bound_task_child_and_view(harness: Harness) -> None:
+    me = harness.open()
+    cid, _bob = await created_and_joined(harness, me)
+    conversation = me.conversation
+    assert conversation is not None and conversation.conversation_id == cid
+    assert any(n == "backfill-loop" for n in bound_tasks_alive(conversation))
+    pids = [c.pid for c in conversation.children.values()]
+    known = list(conversation.names)
+    assert known  # the profile view saw the members
+    await me.unbind(reason="test")
+    assert me.conversation is None and not me.bound
+    assert bound_tasks_alive(conversation) == []
+    assert conversation.children == {} and conversation.closed
+    assert all(pid is not None and process_gone(pid) for pid in pids)
+    status = me.status()
+    assert status["conversationId"] is None and status["ownerInboxIds"] == []
+    assert {c["state"] for c in status["children"].values()} == {"stopped"}
+    assert me.health_inputs().bound is False and me.health_inputs().children == {}
+    assert all(me.known_name(inbox) is None for inbox in known)
+    assert await me.backfill() == 0  # nothing of the binding runs any more
+
+
+async def test_a_new_binding_starts_with_fresh_views(harness: Harness) -> None:
+    me = harness.open()
+    await created_and_joined(harness, me)
+    first = me.conversation
+    await me.unbind(reason="test")
+    created = await me.cli.create(name="Again")
+    await me.bind(created.conversation_id, inbox_id=created.inbox_id, how="created")
+    second = me.conversation
+    assert second is not None and second is not first
+    assert second.admitted == set() and member_count(me) <= 1
+    assert await eventually(both_running(me))
+
+
+async def test_the_conversation_ends_once_whoever_notices_it(harness: Harness) -> None:
+    """Explode by us, explode or removal seen by the bound conversation: one path. A second
+    caller returns only once the first one has unbound, and nothing is journaled twice."""
+    me = harness.open()
+    cid, _bob = await created_and_joined(harness, me)
+    first = asyncio.create_task(me.conversation_gone(by=None, reason="removed"))
+    await asyncio.sleep(0)  # the first caller is inside, stopping the children
+    await me.conversation_gone(by="someone", reason="exploded")
+    assert me.conversation is None and me.status()["conversationId"] is None
+    await first
+    gone = [e.as_dict() for e in me.journal.read(0, 1000) if e.type == "conversation_exploded"]
+    assert [(g["conversationId"], g["reason"]) for g in gone] == [(cid, "removed")]

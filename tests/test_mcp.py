@@ -18,7 +18,7 @@ from contrib.mcp.server import TOOLS, ConvosdMcp
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import eventually, member_count
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ async def bound_daemon(
         bob = member_cli(net, tmp_path / "bob")
         await bob.join(created.invite_slug, no_wait=True)
         instance = daemon.instance
-        assert await eventually(lambda: instance.members is not None and len(instance.members) == 2)
+        assert await eventually(lambda: member_count(instance) == 2)
         yield daemon, bob, created.conversation_id
 
 

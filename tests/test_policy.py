@@ -28,7 +28,7 @@ from convosd.policy import (
     normalise_code,
 )
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import admitted, eventually
 from tests.rpc_harness import member_cli, running_daemon
 
 OWNER, ALICE, BOB = "o" * 64, "a" * 64, "b" * 64
@@ -237,7 +237,7 @@ async def test_members_admitted_through_our_invite_are_approved(
             created = await client.create(name="Ours")
             guest = member_cli(net, tmp_path / "guest")
             await guest.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=15)
             await guest.send_text(created.conversation_id, "hello from an invitee")
             assert await eventually_async(
                 lambda: messages(client),
@@ -321,7 +321,7 @@ async def test_a_join_accepted_by_the_watchers_first_pass_is_approved(
     guest = member_cli(net, tmp_path / "guest")
     await guest.join(created.invite_slug, no_wait=True)  # nobody processes it yet
     async with running_daemon(net, state) as daemon:
-        assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
+        assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=15)
         await guest.send_text(created.conversation_id, "sent while you were away")
         async with await ConvosdClient.connect(daemon.socket) as client:
             assert await eventually_async(

@@ -22,7 +22,7 @@ from convosd import errors
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.redact import REDACTED, redact_line, redact_text
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import eventually, member_count
 from tests.rpc_harness import member_cli, running_daemon
 
 # Distinctive key material: byte 1 of each key, and the digest, are searched for.
@@ -192,11 +192,7 @@ async def test_leaking_reply_reaches_no_journal_event_log_or_result(
                 cid = created["conversationId"]
                 bob = member_cli(net, tmp_path / "bob")
                 await bob.join(created["inviteSlug"], no_wait=True)
-                assert await eventually(
-                    lambda: (
-                        daemon.instance.members is not None and len(daemon.instance.members) == 2
-                    )
-                )
+                assert await eventually(lambda: member_count(daemon.instance) == 2)
                 sub = await client.call("events.subscribe", {"after": 0})
                 results.append(sub)
                 hello = await bob.send_text(cid, "look at this")

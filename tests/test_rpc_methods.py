@@ -20,7 +20,7 @@ from convosd.rpc.schemas import NoParams, StatusResult
 from convosd.rpc.server import AccessPolicy, Peer
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import eventually, process_gone
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 STATUS_KEYS = {
@@ -175,6 +175,25 @@ async def test_database_locked_is_retried(client: Client, net: FakeNetwork) -> N
     assert "messageId" in await client.call("message.send", {"message": "after retries"})
 
 
+async def test_reset_while_bound_drops_the_bound_conversation(
+    client: Client, daemon: RunningDaemon, net: FakeNetwork, tmp_path: Path
+) -> None:
+    """daemon.reset goes through the one unbind path: the bound object, its children and
+    its tasks are gone at once, and status shows the unbound shape."""
+    await create_with_member(client, net, tmp_path)
+    conversation = daemon.instance.conversation
+    assert conversation is not None and conversation.tasks.running()
+    pids = [c.pid for c in conversation.children.values()]
+    assert await client.call("daemon.reset", {"confirm": True}) == {"clean": True}
+    assert daemon.instance.conversation is None
+    assert conversation.closed and conversation.tasks.running() == []
+    assert conversation.children == {}
+    assert all(pid is not None and process_gone(pid) for pid in pids)
+    status = await client.call("status")
+    assert status["conversationId"] is None and status["ownerInboxIds"] == []
+    assert {c["state"] for c in status["children"].values()} == {"stopped"}
+
+
 async def test_lock_invite_rename_profile_explode_reset(
     client: Client, daemon: RunningDaemon, net: FakeNetwork, tmp_path: Path
 ) -> None:
@@ -202,6 +221,7 @@ async def test_lock_invite_rename_profile_explode_reset(
     assert status["journal"]["journalId"] == old["journal"]["journalId"]
     kinds = [e["type"] for e in await events(client, limit=1000)]
     assert kinds[-1] == "conversation_exploded"
+    assert kinds.count("conversation_exploded") == 1  # one end path, journaled once
     assert await client.call("daemon.reset", {"confirm": True}) == {"clean": True}
     status = await client.call("status")
     assert status["clean"] is True and status["journal"]["lastSeq"] == 0

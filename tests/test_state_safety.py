@@ -17,7 +17,7 @@ import pytest
 from convosd.client import ConvosdClient
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import admitted, eventually
 from tests.rpc_harness import member_cli, running_daemon
 
 
@@ -48,7 +48,7 @@ async def test_allowlist_does_not_approve_members_admitted_through_our_invite(
             created = await client.create(name="Ours")
             guest = member_cli(net, tmp_path / "guest")
             await guest.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=15)
             await guest.send_text(created.conversation_id, "hello from an invitee")
             status = await poll(client.status, lambda s: s.policy.dropped)
             assert status.policy.dropped == {"not_allowed": 1}
@@ -223,7 +223,7 @@ async def test_a_same_millisecond_burst_is_backfilled_whole(
             created = await client.create(name="Busy")
             guest = member_cli(net, tmp_path / "guest")
             await guest.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(daemon.instance.admitted), within_s=15)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=15)
             net.add_fault(
                 "same_ms_burst",
                 command="conversation:send-text",

@@ -1,0 +1,328 @@
+"""What exists only while the instance is bound to its conversation.
+
+A :class:`BoundConversation` is created when the instance binds (or resumes a saved binding)
+and closed when it unbinds, whatever the reason (explode, removal, reset, shutdown). It owns
+the two long-lived children (``conversation stream`` and ``conversations
+process-join-requests --watch``), the ingest pipeline, the backfill loop, the watcher handling,
+the member, owner and profile views and the pairing notice, with every task they run in one
+:class:`~convosd.tasks.TaskScope`. Closing it stops the children and ends those tasks, so
+nothing of a binding survives it: dropping the object drops its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import structlog
+
+from convosd import errors, reaper
+from convosd.cli import ConvosCli
+from convosd.cli.models import CliMessage, PermissionLevel
+from convosd.cli.runner import signal_group
+from convosd.cli.streams import (
+    JoinAccepted,
+    WatcherError,
+    WatcherStreamEnded,
+    is_explode_notice,
+    parse_watcher_line,
+)
+from convosd.config import Settings
+from convosd.events import NewEvent, event
+from convosd.ingest import Ingest, PolicyHook
+from convosd.pairing import SenderPolicy
+from convosd.storage.journal import Journal
+from convosd.storage.store import Binding, Store, StoreError
+from convosd.supervisor.child import SupervisedChild
+from convosd.tasks import TaskScope
+
+STREAM = "stream"
+WATCHER = "joinRequests"
+
+#: ``(by, reason)``: the conversation is gone (explode or removal seen by this object)
+GoneHook = Callable[[str | None, str], Coroutine[Any, Any, None]]
+
+
+class BoundConversation:
+    def __init__(
+        self,
+        binding: Binding,
+        *,
+        settings: Settings,
+        store: Store,
+        journal: Journal,
+        cli: ConvosCli,
+        sender_policy: SenderPolicy,
+        policy: PolicyHook | None,
+        own_inbox_id: Callable[[], str | None],
+        on_changed: Callable[[], None],
+        on_gone: GoneHook,
+        stop_grace_s: float,
+    ) -> None:
+        self.binding = binding
+        self.settings = settings
+        self.store = store
+        self.journal = journal
+        self.cli = cli
+        self.sender_policy = sender_policy
+        self.policy = policy
+        self.own_inbox_id = own_inbox_id
+        self.on_changed = on_changed
+        self.on_gone = on_gone
+        self.stop_grace_s = stop_grace_s
+        self.log = structlog.get_logger("convosd.bound")
+        self.tasks = TaskScope(f"bound:{binding.conversation_id}")
+        self.children: dict[str, SupervisedChild] = {}
+        self.ingest: Ingest | None = None
+        self.names: dict[str, str | None] = {}
+        self.members: set[str] | None = None
+        self.super_admins: set[str] = set()
+        self.admitted: set[str] = set()  # inboxes accepted by our own join-request child
+        self._refresh_pending: dict[str, asyncio.Task[None]] = {}
+        self._refresh_again: set[str] = set()
+        self._profiles_at = 0.0
+
+    @property
+    def conversation_id(self) -> str:
+        return self.binding.conversation_id
+
+    @property
+    def closed(self) -> bool:
+        return self.tasks.closed
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, inbox: str, *, announce: bool) -> None:
+        """Build the pipeline, start both children and the backfill loop. Returns when the
+        children were spawned (READY=1 means that), never waiting on the network."""
+        binding = self.binding
+        self.ingest = Ingest(
+            journal=self.journal,
+            conversation_id=binding.conversation_id,
+            own_inbox_id=inbox,
+            bound_at=binding.bound_at,
+            policy=self.policy or self.sender_policy,
+            on_write_failed=self.sender_policy.reload,
+            sender_name=self.sender_name,
+            on_group_updated=lambda _m: self.schedule_refresh(),
+            on_special=self._on_special,
+            backfill_window_s=self.settings.daemon.backfill_window_s,
+        )
+        cli = self.cli
+        cid = binding.conversation_id
+        self.children[STREAM] = SupervisedChild(
+            STREAM,
+            lambda: cli.stream_spec(cid),
+            self.ingest.on_stream_lines,
+            stop_signal=signal.SIGTERM,
+            stop_grace_s=self.stop_grace_s,
+            on_state=lambda _c: self.on_changed(),
+            on_spawn=self._on_spawn,
+            on_exit=self._on_child_exit,
+        )
+        self.children[WATCHER] = SupervisedChild(
+            WATCHER,
+            lambda: cli.join_requests_spec(cid),
+            self._on_watcher_lines,
+            stop_signal=signal.SIGINT,  # the watcher handles SIGINT only
+            stop_grace_s=self.stop_grace_s,
+            on_state=lambda _c: self.on_changed(),
+            on_spawn=self._on_spawn,
+            on_exit=self._on_child_exit,
+        )
+        if announce and binding.how == "created":
+            # A new conversation has one member: whoever shows up in the first refresh joined.
+            self.members = {inbox}
+        # Owners first (the queue is FIFO): the policy needs the super admins.
+        self.schedule_refresh(initial=self.members is None)
+        for child in self.children.values():
+            child.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(c.spawned.wait() for c in self.children.values())), 10.0
+            )
+        self.tasks.spawn(self._backfill_loop(), "backfill-loop")
+
+    async def stop_children(self) -> None:
+        children = list(self.children.values())
+        self.children = {}
+        await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop the children and end every task of this binding."""
+        await self.stop_children()
+        await self.tasks.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        if self.tasks.closed:
+            coro.close()  # the binding is gone: nothing of it starts any more
+            return
+        self.tasks.spawn(coro, name)
+
+    def _on_spawn(self, child: SupervisedChild, pid: int) -> None:
+        ticks = reaper.start_ticks(pid)
+        if ticks is not None:
+            with contextlib.suppress(StoreError, Exception):
+                self.store.record_child(child.name, pid, ticks)
+        if child.name == STREAM:
+            # Every stream (re)start may follow a gap: re-read the recent window.
+            self._spawn(self.backfill(), "backfill-on-start")
+
+    def _on_child_exit(self, child: SupervisedChild) -> None:
+        with contextlib.suppress(StoreError, Exception):
+            self.store.forget_child(child.name)
+
+    # --- inbound ------------------------------------------------------------------------
+
+    async def backfill(self) -> int:
+        ingest = self.ingest
+        if ingest is None or self.closed:
+            return 0
+        cid = self.binding.conversation_id
+
+        async def page(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
+            return await self.cli.messages(
+                cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
+            )
+
+        return await ingest.backfill(page)
+
+    async def _backfill_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.daemon.backfill_interval_s)
+            with contextlib.suppress(errors.ConvosdError):
+                await self.backfill()
+
+    def _on_watcher_lines(self, lines: Sequence[bytes]) -> None:
+        for line in lines:
+            item = parse_watcher_line(line)
+            if isinstance(item, JoinAccepted):
+                # Its own conversation's only (an event naming none is ours). An acceptance
+                # is printed just before the member is added: if adding fails, the approval
+                # is harmless (the sender is not a member and cannot write).
+                if item.conversation_id in (None, self.binding.conversation_id):
+                    self._admit(item.joiner_inbox_id)
+            elif isinstance(item, WatcherStreamEnded):
+                self.log.warning("watcher_stream_ended", reason=item.reason)
+                child = self.children.get(WATCHER)
+                if child is not None and child.pid is not None:
+                    # It idles after stream_ended: make it exit, the supervisor restarts it.
+                    signal_group(child.pid, signal.SIGINT)
+            elif isinstance(item, WatcherError):
+                self.log.info(
+                    "watcher_error", has_message_id=item.has_message_id, error=item.message
+                )
+
+    def post_pairing_notice(self, request: Any) -> None:
+        text = (
+            f"Pairing request {request.code}: your messages are held until the owner "
+            f"approves (convosctl pairing approve {request.code})."
+        )
+        self._spawn(self.cli.send_text(self.binding.conversation_id, text), "pairing-notice")
+
+    def _admit(self, joiner: str) -> None:
+        """Our watcher accepted ``joiner`` through our invite: approved at admission when the
+        policy is ``pairing`` (the sender policy decides)."""
+        if joiner not in self.admitted:
+            self.admitted.add(joiner)
+            self.sender_policy.admit(joiner)
+        self.schedule_refresh()
+
+    def sender_name(self, inbox_id: str) -> str | None:
+        """The profile name of ``inbox_id``; an unknown one is looked up in the background."""
+        if inbox_id not in self.names:
+            self.names[inbox_id] = None
+            self.schedule_refresh(members=False)
+        return self.names.get(inbox_id)
+
+    def _on_special(self, message: CliMessage) -> None:
+        if is_explode_notice(message):
+            self._spawn(self.on_gone(message.sender_inbox_id, "exploded"), "conversation-exploded")
+
+    # --- views --------------------------------------------------------------------------
+
+    def schedule_refresh(self, *, members: bool = True, initial: bool = False) -> None:
+        """Coalesce refreshes: one runs at a time; one asked for meanwhile runs after it."""
+        key = "members" if members else "profiles"
+        pending = self._refresh_pending.get(key)
+        if pending is not None and not pending.done():
+            self._refresh_again.add(key)
+            return
+        if self.tasks.closed:
+            return
+        self._refresh_pending[key] = self.tasks.spawn(
+            self._refresh_loop(key, initial), f"refresh-{key}"
+        )
+
+    async def _refresh_loop(self, key: str, initial: bool) -> None:
+        while True:
+            self._refresh_again.discard(key)
+            if key == "members":
+                await self.refresh_views(initial=initial)
+            else:
+                await self.refresh_profiles()
+            initial = False
+            if key not in self._refresh_again or self.closed:
+                return
+
+    async def refresh_profiles(self) -> None:
+        if self.closed:
+            return
+        profiles = await self.cli.profiles(self.binding.conversation_id)
+        for profile in profiles.profiles:
+            self.names[profile.inbox_id] = profile.name
+        self._profiles_at = time.monotonic()
+
+    async def refresh_views(self, *, initial: bool = False) -> None:
+        """Members (→ member_joined/left), super admins (→ owners), profiles (→ names)."""
+        if self.closed:
+            return
+        cid = self.binding.conversation_id
+        try:
+            members = await self.cli.members(cid)
+        except errors.ConversationNotFound:
+            # Never a member, or gone from this install: only an inactive group in the list
+            # means "removed"; otherwise the children's fatal state reports the problem.
+            listed = await self.cli.list_conversations(sync=True, include_inactive=True)
+            if any(c.conversation_id == cid and not c.is_active for c in listed):
+                await self.on_gone(None, "removed")
+            return
+        current = {m.inbox_id for m in members}
+        self.super_admins = {
+            m.inbox_id for m in members if m.permission_level is PermissionLevel.SUPER_ADMIN
+        }
+        own = self.own_inbox_id()
+        if own is not None and current and own not in current:
+            by, reason = await self._why_gone(cid)
+            await self.on_gone(by, reason)
+            return
+        previous = self.members
+        self.members = current
+        if previous is not None and not initial:
+            changes: list[NewEvent] = [
+                event("member_joined", cid, inboxId=inbox) for inbox in sorted(current - previous)
+            ]
+            changes += [
+                event("member_left", cid, inboxId=inbox) for inbox in sorted(previous - current)
+            ]
+            if changes:
+                self.journal.append(changes)
+        if initial or time.monotonic() - self._profiles_at > 1.0:
+            with contextlib.suppress(errors.ConvosdError):
+                await self.refresh_profiles()
+        self.on_changed()
+
+    async def _why_gone(self, cid: str) -> tuple[str | None, str]:
+        """An explode sends ExplodeSettings before it removes the members: find it."""
+        try:
+            recent = await self.cli.messages(cid, sync=False, limit=50, direction="descending")
+        except errors.ConvosdError:
+            return None, "removed"
+        for message in recent:
+            if is_explode_notice(message):
+                return message.sender_inbox_id, "exploded"
+        return None, "removed"
