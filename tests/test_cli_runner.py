@@ -185,3 +185,31 @@ async def test_cancellation_kills_the_group(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await wait_gone(int(started.read_text()))
+
+
+async def test_a_second_cancellation_does_not_spare_a_child_that_ignores_sigterm(
+    tmp_path: Path,
+) -> None:
+    started = tmp_path / "started"
+    termed = tmp_path / "termed"
+    exe = script(
+        tmp_path,
+        f"""
+        import os, signal, time
+        # SIGTERM is noted, not obeyed
+        signal.signal(signal.SIGTERM, lambda *_: open({str(termed)!r}, "w").close())
+        open({str(started)!r} + ".tmp", "w").write(str(os.getpid()))
+        os.rename({str(started)!r} + ".tmp", {str(started)!r})
+        while True:
+            time.sleep(1)
+        """,
+    )
+    task = asyncio.create_task(runner(exe, tmp_path, kill_grace_s=1.0).run(inv(), timeout_s=60))
+    assert await eventually(started.exists)
+    pid = int(started.read_text())
+    task.cancel()  # SIGTERM (noted, not obeyed), then the grace wait
+    assert await eventually(termed.exists)
+    task.cancel()  # cancelled again inside that wait
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_gone(pid), "the child outlived a twice-cancelled call"

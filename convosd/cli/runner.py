@@ -173,6 +173,15 @@ async def stop_process_group(
     return await process.wait()
 
 
+#: clean-ups still running after their call was cancelled (a strong reference each)
+_CLEANUPS: set[asyncio.Future[None]] = set()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass
 class _Capture:
     limit: int
@@ -234,6 +243,18 @@ class CliRunner:
         """Nothing to release: every command was its own process (the transport interface,
         :class:`convosd.cli.transport.CliTransport`)."""
 
+    async def _clean_up(
+        self, process: asyncio.subprocess.Process, pumps: asyncio.Future[Any]
+    ) -> None:
+        if process.returncode is None:
+            await stop_process_group(process, grace_s=self.kill_grace_s)
+        else:
+            # The leader exited; a grandchild left in its group must not outlive it.
+            signal_group(process.pid, signal.SIGKILL)
+        if not pumps.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pumps, self.kill_grace_s)
+
     def spec(self, invocation: Invocation) -> SpawnSpec:
         return SpawnSpec(argv=(*self.executable, *invocation.argv), env=self.env, cwd=self.cwd)
 
@@ -251,6 +272,7 @@ class CliRunner:
         pumps = asyncio.gather(
             _pump(process.stdout, out, overflow), _pump(process.stderr, err, overflow)
         )
+        pumps.add_done_callback(_retrieve)  # never "exception was never retrieved"
         overflowed = asyncio.ensure_future(overflow.wait())
         try:
             waitables: set[asyncio.Future[Any]] = {pumps, overflowed}
@@ -275,14 +297,13 @@ class CliRunner:
                 ) from None
         finally:
             overflowed.cancel()
-            if process.returncode is None:
-                await stop_process_group(process, grace_s=self.kill_grace_s)
-            else:
-                # The leader exited; a grandchild left in its group must not outlive it.
-                signal_group(process.pid, signal.SIGKILL)
-            if not pumps.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(pumps, self.kill_grace_s)
+            # The clean-up runs to its end even when this call is cancelled again while it
+            # waits (a shutdown cancelling what a disconnect already cancelled): otherwise a
+            # child that ignores SIGTERM would never get its SIGKILL.
+            cleanup = asyncio.ensure_future(self._clean_up(process, pumps))
+            _CLEANUPS.add(cleanup)
+            cleanup.add_done_callback(_CLEANUPS.discard)
+            await asyncio.shield(cleanup)
         # Nothing the CLI printed reaches a parser, an error or a log unredacted.
         return CliResult(
             command=invocation.command,
