@@ -32,9 +32,7 @@ class EventsApi:
         after = journal.last_seq if p.after is None else p.after
         self._check_after(after)
         types = frozenset(p.types) if p.types else None
-        connection = ctx.connection
-        sub = self.hub.create(connection, after, types)
-        connection.subscriptions[sub.id] = sub
+        sub = self.hub.open(ctx.connection, after, types)
         ctx.after_response.append(lambda: self.hub.start(sub))
         position = journal.position
         return s.SubscribeResult(
@@ -45,7 +43,7 @@ class EventsApi:
         )
 
     async def unsubscribe(self, ctx: CallContext, p: s.UnsubscribeParams) -> s.OkResult:
-        sub = ctx.connection.subscriptions.get(p.subscription)
+        sub = self.hub.find(ctx.connection, p.subscription)
         if sub is None:
             raise errors.NotFound(f"No subscription {p.subscription} on this connection")
         self.hub.end(sub, None)

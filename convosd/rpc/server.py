@@ -150,7 +150,6 @@ class Connection:
         self.is_admin = is_admin
         self.in_flight = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        self.subscriptions: dict[int, Subscription] = {}
         #: bytes queued or being written, not yet written; and the most there ever were
         self.output_bytes = 0
         self.peak_output_bytes = 0
@@ -194,9 +193,6 @@ class Connection:
 
     def send_notice(self, line: bytes) -> None:
         self._enqueue(line)
-
-    def forget(self, subscription: Subscription) -> None:
-        self.subscriptions.pop(subscription.id, None)
 
     async def _write_loop(self) -> None:
         while True:
@@ -281,7 +277,7 @@ class Connection:
         if self._closing or self._torn_down:
             return
         timeout = self.server.limits.idle_timeout_s
-        busy = bool(self.tasks or self.subscriptions or self._out or self.reading_paused)
+        busy = bool(self.tasks or self.server.hub.count(self) or self._out or self.reading_paused)
         quiet_for = self._loop.time() - self._last_activity
         if busy or quiet_for < timeout:
             self._arm_idle_timer(timeout if busy else timeout - quiet_for)
@@ -374,8 +370,7 @@ class Connection:
         self._torn_down = True
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        for sub in list(self.subscriptions.values()):
-            self.server.hub.end(sub, None)
+        self.server.hub.end_of(self)
         # What still runs finishes on its own; the daemon's shutdown still cancels it.
         self.server.adopt(self.tasks)
         writer_task.cancel()
@@ -463,8 +458,7 @@ class Connection:
             if self._torn_down:
                 # The connection went away while this ran: a subscription it opened has
                 # nobody to deliver to.
-                for sub in list(self.subscriptions.values()):
-                    self.server.hub.end(sub, None)
+                self.server.hub.end_of(self)
                 return
             for hook in after:
                 hook()
