@@ -4,9 +4,10 @@
     .venv/bin/python scripts/gen_api_doc.py --check    # exit 1 when docs/API.md is stale
 
 Nothing is started: the document is built the way the daemon builds it, from the method table
-of :class:`convosd.service.ConvosService` (on a stand-in instance that only carries default
-settings: building the table calls no method) and :func:`convosd.rpc.openrpc.document`. The
-event section comes from :data:`convosd.events.EVENT_FIELDS`.
+of :class:`convosd.service.ConvosService` (on a stand-in instance that carries default settings
+and None for the rest: building the table calls no method) and
+:func:`convosd.rpc.openrpc.document`. The event section comes from
+:data:`convosd.events.EVENT_FIELDS`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ REF_PREFIX = "#/components/schemas/"
 
 def build_document() -> dict[str, Any]:
     """The OpenRPC document of ``rpc.discover``, for default settings."""
-    stand_in = cast(Instance, SimpleNamespace(settings=load_settings({}, environ={})))
+    stand_in = cast(
+        Instance,
+        SimpleNamespace(
+            settings=load_settings({}, environ={}),
+            cli=None,
+            journal=None,
+            store=SimpleNamespace(keys=None),
+            sender_policy=None,
+        ),
+    )
     service = ConvosService(stand_in, cast(SubscriptionHub, None))
     return document(service.methods(), version=__version__)
 

@@ -75,7 +75,16 @@ def _method_table() -> dict[str, Any]:
     from convosd.rpc.subscriptions import SubscriptionHub
     from convosd.service import ConvosService
 
-    stand_in = cast(Instance, SimpleNamespace(settings=load_settings({}, environ={})))
+    stand_in = cast(
+        Instance,
+        SimpleNamespace(
+            settings=load_settings({}, environ={}),
+            cli=None,
+            journal=None,
+            store=SimpleNamespace(keys=None),
+            sender_policy=None,
+        ),
+    )
     return ConvosService(stand_in, cast(SubscriptionHub, None)).methods()
 
 

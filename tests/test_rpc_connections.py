@@ -24,7 +24,9 @@ from convosd.client import Client
 from convosd.config import Paths, load_settings, resolve_paths
 from convosd.daemon import Daemon
 from convosd.joins import JoinTiming
-from convosd.rpc.server import Connection, RpcServer, prepare_socket_dir
+from convosd.rpc.connection import Connection
+from convosd.rpc.server import RpcServer
+from convosd.rpc.sockets import prepare_socket_dir
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import eventually

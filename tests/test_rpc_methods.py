@@ -16,8 +16,8 @@ from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import Client, ConvosdClient
 from convosd.rpc.dispatch import CallContext, Dispatcher, MethodSpec
+from convosd.rpc.peers import AccessPolicy, Peer
 from convosd.rpc.schemas import NoParams, StatusResult
-from convosd.rpc.server import AccessPolicy, Peer
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import eventually, process_gone
@@ -551,7 +551,7 @@ async def test_second_daemon_on_the_same_state_dir_exits_1(
 def test_peer_credentials_come_from_the_socket() -> None:
     import socket as sk
 
-    from convosd.rpc.server import peer_of
+    from convosd.rpc.peers import peer_of
 
     left, right = sk.socketpair(sk.AF_UNIX)
     try:

@@ -3,9 +3,10 @@ routed by jsonrpcserver (one ``dispatch_to_serializable`` per single request, it
 jsonschema validator replaced by a no-op because :mod:`protocol` already checked the
 envelope), and every exception mapped to an error code of docs/PROTOCOL.md.
 
-jsonrpcserver turns a raised exception into -32603 *with the exception text*; no exception
-reaches it here: :class:`ConvosdError` becomes its code and kind, anything else becomes
-"Internal error" with an ``errorId`` that points into the log.
+jsonrpcserver is used in one function, :func:`_route`. It turns a raised exception into
+-32603 *with the exception text*; no exception reaches it here: :class:`ConvosdError` becomes
+its code and kind, anything else becomes "Internal error" with an ``errorId`` that points
+into the log (both as :class:`RpcFailure`, which ``_route`` hands over as its error).
 """
 
 from __future__ import annotations
@@ -30,6 +31,18 @@ from convosd.rpc.schemas import Params, Result
 log = structlog.get_logger("convosd.rpc")
 
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
+#: one method's call on its raw params (a dict, by name); raises :class:`RpcFailure`
+Call = Callable[["CallContext", dict[str, Any]], Awaitable[Any]]
+
+
+class RpcFailure(Exception):
+    """A request's error answer: code, message and data (docs/PROTOCOL.md)."""
+
+    def __init__(self, code: int, message: str, data: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,20 +79,15 @@ class Dispatcher:
     not_ready: Callable[[], str | None] = lambda: None
     calls: dict[str, int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self._table = {name: self._wrap(spec) for name, spec in self.methods.items()}
+    def _call_of(self, name: str) -> Call | None:
+        spec = self.methods.get(name)
+        if spec is None:
+            return None
 
-    def _wrap(self, spec: MethodSpec) -> Callable[..., Awaitable[RpcResult]]:
-        async def method(ctx: CallContext, *args: Any, **kwargs: Any) -> RpcResult:
-            if args:
-                raise JsonRpcError(
-                    protocol.INVALID_PARAMS,
-                    "Invalid params: pass params by name (an object)",
-                    {"kind": "INVALID_PARAMS"},
-                )
-            return Success(await self._call(spec, ctx, kwargs))
+        async def call(ctx: CallContext, raw: dict[str, Any]) -> Any:
+            return await self._call(spec, ctx, raw)
 
-        return method
+        return call
 
     async def _call(self, spec: MethodSpec, ctx: CallContext, raw: dict[str, Any]) -> Any:
         started = time.perf_counter()
@@ -104,7 +112,7 @@ class Dispatcher:
         except errors.ConvosdError as exc:
             outcome = exc.kind
             cli_error = exc.cli_error
-            raise JsonRpcError(exc.code, exc.message, exc.rpc_data()) from None
+            raise RpcFailure(exc.code, exc.message, exc.rpc_data()) from None
         except asyncio.CancelledError:
             outcome = "cancelled"  # the daemon's shutdown: answered NOT_READY
             raise
@@ -112,7 +120,7 @@ class Dispatcher:
             error_id = uuid.uuid4().hex[:12]
             outcome = "INTERNAL"
             log.exception("rpc_internal_error", method=spec.name, error_id=error_id)
-            raise JsonRpcError(
+            raise RpcFailure(
                 protocol.INTERNAL_ERROR,
                 "Internal error",
                 {"kind": "INTERNAL", "errorId": error_id},
@@ -158,29 +166,47 @@ class Dispatcher:
             envelope["params"] = request.params
         if not request.notification:
             envelope["id"] = request.id
-        response = await dispatch_to_serializable(
-            "",
-            self._table,
-            context=ctx,
-            deserializer=lambda _text: envelope,
-            validator=_no_validation,
-        )
-        if response is None or isinstance(response, list):
-            return None
-        error = response.get("error")
-        if error is not None and not isinstance(error.get("data"), dict):
-            # jsonrpcserver's own errors (method not found, arity) carry a string or nothing.
-            kind = protocol.STANDARD_KINDS.get(error.get("code"), "INTERNAL")
-            if kind == "INTERNAL":
-                error["message"] = "Internal error"
-                error["data"] = {"kind": kind}
-            else:
-                error["data"] = {"kind": kind}
-        return response
+        return await _route(envelope, ctx, self._call_of(request.method))
 
 
-def _no_validation(value: Any) -> Any:
-    return value
+async def _route(
+    envelope: dict[str, Any], ctx: CallContext, call: Call | None
+) -> dict[str, Any] | None:
+    """Answer one request (``envelope``, already checked) with jsonrpcserver: the only use of
+    it. ``call`` is the method's, None when there is no such method."""
+
+    async def method(ctx: CallContext, *args: Any, **kwargs: Any) -> RpcResult:
+        assert call is not None
+        if args:
+            raise JsonRpcError(
+                protocol.INVALID_PARAMS,
+                "Invalid params: pass params by name (an object)",
+                {"kind": "INVALID_PARAMS"},
+            )
+        try:
+            return Success(await call(ctx, kwargs))
+        except RpcFailure as exc:
+            raise JsonRpcError(exc.code, exc.message, exc.data) from None
+
+    response = await dispatch_to_serializable(
+        "",
+        {} if call is None else {envelope["method"]: method},
+        context=ctx,
+        deserializer=lambda _text: envelope,
+        validator=lambda value: value,
+    )
+    if not isinstance(response, dict):
+        return None
+    error = response.get("error")
+    if error is not None and not isinstance(error.get("data"), dict):
+        # jsonrpcserver's own errors (method not found, arity) carry a string or nothing.
+        kind = protocol.STANDARD_KINDS.get(error.get("code"), "INTERNAL")
+        if kind == "INTERNAL":
+            error["message"] = "Internal error"
+            error["data"] = {"kind": kind}
+        else:
+            error["data"] = {"kind": kind}
+    return response
 
 
 def _describe(exc: ValidationError) -> list[dict[str, Any]]:

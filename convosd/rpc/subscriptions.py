@@ -38,8 +38,6 @@ class Outbox(Protocol):
 
     def send_notice(self, line: bytes) -> None: ...
 
-    def forget(self, subscription: Subscription) -> None: ...
-
 
 class Subscription:
     def __init__(
@@ -72,7 +70,7 @@ class Subscription:
         if self.pending <= self.queue_limit // 2:
             self.drained.set()
 
-    def _deliver(self, event: JournalEvent) -> bool:
+    def deliver(self, event: JournalEvent) -> bool:
         """Hand one event over; False if the queue is full (the caller ends it)."""
         if self.types is None or event.type in self.types:
             if self.pending >= self.queue_limit:
@@ -86,23 +84,42 @@ class Subscription:
 
 
 class SubscriptionHub:
-    """Every subscription of the daemon; listens to the journal."""
+    """Every subscription of the daemon, by id and by connection; listens to the journal.
+
+    The only writer of both maps: subscriptions are opened, found and ended here.
+    """
 
     def __init__(self, journal: Journal, *, queue_limit: int) -> None:
         self.journal = journal
         self.queue_limit = queue_limit
-        self.subscriptions: dict[int, Subscription] = {}
+        self._subscriptions: dict[int, Subscription] = {}
+        self._by_outbox: dict[Outbox, dict[int, Subscription]] = {}
         self._ids = itertools.count(1)
         journal.listeners.append(self._on_commit)
 
     def __len__(self) -> int:
-        return len(self.subscriptions)
+        return len(self._subscriptions)
 
-    def create(self, outbox: Outbox, after: int, types: frozenset[str] | None) -> Subscription:
-        """A subscription that delivers nothing until :meth:`start` (after the response)."""
+    def open(self, outbox: Outbox, after: int, types: frozenset[str] | None) -> Subscription:
+        """A subscription of ``outbox`` (a connection) that delivers nothing until
+        :meth:`start` (after the response)."""
         sub = Subscription(next(self._ids), outbox, after, types, self.queue_limit)
-        self.subscriptions[sub.id] = sub
+        self._subscriptions[sub.id] = sub
+        self._by_outbox.setdefault(outbox, {})[sub.id] = sub
         return sub
+
+    def find(self, outbox: Outbox, sid: int) -> Subscription | None:
+        """Subscription ``sid`` if ``outbox`` opened it (a connection sees only its own)."""
+        return self._by_outbox.get(outbox, {}).get(sid)
+
+    def count(self, outbox: Outbox) -> int:
+        """How many subscriptions ``outbox`` has open."""
+        return len(self._by_outbox.get(outbox, ()))
+
+    def end_of(self, outbox: Outbox) -> None:
+        """End every subscription of ``outbox`` silently (its connection went away)."""
+        for sub in list(self._by_outbox.get(outbox, {}).values()):
+            self.end(sub, None)
 
     def start(self, sub: Subscription) -> None:
         if not sub.ended:
@@ -122,7 +139,7 @@ class SubscriptionHub:
                     sub.live = True  # caught up: the listener takes over, same step
                     return
                 for event in page:
-                    if not sub._deliver(event):
+                    if not sub.deliver(event):
                         self.end(sub, "overflow")
                         return
                 await asyncio.sleep(0)  # let the connection write between pages
@@ -131,13 +148,13 @@ class SubscriptionHub:
             self.end(sub, "overflow")
 
     def _on_commit(self, batch: Sequence[JournalEvent]) -> None:
-        for sub in list(self.subscriptions.values()):
+        for sub in list(self._subscriptions.values()):
             if not sub.live or sub.ended:
                 continue
             for event in batch:
                 if event.seq < sub.next_seq:
                     continue
-                if not sub._deliver(event):
+                if not sub.deliver(event):
                     self.end(sub, "overflow")
                     break
 
@@ -147,7 +164,12 @@ class SubscriptionHub:
             return
         sub.ended = True
         sub.drained.set()
-        self.subscriptions.pop(sub.id, None)
+        self._subscriptions.pop(sub.id, None)
+        mine = self._by_outbox.get(sub.outbox)
+        if mine is not None:
+            mine.pop(sub.id, None)
+            if not mine:
+                del self._by_outbox[sub.outbox]
         if sub.task is not None and sub.task is not asyncio.current_task():
             sub.task.cancel()
         if reason is not None:
@@ -160,8 +182,7 @@ class SubscriptionHub:
             log.info(
                 "subscription_ended", subscription=sub.id, reason=reason, last_seq=sub.last_seq
             )
-        sub.outbox.forget(sub)
 
     def end_all(self, reason: EndReason) -> None:
-        for sub in list(self.subscriptions.values()):
+        for sub in list(self._subscriptions.values()):
             self.end(sub, reason)

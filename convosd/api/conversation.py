@@ -1,0 +1,107 @@
+"""The bound conversation: conversation.info/invite/rename/lock/explode, profile.update.
+
+Rights are checked before the CLI is called (lock/unlock need super admin, explode needs the
+creator), because the CLI rotates the tag or sends the explode notice before it fails.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from convosd import errors
+from convosd.api.guards import BindingView, bound_id, own_inbox
+from convosd.cli import ConvosCli
+from convosd.cli.models import PermissionLevel
+from convosd.events import event
+from convosd.rpc import schemas as s
+from convosd.rpc.dispatch import CallContext
+from convosd.storage.journal import Journal
+from convosd.storage.keys import IdempotencyKeys
+
+
+class BoundHost(BindingView, Protocol):
+    """What these methods use of the instance besides the binding."""
+
+    def known_name(self, inbox_id: str) -> str | None: ...
+
+    async def conversation_gone(self, *, by: str | None, reason: str) -> None: ...
+
+
+class ConversationApi:
+    def __init__(
+        self, host: BoundHost, cli: ConvosCli, journal: Journal, keys: IdempotencyKeys
+    ) -> None:
+        self.host = host
+        self.cli = cli
+        self.journal = journal
+        self.keys = keys
+
+    async def info(self, ctx: CallContext, _p: s.NoParams) -> s.InfoResult:
+        cid = bound_id(self.host)
+        cli = self.cli
+        info = await cli.info(cid)
+        permissions = await cli.permissions(cid)
+        try:
+            profiles = await cli.profiles(cid)
+            names = {p.inbox_id: p.name for p in profiles.profiles}
+        except errors.CliError:
+            names = {}
+        members = [
+            s.MemberOut(
+                inbox_id=m.inbox_id,
+                name=names.get(m.inbox_id) or self.host.known_name(m.inbox_id),
+                is_admin=m.permission_level >= PermissionLevel.ADMIN,
+            )
+            for m in info.members
+        ]
+        return s.InfoResult(
+            conversation_id=cid,
+            name=info.conversation.name,
+            member_count=len(members),
+            members=members,
+            locked=permissions.locked,
+        )
+
+    async def invite(self, ctx: CallContext, p: s.InviteParams) -> s.InviteResult:
+        cid = bound_id(self.host)
+        cli = self.cli
+        permissions = await cli.permissions(cid)
+        if permissions.locked:
+            raise errors.Locked("The conversation is locked: unlock it before inviting")
+        made = await cli.invite(cid, expires_in_s=p.expires_in_s, single_use=p.single_use)
+        return s.InviteResult(
+            invite_url=made.url, invite_slug=made.slug, expires_at=made.expires_at
+        )
+
+    async def rename(self, ctx: CallContext, p: s.RenameParams) -> s.RenameResult:
+        cid = bound_id(self.host)
+        done = await self.cli.update_name(cid, p.name)
+        return s.RenameResult(name=done.name)
+
+    async def lock(self, ctx: CallContext, p: s.LockParams) -> s.LockResult:
+        cid = bound_id(self.host)
+        cli = self.cli
+        permissions = await cli.permissions(cid)
+        if own_inbox(self.host) not in permissions.super_admins:
+            raise errors.PermissionDenied("Locking and unlocking need super-admin rights")
+        await cli.lock(cid, unlock=p.unlock)
+        locked = not p.unlock
+        self.journal.append([event("conversation_locked", cid, locked=locked)])
+        return s.LockResult(locked=locked)
+
+    async def explode(self, ctx: CallContext, _p: s.ConfirmParams) -> s.ExplodeResult:
+        cid = bound_id(self.host)
+        cli = self.cli
+        info = await cli.info(cid)
+        own = own_inbox(self.host)
+        if info.conversation.creator_inbox_id != own:
+            raise errors.PermissionDenied("Only the conversation's creator can explode it")
+        done = await cli.explode(cid)
+        await self.host.conversation_gone(by=own, reason="exploded")
+        self.keys.clear()
+        return s.ExplodeResult(exploded=True, members_removed=done.members_removed)
+
+    async def profile_update(self, ctx: CallContext, p: s.ProfileUpdateParams) -> s.OkResult:
+        cid = bound_id(self.host)
+        await self.cli.update_profile(cid, name=p.name, image=p.image_url)
+        return s.OkResult(ok=True)

@@ -1,0 +1,62 @@
+"""events.*: read the journal, or subscribe to it (replay then live)."""
+
+from __future__ import annotations
+
+from convosd import errors
+from convosd.rpc import schemas as s
+from convosd.rpc.dispatch import CallContext
+from convosd.rpc.subscriptions import SubscriptionHub
+from convosd.storage.journal import Journal
+
+
+class EventsApi:
+    def __init__(self, journal: Journal, hub: SubscriptionHub) -> None:
+        self.journal = journal
+        self.hub = hub
+
+    def _check_after(self, after: int) -> None:
+        journal = self.journal
+        if after < journal.first_seq - 1:
+            raise errors.EventsExpired(
+                journal.first_seq,
+                f"events after {after} are no longer in the journal; it starts at "
+                f"{journal.first_seq}",
+            )
+        if after > journal.last_seq:
+            raise errors.InvalidParams(
+                f"after ({after}) is beyond the journal's lastSeq ({journal.last_seq})"
+            )
+
+    async def subscribe(self, ctx: CallContext, p: s.SubscribeParams) -> s.SubscribeResult:
+        journal = self.journal
+        after = journal.last_seq if p.after is None else p.after
+        self._check_after(after)
+        types = frozenset(p.types) if p.types else None
+        sub = self.hub.open(ctx.connection, after, types)
+        ctx.after_response.append(lambda: self.hub.start(sub))
+        position = journal.position
+        return s.SubscribeResult(
+            subscription=sub.id,
+            journal_id=position.journal_id,
+            first_seq=position.first_seq,
+            last_seq=position.last_seq,
+        )
+
+    async def unsubscribe(self, ctx: CallContext, p: s.UnsubscribeParams) -> s.OkResult:
+        sub = self.hub.find(ctx.connection, p.subscription)
+        if sub is None:
+            raise errors.NotFound(f"No subscription {p.subscription} on this connection")
+        self.hub.end(sub, None)
+        return s.OkResult(ok=True)
+
+    async def read(self, ctx: CallContext, p: s.ReadParams) -> s.ReadResult:
+        journal = self.journal
+        self._check_after(p.after)
+        events = journal.read(p.after, p.limit, frozenset(p.types) if p.types else None)
+        position = journal.position
+        return s.ReadResult(
+            events=[e.as_dict() for e in events],
+            journal_id=position.journal_id,
+            first_seq=position.first_seq,
+            last_seq=position.last_seq,
+        )

@@ -1,0 +1,288 @@
+"""message.send and message.react; the idempotency keys of sends (convosd.idempotency).
+
+A key is in flight from the send's intent until its ``message_sent`` is journalled (the key
+is settled in the same transaction) or the send provably did not happen (the key is
+released). A send whose outcome is unknown leaves its key in flight, reconciled later from
+the conversation's own messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import structlog
+
+from convosd import errors
+from convosd.api.guards import BindingView, bound_id
+from convosd.cli import ConvosCli
+from convosd.cli.models import CliMessage
+from convosd.config import Settings
+from convosd.events import event
+from convosd.idempotency import SKEW_S, Outcome, PendingKey, Verdict, reconcile
+from convosd.jsonutil import has_lone_surrogate
+from convosd.ratelimit import TokenBucket
+from convosd.rpc import schemas as s
+from convosd.rpc.dispatch import CallContext
+from convosd.storage.journal import Journal
+from convosd.storage.keys import IdempotencyKeys
+from convosd.storage.store import StoreError
+from convosd.storage.work import SettleKey
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+#: retryAfterS of a repeat that finds its key in flight.
+KEY_BUSY_RETRY_S = 1.0
+#: A repeat that finds its key in flight reconciles it again at most this often.
+RECONCILE_EVERY_S = 5.0
+RECONCILE_PAGE = 200
+RECONCILE_MAX_PAGES = 50
+#: Failures of a send after which the CLI provably did not send: the key is released. Every
+#: other failure after the CLI was called leaves the outcome unknown (convosd.idempotency).
+_NOT_SENT: tuple[type[BaseException], ...] = (
+    errors.InvalidParams,  # the text was refused before a process started
+    errors.CliUnavailable,  # the CLI could not start or load its native binding
+    errors.ConversationNotFound,  # the CLI does not know the conversation
+    errors.IdentityNotFound,  # the CLI home has no identity
+)
+log = structlog.get_logger("convosd.service")
+
+
+class SendHost(BindingView, Protocol):
+    """What sends use of the instance besides the binding: its task scope."""
+
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
+
+
+class MessagesApi:
+    def __init__(
+        self,
+        host: SendHost,
+        cli: ConvosCli,
+        journal: Journal,
+        keys: IdempotencyKeys,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.cli = cli
+        self.journal = journal
+        self.keys = keys
+        self.clock = clock
+        self.max_message_bytes = settings.daemon.max_message_bytes
+        self.send_rate_per_s = settings.daemon.send_rate_per_s
+        self.bucket = TokenBucket(self.send_rate_per_s)
+        self._reconciling: set[str] = set()
+        self._sending: set[str] = set()  # keys whose CLI call is queued or running
+        self._reconciled_at: dict[str, float] = {}  # key -> monotonic time of the last try
+
+    def _check_message(self, text: str) -> None:
+        limit = self.max_message_bytes
+        if not text:
+            raise errors.InvalidParams("message is empty")
+        if "\x00" in text:
+            raise errors.InvalidParams("message contains U+0000")
+        if has_lone_surrogate(text):
+            raise errors.InvalidParams("message contains a lone surrogate (not valid UTF-8)")
+        size = len(text.encode("utf-8"))
+        if size > limit:
+            raise errors.InvalidParams(
+                f"message is {size} bytes of UTF-8; at most {limit} (maxMessageBytes)"
+            )
+
+    async def send(self, ctx: CallContext, p: s.SendParams) -> s.SendResult:
+        cid = bound_id(self.host)
+        self._check_message(p.message)
+        key = p.idempotency_key
+        if key is not None:
+            previous = self._key_result(key)
+            if previous is not None:
+                return s.SendResult(message_id=previous)
+        wait = self.bucket.take(time.monotonic())
+        if wait > 0:
+            raise errors.Busy(f"over sendRatePerS ({self.send_rate_per_s}/s)", retry_after_s=wait)
+        cli = self.cli
+        started = False
+
+        def on_start() -> None:
+            nonlocal started
+            started = True  # from here on the CLI may send
+
+        if key is not None:
+            self.keys.intent(key, self.clock(), PendingKey(key, 0.0, p.message, p.reply_to).body())
+            self._sending.add(key)
+        try:
+            if p.reply_to is not None:
+                sent = await cli.send_reply(cid, p.reply_to, p.message, on_start=on_start)
+            else:
+                sent = await cli.send_text(cid, p.message, on_start=on_start)
+        except BaseException as exc:
+            if key is not None:
+                self._send_failed(key, exc, started=started)
+            raise
+        finally:
+            if key is not None:
+                self._sending.discard(key)
+        self._journal_sent(cid, key, sent.message_id, p.message, p.reply_to)
+        return s.SendResult(message_id=sent.message_id)
+
+    def _journal_sent(
+        self, cid: str, key: str | None, message_id: str, text: str, reply_to: str | None
+    ) -> None:
+        """Journal ``message_sent`` and, in the same transaction, settle ``key``."""
+        settle = json.dumps({"messageId": message_id})
+        self.journal.append(
+            [
+                event(
+                    "message_sent",
+                    cid,
+                    messageId=message_id,
+                    content=text,
+                    replyTo=reply_to,
+                    idempotencyKey=key,
+                )
+            ],
+            seen=[(message_id, "own")],
+            writes=() if key is None else (SettleKey(key, message_id, settle),),
+        )
+
+    async def react(self, ctx: CallContext, p: s.ReactParams) -> s.ReactResult:
+        cid = bound_id(self.host)
+        cli = self.cli
+        done = await cli.send_reaction(cid, p.message_id, p.emoji, remove=p.remove)
+        return s.ReactResult(
+            message_id=done.message_id,
+            reference_message_id=done.reference_message_id,
+            action="removed" if done.action == "remove" else "added",
+            emoji=done.emoji,
+        )
+
+    # --- idempotency keys (state: in_flight | done; see convosd.idempotency) ------------
+
+    def _key_result(self, key: str) -> str | None:
+        row = self.keys.get(key)
+        if row is None:
+            return None
+        state, intent_at, body = row
+        if self.clock() - intent_at > IDEMPOTENCY_TTL_S:
+            self.keys.forget(key)
+            return None
+        if state == "done":
+            return str(json.loads(body)["messageId"])
+        self._reconcile_if_due(key)
+        raise errors.Busy(
+            "a send with this idempotencyKey is in flight or its outcome is not known yet; "
+            "repeat it later with the same key",
+            retry_after_s=KEY_BUSY_RETRY_S,
+        )
+
+    def _send_failed(self, key: str, exc: BaseException, *, started: bool) -> None:
+        """The rule of convosd.idempotency: release the key only when the CLI provably did
+        not send; otherwise keep it in flight and reconcile it."""
+        if not started or isinstance(exc, _NOT_SENT):
+            self.keys.forget(key)
+            return
+        log.warning(
+            "send_outcome_unknown",
+            error=getattr(exc, "kind", type(exc).__name__),
+            hint="the key stays in flight until the own messages settle it",
+        )
+        if not isinstance(exc, asyncio.CancelledError):
+            # (Cancelled: shutting down or the request went away; the next start or the
+            # next repeat of the key reconciles it.)
+            self.host.spawn_task(self.reconcile_keys(only=key), "reconcile-key")
+
+    def _reconcile_if_due(self, key: str) -> None:
+        """A repeat found ``key`` in flight: reconcile it again unless its send is still
+        running, a reconciliation is under way or one ran moments ago."""
+        if key in self._sending or key in self._reconciling:
+            return
+        now = time.monotonic()
+        if now - self._reconciled_at.get(key, -RECONCILE_EVERY_S) < RECONCILE_EVERY_S:
+            return
+        self._reconciled_at[key] = now
+        self.host.spawn_task(self.reconcile_keys(only=key), "reconcile-key")
+
+    async def reconcile_keys(self, only: str | None = None) -> None:
+        """Settle keys left in flight (at start, after a send with an unknown outcome, or
+        when a repeat finds one) from the conversation's own messages; see
+        :func:`convosd.idempotency.reconcile`. A settled key journals its ``message_sent``."""
+        keys = self.keys
+        keys.expire(self.clock() - IDEMPOTENCY_TTL_S)
+        names = {
+            row[0]
+            for row in keys.in_flight()
+            if (only is None or row[0] == only)
+            and row[0] not in self._sending
+            and row[0] not in self._reconciling
+        }
+        if not names:
+            return
+        binding = self.host.binding
+        own = self.host.own_inbox_id
+        if binding is None or own is None:
+            log.info("idempotency_reconcile_deferred", keys=len(names), reason="not bound")
+            return
+        cid = binding.conversation_id
+        self._reconciling |= names
+        now = time.monotonic()
+        for name in names:
+            self._reconciled_at[name] = now
+        try:
+            pending = [PendingKey.from_row(*row) for row in keys.in_flight()]
+            since = min(k.intent_at for k in pending if k.key in names) - SKEW_S
+            try:
+                messages, complete = await self._messages_since(cid, since)
+            except errors.ConvosdError as exc:
+                log.warning("idempotency_reconcile_failed", error=exc.message, keys=len(names))
+                return  # stay in flight: repeats get BUSY and try again
+            # Read again: sends may have finished or started while the CLI ran.
+            pending = [PendingKey.from_row(*row) for row in keys.in_flight()]
+            # Ids already reported as some send's result (a key's, or a send without one)
+            # cannot be this send's.
+            settled = keys.settled_by([m.id for m in messages])
+            settled |= self.journal.sent_message_ids(since)
+            verdicts = reconcile(
+                pending, messages, own_inbox_id=own, settled=settled, complete=complete
+            )
+            by_key = {k.key: k for k in pending}
+            for verdict in verdicts:
+                if verdict.key not in names or verdict.key in self._sending:
+                    continue
+                self._apply(cid, by_key[verdict.key], verdict)
+        finally:
+            self._reconciling -= names
+
+    def _apply(self, cid: str, key: PendingKey, verdict: Verdict) -> None:
+        log.info("idempotency_reconciled", outcome=verdict.outcome.value, why=verdict.reason)
+        if verdict.outcome is Outcome.NOT_SENT:
+            self.keys.forget(key.key)
+            self._reconciled_at.pop(key.key, None)
+        elif verdict.outcome is Outcome.SENT and verdict.message_id is not None:
+            try:
+                self._journal_sent(cid, key.key, verdict.message_id, key.message, key.reply_to)
+            except StoreError as exc:
+                log.warning("idempotency_settle_failed", error=str(exc))
+                return
+            self._reconciled_at.pop(key.key, None)
+
+    async def _messages_since(self, cid: str, since: float) -> tuple[list[CliMessage], bool]:
+        """The conversation's messages sent after ``since`` (epoch seconds), paged; the flag
+        says whether the listing is complete."""
+        cli = self.cli
+        after_ns = int(since * 1e9)
+        found: dict[str, CliMessage] = {}
+        for _ in range(RECONCILE_MAX_PAGES):
+            page = await cli.messages(cid, sent_after_ns=after_ns, limit=RECONCILE_PAGE)
+            fresh = [m for m in page if m.id not in found]
+            found.update((m.id, m) for m in fresh)
+            if len(page) < RECONCILE_PAGE:
+                return list(found.values()), True
+            if not fresh:
+                return list(found.values()), False  # a page of one millisecond: no progress
+            # sentAt has millisecond precision: re-read the last millisecond.
+            after_ns = max(m.sent_at_ns for m in page) - 1
+        return list(found.values()), False

@@ -1,0 +1,26 @@
+"""status and health: read-only views of the daemon."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convosd.instance import Instance
+from convosd.rpc import schemas as s
+from convosd.rpc.dispatch import CallContext
+from convosd.rpc.subscriptions import SubscriptionHub
+
+
+class StatusApi:
+    def __init__(self, instance: Instance, hub: SubscriptionHub) -> None:
+        self.instance = instance
+        self.hub = hub
+
+    async def status(self, ctx: CallContext, _p: s.NoParams) -> dict[str, Any]:
+        # The hot path of health checks: built as the wire shape directly (tests validate it
+        # against StatusResult, which also documents it in rpc.discover).
+        instance = self.instance
+        return instance.status(subscribers=len(self.hub), policy=instance.sender_policy.counts())
+
+    async def health(self, ctx: CallContext, _p: s.NoParams) -> s.HealthResult:
+        status, checks = self.instance.health()
+        return s.HealthResult(status=status, checks=checks)
