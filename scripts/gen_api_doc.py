@@ -34,8 +34,9 @@ COMMAND = ".venv/bin/python scripts/gen_api_doc.py"
 REF_PREFIX = "#/components/schemas/"
 
 
-def build_document() -> dict[str, Any]:
-    """The OpenRPC document of ``rpc.discover``, for default settings."""
+def method_table() -> dict[str, Any]:
+    """The daemon's method table for default settings (no instance behind it: building the
+    table only reads the settings)."""
     stand_in = cast(
         Instance,
         SimpleNamespace(
@@ -46,8 +47,12 @@ def build_document() -> dict[str, Any]:
             sender_policy=None,
         ),
     )
-    service = ConvosService(stand_in, cast(SubscriptionHub, None))
-    return document(service.methods(), version=__version__)
+    return ConvosService(stand_in, cast(SubscriptionHub, None)).methods()
+
+
+def build_document() -> dict[str, Any]:
+    """The OpenRPC document of ``rpc.discover``, for default settings."""
+    return document(method_table(), version=__version__)
 
 
 # --- JSON schema to text --------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from convosd.client import Client
 from tests.fakeconvos.network import FakeNetwork
@@ -66,33 +65,11 @@ def test_check_mode(tmp_path: Path) -> None:
     assert gen.main(["--check", "--output", str(stale)]) == 0
 
 
-def _method_table() -> dict[str, Any]:
-    from types import SimpleNamespace
-    from typing import cast
-
-    from convosd.config import load_settings
-    from convosd.instance import Instance
-    from convosd.rpc.subscriptions import SubscriptionHub
-    from convosd.service import ConvosService
-
-    stand_in = cast(
-        Instance,
-        SimpleNamespace(
-            settings=load_settings({}, environ={}),
-            cli=None,
-            journal=None,
-            store=SimpleNamespace(keys=None),
-            sender_policy=None,
-        ),
-    )
-    return ConvosService(stand_in, cast(SubscriptionHub, None)).methods()
-
-
 def test_every_method_has_an_example_the_daemon_would_accept_and_send() -> None:
     """docs/API.md shows a request and a response per method; both fit the real models."""
     from convosd.rpc.examples import METHOD_EXAMPLES
 
-    methods = _method_table()
+    methods = generator().method_table()
     missing = sorted(set(methods) - set(METHOD_EXAMPLES))
     assert not missing, f"add an example to convosd/rpc/examples.py for: {missing}"
     for name, spec in methods.items():
