@@ -35,6 +35,7 @@ from typing import Any
 from mcp import Client as McpClient
 from mcp import StdioServerParameters
 
+from bench.startup import daemon_env, start_daemon
 from contrib.webhook.relay import Relay, RelayConfig
 from convosd.client import ConvosdClient
 from convosd.errors import NotReady
@@ -210,22 +211,7 @@ async def run(calls: int, events: int) -> None:
         state = root / "state"
         fill_journal(state, events)
         sock = root / "d.sock"
-        env = {
-            **os.environ,
-            "FAKECONVOS_NETWORK": str(net.path),
-            "CONVOSD_ENV": "dev",
-            "CONVOSD_CLI": f"{sys.executable} {net.executable}",
-            "CONVOSD_CLI_ENV_PASSTHROUGH": "FAKECONVOS_*",
-            "CONVOSD_SEND_RATE_PER_S": "1000",
-            "CONVOSD_LOG_LEVEL": "warning",
-        }
-        log = (root / "daemon.log").open("w")
-        daemon = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
-            [sys.executable, "-m", "convosd", "--socket", str(sock), "--state-dir", str(state)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        daemon = start_daemon(root, state, daemon_env(net, CONVOSD_SEND_RATE_PER_S="1000"))
         try:
             for _ in range(500):
                 if sock.exists():
@@ -302,7 +288,6 @@ async def run(calls: int, events: int) -> None:
         finally:
             daemon.terminate()
             daemon.wait(30)
-            log.close()
 
     def row(name: str, values: list[float], base: list[float]) -> str:
         return (
