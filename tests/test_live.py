@@ -422,3 +422,36 @@ async def wait_for_event(
             return found[-1]
         await asyncio.sleep(0.05)
     raise AssertionError(f"no {kind} event within {within_s} s")
+
+
+# --- convosctl ----------------------------------------------------------------------------
+
+
+async def test_convosctl_live_commands_print_what_the_daemon_answered(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    from tests.test_ctl_typed import RecordingProxy, shows_error, shows_result
+
+    async with (
+        running_daemon(net, tmp_path / "me") as daemon,
+        RecordingProxy(daemon.socket, tmp_path / "proxy.sock").running() as proxy,
+    ):
+        c = await daemon.client()
+        created, members = await create_with(c, net, tmp_path, "bob")
+        await c.close()
+        bob = await inbox_of(members["bob"])
+        assert await shows_result(proxy, "typing") == {"ok": True}
+        assert await shows_result(proxy, "typing", "--stop") == {"ok": True}
+        assert await shows_error(proxy, "update") == "INVALID_PARAMS"
+        updated = await shows_result(proxy, "update", "--description=-notes")
+        assert updated == {"name": "Team", "description": "-notes"}
+        assert await shows_error(proxy, "remove", created["inboxId"]) == "INVALID_PARAMS"
+        assert await shows_result(proxy, "remove", bob) == {"removed": [bob]}
+        assert await shows_error(proxy, "explode", "--yes", "--at", "2020-01-01T00:00:00Z") == (
+            "INVALID_PARAMS"
+        )
+        at = iso(time.time() + 3600)
+        scheduled = await shows_result(proxy, "explode", "--yes", "--at", at)
+        assert scheduled == {"exploded": False, "scheduledAt": at}
+        assert (await shows_result(proxy, "status"))["expiresAt"] == at
+        assert (await shows_result(proxy, "explode", "--yes"))["exploded"] is True
