@@ -455,3 +455,37 @@ async def test_convosctl_live_commands_print_what_the_daemon_answered(
         assert scheduled == {"exploded": False, "scheduledAt": at}
         assert (await shows_result(proxy, "status"))["expiresAt"] == at
         assert (await shows_result(proxy, "explode", "--yes"))["exploded"] is True
+
+
+async def test_a_removed_member_with_a_valid_invite_comes_back_until_the_tag_rotates(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """What docs/PROTOCOL.md says of member.remove: the CLI's join-request watcher accepts
+    the removed member's old, still valid request again when it starts (it rescans the DMs
+    it accepted requests on); lock + unlock rotates the invite tag and ends that."""
+    state = tmp_path / "d"
+    async with running_daemon(net, state) as running:
+        c = await running.client()
+        created, members = await create_with(c, net, tmp_path, "bob")
+        cid = created["conversationId"]
+        bob = await inbox_of(members["bob"])
+        assert await c.call("member.remove", {"inboxId": bob}) == {"removed": [bob]}
+        await c.close()
+    async with running_daemon(net, state) as running:  # the watcher starts again
+        assert await eventually(lambda: (bob, 1) in network_rows(net, cid)[1], within_s=15)
+        c = await running.client()
+        assert await c.call("member.remove", {"inboxId": bob}) == {"removed": [bob]}
+        assert await c.call("conversation.lock") == {"locked": True}
+        assert await c.call("conversation.lock", {"unlock": True}) == {"locked": False}
+        await c.close()
+    async with running_daemon(net, state) as running:
+        c = await running.client()
+        # the watcher's start-up pass is done once a fresh member is let in after it
+        carol = member_cli(net, tmp_path / "carol")
+        await carol.join((await c.call("conversation.invite"))["inviteSlug"], no_wait=True)
+        carol_inbox = await inbox_of(carol)
+        assert await eventually(lambda: (carol_inbox, 1) in network_rows(net, cid)[1], within_s=15)
+        assert (bob, 1) not in network_rows(net, cid)[1]
+        left = [e["inboxId"] for e in await events(c) if e["type"] == "member_left"]
+        assert left == [bob, bob]  # each removal once
+        await c.close()
