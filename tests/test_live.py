@@ -489,3 +489,27 @@ async def test_a_removed_member_with_a_valid_invite_comes_back_until_the_tag_rot
         left = [e["inboxId"] for e in await events(c) if e["type"] == "member_left"]
         assert left == [bob, bob]  # each removal once
         await c.close()
+
+
+def test_rfc3339_parsing() -> None:
+    from datetime import UTC, datetime
+
+    assert parse_rfc3339("2026-05-04T09:15:02Z") == datetime(2026, 5, 4, 9, 15, 2, tzinfo=UTC)
+    assert parse_rfc3339("2026-05-04t11:15:02.250+02:00") == datetime(
+        2026, 5, 4, 9, 15, 2, 250000, tzinfo=UTC
+    )
+    assert parse_rfc3339("2026-05-04T09:15:02.123456789z").microsecond == 123456
+    for bad in (
+        "2026-05-04",
+        "2026-05-04T09:15:02",
+        "2026-05-04 09:15:02Z",
+        "2026-05-04T09:15Z",
+        "2026-02-30T00:00:00Z",
+        "2026-05-04T24:00:00Z",
+        "2026-05-04T09:15:02+0200",
+        "1777886102",
+        " 2026-05-04T09:15:02Z",
+        "２０２６-05-04T09:15:02Z",
+    ):
+        with pytest.raises(ValueError):
+            parse_rfc3339(bad)
