@@ -4,7 +4,9 @@ A :class:`BoundConversation` is created when the instance binds (or resumes a sa
 and closed when it unbinds, whatever the reason (explode, removal, reset, shutdown). It owns
 the two long-lived children (``conversation stream`` and ``conversations
 process-join-requests --watch``), the ingest pipeline, the backfill loop, the watcher handling,
-the member, owner and profile views and the pairing notice, with every task they run in one
+the member, owner and profile views, the pairing notice and the scheduled explosion (read
+with ``explode-status`` at start, after each ``group_updated`` and at every backfill; a timer
+ends the binding when it passes), with every task they run in one
 :class:`~convosd.tasks.TaskScope`. Closing it stops the children and ends those tasks, so
 nothing of a binding survives it: dropping the object drops its state.
 """
@@ -16,6 +18,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -29,6 +32,7 @@ from convosd.cli.streams import (
     WatcherError,
     WatcherStreamEnded,
     is_explode_notice,
+    is_scheduled_explode,
     parse_watcher_line,
 )
 from convosd.config import Settings
@@ -37,6 +41,7 @@ from convosd.ingest import Ingest, PolicyHook
 from convosd.pairing import SenderPolicy
 from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store, StoreError
+from convosd.storage.work import MarkDeparted
 from convosd.supervisor.child import SupervisedChild
 from convosd.tasks import TaskScope
 
@@ -85,6 +90,10 @@ class BoundConversation:
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()
         self._profiles_at = 0.0
+        #: the scheduled explosion (``explode-status``), and who scheduled it
+        self.expires_at: datetime | None = None
+        self.expires_by: str | None = None
+        self._expiry_timer: asyncio.Task[None] | None = None
 
     @property
     def conversation_id(self) -> str:
@@ -108,7 +117,7 @@ class BoundConversation:
             policy=self.policy or self.sender_policy,
             on_write_failed=self.sender_policy.reload,
             sender_name=self.sender_name,
-            on_group_updated=lambda _m: self.schedule_refresh(),
+            on_group_updated=lambda _m: self._group_updated(),
             on_special=self._on_special,
             backfill_window_s=self.settings.daemon.backfill_window_s,
         )
@@ -139,6 +148,7 @@ class BoundConversation:
             self.members = {inbox}
         # Owners first (the queue is FIFO): the policy needs the super admins.
         self.schedule_refresh(initial=self.members is None)
+        self.schedule_expiry_check()
         for child in self.children.values():
             child.start()
         with contextlib.suppress(TimeoutError):
@@ -189,7 +199,10 @@ class BoundConversation:
                 cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
             )
 
-        return await ingest.backfill(page)
+        try:
+            return await ingest.backfill(page)
+        finally:
+            self.schedule_expiry_check()
 
     async def _backfill_loop(self) -> None:
         while True:
@@ -240,14 +253,87 @@ class BoundConversation:
         return self.names.get(inbox_id)
 
     def _on_special(self, message: CliMessage) -> None:
-        if is_explode_notice(message):
+        if is_scheduled_explode(message):
+            self.schedule_expiry_check()  # a time to remember, not an explosion now
+        elif is_explode_notice(message):
             self._spawn(self.on_gone(message.sender_inbox_id, "exploded"), "conversation-exploded")
+
+    def _group_updated(self) -> None:
+        self.schedule_refresh()
+        self.schedule_expiry_check()
+
+    # --- the scheduled explosion --------------------------------------------------------
+
+    def schedule_expiry_check(self) -> None:
+        """Read ``explode-status`` soon (coalesced like the views)."""
+        self._schedule("expiry", initial=False)
+
+    async def check_expiry(self) -> None:
+        """Read the scheduled explosion with ``explode-status``; end the binding when it has
+        passed, else arm the timer to its time."""
+        if self.closed:
+            return
+        try:
+            status = await self.cli.explode_status(self.binding.conversation_id)
+        except errors.ConvosdError as exc:
+            self.log.warning("explode_status_failed", error=exc.message)
+            return
+        latest = status.most_recent
+        if latest is not None and latest.immediate:
+            # An explosion now: the explode notice or the removal ends the binding as
+            # "exploded"; its expiresAt is not a schedule.
+            return
+        self.set_expiry(
+            status.effective_expires_at, latest.sender_inbox_id if latest is not None else None
+        )
+
+    def set_expiry(self, when: datetime | None, by: str | None) -> None:
+        """Remember the scheduled explosion and (re)arm the timer that ends the binding."""
+        if self.closed:
+            return
+        changed = (when, by) != (self.expires_at, self.expires_by)
+        self.expires_at, self.expires_by = when, by
+        if changed or self._expiry_timer is None or self._expiry_timer.done():
+            if self._expiry_timer is not None:
+                self._expiry_timer.cancel()
+                self._expiry_timer = None
+            if when is not None:
+                self._expiry_timer = self.tasks.spawn(self._expire_at(when, by), "expiry-timer")
+        if changed:
+            self.log.info("explosion_scheduled", expires_at=when and when.isoformat(), by=by)
+            self.on_changed()
+
+    async def _expire_at(self, when: datetime, by: str | None) -> None:
+        # Sleeps in steps: the wall clock may move while the monotonic clock sleeps.
+        delay = when.timestamp() - time.time()
+        while delay > 0:
+            await asyncio.sleep(min(delay, 60.0))
+            delay = when.timestamp() - time.time()
+        self._expiry_timer = None  # this task now ends the binding: nothing cancels it
+        await self.on_gone(by, "expired")
+
+    # --- members ------------------------------------------------------------------------
+
+    def member_removed(self, inbox_id: str) -> None:
+        """member.remove removed ``inbox_id``: journal ``member_left`` unless the members
+        diff already did (the durable mark decides, across restarts too)."""
+        cid = self.binding.conversation_id
+        if self.members is not None:
+            self.members.discard(inbox_id)
+        if inbox_id in self.store.departed(cid):
+            return
+        self.journal.append(
+            [event("member_left", cid, inboxId=inbox_id)],
+            writes=[MarkDeparted(cid, inbox_id)],
+        )
 
     # --- views --------------------------------------------------------------------------
 
     def schedule_refresh(self, *, members: bool = True, initial: bool = False) -> None:
         """Coalesce refreshes: one runs at a time; one asked for meanwhile runs after it."""
-        key = "members" if members else "profiles"
+        self._schedule("members" if members else "profiles", initial=initial)
+
+    def _schedule(self, key: str, *, initial: bool) -> None:
         pending = self._refresh_pending.get(key)
         if pending is not None and not pending.done():
             self._refresh_again.add(key)
@@ -263,6 +349,8 @@ class BoundConversation:
             self._refresh_again.discard(key)
             if key == "members":
                 await self.refresh_views(initial=initial)
+            elif key == "expiry":
+                await self.check_expiry()
             else:
                 await self.refresh_profiles()
             initial = False
@@ -302,15 +390,19 @@ class BoundConversation:
             return
         previous = self.members
         self.members = current
+        departed = self.store.departed(cid)
+        # A member again: a later departure is journaled again.
+        writes = [MarkDeparted(cid, inbox, departed=False) for inbox in sorted(current & departed)]
+        changes: list[NewEvent] = []
         if previous is not None and not initial:
-            changes: list[NewEvent] = [
+            changes += [
                 event("member_joined", cid, inboxId=inbox) for inbox in sorted(current - previous)
             ]
-            changes += [
-                event("member_left", cid, inboxId=inbox) for inbox in sorted(previous - current)
-            ]
-            if changes:
-                self.journal.append(changes)
+            for inbox in sorted(previous - current - departed):  # member.remove may have
+                changes.append(event("member_left", cid, inboxId=inbox))
+                writes.append(MarkDeparted(cid, inbox))
+        if changes or writes:
+            self.journal.append(changes, writes=writes)
         if initial or time.monotonic() - self._profiles_at > 1.0:
             with contextlib.suppress(errors.ConvosdError):
                 await self.refresh_profiles()
@@ -323,6 +415,6 @@ class BoundConversation:
         except errors.ConvosdError:
             return None, "removed"
         for message in recent:
-            if is_explode_notice(message):
+            if is_explode_notice(message) and not is_scheduled_explode(message):
                 return message.sender_inbox_id, "exploded"
         return None, "removed"

@@ -200,8 +200,27 @@ class ConvosdClient(Client):
     async def lock(self, *, unlock: bool = False) -> s.LockResult:
         return await self._typed("conversation.lock", s.LockResult, {"unlock": unlock})
 
-    async def explode(self) -> s.ExplodeResult:
-        return await self._typed("conversation.explode", s.ExplodeResult, {"confirm": True})
+    async def explode(self, *, at: str | None = None) -> s.ExplodeResult:
+        """Explode now, or with ``at`` (RFC 3339, in the future) schedule it."""
+        params = _clean({"confirm": True, "at": at})
+        return await self._typed("conversation.explode", s.ExplodeResult, params)
+
+    async def update(
+        self, *, name: str | None = None, description: str | None = None
+    ) -> s.UpdateResult:
+        params = _clean({"name": name, "description": description})
+        return await self._typed("conversation.update", s.UpdateResult, params)
+
+    async def typing(self, typing: bool = True) -> s.OkResult:
+        """Show (or with False, stop showing) that the instance is typing."""
+        return await self._typed("conversation.typing", s.OkResult, {"typing": typing})
+
+    async def mark_read(self) -> s.OkResult:
+        return await self._typed("message.markRead", s.OkResult)
+
+    async def remove_member(self, inbox_id: str) -> s.RemoveMemberResult:
+        params = {"inboxId": inbox_id}
+        return await self._typed("member.remove", s.RemoveMemberResult, params)
 
     async def update_profile(self, **params: Any) -> s.OkResult:
         return await self._typed("profile.update", s.OkResult, _clean(params))

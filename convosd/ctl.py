@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from convosd import __version__, errors
+from convosd import __version__, ctl_live, errors
 from convosd.client import ConvosdClient, EventStream, RpcError
 from convosd.config import default_socket_path
 from convosd.discovery import Discovery, discover, unreachable_hint
@@ -256,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("unlock", help="unlock the conversation")
     p = sub.add_parser("explode", help="remove every other member and unbind")
     p.add_argument("--yes", action="store_true", required=True)
+    ctl_live.add_explode_at(p)
+    ctl_live.add_parsers(sub)
     p = sub.add_parser("events", help="journaled events")
     p.add_argument("--after", type=int, metavar="N", help="the events after seq N (default: 0)")
     p.add_argument("--follow", action="store_true", help="keep following, across restarts")
@@ -372,8 +374,8 @@ async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output
             out.emit(s.dump(await client.react(args.message_id, args.emoji, remove=args.remove)))
         elif command in ("lock", "unlock"):
             out.emit(s.dump(await client.lock(unlock=command == "unlock")))
-        elif command == "explode":
-            out.emit(s.dump(await client.explode()))
+        elif command in ctl_live.COMMANDS:
+            out.emit(await ctl_live.run(client, args))
         elif command == "reset":
             out.emit(s.dump(await client.reset()))
         elif command == "events":

@@ -18,6 +18,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -36,6 +37,7 @@ from convosd.storage.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
 from convosd.tasks import TaskScope
+from convosd.timefmt import iso
 
 PROBE_INTERVAL_S = 60.0
 PROFILE_REFRESH_S = 300.0
@@ -380,6 +382,22 @@ class Instance:
             self._ending.set()
             self._ending = None
 
+    def member_removed(self, inbox_id: str) -> None:
+        """member.remove removed ``inbox_id`` (``member_left`` is journaled once)."""
+        if self.conversation is not None:
+            self.conversation.member_removed(inbox_id)
+
+    def explosion_scheduled(self, when: datetime, by: str | None) -> None:
+        """conversation.explode scheduled the explosion: arm the timer now (our own
+        group_updated is never journaled, so no check would follow it)."""
+        if self.conversation is not None:
+            self.conversation.set_expiry(when, by)
+
+    @property
+    def expires_at(self) -> str | None:
+        conversation = self.conversation
+        return iso(conversation.expires_at) if conversation is not None else None
+
     # --- reporting ----------------------------------------------------------------------
 
     def changed(self) -> None:
@@ -481,6 +499,7 @@ class Instance:
             "journal": self.journal.position.as_dict(),
             "subscribers": subscribers,
             "policy": policy or self.sender_policy.counts(),
+            "expiresAt": self.expires_at,
         }
 
     def running_children(self) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
 from convosd.api.events import EventsApi
+from convosd.api.live import LiveApi
 from convosd.api.messages import MessagesApi
 from convosd.api.pairing import PairingApi
 from convosd.api.status import StatusApi
@@ -40,6 +41,7 @@ class ConvosService:
         )
         self.events = EventsApi(instance.journal, hub)
         self.pairing = PairingApi(instance.sender_policy)
+        self.live = LiveApi(instance, instance.cli)
 
     @property
     def bucket(self) -> TokenBucket:
@@ -57,4 +59,5 @@ class ConvosService:
             messages=self.messages,
             events=self.events,
             pairing=self.pairing,
+            live=self.live,
         )

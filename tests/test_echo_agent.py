@@ -37,6 +37,10 @@ async def running_agent(socket: Path, state_file: Path) -> AsyncIterator[EchoAge
             await task
 
 
+def done_with(agent: EchoAgent, journal: Journal) -> bool:
+    return agent.position is not None and agent.position.seq == journal.last_seq
+
+
 def journaled(journal: Journal, kind: str) -> list[dict[str, Any]]:
     return [e.as_dict() for e in journal.read(0, 10_000) if e.type == kind]
 
@@ -58,9 +62,19 @@ async def test_echoes_once_across_restarts(net: FakeNetwork, tmp_path: Path) -> 
             before_hello = journal.last_seq
             hello = await bob.send_text(cid, "hello")
             assert await eventually(lambda: agent.replies == 1)
+            # handled to the end (the typing stop follows the answer) and its seq saved
+            assert await eventually(lambda: done_with(agent, journal))
 
         replies = [m for m in await bob.messages(cid) if "echo:" in (m.content or "")]
         assert len(replies) == 1 and replies[0].content_type.type_id == "reply"
+        # it marked the conversation read and showed "typing" until its answer was out
+        own = [m for m in await bob.messages(cid) if m.sender_inbox_id == created.inbox_id]
+        assert [(m.content_type.type_id, m.content) for m in own][-4:] == [
+            ("readReceipt", "{}"),
+            ("typing_indicator", '{"isTyping":true}'),
+            ("reply", replies[0].content),
+            ("typing_indicator", '{"isTyping":false}'),
+        ]
         assert replies[0].content is not None and replies[0].content.endswith("echo: hello")
         (sent,) = journaled(journal, "message_sent")
         assert (sent["replyTo"], sent["idempotencyKey"]) == (
@@ -72,6 +86,8 @@ async def test_echoes_once_across_restarts(net: FakeNetwork, tmp_path: Path) -> 
         async with running_agent(daemon.socket, state_file) as agent:
             second = await bob.send_text(cid, "second")
             assert await eventually(lambda: agent.replies == 1)
+            # handled to the end (the typing stop follows the answer) and its seq saved
+            assert await eventually(lambda: done_with(agent, journal))
         assert [e["replyTo"] for e in journaled(journal, "message_sent")] == [
             hello.message_id,
             second.message_id,
@@ -101,6 +117,13 @@ class StubClient:
         self.conversation_id = conversation_id
         self.failures = failures
         self.sends: list[dict[str, Any]] = []
+        self.signals: list[str] = []
+
+    async def mark_read(self) -> Any:
+        self.signals.append("read")
+
+    async def typing(self, typing: bool = True) -> Any:
+        self.signals.append(f"typing:{typing}")
 
     async def status(self) -> Any:
         return type("Status", (), {"conversation_id": self.conversation_id})()
@@ -148,6 +171,7 @@ async def test_busy_is_retried_with_the_same_key(tmp_path: Path) -> None:
         "replyTo": "ff" * 32,
         "idempotencyKey": f"echo-{'ff' * 32}",
     }
+    assert client.signals == ["read", "typing:True", "typing:False"]  # once, not per retry
 
 
 async def test_not_bound_and_other_conversations_are_skipped(tmp_path: Path) -> None:
@@ -157,8 +181,10 @@ async def test_not_bound_and_other_conversations_are_skipped(tmp_path: Path) -> 
     await asyncio.wait_for(agent.handle(message()), 10)
     assert (agent.replies, agent.skipped, len(client.sends)) == (0, 1, 1)
     client.conversation_id = "c2"  # the journal replays a message of an exploded conversation
+    signals = list(client.signals)
     await asyncio.wait_for(agent.handle(message()), 10)
     assert (agent.replies, agent.skipped, len(client.sends)) == (0, 2, 1)
+    assert client.signals == signals  # nothing in a conversation the message is not from
 
 
 def test_what_gets_an_answer() -> None:

@@ -78,9 +78,14 @@ async def bound_daemon(
 
 async def test_tools_schemas_and_admin_flag(net: FakeNetwork, tmp_path: Path) -> None:
     async with running_daemon(net, tmp_path / "d") as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as direct:
+            methods = {m["name"] for m in (await direct.discover())["methods"]}
+        # the gated tools this daemon offers (typing and read receipts, at least)
+        offered = {t.name for t in TOOLS if t.needs_discover and t.method in methods}
+        assert {"set_typing", "mark_read"} <= offered
         async with mcp_session(daemon.socket) as client:
             listed = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert set(listed) == BASE_TOOLS  # no admin tools, no tools of newer daemons
+            assert set(listed) == BASE_TOOLS | offered  # no admin tools
             send = listed["send_message"]
             assert send.description and "reply" in send.description
             assert send.input_schema["required"] == ["message"]
@@ -109,9 +114,11 @@ async def test_tools_schemas_and_admin_flag(net: FakeNetwork, tmp_path: Path) ->
 
         async with mcp_session(daemon.socket, allow_admin=True) as client:
             listed = {tool.name for tool in (await client.list_tools()).tools}
-            assert listed == BASE_TOOLS | ADMIN_TOOLS
+            assert listed == BASE_TOOLS | ADMIN_TOOLS | offered
             created = await call(client, "create_conversation", name="Made by MCP")
             assert created["conversationId"] and created["inviteUrl"]
+            assert await call(client, "set_typing") == {"ok": True}
+            assert await call(client, "mark_read") == {"ok": True}
             info = await call(client, "conversation_info")
             assert (info["conversationId"], info["name"]) == (
                 created["conversationId"],
@@ -252,7 +259,8 @@ async def test_stdio_entry_point(net: FakeNetwork, tmp_path: Path) -> None:
             cwd=REPO,
         )
         async with McpClient(params) as client:
-            assert {tool.name for tool in (await client.list_tools()).tools} == BASE_TOOLS
+            listed = {tool.name for tool in (await client.list_tools()).tools}
+            assert listed - GATED_TOOLS == BASE_TOOLS  # (and what this daemon offers of those)
             info = await call(client, "conversation_info")
             assert info["conversationId"] == cid and info["memberCount"] == 2
             sent = await call(client, "send_message", message="over stdio")

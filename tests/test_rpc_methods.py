@@ -40,6 +40,7 @@ STATUS_KEYS = {
     "journal",
     "subscribers",
     "policy",
+    "expiresAt",
 }
 CHILD_KEYS = {"state", "pid", "restarts", "since", "lastExit", "lastError", "nextRetryAt"}
 
@@ -464,6 +465,7 @@ async def test_rpc_discover_lists_every_method(client: Client) -> None:
         "conversation.cancelJoin",
         "conversation.lock",
         "conversation.explode",
+        "member.remove",
         "daemon.reset",
     }
     codes = {e["data"]["kind"]: e["code"] for e in doc["components"]["errors"]}

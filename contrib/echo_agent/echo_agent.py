@@ -10,6 +10,10 @@ What it shows:
   the journal's id) in a small state file after every event, so a restarted agent picks up
   where it stopped, and a ``daemon.reset`` (a new journal) is noticed even while the agent
   was down.
+- Marking the conversation read (``message.markRead``) and showing that it is typing
+  (``conversation.typing``) while it prepares the answer, then ``{typing: false}`` once the
+  answer is sent. Both are silent signals for the people in the conversation: best effort,
+  never journaled, not counted against the send rate; a failure never holds up the answer.
 - Replying with ``message.send {message, replyTo, idempotencyKey: "echo-<messageId>"}``. The
   key is derived from the inbound message, so an agent that crashed after sending but before
   saving its position sends the same key again and the daemon returns the first result
@@ -33,7 +37,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -151,6 +155,7 @@ class EchoAgent:
         #: answers given up (NOT_BOUND, another conversation, a message the daemon refused)
         self.skipped = 0
         self._client: ConvosdClient | None = None
+        self._typing = False  # "typing" is showing for the message being answered
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -214,18 +219,38 @@ class EchoAgent:
         params = reply_for(event, self.max_message_bytes)
         if params is None:
             return
+        self._typing = False
+        await self._answer(params, event.get("conversationId"))
+        if self._typing:  # the answer is out (or given up): stop showing "typing"
+            await self._signal("typing stop", lambda client: client.typing(False))
+
+    async def _signal(self, name: str, call: Callable[[ConvosdClient], Awaitable[object]]) -> bool:
+        """A silent signal (read receipt, typing): best effort, never retried."""
+        try:
+            await call(await self._connect())
+        except (errors.ConvosdError, ConnectionError, OSError) as exc:
+            log.info("%s not sent (%s)", name, exc)
+            return False
+        return True
+
+    async def _answer(self, params: dict[str, str], conversation_id: object) -> None:
+        signalled = False
         delay = 0.2
         while True:
             try:
                 client = await self._connect()
                 bound = (await client.status()).conversation_id
-                if bound is not None and bound != event.get("conversationId"):
+                if bound is not None and bound != conversation_id:
                     # An old message replayed after explode and a new binding: an answer
                     # would land in another conversation. (Unbound, or still starting:
                     # the send says NOT_BOUND or NOT_READY.)
                     log.info("not answering %s: its conversation is gone", params["replyTo"])
                     self.skipped += 1
                     return
+                if not signalled:  # once, in the message's own conversation
+                    signalled = True
+                    await self._signal("read receipt", lambda c: c.mark_read())
+                    self._typing = await self._signal("typing", lambda c: c.typing(True))
                 sent = await client.send(
                     params["message"],
                     replyTo=params["replyTo"],

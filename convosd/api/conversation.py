@@ -6,7 +6,9 @@ creator), because the CLI rotates the tag or sends the explode notice before it 
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from datetime import datetime
+from typing import Any, Protocol
 
 from convosd import errors
 from convosd.api.guards import BindingView, bound_id, own_inbox
@@ -17,6 +19,7 @@ from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
 from convosd.storage.journal import Journal
 from convosd.storage.keys import IdempotencyKeys
+from convosd.timefmt import iso, parse_rfc3339
 
 
 class BoundHost(BindingView, Protocol):
@@ -25,6 +28,8 @@ class BoundHost(BindingView, Protocol):
     def known_name(self, inbox_id: str) -> str | None: ...
 
     async def conversation_gone(self, *, by: str | None, reason: str) -> None: ...
+
+    def explosion_scheduled(self, when: datetime, by: str | None) -> None: ...
 
 
 class ConversationApi:
@@ -89,17 +94,30 @@ class ConversationApi:
         self.journal.append([event("conversation_locked", cid, locked=locked)])
         return s.LockResult(locked=locked)
 
-    async def explode(self, ctx: CallContext, _p: s.ConfirmParams) -> s.ExplodeResult:
+    async def explode(self, ctx: CallContext, p: s.ExplodeParams) -> dict[str, Any]:
         cid = bound_id(self.host)
+        when = None if p.at is None else parse_rfc3339(p.at)  # the schema checked the form
+        if when is not None and when.timestamp() <= time.time():
+            raise errors.InvalidParams(
+                f"at ({p.at}) is not in the future: give a later RFC 3339 time, or leave it "
+                "out to explode now"
+            )
         cli = self.cli
         info = await cli.info(cid)
         own = own_inbox(self.host)
         if info.conversation.creator_inbox_id != own:
             raise errors.PermissionDenied("Only the conversation's creator can explode it")
-        done = await cli.explode(cid)
-        await self.host.conversation_gone(by=own, reason="exploded")
-        self.keys.clear()
-        return s.ExplodeResult(exploded=True, members_removed=done.members_removed)
+        if when is not None:
+            await cli.explode_scheduled(cid, iso(when))
+            self.host.explosion_scheduled(when, own)
+            result = s.ExplodeResult(exploded=False, scheduled_at=iso(when))
+        else:
+            done = await cli.explode(cid)
+            await self.host.conversation_gone(by=own, reason="exploded")
+            self.keys.clear()
+            result = s.ExplodeResult(exploded=True, members_removed=done.members_removed)
+        # One of two shapes: the other shape's fields are left out, not null.
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def profile_update(self, ctx: CallContext, p: s.ProfileUpdateParams) -> s.OkResult:
         cid = bound_id(self.host)

@@ -9,6 +9,7 @@ from convosd import __version__
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
 from convosd.api.events import EventsApi
+from convosd.api.live import LiveApi
 from convosd.api.messages import MessagesApi
 from convosd.api.pairing import PairingApi
 from convosd.api.status import StatusApi
@@ -24,6 +25,7 @@ def method_table(
     messages: MessagesApi,
     events: EventsApi,
     pairing: PairingApi,
+    live: LiveApi,
 ) -> dict[str, MethodSpec]:
     m = MethodSpec
     specs = [
@@ -98,10 +100,32 @@ def method_table(
         ),
         m(
             "conversation.explode",
-            s.ConfirmParams,
+            s.ExplodeParams,
             s.ExplodeResult,
             conversation.explode,
-            "Remove every other member and unbind (creator only).",
+            "Remove every other member and unbind, or schedule that with at (creator only).",
+            admin=True,
+        ),
+        m(
+            "conversation.update",
+            s.UpdateParams,
+            s.UpdateResult,
+            live.update,
+            "Change the name and/or the description.",
+        ),
+        m(
+            "conversation.typing",
+            s.TypingParams,
+            s.OkResult,
+            live.typing,
+            "Show (or with typing: false, stop showing) that the instance is typing.",
+        ),
+        m(
+            "member.remove",
+            s.RemoveMemberParams,
+            s.RemoveMemberResult,
+            live.remove,
+            "Remove a member (the instance must be an admin or super admin).",
             admin=True,
         ),
         m(
@@ -124,6 +148,13 @@ def method_table(
             s.ReactResult,
             messages.react,
             "Add or remove a reaction.",
+        ),
+        m(
+            "message.markRead",
+            s.NoParams,
+            s.OkResult,
+            live.mark_read,
+            "Send a read receipt: the conversation is read up to now.",
         ),
         m(
             "events.subscribe",

@@ -385,6 +385,40 @@ class ConvosCli:
         return await self._model(invocation, models.UpdateNameResult)
 
     @_queued
+    async def update_description(
+        self, conversation_id: str, description: str
+    ) -> models.UpdateDescriptionResult:
+        invocation = self.argv.update_description(conversation_id, description)
+        return await self._model(invocation, models.UpdateDescriptionResult)
+
+    @_queued
+    async def explode_scheduled(self, conversation_id: str, at_iso: str) -> models.ExplodeResult:
+        invocation = self.argv.explode_scheduled(conversation_id, at_iso)
+        return await self._model(invocation, models.ExplodeResult)
+
+    @_queued
+    async def explode_status(self, conversation_id: str) -> models.ExplodeStatus:
+        invocation = self.argv.explode_status(conversation_id)
+        return await self._model(invocation, models.ExplodeStatus)
+
+    @_queued
+    async def typing(self, conversation_id: str, *, stop: bool = False) -> models.TypingResult:
+        invocation = self.argv.typing(conversation_id, stop=stop)
+        return await self._model(invocation, models.TypingResult)
+
+    @_queued
+    async def read_receipt(self, conversation_id: str) -> models.ReadReceiptResult:
+        invocation = self.argv.read_receipt(conversation_id)
+        return await self._model(invocation, models.ReadReceiptResult)
+
+    @_queued
+    async def remove_members(
+        self, conversation_id: str, inbox_ids: list[str]
+    ) -> models.RemoveMembersResult:
+        invocation = self.argv.remove_members(conversation_id, inbox_ids)
+        return await self._model(invocation, models.RemoveMembersResult)
+
+    @_queued
     async def update_profile(
         self, conversation_id: str, *, name: str | None = None, image: str | None = None
     ) -> models.UpdateProfileResult:

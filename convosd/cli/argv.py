@@ -242,6 +242,30 @@ class ArgvBuilder:
     def update_name(self, conversation_id: str, name: str) -> Invocation:
         return self._conversation("update-name", conversation_id, None, [name])
 
+    def update_description(self, conversation_id: str, description: str) -> Invocation:
+        return self._conversation("update-description", conversation_id, None, [description])
+
+    def explode_scheduled(self, conversation_id: str, at_iso: str) -> Invocation:
+        """``explode --scheduled=AT``: AT is an ISO-8601 instant convosd formatted itself."""
+        return self._conversation("explode", conversation_id, ["--force", f"--scheduled={at_iso}"])
+
+    def explode_status(self, conversation_id: str, *, limit: int = 200) -> Invocation:
+        return self._conversation(
+            "explode-status", conversation_id, ["--sync", f"--limit={int(limit)}"]
+        )
+
+    def typing(self, conversation_id: str, *, stop: bool = False) -> Invocation:
+        flags = ["--stop"] if stop else []
+        return self._conversation("send-typing-indicator", conversation_id, flags)
+
+    def read_receipt(self, conversation_id: str) -> Invocation:
+        return self._conversation("send-read-receipt", conversation_id)
+
+    def remove_members(self, conversation_id: str, inbox_ids: list[str]) -> Invocation:
+        for inbox_id in inbox_ids:
+            check_id("inbox id", inbox_id)
+        return self._conversation("remove-members", conversation_id, None, list(inbox_ids))
+
     def update_profile(
         self, conversation_id: str, *, name: str | None = None, image: str | None = None
     ) -> Invocation:

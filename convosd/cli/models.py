@@ -295,3 +295,55 @@ class UpdateProfileResult(_Out):
     inbox_id: str | None = Field(default=None, alias="inboxId")
     name: str | None = None
     image: str | None = None
+
+
+# --- a live conversation: typing, read receipts, members, the explode status ------------
+
+
+class TypingResult(_Out):
+    success: bool
+    message_id: str = Field(alias="messageId")
+    conversation_id: str = Field(alias="conversationId")
+    is_typing: bool = Field(alias="isTyping")
+
+
+class ReadReceiptResult(_Out):
+    success: bool
+    message_id: str = Field(alias="messageId")
+    conversation_id: str = Field(alias="conversationId")
+
+
+class RemoveMembersResult(_Out):
+    success: bool
+    conversation_id: str = Field(alias="conversationId")
+    removed_inbox_ids: list[str] = Field(alias="removedInboxIds")
+
+
+class UpdateDescriptionResult(_Out):
+    success: bool
+    conversation_id: str = Field(alias="conversationId")
+    description: str
+
+
+class ExplodeSettingsOut(_Out):
+    message_id: str = Field(alias="messageId")
+    sender_inbox_id: str = Field(alias="senderInboxId")
+    expires_at: datetime = Field(alias="expiresAt")
+    sent_at: datetime = Field(alias="sentAt")
+
+    @property
+    def immediate(self) -> bool:
+        """An immediate explode stamps ``expiresAt`` before it sends; a scheduled one names a
+        time after its own ``sentAt``."""
+        return self.expires_at <= self.sent_at
+
+
+class ExplodeStatus(_Out):
+    """``conversation explode-status``: the group metadata's ``expiresAtUnix`` and the most
+    recent ExplodeSettings message among the last ``--limit`` messages."""
+
+    conversation_id: str = Field(alias="conversationId")
+    is_active: bool = Field(default=True, alias="isActive")
+    most_recent: ExplodeSettingsOut | None = Field(default=None, alias="mostRecentExplodeSettings")
+    effective_expires_at: datetime | None = Field(default=None, alias="effectiveExpiresAt")
+    expired: bool = False

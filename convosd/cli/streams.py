@@ -4,6 +4,7 @@
 - :func:`parse_watcher_line`: one line of ``conversations process-join-requests --watch``
   (JSON events mixed with human lines, among them ``Adding <inbox> to conversation <id>``).
 - :func:`is_explode_notice`: a message that announces the conversation's explosion.
+- :func:`is_scheduled_explode`: an explode notice that schedules the explosion for later.
 
 The supervisor reads the children's stderr with :mod:`convosd.cli.output`
 (:func:`~convosd.cli.output.child_error_summary`, :func:`~convosd.cli.output.is_fatal_child_error`).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -105,3 +107,20 @@ def parse_watcher_line(line: bytes) -> WatcherEvent | None:
 def is_explode_notice(message: CliMessage) -> bool:
     """An explode sends its ExplodeSettings message before it removes the members."""
     return "explode" in message.content_type.type_id.lower()
+
+
+def is_scheduled_explode(message: CliMessage) -> bool:
+    """An ExplodeSettings message that schedules the explosion (its ``expiresAt`` is after
+    its own ``sentAt``) rather than announcing an explosion now (the CLI stamps
+    ``expiresAt`` before it sends). Its content is ``{"expiresAt":"<ISO-8601>"}``; one
+    that cannot be read counts as an explosion now."""
+    if not is_explode_notice(message) or not message.content:
+        return False
+    try:
+        value = json.loads(message.content)
+        expires = datetime.fromisoformat(str(value["expiresAt"]).replace("Z", "+00:00"))
+    except (ValueError, TypeError, KeyError):
+        return False
+    if expires.tzinfo is None:
+        return False
+    return expires > message.sent_at

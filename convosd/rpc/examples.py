@@ -64,6 +64,7 @@ METHOD_EXAMPLES: dict[str, tuple[dict[str, Any] | None, Any]] = {
             "journal": {"journalId": "5b0e1c9e2f7d", "firstSeq": 1, "lastSeq": 42},
             "subscribers": 1,
             "policy": {"held": 0, "dropped": {}},
+            "expiresAt": None,
         },
     ),
     "health": (
@@ -121,6 +122,13 @@ METHOD_EXAMPLES: dict[str, tuple[dict[str, Any] | None, Any]] = {
     "conversation.rename": ({"name": "Research desk II"}, {"name": "Research desk II"}),
     "conversation.lock": ({"unlock": False}, {"locked": True}),
     "conversation.explode": ({"confirm": True}, {"exploded": True, "membersRemoved": 1}),
+    "conversation.update": (
+        {"description": "Daily research notes"},
+        {"name": "Research desk", "description": "Daily research notes"},
+    ),
+    "conversation.typing": ({"typing": True}, {"ok": True}),
+    "member.remove": ({"inboxId": BOB}, {"removed": [BOB]}),
+    "message.markRead": (None, {"ok": True}),
     "profile.update": ({"name": "Scout v2"}, {"ok": True}),
     "message.send": (
         {"message": "Here is the summary.", "replyTo": MESSAGE, "idempotencyKey": "sum-0504"},

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from convosd.events import EVENT_TYPES
+from convosd.timefmt import parse_rfc3339
 
 HexId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{1,256}$")]
 EventType = Literal[
@@ -80,6 +81,40 @@ class LockParams(Params):
 
 class ConfirmParams(Params):
     confirm: Literal[True]
+
+
+class ExplodeParams(Params):
+    confirm: Literal[True]
+    at: str | None = Field(
+        default=None,
+        description="RFC 3339 date-time in the future: schedule the explosion instead",
+    )
+
+    @field_validator("at")
+    @classmethod
+    def _rfc3339(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rfc3339(value)
+        return value
+
+
+class TypingParams(Params):
+    typing: StrictBool = True
+
+
+class RemoveMemberParams(Params):
+    inbox_id: HexId = Field(alias="inboxId")
+
+
+class UpdateParams(Params):
+    name: ShortText | None = None
+    description: Annotated[str, Field(max_length=1024)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> UpdateParams:
+        if self.name is None and self.description is None:
+            raise ValueError("give name, description or both")
+        return self
 
 
 class ProfileUpdateParams(Params):
@@ -184,8 +219,21 @@ class LockResult(Result):
 
 
 class ExplodeResult(Result):
-    exploded: Literal[True]
-    members_removed: int = Field(alias="membersRemoved")
+    """``{exploded: true, membersRemoved}`` now, or ``{exploded: false, scheduledAt}`` for a
+    scheduled explosion: the fields of the other shape are left out."""
+
+    exploded: bool
+    members_removed: int | None = Field(default=None, alias="membersRemoved")
+    scheduled_at: str | None = Field(default=None, alias="scheduledAt")
+
+
+class RemoveMemberResult(Result):
+    removed: list[str]
+
+
+class UpdateResult(Result):
+    name: str | None
+    description: str | None
 
 
 class OkResult(Result):
@@ -281,6 +329,11 @@ class StatusResult(Result):
     journal: JournalOut
     subscribers: int
     policy: PolicyOut
+    expires_at: str | None = Field(
+        default=None,
+        alias="expiresAt",
+        description="when the conversation's scheduled explosion happens (null: none)",
+    )
 
 
 class HealthResult(Result):

@@ -14,6 +14,7 @@ MetaKey = Literal[
     "owner_conversation_id",  # the conversation this instance created as its owner's
     "owner_identity_id",  # the identity that conversation belongs to
     "pending_as_owner",  # set while a pending join would bind as the owner's conversation
+    "departed",  # {conversationId, inboxIds}: whose member_left is journaled (not back since)
 ]
 
 

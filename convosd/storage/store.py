@@ -205,6 +205,27 @@ class Store:
                 "INSERT OR REPLACE INTO pending_join (id, body) VALUES (1, ?)", (json.dumps(body),)
             )
 
+    # --- departed members (member_left journaled once) ----------------------------------
+
+    def departed(self, conversation_id: str) -> frozenset[str]:
+        """The members of ``conversation_id`` whose ``member_left`` is journaled and who were
+        not seen as members since."""
+        raw = self.meta.get("departed")
+        value = json.loads(raw) if raw else {}
+        if value.get("conversationId") != conversation_id:
+            return frozenset()
+        return frozenset(value.get("inboxIds") or ())
+
+    def set_departed(self, conversation_id: str, inbox_id: str, departed: bool) -> None:
+        """Mark (or unmark) ``inbox_id``; marks of another conversation are dropped."""
+        inboxes = set(self.departed(conversation_id))
+        if departed:
+            inboxes.add(inbox_id)
+        else:
+            inboxes.discard(inbox_id)
+        body = {"conversationId": conversation_id, "inboxIds": sorted(inboxes)}
+        self.meta.set("departed", json.dumps(body))
+
     # --- children (for reaping after a daemon crash) ------------------------------------
 
     def record_child(self, name: str, pgid: int, start_ticks: int) -> None:

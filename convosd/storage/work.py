@@ -57,7 +57,18 @@ class SettleKey:
     body: str
 
 
-Write = HoldMessage | OpenPairingRequest | CountDrops | ApproveSender | SettleKey
+@dataclass(frozen=True, slots=True)
+class MarkDeparted:
+    """``member_left`` of ``inbox_id`` is journaled (``departed``), or they are a member
+    again (not ``departed``): the durable key that journals a departure once, whether
+    member.remove or the members diff notices it first."""
+
+    conversation_id: str
+    inbox_id: str
+    departed: bool = True
+
+
+Write = HoldMessage | OpenPairingRequest | CountDrops | ApproveSender | SettleKey | MarkDeparted
 
 
 def apply(store: Store, write: Write) -> None:
@@ -75,5 +86,7 @@ def apply(store: Store, write: Write) -> None:
             store.pairing.forget_denial(sender)
         case SettleKey(key, message_id, body):
             store.keys.settle(key, message_id, body)
+        case MarkDeparted(conversation_id, inbox_id, departed):
+            store.set_departed(conversation_id, inbox_id, departed)
         case _:
             assert_never(write)

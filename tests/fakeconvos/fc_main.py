@@ -2092,6 +2092,9 @@ def cmd_conversation_sync(ctx: Ctx) -> None:
     ctx.output({"success": True, "conversationId": conv_id})
 
 
+# Commands in modules of their own (they register with @command on import).
+import fc_live  # noqa: E402, F401
+
 # ─── dispatch ───
 
 

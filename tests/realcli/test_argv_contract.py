@@ -209,7 +209,26 @@ BUILDER_CASES: list[tuple[str, Build, dict[str, Any], dict[str, Any]]] = [
     ("identity-list", lambda b: b.identity_list(), {}, {}),
     ("identity-info", lambda b: b.identity_info(), {}, {}),
     ("reset", lambda b: b.reset(), {}, {"force": True}),
+    (
+        "update-description",
+        lambda b: b.update_description(CID, "About us"),
+        {"id": CID, "description": "About us"},
+        {},
+    ),
+    (
+        "explode-scheduled",
+        lambda b: b.explode_scheduled(CID, "2099-01-01T00:00:00.000Z"),
+        {"id": CID},
+        {"force": True, "scheduled": "2099-01-01T00:00:00.000Z"},
+    ),
+    ("explode-status", lambda b: b.explode_status(CID), {"id": CID}, {"sync": True, "limit": 200}),
+    ("typing", lambda b: b.typing(CID), {"id": CID}, {"stop": False}),
+    ("typing-stop", lambda b: b.typing(CID, stop=True), {"id": CID}, {"stop": True}),
+    ("read-receipt", lambda b: b.read_receipt(CID), {"id": CID}, {}),
+    ("remove-members", lambda b: b.remove_members(CID, [MID]), {"id": CID}, {}),
 ]
+#: positionals beyond the declared args (non-strict commands read them from argv)
+EXTRA_ARGV: dict[str, list[str]] = {"remove-members": [CID, MID]}
 
 # The env is an oclif option flag: every value convosd can be configured with must parse.
 ENV_CASES = ["production", "dev", "local"]
@@ -270,6 +289,11 @@ FIELDS: dict[str, tuple[Callable[[ArgvBuilder, str], Invocation], str, str]] = {
         "emoji",
     ),
     "update_name.name": (lambda b, v: b.update_name(CID, v), "arg", "name"),
+    "update_description.description": (
+        lambda b, v: b.update_description(CID, v),
+        "arg",
+        "description",
+    ),
     "update_profile.name": (lambda b, v: b.update_profile(CID, name=v), "flag", "name"),
     "update_profile.image": (lambda b, v: b.update_profile(CID, image=v), "flag", "image"),
 }
@@ -467,7 +491,7 @@ def test_builder_argv_parses_exactly(
     assert out["args"] == expected_args
     assert out["flags"] == {**_common_flags(contract), **expected_flags}
     # Positionals arrive in order, nothing else is left over (no stray token became an arg).
-    assert out["argv"] == list(expected_args.values())
+    assert out["argv"] == EXTRA_ARGV.get(case_id, list(expected_args.values()))
 
 
 class _Spy:
@@ -638,7 +662,9 @@ def test_builder_flags_exist_in_real_schema(contract: Contract, command: str) ->
             positionals = inv.argv[inv.argv.index("--") + 1 :]
             # send-text's id is variadic (`ID...` in its help; the schema does not say so):
             # the positionals after the id are its text.
-            limit = len(schema_args) + (1 if command == "conversation:send-text" else 0)
+            # remove-members reads its inbox ids from argv the same way.
+            variadic = ("conversation:send-text", "conversation:remove-members")
+            limit = len(schema_args) + (1 if command in variadic else 0)
             assert len(positionals) <= limit, (command, positionals, schema_args)
             required = [a for a, spec in schema_args.items() if spec.get("required")]
             assert len(positionals) >= len(required)

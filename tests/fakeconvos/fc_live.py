@@ -1,0 +1,130 @@
+"""Commands of a live conversation (@xmtp/convos-cli 0.10.15): typing indicators, read
+receipts, removing members and the explode status.
+
+Ported from ``dist/commands/conversation/{send-typing-indicator,send-read-receipt,
+remove-members,explode-status}.js``. Typing indicators (``convos.org/typing_indicator:1.0``)
+and read receipts (``xmtp.org/readReceipt:1.0``) are stored like other messages (libxmtp keeps
+them; the real ``agent serve`` skips them on catch-up for that reason): ``conversation
+messages`` lists them (content ``{"isTyping":true}`` and ``{}``, the JSON.stringify
+fallback), ``conversation stream`` does not (``isDisplayableMessage`` filters both).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import fc_invite as inv
+from fc_main import (
+    Ctx,
+    Unexpected,
+    _group,
+    _js_date_parse,
+    _require_group,
+    _unexpected_group_error,
+    command,
+)
+from fc_parse import CLIError
+from fc_store import CT_EXPLODE
+
+CT_TYPING = ("convos.org", "typing_indicator", 1, 0)
+CT_READ_RECEIPT = ("xmtp.org", "readReceipt", 1, 0)
+
+
+@command("conversation:send-typing-indicator")
+def cmd_send_typing_indicator(ctx: Ctx) -> None:
+    client = ctx.client()  # (the real one syncs all conversations first: a no-op here)
+    conv_id = ctx.args["id"]
+    conv = _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
+    _require_group(conv)
+    is_typing = not ctx.flags.get("stop")
+    message_id = _unexpected_group_error(
+        lambda: client.store.send(conv_id, client.inbox_id, CT_TYPING, {"isTyping": is_typing})
+    )
+    ctx.output(
+        {"success": True, "messageId": message_id, "conversationId": conv_id, "isTyping": is_typing}
+    )
+
+
+@command("conversation:send-read-receipt")
+def cmd_send_read_receipt(ctx: Ctx) -> None:
+    client = ctx.client()
+    conv_id = ctx.args["id"]
+    conv = _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
+    _require_group(conv)
+    message_id = _unexpected_group_error(
+        lambda: client.store.send(conv_id, client.inbox_id, CT_READ_RECEIPT, {})
+    )
+    ctx.output({"success": True, "messageId": message_id, "conversationId": conv_id})
+
+
+@command("conversation:remove-members")
+def cmd_remove_members(ctx: Ctx) -> None:
+    inbox_ids = list(ctx.parsed.argv[1:])
+    if not inbox_ids:
+        raise CLIError("At least one inbox ID is required")
+    client = ctx.client()
+    conv_id = ctx.args["id"]
+    conv = _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
+    _require_group(conv)
+    store = client.store
+    _unexpected_group_error(lambda: store.remove_members(conv_id, client.inbox_id, inbox_ids))
+    ctx.output(
+        {
+            "success": True,
+            "conversationId": conv_id,
+            "removedInboxIds": inbox_ids,
+            "count": len(inbox_ids),
+        }
+    )
+
+
+@command("conversation:explode-status")
+def cmd_explode_status(ctx: Ctx) -> None:
+    client = ctx.client()
+    conv_id = ctx.args["id"]
+    conv = _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
+    # (--sync: the network is immediately consistent here)
+    _require_group(conv)
+    store = client.store
+    expires_unix = store.app_data(conv).get("expiresAtUnix")
+    limit = ctx.flags.get("limit")
+    messages = store.messages(
+        conv_id, client.inbox_id, descending=True, limit=50 if limit is None else limit
+    )
+    most_recent: dict[str, Any] | None = None
+    for message in messages:
+        if message.content_type[:2] != CT_EXPLODE[:2]:
+            continue
+        expires = message.content.get("expiresAt") if isinstance(message.content, dict) else None
+        if not isinstance(expires, str):
+            continue
+        most_recent = {
+            "messageId": message.id,
+            "senderInboxId": message.sender,
+            "expiresAt": expires,
+            "sentAt": inv.js_iso(message.sent_ns // 1_000_000),
+        }
+        break
+    app_ms = int(expires_unix) * 1000 if expires_unix is not None else None
+    if most_recent is not None:
+        effective_ms = _js_date_parse(most_recent["expiresAt"])
+        if effective_ms is None:
+            raise Unexpected("Invalid time value")  # toISOString() of an Invalid Date
+    else:
+        effective_ms = app_ms
+    now_ms = time.time_ns() // 1_000_000
+    ctx.output(
+        {
+            "conversationId": conv_id,
+            "isActive": store.is_active(conv_id, client.inbox_id),
+            "appData": {
+                "expiresAtUnix": expires_unix,
+                "expiresAt": inv.js_iso(app_ms) if app_ms is not None else None,
+            },
+            "mostRecentExplodeSettings": most_recent,
+            "effectiveExpiresAt": inv.js_iso(effective_ms) if effective_ms is not None else None,
+            "expired": effective_ms is not None and effective_ms <= now_ms,
+            "scannedMessages": len(messages),
+        }
+    )
