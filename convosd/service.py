@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
+from convosd.api.downloads import DownloadsApi
 from convosd.api.events import EventsApi
 from convosd.api.messages import MessagesApi
 from convosd.api.pairing import PairingApi
@@ -40,6 +41,7 @@ class ConvosService:
         )
         self.events = EventsApi(instance.journal, hub)
         self.pairing = PairingApi(instance.sender_policy)
+        self.downloads = DownloadsApi(instance, instance.cli, instance.journal)
 
     @property
     def bucket(self) -> TokenBucket:
@@ -57,4 +59,5 @@ class ConvosService:
             messages=self.messages,
             events=self.events,
             pairing=self.pairing,
+            downloads=self.downloads,
         )
