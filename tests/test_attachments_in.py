@@ -332,3 +332,24 @@ def test_safe_filename_and_display_parsing() -> None:
     meta = from_display(leaked)
     assert meta is not None and (meta.filename, meta.size) == ("p.jpg", 9)
     assert from_display("just text") is None
+
+
+async def test_a_leaking_cli_reply_is_redacted_and_its_attachment_still_named(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """0.10.2 printed a reply carrying a remote attachment as the attachment's JSON, keys
+    included (the double's ``leaky_reply`` fault prints the reply's own key material)."""
+    async with running_daemon(net, tmp_path / "d") as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        parent = net.send_remote_attachment(bob, cid, b"p", filename="p.txt")
+        await _journaled(daemon, parent)
+        net.add_fault("leaky_reply")
+        reply = net.send_attachment_reply(bob, cid, parent, b"secret bytes", filename="k.bin")
+        event = await _journaled(daemon, reply)
+        assert event["contentType"] == "reply" and event["replyTo"] == parent
+        content = event["content"]
+        for key in ("secret", "salt", "nonce", "contentDigest"):
+            assert f'"{key}":"[redacted]"' in content
+        assert '"0":' not in content  # no Uint8Array left
+        assert event["attachment"]["filename"] == "k.bin"
+        assert event["attachment"]["size"] > len(b"secret bytes")
