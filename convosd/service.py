@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
+from convosd.api.downloads import DownloadsApi
 from convosd.api.events import EventsApi
 from convosd.api.live import LiveApi
 from convosd.api.messages import MessagesApi
@@ -42,6 +43,7 @@ class ConvosService:
         self.events = EventsApi(instance.journal, hub)
         self.pairing = PairingApi(instance.sender_policy)
         self.live = LiveApi(instance, instance.cli)
+        self.downloads = DownloadsApi(instance, instance.cli, instance.journal)
 
     @property
     def bucket(self) -> TokenBucket:
@@ -60,4 +62,5 @@ class ConvosService:
             events=self.events,
             pairing=self.pairing,
             live=self.live,
+            downloads=self.downloads,
         )

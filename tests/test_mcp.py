@@ -86,6 +86,7 @@ async def test_tools_schemas_and_admin_flag(net: FakeNetwork, tmp_path: Path) ->
         async with mcp_session(daemon.socket) as client:
             listed = {tool.name: tool for tool in (await client.list_tools()).tools}
             assert set(listed) == BASE_TOOLS | offered  # no admin tools
+            assert "download_attachment" in listed
             send = listed["send_message"]
             assert send.description and "reply" in send.description
             assert send.input_schema["required"] == ["message"]
@@ -211,6 +212,22 @@ class FakeDaemon:
                 )
                 await writer.drain()
         writer.close()
+
+
+async def test_download_attachment_tool(net: FakeNetwork, tmp_path: Path) -> None:
+    async with bound_daemon(net, tmp_path) as (daemon, bob, cid):
+        home = bob.setup.convos_home
+        message_id = net.send_remote_attachment(home, cid, b"chart", filename="chart.png")
+        journal = daemon.instance.journal
+        assert await eventually(lambda: journal.message(message_id) is not None)
+        async with mcp_session(daemon.socket) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            schema = tools["download_attachment"].input_schema
+            assert set(schema["properties"]) == {"messageId", "inline"}
+            got = await call(client, "download_attachment", messageId=message_id, inline=True)
+            assert (got["filename"], got["size"], got["data"]) == ("chart.png", 5, "Y2hhcnQ=")
+            error = await call_error(client, "download_attachment", messageId="ab" * 32)
+            assert error["kind"] == "NOT_FOUND"
 
 
 async def test_newer_daemon_tools_follow_discover(tmp_path: Path) -> None:

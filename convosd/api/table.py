@@ -8,6 +8,7 @@ from typing import Any
 from convosd import __version__
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
+from convosd.api.downloads import DownloadsApi
 from convosd.api.events import EventsApi
 from convosd.api.live import LiveApi
 from convosd.api.messages import MessagesApi
@@ -26,6 +27,7 @@ def method_table(
     events: EventsApi,
     pairing: PairingApi,
     live: LiveApi,
+    downloads: DownloadsApi,
 ) -> dict[str, MethodSpec]:
     m = MethodSpec
     specs = [
@@ -155,6 +157,11 @@ def method_table(
             s.OkResult,
             live.mark_read,
             "Send a read receipt: the conversation is read up to now.",
+            "attachment.download",
+            s.DownloadParams,
+            s.DownloadResult,
+            downloads.download,
+            "Fetch an inbound attachment into the state dir (inline: also its bytes).",
         ),
         m(
             "events.subscribe",

@@ -1,0 +1,206 @@
+"""Attachments through the daemon vs the CLI double called directly, same run, plus the
+daemon's RSS while it works.
+
+.venv/bin/python -m bench.attachments [--mib 5] [--runs 5]
+
+- download half (:func:`download_half`): a member sends a remote attachment of ``--mib``
+  MiB with the double's ``send-attachment``; once it is journaled, ``attachment.download``
+  (first call: the daemon runs ``download-attachment`` through its queue and stores the
+  file) is timed against the double's ``download-attachment`` run directly on the daemon's
+  CLI home. The daemon's VmRSS is sampled every 5 ms during its call.
+- a send half (``message.sendAttachment`` vs ``send-attachment``) can sit beside it: the
+  world set up by :func:`bound_world` is the one it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.startup import daemon_env, start_daemon
+from convosd import errors
+from convosd.client import SyncClient
+from tests.fakeconvos.network import FakeNetwork
+
+KEY = {"CONVOS_API_KEY": "bench-key"}
+
+
+@dataclass
+class World:
+    root: Path
+    net: FakeNetwork
+    daemon: subprocess.Popen[bytes]
+    socket: Path
+    state: Path
+    conversation_id: str
+    member_home: Path
+
+    @property
+    def daemon_home(self) -> Path:
+        return self.state / "convos"
+
+
+def _wait(predicate: Any, within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.05)
+
+
+def _answers(path: Path) -> bool:
+    """The daemon answers and is past its start (create would get NOT_READY before)."""
+    try:
+        with SyncClient(path) as client:
+            client.info()
+    except OSError:
+        return False
+    except errors.NotBound:
+        return True
+    except errors.ConvosdError:
+        return False
+    return True
+
+
+def bound_world(root: Path, **env: str) -> World:
+    """A daemon (its own process) bound to a conversation it created, and a member."""
+    net = FakeNetwork(root / "net")
+    state = root / "state"
+    socket = root / "d.sock"
+    daemon = start_daemon(root, state, daemon_env(net, **env))
+    _wait(lambda: _answers(socket))
+    with SyncClient(socket) as client:
+        created = client.create(name="Bench")
+        member = net.create_identity_home(root, "member")
+        joined = net.run(member, "conversations", "join", created.invite_slug, "--no-wait")
+        assert joined.returncode == 0, joined.stderr
+        _wait(lambda: client.info().member_count == 2)
+    return World(root, net, daemon, socket, state, created.conversation_id, member)
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class RssSampler:
+    pid: int
+    samples: list[int] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(_rss_kib(self.pid))
+            time.sleep(0.005)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _journaled(world: World, message_id: str) -> None:
+    def seen() -> bool:
+        with SyncClient(world.socket) as client:
+            events = client.read_events(after=0, limit=1000, types=["message"]).events
+        return any(e.get("messageId") == message_id for e in events)
+
+    _wait(seen)
+
+
+def download_half(world: World, *, size: int, runs: int) -> dict[str, Any]:
+    """Time ``attachment.download`` against the double's ``download-attachment``."""
+    direct_s: list[float] = []
+    daemon_s: list[float] = []
+    peak_kib: list[int] = []
+    base_kib = _rss_kib(world.daemon.pid)
+    for run in range(runs):
+        source = world.root / f"blob-{run}.bin"
+        source.write_bytes(os.urandom(size))
+        sent = world.net.run(
+            world.member_home,
+            "conversation",
+            "send-attachment",
+            world.conversation_id,
+            str(source),
+            "--json",
+            env=KEY,
+            timeout=120,
+        )
+        assert sent.returncode == 0, sent.stderr
+        message_id = json.loads(sent.stdout)["messageId"]
+        _journaled(world, message_id)
+
+        def direct(message_id: str = message_id, run: int = run) -> None:
+            out = world.root / f"direct-{run}.bin"
+            started = time.perf_counter()
+            done = world.net.run(
+                world.daemon_home,
+                "conversation",
+                "download-attachment",
+                world.conversation_id,
+                message_id,
+                f"--output={out}",
+                "--json",
+                timeout=120,
+            )
+            direct_s.append(time.perf_counter() - started)
+            assert done.returncode == 0, done.stderr
+            assert out.stat().st_size == size
+
+        def through_daemon(message_id: str = message_id) -> None:
+            with SyncClient(world.socket) as client, RssSampler(world.daemon.pid) as rss:
+                started = time.perf_counter()
+                got = client.download_attachment(message_id)
+                daemon_s.append(time.perf_counter() - started)
+            assert got.size == size
+            peak_kib.append(max(rss.samples or [0]))
+
+        for step in (direct, through_daemon) if run % 2 == 0 else (through_daemon, direct):
+            step()
+    return {
+        "bytes": size,
+        "runs": runs,
+        "direct_median_s": round(statistics.median(direct_s), 3),
+        "daemon_median_s": round(statistics.median(daemon_s), 3),
+        "ratio": round(statistics.median(daemon_s) / statistics.median(direct_s), 2),
+        "daemon_rss_before_kib": base_kib,
+        "daemon_rss_peak_kib": max(peak_kib),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        world = bound_world(Path(tmp))
+        try:
+            result = download_half(world, size=int(args.mib * 1024 * 1024), runs=args.runs)
+        finally:
+            world.daemon.terminate()
+            world.daemon.wait(30)
+    print(json.dumps({"download": result}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
