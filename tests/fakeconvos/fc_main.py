@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import fc_blob
 import fc_invite as inv
 import fc_text as txt
 from fc_parse import (
@@ -580,8 +582,21 @@ def render(store: Store, message: Message, viewer: str, depth: int = 0) -> str:
         )
         leak = OUT.faults.find("leaky_reply") if OUT.faults is not None else None
         if leak is not None:
+            inner = content.get("content") if "contentType" in content else None
+            if isinstance(inner, dict) and "secret" in inner:  # the reply's own key material
+                leak = {
+                    **leak,
+                    **{k: base64.b64decode(inner[k]).hex() for k in ("secret", "salt", "nonce")},
+                    **{k: inner.get(k) for k in ("url", "contentDigest", "contentLength")},
+                    "filename": inner.get("filename"),
+                }
             return f"reply to {context}: {leaked_remote_attachment(leak)}"
+        if "contentType" in content:  # a reply carrying an attachment (send-reply --file)
+            inner = fc_blob.render_attachment(content["contentType"][1], content["content"])
+            return f"reply to {context}: {inner}"
         return f"reply to {context}: {content['text']}"
+    if authority == "xmtp.org" and type_id in fc_blob.ATTACHMENT_TYPES:
+        return str(fc_blob.render_attachment(type_id, content))
     return txt.json_compact(content)
 
 
@@ -1833,13 +1848,8 @@ def cmd_send_reply(ctx: Ctx) -> None:
     _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
     reference = ctx.args["message-id"]
     if ctx.flags.get("file"):
-        path = ctx.flags["file"]
-        if not os.path.exists(path):
-            raise Unexpected(f"ENOENT: no such file or directory, open '{path}'")
-        raise CLIError(
-            "Configure an upload provider to send attachments.\n\nSet in your .env:\n"
-            "  CONVOS_API_KEY=<your-agent-api-key>"
-        )
+        fc_attach.send_file_reply(ctx, client, conv_id, reference)
+        return
     text = ctx.args.get("text")
     if not text:
         raise CLIError("No content provided. Pass reply text as an argument or use --file.")
@@ -2247,6 +2257,9 @@ def run(argv: list[str]) -> int:
     handler(ctx)
     _after_output(ctx.faults)
     return 0
+
+
+import fc_attach  # noqa: E402  (registers the attachment commands; needs the names above)
 
 
 def main() -> None:

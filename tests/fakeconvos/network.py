@@ -52,10 +52,12 @@ class FakeNetwork:
         *argv: str,
         timeout: float = 10,
         env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [self.executable, *argv],
             env={**self.env(home), **(env or {})},
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -109,6 +111,90 @@ class FakeNetwork:
         if result.returncode != 0:
             raise AssertionError(result.stderr)
         return home
+
+    # ─── what other clients (the Convos apps, other agents) send ───
+
+    def inbox_id(self, home: str | os.PathLike[str]) -> str:
+        with open(Path(home) / "identity.json", encoding="utf-8") as handle:
+            return str(json.load(handle)["inboxId"])
+
+    def _send_as(
+        self, home: str | os.PathLike[str], conv_id: str, content_type: Any, content: Any
+    ) -> str:
+        from .fc_store import Store
+
+        store = Store(str(self.path), "dev")
+        try:
+            return store.send(conv_id, self.inbox_id(home), tuple(content_type), content)
+        finally:
+            store.close()
+
+    def send_inline_attachment(
+        self,
+        home: str | os.PathLike[str],
+        conv_id: str,
+        data: bytes,
+        *,
+        filename: str | None,
+        mime_type: str = "application/octet-stream",
+    ) -> str:
+        """An inline ``attachment`` message (no CLI command sends one; the apps do)."""
+        from . import fc_blob
+
+        content: dict[str, Any] = {"mimeType": mime_type, "content": _b64(data)}
+        if filename is not None:
+            content["filename"] = filename
+        return self._send_as(home, conv_id, fc_blob.CT_ATTACHMENT, content)
+
+    def upload_remote(
+        self, data: bytes, *, filename: str | None, mime_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
+        """Encrypt and "upload" ``data`` like send-attachment; the remote attachment content.
+        ``filename`` may be anything another client puts there (``../``, NUL, 10,000 chars)."""
+        from . import fc_blob
+
+        encrypted = fc_blob.encrypt_attachment(filename, mime_type, data)
+        url = f"https://uploads.fakeconvos.invalid/{uuid.uuid4()}"
+        fc_blob.store_upload(str(self.path), url, encrypted.payload)
+        return fc_blob.remote_content(url, encrypted, filename)
+
+    def send_remote_attachment(
+        self,
+        home: str | os.PathLike[str],
+        conv_id: str,
+        data: bytes,
+        *,
+        filename: str | None,
+        mime_type: str = "application/octet-stream",
+    ) -> str:
+        from . import fc_blob
+
+        content = self.upload_remote(data, filename=filename, mime_type=mime_type)
+        return self._send_as(home, conv_id, fc_blob.CT_REMOTE, content)
+
+    def send_multi_remote_attachment(
+        self, home: str | os.PathLike[str], conv_id: str, files: list[tuple[str | None, bytes]]
+    ) -> str:
+        from . import fc_blob
+
+        items = [self.upload_remote(data, filename=name) for name, data in files]
+        return self._send_as(home, conv_id, fc_blob.CT_MULTI_REMOTE, {"attachments": items})
+
+    def send_attachment_reply(
+        self,
+        home: str | os.PathLike[str],
+        conv_id: str,
+        reference: str,
+        data: bytes,
+        *,
+        filename: str | None,
+    ) -> str:
+        """A reply whose content is a remote attachment (like ``send-reply --file``)."""
+        from . import fc_blob, fc_store
+
+        inner = self.upload_remote(data, filename=filename)
+        content = {"reference": reference, "contentType": list(fc_blob.CT_REMOTE), "content": inner}
+        return self._send_as(home, conv_id, fc_store.CT_REPLY, content)
 
     # ─── fault switches ───
 
@@ -187,6 +273,12 @@ def _path() -> str:
     if os.access(os.path.join(here, "python3"), os.X_OK):
         return os.pathsep.join([here, path])
     return path
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
 
 
 def _alive(pid: int) -> bool:
