@@ -179,6 +179,8 @@ class Outbox:
         if not os.path.isabs(path):
             raise invalid("path", "must be absolute (the daemon does not share your directory)")
         if filename is None:
+            if path.endswith("/"):
+                raise invalid("path", "must name a file (it ends with '/')")
             filename = check_filename(os.path.basename(path), "path")
         source = await asyncio.to_thread(_open_source, path, self.max_bytes, frozenset(owners))
         try:
