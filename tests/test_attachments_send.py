@@ -9,25 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import sqlite3
+import stat
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from convosd import errors
+from convosd.cli.models import CliMessage
 from convosd.cli.output import classify
 from convosd.client import Client, ConvosdClient
 from convosd.config import Paths
 from convosd.daemon import Daemon
+from convosd.idempotency import AttachmentIntent, Outcome, PendingKey
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.schemas import SendAttachmentParams
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import eventually
 from tests.rpc_harness import RunningDaemon, running_daemon, settings_for
+from tests.test_idempotency import OTHER, T0, msg, verdicts
 
 KEY_ENV = {"CONVOS_API_KEY": "agent-key-for-tests"}
 PASS = ("FAKECONVOS_*", "CONVOS_API_KEY", "CONVOS_UPLOAD_PROVIDER*")
@@ -607,3 +615,166 @@ async def test_a_real_peer_of_another_uid_gets_forbidden_for_a_path(
         for child in shared.iterdir():
             child.unlink()
         shared.rmdir()
+
+
+# --- the private copy goes, whatever happens -----------------------------------------------
+
+
+async def test_the_copy_is_removed_when_the_daemon_stops_mid_send_and_leftovers_at_start(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The CLI hangs with the copy in hand; the daemon stops (the request is cancelled):
+    the copy is gone. A copy a crash left behind is removed at the next start."""
+    state = tmp_path / "d"
+    async with running_daemon(
+        net,
+        state,
+        extra_environ=KEY_ENV,
+        cli_env_passthrough=PASS,
+        shutdown_grace_s=0.5,
+    ) as daemon:
+        client = await daemon.client()
+        cid = await bound(client)
+        net.add_fault("hang", command="conversation:send-attachment", count=1)
+        pending = asyncio.create_task(
+            client.call("message.sendAttachment", {"data": b64(b"h" * 100), "filename": "h.txt"})
+        )
+        assert await eventually(lambda: len(outbox(daemon)) == 2)  # its directory and file
+        [directory, copy] = outbox(daemon)
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o600 and copy.name == "h.txt"
+        assert await daemon.stop() == 0
+        with pytest.raises(errors.NotReady):
+            await pending
+        assert outbox(daemon) == []
+        await client.close()
+    crashed = state / "outbox" / "0123456789abcdef"
+    crashed.mkdir(parents=True)
+    (crashed / "left.bin").write_bytes(b"left by a crash")
+    async with running_daemon(net, state, extra_environ=KEY_ENV, cli_env_passthrough=PASS) as again:
+        assert outbox(again) == []
+        assert await network_messages(net, again, cid) == []
+
+
+async def test_a_key_in_flight_across_a_restart_is_settled_by_the_attachment(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The CLI sent, then hung; the daemon stopped. The next start settles the key from
+    the own attachment, and the repeat returns it without a second upload."""
+    state = tmp_path / "d"
+    params = {"data": b64(b"r" * 300), "filename": "restart.txt", "idempotencyKey": "S"}
+    async with running_daemon(
+        net, state, extra_environ=KEY_ENV, cli_env_passthrough=PASS, shutdown_grace_s=0.5
+    ) as first:
+        client = await first.client()
+        cid = await bound(client)
+        net.add_fault("hang_after_output", command="conversation:send-attachment", count=1)
+        pending = asyncio.create_task(client.call("message.sendAttachment", params))
+        for _ in range(200):
+            if await network_messages(net, first, cid):
+                break
+        assert await first.stop() == 0
+        with pytest.raises(errors.NotReady):
+            await pending
+        await client.close()
+    async with running_daemon(
+        net, state, extra_environ=KEY_ENV, cli_env_passthrough=PASS
+    ) as second:
+        client = await second.client()
+        settled = await send_until_settled(client, params)
+        listed = await network_messages(net, second, cid)
+        assert [m["id"] for m in listed] == [settled["messageId"]]
+        assert len(uploads(net)) == 1
+        [event] = await sent_events(client)
+        assert event["attachment"] == {"filename": "restart.txt", "mimeType": None, "size": 300}
+        await client.close()
+
+
+async def test_no_key_material_in_results_events_or_logs(
+    client: Client, daemon: RunningDaemon, net: FakeNetwork
+) -> None:
+    """The double's message carries secret, salt, nonce and digest; none of them, nor the
+    upload's url, reaches a result, an event or a log line of the daemon."""
+    cid = await bound(client)
+    with structlog.testing.capture_logs() as logs:
+        sent = await client.call(
+            "message.sendAttachment", {"data": b64(b"k" * 50), "filename": "k.txt"}
+        )
+        events = (await client.call("events.read", {"after": 0, "limit": 1000}))["events"]
+    stored = await asyncio.to_thread(stored_content, net, sent["messageId"])
+    assert stored["filename"] == "k.txt"
+    seen = json.dumps([sent, events, logs], default=str)
+    for name in ("secret", "salt", "nonce", "contentDigest", "url"):
+        assert stored[name] and stored[name] not in seen, name
+    assert [e["conversationId"] for e in events if e["type"] == "message_sent"] == [cid]
+
+
+def stored_content(net: FakeNetwork, message_id: str) -> dict[str, Any]:
+    """A message's content as the double's network stores it (key material and all)."""
+    with contextlib.closing(sqlite3.connect(net.path / "dev.sqlite3")) as db:
+        (content,) = db.execute(
+            "SELECT content FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+    return dict(json.loads(content))
+
+
+# --- settling an attachment's key (the pure rule) -------------------------------------------
+
+
+def shown(name: str, length: int) -> str:
+    """The CLI's display string of a remote attachment."""
+    return f"[remote attachment: {name} ({length} bytes) https://uploads.example/{length}]"
+
+
+def attachment_key(key: str, at: float, name: str, size: int) -> PendingKey:
+    return PendingKey(key, at, "", None, AttachmentIntent(name, size))
+
+
+def remote(mid: str, name: str, length: int, at: float, **kw: Any) -> CliMessage:
+    return msg(mid, shown(name, length), at, type_id="remoteStaticAttachment", **kw)
+
+
+def test_an_attachment_key_is_settled_only_by_its_own_file() -> None:
+    a = attachment_key("A", T0, "report (v2).pdf", 1000)
+    assert verdicts([a], [remote("m1", "report (v2).pdf", 1100, T0 + 1)]) == {
+        "A": (Outcome.SENT, "m1")
+    }
+    for other in (
+        remote("x", "report (v2).pdf", 1100, T0 + 1, sender=OTHER),  # not ours
+        remote("x", "report.pdf", 1100, T0 + 1),  # another name
+        remote("x", "report (v2).pdf", 999, T0 + 1),  # smaller than the file
+        remote("x", "report (v2).pdf", 1000 + 5000, T0 + 1),  # far more than an envelope
+        remote("x", "report (v2).pdf", 1100, T0 - 60),  # before the intent
+        msg("x", "report (v2).pdf", T0 + 1),  # a text
+        msg("x", "[attachment: report (v2).pdf (application/pdf)]", T0 + 1, type_id="attachment"),
+    ):
+        assert verdicts([a], [other]) == {"A": (Outcome.NOT_SENT, None)}, other.content
+    # a text key is never settled by an attachment that shows its text
+    t = PendingKey("T", T0, shown("a.txt", 10), None)
+    assert verdicts([t], [remote("m", "a.txt", 10, T0 + 1)]) == {"T": (Outcome.NOT_SENT, None)}
+
+
+def test_ambiguous_attachment_evidence_stays_unknown() -> None:
+    unknown = (Outcome.UNKNOWN, None)
+    a = attachment_key("A", T0, "a.bin", 1000)
+    # two keys of the same name whose sizes both fit the one message: either may own it
+    b = attachment_key("B", T0 + 0.1, "a.bin", 1010)
+    assert verdicts([a, b], [remote("m", "a.bin", 1100, T0 + 1)]) == {"A": unknown, "B": unknown}
+    # two fitting messages after the intent
+    twice = [remote("m1", "a.bin", 1100, T0 + 1), remote("m2", "a.bin", 1100, T0 + 2)]
+    assert verdicts([a], twice) == {"A": unknown}
+    # one just before the intent (clock skew), a delivery that failed, an incomplete listing
+    assert verdicts([a], [remote("m0", "a.bin", 1100, T0 - 1)]) == {"A": unknown}
+    assert verdicts([a], [remote("m1", "a.bin", 1100, T0 + 1, delivery=2)]) == {"A": unknown}
+    assert verdicts([a], [], complete=False) == {"A": unknown}
+    # a message another send already reported is not this key's
+    assert verdicts([a], [remote("m1", "a.bin", 1100, T0 + 1)], settled={"m1"}) == {
+        "A": (Outcome.NOT_SENT, None)
+    }
+
+
+def test_an_attachment_key_survives_its_row() -> None:
+    a = PendingKey("A", T0, "", None, AttachmentIntent("a.png", 70, "image/png"))
+    assert PendingKey.from_row("A", T0, a.body()) == a
+    text = PendingKey("T", T0, "hi", "p1")
+    assert PendingKey.from_row("T", T0, text.body()) == text
