@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import stat
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -778,3 +779,37 @@ def test_an_attachment_key_survives_its_row() -> None:
     assert PendingKey.from_row("A", T0, a.body()) == a
     text = PendingKey("T", T0, "hi", "p1")
     assert PendingKey.from_row("T", T0, text.body()) == text
+
+
+async def test_convosctl_send_file(daemon: RunningDaemon, client: Client, tmp_path: Path) -> None:
+    """``convosctl send-file PATH --name N --mime-type T``: the daemon reads the file (root
+    may name a path) and prints the daemon's answer."""
+    await bound(client)
+    source = tmp_path / "notes.md"
+    source.write_bytes(b"# notes\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "convosd.ctl",
+        "--socket",
+        str(daemon.socket),
+        "--json",
+        "send-file",
+        "notes.md",  # relative: convosctl makes it absolute
+        "--name=-renamed.md",  # a name starting with "-" as one word
+        "--mime-type",
+        "text/markdown",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    printed = json.loads(out)
+    [event] = await sent_events(client)
+    assert printed == {"messageId": event["messageId"]}
+    assert event["attachment"] == {
+        "filename": "-renamed.md",
+        "mimeType": "text/markdown",
+        "size": len(b"# notes\n"),
+    }

@@ -173,6 +173,21 @@ BUILDER_CASES: list[tuple[str, Build, dict[str, Any], dict[str, Any]]] = [
         {},
     ),
     (
+        "send-attachment",
+        lambda b: b.send_attachment(CID, Path("/var/lib/convosd/outbox/ab12/chart.png")),
+        {"id": CID, "file": "/var/lib/convosd/outbox/ab12/chart.png"},
+        {"encrypt": False},
+    ),
+    (
+        # a hostile file name stays one positional: the copy's path after "--"
+        "send-attachment-hostile-name-and-mime-type",
+        lambda b: b.send_attachment(
+            CID, Path("/s/outbox/ab12/--json -h --help.txt"), mime_type="text/plain; charset=utf-8"
+        ),
+        {"id": CID, "file": "/s/outbox/ab12/--json -h --help.txt"},
+        {"encrypt": False, "mime-type": "text/plain; charset=utf-8"},
+    ),
+    (
         "send-reaction-add",
         lambda b: b.send_reaction(CID, MID, "👍"),
         {"id": CID, "message-id": MID, "action": "add", "emoji": "👍"},
