@@ -14,6 +14,7 @@ MODULES = [
     ("Start-up to READY", ["bench.startup", "--runs", "5"]),
     ("One adapter call vs the double run directly", ["bench.adapter_cost", "--runs", "30"]),
     ("MCP tool calls vs the Python client; webhook relay", ["bench.mcp_relay"]),
+    ("5 MiB attachments sent and downloaded vs the double", ["bench.attachments", "--runs", "3"]),
 ]
 
 

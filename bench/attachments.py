@@ -1,21 +1,26 @@
-"""Sending an attachment: through the daemon (base64 ``data`` and ``path``) vs the CLI double's
-``send-attachment`` run directly, in the same run; and the daemon's memory while it sends.
+"""Attachments through the daemon vs the CLI double called directly, same run, plus the
+daemon's RSS while it works.
 
-.venv/bin/python -m bench.attachments [--mib 5] [--runs 3]
+.venv/bin/python -m bench.attachments [--mib 5] [--runs 5]
 
-The daemon runs as its own process (``python -m convosd``) on the double with an upload
-provider (``CONVOS_API_KEY`` through ``cliEnvPassthrough``) and ``frameLimitBytes`` raised so
-that a base64 line of the file fits. "Direct" runs the double as the daemon does (same
-argv, environment and CLI home) on a file already on disk. Memory: the daemon's VmRSS is
-sampled every few milliseconds during each send, and its VmHWM (peak) is reset before each
-(``/proc/PID/clear_refs``, when writable) and read after; both are set against the idle RSS.
-The client's own base64 encoding is done before the clock starts.
+- download half (:func:`download_half`): a member sends a remote attachment of ``--mib``
+  MiB with the double's ``send-attachment``; once it is journaled, ``attachment.download``
+  (first call: the daemon runs ``download-attachment`` through its queue and stores the
+  file) is timed against the double's ``download-attachment`` run directly on the daemon's
+  CLI home. The daemon's VmRSS is sampled every 5 ms during its call.
+- send half (:func:`send_half`): ``message.sendAttachment`` of ``--mib`` MiB, as base64
+  ``data`` (the client encodes before the clock starts; ``frameLimitBytes`` is raised so
+  the line fits) and as ``path``, timed against the double's ``send-attachment`` run
+  directly with the daemon's own argv, environment and CLI home. The daemon's VmRSS is
+  taken before each send and its peak during it (sampled, and VmHWM after a reset through
+  ``/proc/PID/clear_refs`` when that is writable).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import statistics
 import subprocess
@@ -23,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,191 +37,289 @@ from convosd import errors
 from convosd.client import SyncClient
 from tests.fakeconvos.network import FakeNetwork
 
-MIB = 1024 * 1024
+KEY = {"CONVOS_API_KEY": "bench-key"}
 
 
-def status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} for {pid}")
+@dataclass
+class World:
+    root: Path
+    net: FakeNetwork
+    daemon: subprocess.Popen[bytes]
+    socket: Path
+    state: Path
+    conversation_id: str
+    member_home: Path
+
+    @property
+    def daemon_home(self) -> Path:
+        return self.state / "convos"
 
 
-def reset_peak(pid: int) -> bool:
+def _wait(predicate: Any, within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.05)
+
+
+def _answers(path: Path) -> bool:
+    """The daemon answers and is past its start (create would get NOT_READY before)."""
     try:
-        with open(f"/proc/{pid}/clear_refs", "w") as handle:
-            handle.write("5")  # resets VmHWM to the current RSS (Linux 4.0+)
-        return True
+        with SyncClient(path) as client:
+            client.info()
     except OSError:
         return False
+    except errors.NotBound:
+        return True
+    except errors.ConvosdError:
+        return False
+    return True
 
 
-class Sampler:
-    """The highest VmRSS seen while it runs (every ``every_s``)."""
+def bound_world(root: Path, **env: str) -> World:
+    """A daemon (its own process) bound to a conversation it created, and a member."""
+    net = FakeNetwork(root / "net")
+    state = root / "state"
+    socket = root / "d.sock"
+    daemon = start_daemon(root, state, daemon_env(net, **env))
+    _wait(lambda: _answers(socket))
+    with SyncClient(socket) as client:
+        created = client.create(name="Bench")
+        member = net.create_identity_home(root, "member")
+        joined = net.run(member, "conversations", "join", created.invite_slug, "--no-wait")
+        assert joined.returncode == 0, joined.stderr
+        _wait(lambda: client.info().member_count == 2)
+    return World(root, net, daemon, socket, state, created.conversation_id, member)
 
-    def __init__(self, pid: int, every_s: float = 0.002) -> None:
-        self.pid = pid
-        self.every_s = every_s
-        self.peak_kib = 0
-        self._stop = threading.Event()
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class RssSampler:
+    pid: int
+    samples: list[int] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
-            time.sleep(self.every_s)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
+            self.samples.append(_rss_kib(self.pid))
+            time.sleep(0.005)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
 
 
-def wait_for_socket(path: Path) -> SyncClient:
-    for _ in range(600):
-        try:
-            return SyncClient(path)
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the daemon did not listen")
+def _journaled(world: World, message_id: str) -> None:
+    def seen() -> bool:
+        with SyncClient(world.socket) as client:
+            events = client.read_events(after=0, limit=1000, types=["message"]).events
+        return any(e.get("messageId") == message_id for e in events)
+
+    _wait(seen)
 
 
-def create_when_ready(client: SyncClient) -> str:
-    for _ in range(600):
-        try:
-            return str(client.call("conversation.create", {"name": "bench"})["conversationId"])
-        except errors.NotReady:
-            time.sleep(0.05)
-    raise RuntimeError("the daemon did not get ready")
+def download_half(world: World, *, size: int, runs: int) -> dict[str, Any]:
+    """Time ``attachment.download`` against the double's ``download-attachment``."""
+    direct_s: list[float] = []
+    daemon_s: list[float] = []
+    peak_kib: list[int] = []
+    base_kib = _rss_kib(world.daemon.pid)
+    for run in range(runs):
+        source = world.root / f"blob-{run}.bin"
+        source.write_bytes(os.urandom(size))
+        sent = world.net.run(
+            world.member_home,
+            "conversation",
+            "send-attachment",
+            world.conversation_id,
+            str(source),
+            "--json",
+            env=KEY,
+            timeout=120,
+        )
+        assert sent.returncode == 0, sent.stderr
+        message_id = json.loads(sent.stdout)["messageId"]
+        _journaled(world, message_id)
+
+        def direct(message_id: str = message_id, run: int = run) -> None:
+            out = world.root / f"direct-{run}.bin"
+            started = time.perf_counter()
+            done = world.net.run(
+                world.daemon_home,
+                "conversation",
+                "download-attachment",
+                world.conversation_id,
+                message_id,
+                f"--output={out}",
+                "--json",
+                timeout=120,
+            )
+            direct_s.append(time.perf_counter() - started)
+            assert done.returncode == 0, done.stderr
+            assert out.stat().st_size == size
+
+        def through_daemon(message_id: str = message_id) -> None:
+            with SyncClient(world.socket) as client, RssSampler(world.daemon.pid) as rss:
+                started = time.perf_counter()
+                got = client.download_attachment(message_id)
+                daemon_s.append(time.perf_counter() - started)
+            assert got.size == size
+            peak_kib.append(max(rss.samples or [0]))
+
+        for step in (direct, through_daemon) if run % 2 == 0 else (through_daemon, direct):
+            step()
+    return {
+        "bytes": size,
+        "runs": runs,
+        "direct_median_s": round(statistics.median(direct_s), 3),
+        "daemon_median_s": round(statistics.median(daemon_s), 3),
+        "ratio": round(statistics.median(daemon_s) / statistics.median(direct_s), 2),
+        "daemon_rss_before_kib": base_kib,
+        "daemon_rss_peak_kib": max(peak_kib),
+    }
 
 
-def measure(pid: int, send: Callable[[], Any]) -> tuple[float, int, int]:
-    """(seconds, VmRSS before, the peak during) of one send: the peak is the highest of the
-    sampled VmRSS and, when it can be reset first, VmHWM."""
-    can_reset = reset_peak(pid)
-    before = status_kib(pid, "VmRSS")
-    with Sampler(pid) as sampler:
+def _reset_peak(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")  # VmHWM := the current RSS (Linux 4.0+)
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _measured(pid: int, call: Any) -> tuple[float, int, int]:
+    """(seconds, VmRSS before, peak VmRSS during) of one call."""
+    can_reset = _reset_peak(pid)
+    before = _rss_kib(pid)
+    with RssSampler(pid) as rss:
         started = time.perf_counter()
-        send()
-        elapsed = time.perf_counter() - started
-    peak = max(sampler.peak_kib, status_kib(pid, "VmHWM") if can_reset else 0)
-    return elapsed, before, peak
+        call()
+        took = time.perf_counter() - started
+    peak = max([*rss.samples, before, _hwm_kib(pid) if can_reset else 0])
+    return took, before, peak
+
+
+def send_half(world: World, *, size: int, runs: int) -> dict[str, Any]:
+    """Time ``message.sendAttachment`` (data and path) against ``send-attachment``."""
+    payload = os.urandom(size)
+    source = world.root / "send.bin"
+    source.write_bytes(payload)
+    data = base64.b64encode(payload).decode("ascii")
+    state = world.state
+    direct_env = {  # what the daemon gives its CLI (convosd.cli.runner.child_environment)
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(state / "home"),
+        "CONVOS_HOME": str(world.daemon_home),
+        "CONVOS_ENV": "dev",
+        "CONVOS_SKIP_NEW_VERSION_CHECK": "true",
+        "OCLIF_COLUMNS": "10000",
+        "NO_COLOR": "1",
+        "FAKECONVOS_NETWORK": str(world.net.path),
+        **KEY,
+    }
+    direct_argv = [
+        sys.executable,
+        world.net.executable,
+        "conversation",
+        "send-attachment",
+        "--env=dev",
+        f"--env-file={state / 'cli.env'}",
+        "--json",
+        "--",
+        world.conversation_id,
+        str(source),
+    ]
+    pid = world.daemon.pid
+    by_path = {"path": str(source)}
+    by_data = {"data": data, "filename": "send.bin"}
+    direct_s: list[float] = []
+    by: dict[str, list[tuple[float, int, int]]] = {"data": [], "path": []}
+    with SyncClient(world.socket) as client:
+        # warm up: the first sends import and allocate what every later one reuses
+        client.call("message.sendAttachment", {"data": "d2FybQ==", "filename": "warm"})
+        client.call("message.sendAttachment", {"path": str(source)})
+        idle_kib = _rss_kib(pid)
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run(
+                direct_argv,
+                env=direct_env,
+                cwd=state,
+                check=True,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+            )
+            direct_s.append(time.perf_counter() - started)
+            for how, params in (("path", by_path), ("data", by_data)):
+                by[how].append(
+                    _measured(pid, lambda p=params: client.call("message.sendAttachment", p))
+                )
+    direct = statistics.median(direct_s)
+    result: dict[str, Any] = {
+        "bytes": size,
+        "base64_bytes": len(data),
+        "runs": runs,
+        "direct_median_s": round(direct, 3),
+        "daemon_rss_idle_kib": idle_kib,
+        "outbox_left": len(list((state / "outbox").rglob("*"))),
+    }
+    for how, rows in by.items():
+        took = statistics.median(r[0] for r in rows)
+        result[how] = {
+            "daemon_median_s": round(took, 3),
+            "ratio": round(took / direct, 2),
+            "daemon_rss_before_kib": max(r[1] for r in rows),
+            "daemon_rss_peak_kib": max(r[2] for r in rows),
+            "largest_rise_kib": max(r[2] - r[1] for r in rows),
+        }
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=float, default=5.0)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    size = int(args.mib * MIB)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        net = FakeNetwork(root / "net")
-        state = root / "state"
-        env = daemon_env(
-            net,
-            CONVOS_API_KEY="bench-agent-key",
+        size = int(args.mib * 1024 * 1024)
+        world = bound_world(
+            Path(tmp),
+            **KEY,
             CONVOSD_CLI_ENV_PASSTHROUGH="FAKECONVOS_*,CONVOS_API_KEY",
-            CONVOSD_FRAME_LIMIT_BYTES=str(size * 2 + MIB),
+            CONVOSD_FRAME_LIMIT_BYTES=str(size * 2 + 1024 * 1024),  # a base64 line fits
             CONVOSD_SEND_RATE_PER_S="100",
-            CONVOSD_CLI_TIMEOUT_S="120",
         )
-        daemon = start_daemon(root, state, env)
         try:
-            with wait_for_socket(root / "d.sock") as client:
-                cid = create_when_ready(client)
-                payload = os.urandom(size)
-                source = root / "payload.bin"
-                source.write_bytes(payload)
-                data = base64.b64encode(payload).decode("ascii")
-                # warm up: the first sends import and allocate what every later one reuses
-                small = root / "warm.bin"
-                small.write_bytes(os.urandom(2 * MIB))
-                client.call("message.sendAttachment", {"data": "d2FybQ==", "filename": "w"})
-                client.call("message.sendAttachment", {"path": str(small)})
-                time.sleep(0.5)
-                idle_kib = status_kib(daemon.pid, "VmRSS")
-                direct_env = {
-                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                    "LANG": "C.UTF-8",
-                    "HOME": str(state / "home"),
-                    "CONVOS_HOME": str(state / "convos"),
-                    "CONVOS_ENV": "dev",
-                    "CONVOS_SKIP_NEW_VERSION_CHECK": "true",
-                    "OCLIF_COLUMNS": "10000",
-                    "NO_COLOR": "1",
-                    "FAKECONVOS_NETWORK": str(net.path),
-                    "CONVOS_API_KEY": "bench-agent-key",
-                }
-                direct_argv = [
-                    sys.executable,
-                    net.executable,
-                    "conversation",
-                    "send-attachment",
-                    "--env=dev",
-                    f"--env-file={state / 'cli.env'}",
-                    "--json",
-                    "--",
-                    cid,
-                    str(source),
-                ]
-                direct: list[float] = []
-                sends: dict[str, list[tuple[float, int, int]]] = {"path": [], "data": []}
-                for _ in range(args.runs):
-                    started = time.perf_counter()
-                    subprocess.run(
-                        direct_argv,
-                        env=direct_env,
-                        cwd=state,
-                        check=True,
-                        capture_output=True,
-                        stdin=subprocess.DEVNULL,
-                    )
-                    direct.append(time.perf_counter() - started)
-                    sends["path"].append(
-                        measure(
-                            daemon.pid,
-                            lambda: client.call("message.sendAttachment", {"path": str(source)}),
-                        )
-                    )
-                    sends["data"].append(
-                        measure(
-                            daemon.pid,
-                            lambda: client.call(
-                                "message.sendAttachment", {"data": data, "filename": "p.bin"}
-                            ),
-                        )
-                    )
-                    time.sleep(0.2)
-                left = list((state / "outbox").rglob("*"))
+            sent = send_half(world, size=size, runs=args.runs)
+            result = download_half(world, size=size, runs=args.runs)
         finally:
-            daemon.terminate()
-            daemon.wait(30)
-
-    def mib(kib: float) -> str:
-        return f"{kib / 1024:.1f} MiB"
-
-    base = statistics.median(direct)
-    print(f"{args.mib:g} MiB attachment, median of {args.runs} runs (same run, same double):")
-    print(f"  the double's send-attachment run directly: {base * 1000:.0f} ms")
-    for how, rows in sends.items():
-        took = statistics.median(r[0] for r in rows)
-        print(
-            f"  through the daemon, {how:4}: {took * 1000:.0f} ms (ratio {took / base:.2f}); "
-            f"daemon RSS before {mib(max(r[1] for r in rows))}, peak during "
-            f"{mib(max(r[2] for r in rows))}, largest rise in one send "
-            f"+{mib(max(r[2] - r[1] for r in rows))}"
-        )
-    print(
-        f"  daemon RSS idle (before the first large send): {mib(idle_kib)}; the base64 line "
-        f"of the file is {mib(len(data) / 1024)}, the file {mib(size / 1024)}"
-    )
-    print(f"  private copies left in the outbox after the sends: {len(left)}")
+            world.daemon.terminate()
+            world.daemon.wait(30)
+    print(json.dumps({"send": sent, "download": result}, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -237,6 +237,14 @@ class ConvosdClient(Client):
         params = {"messageId": message_id, "emoji": emoji, "remove": remove}
         return await self._typed("message.react", s.ReactResult, params)
 
+    async def download_attachment(
+        self, message_id: str, *, inline: bool = False
+    ) -> s.DownloadResult:
+        """Fetch an inbound attachment into the daemon's state dir (``path``); ``inline``
+        also answers its bytes as base64 ``data`` (files up to 786432 bytes)."""
+        params = {"messageId": message_id, "inline": inline}
+        return await self._typed("attachment.download", s.DownloadResult, params)
+
     async def read_events(self, **params: Any) -> s.ReadResult:
         return await self._typed("events.read", s.ReadResult, _clean(params))
 

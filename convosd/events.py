@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from convosd.cli.attachment_meta import attachment_of
 from convosd.cli.models import CliMessage
 from convosd.timefmt import iso
 
@@ -24,6 +25,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
         "sentAt",
         "replyTo",
         "reaction",
+        "attachment",
     ),
     "message_sent": (
         "messageId",
@@ -83,6 +85,7 @@ def reference_of(type_id: str, content: str | None) -> tuple[str | None, dict[st
 def message_event(message: CliMessage, conversation_id: str, sender_name: str | None) -> NewEvent:
     type_id = message.content_type.type_id
     reply_to, reaction = reference_of(type_id, message.content)
+    attachment = attachment_of(message)
     return NewEvent(
         type="message",
         conversation_id=conversation_id,
@@ -95,6 +98,7 @@ def message_event(message: CliMessage, conversation_id: str, sender_name: str | 
             "sentAt": iso(message.sent_at),
             "replyTo": reply_to,
             "reaction": reaction,
+            "attachment": attachment.as_event_field() if attachment is not None else None,
         },
     )
 

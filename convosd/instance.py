@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from convosd import __version__, errors, reaper
+from convosd.attachment_store import AttachmentStore
 from convosd.bound import STREAM, WATCHER, BoundConversation
 from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliVersion
@@ -90,6 +91,11 @@ class Instance:
         self.recorded_owner = store.meta.get("owner_conversation_id")
         #: set while :meth:`conversation_gone` ends the binding
         self._ending: asyncio.Event | None = None
+        #: downloaded attachments (attachment.download); they go with retention, explode
+        #: and reset
+        self.attachments = AttachmentStore(
+            paths.state_dir, gid=_group_id(settings.daemon.socket_group)
+        )
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -203,12 +209,23 @@ class Instance:
         while True:
             await asyncio.sleep(TRIM_INTERVAL_S)
             try:
-                removed = self.journal.trim()
+                self.apply_retention()
             except StoreError as exc:
                 self.log.error("journal_trim_failed", error=str(exc))
-                continue
-            if removed:
-                self.log.info("journal_trimmed", removed=removed, first_seq=self.journal.first_seq)
+
+    def apply_retention(self) -> int:
+        """Trim the journal (age, count) and remove the downloaded attachments whose
+        message is no longer in it. Returns how many events went."""
+        removed = self.journal.trim()
+        if removed:
+            self.log.info("journal_trimmed", removed=removed, first_seq=self.journal.first_seq)
+        stored = self.attachments.message_ids()
+        if stored:
+            kept = self.journal.journaled_messages(stored)
+            gone = self.attachments.prune(lambda message_id: message_id in kept)
+            if gone:
+                self.log.info("attachments_trimmed", removed=gone)
+        return removed
 
     # --- binding ------------------------------------------------------------------------
 
@@ -376,6 +393,8 @@ class Instance:
             )
             await self.unbind(reason=reason)
             self.sender_policy.clear()
+            if reason != "removed":  # an explosion (now or scheduled) destroys its files too
+                self.attachments.remove_all()
         finally:
             self._ending.set()
             self._ending = None
@@ -489,3 +508,15 @@ class Instance:
 
 def _writable(path: Any) -> bool:
     return bool(os.access(path, os.W_OK | os.X_OK))
+
+
+def _group_id(group: str | None) -> int | None:
+    """The gid of ``socketGroup`` (already checked when the socket was set up)."""
+    if group is None:
+        return None
+    from convosd.rpc.sockets import resolve_group
+
+    try:
+        return resolve_group(group)
+    except errors.ConfigError:
+        return None  # the socket's setup refuses it and stops the daemon

@@ -10,6 +10,7 @@ import structlog
 
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
+from convosd.api.downloads import DownloadsApi
 from convosd.api.events import EventsApi
 from convosd.api.messages import MessagesApi
 from convosd.api.pairing import PairingApi
@@ -48,6 +49,7 @@ class ConvosService:
         )
         self.events = EventsApi(instance.journal, hub)
         self.pairing = PairingApi(instance.sender_policy)
+        self.downloads = DownloadsApi(instance, instance.cli, instance.journal)
 
     def clean_outbox(self) -> None:
         """Remove attachment copies a crash left behind (at start, before serving)."""
@@ -71,4 +73,5 @@ class ConvosService:
             messages=self.messages,
             events=self.events,
             pairing=self.pairing,
+            downloads=self.downloads,
         )

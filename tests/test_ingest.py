@@ -148,6 +148,7 @@ def test_event_shape(journal: Journal) -> None:
         "sentAt",
         "replyTo",
         "reaction",
+        "attachment",
     }
     assert e["sentAt"] == "2026-11-23T12:00:01.000Z"
 

@@ -80,7 +80,9 @@ async def test_tools_schemas_and_admin_flag(net: FakeNetwork, tmp_path: Path) ->
     async with running_daemon(net, tmp_path / "d") as daemon:
         async with mcp_session(daemon.socket) as client:
             listed = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert set(listed) == BASE_TOOLS  # no admin tools, no tools of newer daemons
+            # no admin tools; of the gated ones, those whose method this daemon offers
+            assert set(listed) - GATED_TOOLS == BASE_TOOLS
+            assert "download_attachment" in listed
             send = listed["send_message"]
             assert send.description and "reply" in send.description
             assert send.input_schema["required"] == ["message"]
@@ -109,7 +111,7 @@ async def test_tools_schemas_and_admin_flag(net: FakeNetwork, tmp_path: Path) ->
 
         async with mcp_session(daemon.socket, allow_admin=True) as client:
             listed = {tool.name for tool in (await client.list_tools()).tools}
-            assert listed == BASE_TOOLS | ADMIN_TOOLS
+            assert listed - GATED_TOOLS == BASE_TOOLS | ADMIN_TOOLS
             created = await call(client, "create_conversation", name="Made by MCP")
             assert created["conversationId"] and created["inviteUrl"]
             info = await call(client, "conversation_info")
@@ -206,6 +208,22 @@ class FakeDaemon:
         writer.close()
 
 
+async def test_download_attachment_tool(net: FakeNetwork, tmp_path: Path) -> None:
+    async with bound_daemon(net, tmp_path) as (daemon, bob, cid):
+        home = bob.setup.convos_home
+        message_id = net.send_remote_attachment(home, cid, b"chart", filename="chart.png")
+        journal = daemon.instance.journal
+        assert await eventually(lambda: journal.message(message_id) is not None)
+        async with mcp_session(daemon.socket) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            schema = tools["download_attachment"].input_schema
+            assert set(schema["properties"]) == {"messageId", "inline"}
+            got = await call(client, "download_attachment", messageId=message_id, inline=True)
+            assert (got["filename"], got["size"], got["data"]) == ("chart.png", 5, "Y2hhcnQ=")
+            error = await call_error(client, "download_attachment", messageId="ab" * 32)
+            assert error["kind"] == "NOT_FOUND"
+
+
 async def test_newer_daemon_tools_follow_discover(tmp_path: Path) -> None:
     typing_entry = {
         "name": "conversation.typing",
@@ -252,7 +270,9 @@ async def test_stdio_entry_point(net: FakeNetwork, tmp_path: Path) -> None:
             cwd=REPO,
         )
         async with McpClient(params) as client:
-            assert {tool.name for tool in (await client.list_tools()).tools} == BASE_TOOLS
+            assert {
+                tool.name for tool in (await client.list_tools()).tools
+            } - GATED_TOOLS == BASE_TOOLS
             info = await call(client, "conversation_info")
             assert info["conversationId"] == cid and info["memberCount"] == 2
             sent = await call(client, "send_message", message="over stdio")

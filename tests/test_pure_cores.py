@@ -171,6 +171,7 @@ class TestEventMapping:
             "sentAt": "2026-11-23T12:00:00.123Z",
             "replyTo": None,
             "reaction": None,
+            "attachment": None,
         }
 
     def test_reaction_and_reply_references(self) -> None:

@@ -145,6 +145,7 @@ class BindingApi:
                 instance.store.keys.clear()
                 instance.store.seen_ids.clear()
             instance.journal.reset()
+            instance.attachments.remove_all()
             instance.sender_policy.clear(counts=True)
             instance.store.meta.set("owner_conversation_id", None)
             instance.recorded_owner = None

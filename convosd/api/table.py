@@ -8,6 +8,7 @@ from typing import Any
 from convosd import __version__
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
+from convosd.api.downloads import DownloadsApi
 from convosd.api.events import EventsApi
 from convosd.api.messages import MessagesApi
 from convosd.api.pairing import PairingApi
@@ -24,6 +25,7 @@ def method_table(
     messages: MessagesApi,
     events: EventsApi,
     pairing: PairingApi,
+    downloads: DownloadsApi,
 ) -> dict[str, MethodSpec]:
     m = MethodSpec
     specs = [
@@ -131,6 +133,13 @@ def method_table(
             s.ReactResult,
             messages.react,
             "Add or remove a reaction.",
+        ),
+        m(
+            "attachment.download",
+            s.DownloadParams,
+            s.DownloadResult,
+            downloads.download,
+            "Fetch an inbound attachment into the state dir (inline: also its bytes).",
         ),
         m(
             "events.subscribe",

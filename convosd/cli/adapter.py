@@ -395,6 +395,15 @@ class ConvosCli:
         return await self._model(invocation, models.ReactionResult)
 
     @_queued
+    async def download_attachment(
+        self, conversation_id: str, message_id: str, output: Path
+    ) -> models.DownloadResult:
+        """Fetch, check and decrypt the attachment of ``message_id`` into ``output``; the CLI
+        reads the key material from its own database (it never passes through convosd)."""
+        invocation = self.argv.download_attachment(conversation_id, message_id, output)
+        return await self._model(invocation, models.DownloadResult)
+
+    @_queued
     async def lock(self, conversation_id: str, *, unlock: bool = False) -> models.LockResult:
         return await self._model(self.argv.lock(conversation_id, unlock=unlock), models.LockResult)
 

@@ -242,6 +242,17 @@ class ArgvBuilder:
             "send-reaction", conversation_id, None, [message_id, action, emoji]
         )
 
+    def download_attachment(
+        self, conversation_id: str, message_id: str, output: Path
+    ) -> Invocation:
+        """``output`` is absolute (a relative path would be the CLI's cwd's)."""
+        check_id("message id", message_id)
+        if not output.is_absolute():
+            raise ValueError(f"download-attachment needs an absolute --output, got {output}")
+        return self._conversation(
+            "download-attachment", conversation_id, [f"--output={output}"], [message_id]
+        )
+
     def lock(self, conversation_id: str, *, unlock: bool = False) -> Invocation:
         flags = ["--unlock"] if unlock else ["--force"]
         return self._conversation("lock", conversation_id, flags)

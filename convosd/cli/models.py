@@ -236,6 +236,18 @@ class ContentType(_Out):
     version_minor: int | None = Field(default=None, alias="versionMinor")
 
 
+class RemoteAttachmentInfo(_Out):
+    """Of a structured ``remoteAttachment`` field only what may leave the CLI boundary: its
+    url, secret, salt, nonce and contentDigest are not declared, so never read."""
+
+    filename: str | None = None
+    content_length: int | None = Field(default=None, alias="contentLength")
+
+
+class MultiRemoteAttachmentInfo(_Out):
+    attachments: list[RemoteAttachmentInfo] = []
+
+
 class CliMessage(_Out):
     """A message as ``conversation messages`` and ``conversation stream`` print it."""
 
@@ -245,6 +257,11 @@ class CliMessage(_Out):
     content: str | None = None
     sent_at: datetime = Field(alias="sentAt")
     delivery_status: int | str | None = Field(default=None, alias="deliveryStatus")
+    #: printed by ``agent serve`` only (0.10.15); see :mod:`convosd.cli.attachment_meta`
+    remote_attachment: RemoteAttachmentInfo | None = Field(default=None, alias="remoteAttachment")
+    multi_remote_attachment: MultiRemoteAttachmentInfo | None = Field(
+        default=None, alias="multiRemoteAttachment"
+    )
 
     @property
     def sent_at_ns(self) -> int:
@@ -307,3 +324,15 @@ class UpdateProfileResult(_Out):
     inbox_id: str | None = Field(default=None, alias="inboxId")
     name: str | None = None
     image: str | None = None
+
+
+class DownloadResult(_Out):
+    """``conversation download-attachment``: ``type`` is ``inline``, ``remote`` or
+    ``remote-raw``; ``filename`` is absent when the message has none."""
+
+    success: bool
+    type: str
+    output_path: str = Field(alias="outputPath")
+    filename: str | None = None
+    mime_type: str | None = Field(default=None, alias="mimeType")
+    size: int

@@ -41,6 +41,7 @@ _MESSAGE_EVENT = {
     "sentAt": "2026-05-04T09:15:01.990Z",
     "replyTo": None,
     "reaction": None,
+    "attachment": None,
 }
 
 #: method → (params, result); ``None`` params: the request has no ``params``.
@@ -143,6 +144,17 @@ METHOD_EXAMPLES: dict[str, tuple[dict[str, Any] | None, Any]] = {
             "referenceMessageId": MESSAGE,
             "action": "added",
             "emoji": "👍",
+        },
+    ),
+    "attachment.download": (
+        {"messageId": MESSAGE, "inline": True},
+        {
+            "messageId": MESSAGE,
+            "filename": "receipt.pdf",
+            "mimeType": "application/pdf",
+            "size": 15,
+            "path": f"/var/lib/convosd/attachments/{MESSAGE}/receipt.pdf",
+            "data": "JVBERi0xLjcKJeLjz9MK",
         },
     ),
     "events.subscribe": (

@@ -141,6 +141,13 @@ class SendAttachmentParams(Params):
         return self
 
 
+class DownloadParams(Params):
+    message_id: HexId = Field(alias="messageId")
+    inline: bool = Field(
+        default=False, description="also answer the bytes as base64 (files up to 786432 bytes)"
+    )
+
+
 class ReactParams(Params):
     message_id: HexId = Field(alias="messageId")
     emoji: Annotated[str, Field(min_length=1, max_length=64)]
@@ -229,6 +236,15 @@ class OkResult(Result):
 
 class SendResult(Result):
     message_id: str = Field(alias="messageId")
+
+
+class DownloadResult(Result):
+    message_id: str = Field(alias="messageId")
+    filename: str = Field(description="the stored file's name (the sender's, sanitised)")
+    mime_type: str | None = Field(alias="mimeType")
+    size: int
+    path: str = Field(description="<state dir>/attachments/<messageId>/<filename>")
+    data: str | None = Field(default=None, description="base64 of the file; only with inline")
 
 
 class ReactResult(Result):

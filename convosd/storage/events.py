@@ -44,6 +44,28 @@ class EventRows:
         )
         return {str(row[0]) for row in rows if row[0] is not None}
 
+    def message_body(self, message_id: str) -> str | None:
+        """The body of the ``message`` event of ``message_id`` (None when not journaled, or
+        trimmed). A scan of the message events: attachment.download is rare."""
+        row = self._db.execute(
+            "SELECT body FROM events WHERE type = 'message' "
+            "AND json_extract(body, '$.messageId') = ? ORDER BY seq LIMIT 1",
+            (message_id,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def journaled_messages(self, message_ids: Sequence[str]) -> set[str]:
+        """Those of ``message_ids`` that still have a ``message`` event."""
+        if not message_ids:
+            return set()
+        marks = ",".join("?" * len(message_ids))
+        rows = self._db.execute(
+            "SELECT json_extract(body, '$.messageId') FROM events WHERE type = 'message' "
+            f"AND json_extract(body, '$.messageId') IN ({marks})",
+            tuple(message_ids),
+        )
+        return {str(row[0]) for row in rows}
+
     def read(
         self, after: int, limit: int, types: frozenset[str] | None = None
     ) -> list[tuple[int, str, str]]:

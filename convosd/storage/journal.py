@@ -169,6 +169,21 @@ class Journal:
         seconds): messages already reported as the result of a send."""
         return self.store.events.sent_message_ids(since)
 
+    def message(self, message_id: str) -> dict[str, Any] | None:
+        """The journaled ``message`` event of ``message_id``; None when there is none."""
+        body = self.store.events.message_body(message_id)
+        if body is None:
+            return None
+        value: dict[str, Any] = json.loads(body)
+        return value
+
+    def journaled_messages(self, message_ids: Sequence[str]) -> set[str]:
+        """Those of ``message_ids`` whose ``message`` event is still in the journal."""
+        found: set[str] = set()
+        for start in range(0, len(message_ids), 500):  # SQLite's limit on parameters
+            found |= self.store.events.journaled_messages(message_ids[start : start + 500])
+        return found
+
     def read(
         self, after: int, limit: int, types: frozenset[str] | None = None
     ) -> list[JournalEvent]:

@@ -199,6 +199,12 @@ BUILDER_CASES: list[tuple[str, Build, dict[str, Any], dict[str, Any]]] = [
         {"id": CID, "message-id": MID, "action": "remove", "emoji": "👍"},
         {},
     ),
+    (
+        "download-attachment",
+        lambda b: b.download_attachment(CID, MID, Path("/state dir/attachments/ab/.partial-1")),
+        {"id": CID, "message-id": MID},
+        {"output": "/state dir/attachments/ab/.partial-1", "raw": False, "sync": False},
+    ),
     ("lock", lambda b: b.lock(CID), {"id": CID}, {"unlock": False, "force": True}),
     ("unlock", lambda b: b.lock(CID, unlock=True), {"id": CID}, {"unlock": True, "force": False}),
     ("explode", lambda b: b.explode(CID), {"id": CID}, {"force": True}),

@@ -1,0 +1,355 @@
+"""Inbound attachments end to end on the CLI double: the ``attachment`` field of ``message``
+events (stream and backfill), ``attachment.download`` with its bad inputs, where files are
+stored and when they go (retention, explode, reset), convosctl download."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convosd import errors
+from convosd.attachment_store import MAX_NAME_BYTES, safe_filename
+from convosd.cli.attachment_meta import from_display
+from convosd.client import ConvosdClient
+from convosd.ctl import main as ctl_main
+from tests.conftest import fake_setup
+from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import eventually, member_count
+from tests.rpc_harness import member_cli, running_daemon
+
+KEY = {"CONVOS_API_KEY": "agent-key"}
+
+
+def message_events(daemon: Any) -> dict[str, dict[str, Any]]:
+    journal = daemon.instance.journal
+    return {
+        e["messageId"]: e
+        for e in (x.as_dict() for x in journal.read(0, 10_000))
+        if e["type"] == "message"
+    }
+
+
+async def _bound_with_bob(daemon: Any, net: FakeNetwork, tmp_path: Path) -> tuple[str, Path]:
+    async with await ConvosdClient.connect(daemon.socket) as client:
+        created = await client.create(name="Files")
+    bob = member_cli(net, tmp_path / "bob")
+    await bob.join(created.invite_slug, no_wait=True)
+    assert await eventually(lambda: member_count(daemon.instance) == 2)
+    return created.conversation_id, fake_setup(net, tmp_path / "bob").convos_home
+
+
+async def _journaled(daemon: Any, message_id: str) -> dict[str, Any]:
+    assert await eventually(lambda: message_id in message_events(daemon), within_s=20)
+    return message_events(daemon)[message_id]
+
+
+def _facts(path: Path) -> dict[str, Any]:
+    return {
+        "bytes": path.read_bytes(),
+        "mode": stat.S_IMODE(path.stat().st_mode),
+        "dir_mode": stat.S_IMODE(path.parent.stat().st_mode),
+        "root_mode": stat.S_IMODE(path.parent.parent.stat().st_mode),
+        "gid": path.stat().st_gid,
+        "listing": sorted(p.name for p in path.parent.iterdir()),
+    }
+
+
+def _all_inside(root: Path, pattern: str, inside: Path) -> bool:
+    return all(inside in p.parents for p in root.rglob(pattern))
+
+
+def _tree(root: Path, skip: Path) -> set[str]:
+    """Every file under ``root`` but those under ``skip`` and SQLite's own."""
+    found = set()
+    for path in root.rglob("*"):
+        if skip in path.parents or path == skip or not path.is_file():
+            continue
+        if path.suffix in (".sqlite3-wal", ".sqlite3-shm", ".db-wal", ".db-shm"):
+            continue
+        found.add(str(path.relative_to(root)))
+    return found
+
+
+async def test_events_carry_attachment_metadata_and_download_round_trips(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    gid = os.getgid()
+    state = tmp_path / "d"
+    async with running_daemon(net, state, socket_group=str(gid)) as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        data = os.urandom(300_000)
+        photo = tmp_path / "beach.jpg"
+        photo.write_bytes(data)
+        sent = json.loads(
+            net.run(
+                bob, "conversation", "send-attachment", cid, str(photo), "--json", env=KEY
+            ).stdout
+        )
+        inline_id = net.send_inline_attachment(
+            bob, cid, b"hi", filename="n.txt", mime_type="text/plain"
+        )
+        multi_id = net.send_multi_remote_attachment(bob, cid, [("a.png", b"1"), ("b.png", b"2")])
+        reply_id = net.send_attachment_reply(bob, cid, sent["messageId"], b"rr", filename="r.pdf")
+        text = net.run(bob, "conversation", "send-text", cid, "--text=plain", "--json")
+        text_id = json.loads(text.stdout)["messageId"]
+
+        remote = await _journaled(daemon, sent["messageId"])
+        assert remote["contentType"] == "remoteStaticAttachment"
+        payload_len = int(remote["content"].split("(")[1].split(" bytes")[0])
+        assert remote["attachment"] == {
+            "filename": "beach.jpg",
+            "mimeType": None,
+            "size": payload_len,
+        }
+        assert payload_len > len(data)
+        inline = await _journaled(daemon, inline_id)
+        assert inline["attachment"] == {"filename": "n.txt", "mimeType": "text/plain", "size": None}
+        multi = await _journaled(daemon, multi_id)
+        assert multi["contentType"] == "multiRemoteStaticAttachment"
+        assert multi["attachment"] == {
+            "filename": "a.png",
+            "mimeType": None,
+            "size": None,
+            "count": 2,
+        }
+        reply = await _journaled(daemon, reply_id)
+        assert reply["contentType"] == "reply"
+        assert reply["replyTo"] == sent["messageId"]
+        assert reply["attachment"]["filename"] == "r.pdf"
+        assert (await _journaled(daemon, text_id))["attachment"] is None
+        for event in message_events(daemon).values():
+            for key in ("secret", "salt", "nonce", "contentDigest"):
+                assert key not in json.dumps(event)
+
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            got = await client.download_attachment(sent["messageId"])
+            path = Path(got.path)
+            assert path == state / "attachments" / sent["messageId"] / "beach.jpg"
+            assert (got.filename, got.mime_type, got.size, got.data) == (
+                "beach.jpg",
+                "image/jpeg",
+                len(data),
+                None,
+            )
+            facts = _facts(path)
+            assert facts["bytes"] == data
+            assert (facts["mode"], facts["dir_mode"], facts["root_mode"]) == (0o640, 0o750, 0o750)
+            assert facts["gid"] == gid
+            assert facts["listing"] == [".meta.json", "beach.jpg"]
+            # a second call is served from disk: the CLI could not download now
+            net.add_fault("unreachable", command="conversation:download-attachment")
+            again = await client.download_attachment(sent["messageId"], inline=True)
+            assert again.path == got.path
+            assert base64.b64decode(again.data or "") == data
+            net.clear_faults()
+            small = await client.download_attachment(inline_id, inline=True)
+            assert (small.filename, small.mime_type, small.size) == ("n.txt", "text/plain", 2)
+            assert base64.b64decode(small.data or "") == b"hi"
+
+
+async def test_backfill_journals_the_same_attachment_field(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    async with running_daemon(net, tmp_path / "d") as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        net.add_fault("stream_skip", command="conversation:stream", next=1)
+        hidden = net.send_remote_attachment(bob, cid, b"x" * 100, filename="late.bin")
+        event = await _journaled(daemon, hidden)  # only a backfill can find it
+        assert event["attachment"] == {
+            "filename": "late.bin",
+            "mimeType": None,
+            "size": event["attachment"]["size"],
+        }
+        assert event["attachment"]["size"] > 100
+
+
+async def test_bad_inputs_get_their_error_and_write_nothing_outside(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    state = tmp_path / "d"
+    async with running_daemon(net, state) as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        attachments = state / "attachments"
+        text_id = json.loads(
+            net.run(bob, "conversation", "send-text", cid, "--text=hello", "--json").stdout
+        )["messageId"]
+        multi_id = net.send_multi_remote_attachment(bob, cid, [("m.png", b"1")])
+        reply_id = net.send_attachment_reply(bob, cid, text_id, b"r", filename="r.bin")
+        hostile = {
+            "long": "x" * 9_996 + ".txt",
+            "traversal": "../../../../outside-evil",
+            "nul": "nul\x00byte.txt",
+            "dot": ".bashrc",
+            "control": "a\x1b[31mb\r\nc\u202etxt.exe",
+            "dots_only": "../..",
+        }
+        ids = {
+            name: net.send_remote_attachment(bob, cid, name.encode(), filename=filename)
+            for name, filename in hostile.items()
+        }
+        big_id = net.send_remote_attachment(bob, cid, os.urandom(786_433), filename="big.bin")
+        for message_id in (text_id, multi_id, reply_id, big_id, *ids.values()):
+            await _journaled(daemon, message_id)
+        before = _tree(tmp_path, attachments)
+        tried = 0
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            own = await client.send("mine")
+            refused: list[tuple[str, type[errors.ConvosdError]]] = [
+                (text_id, errors.NotFound),  # not an attachment
+                ("ab" * 32, errors.NotFound),  # unknown
+                (own.message_id, errors.NotFound),  # own message
+                (multi_id, errors.NotFound),  # the CLI cannot download it
+                (reply_id, errors.NotFound),  # a reply carrying one: neither
+                (f"../../{text_id}", errors.InvalidParams),
+                (f"{text_id}\x00", errors.InvalidParams),
+                ("../" * 10, errors.InvalidParams),
+                ("", errors.InvalidParams),
+            ]
+            for message_id, error in refused:
+                tried += 1
+                with pytest.raises(error):
+                    await client.download_attachment(message_id)
+            assert not attachments.exists()  # nothing was even created
+
+            names = {}
+            for name, message_id in ids.items():
+                tried += 1
+                got = await client.download_attachment(message_id)
+                path = Path(got.path)
+                assert path.parent == attachments / message_id
+                assert _facts(path)["bytes"] == name.encode()
+                assert not path.name.startswith(".")
+                assert all(ord(c) >= 32 and c not in "/\\\x7f\u202e" for c in path.name)
+                assert len(path.name.encode()) <= MAX_NAME_BYTES
+                names[name] = path.name
+            assert names["traversal"] == "outside-evil"
+            assert names["nul"] == "nulbyte.txt"
+            assert names["dot"] == "bashrc"
+            assert names["dots_only"] == "attachment"
+            assert names["long"].endswith(".txt")
+
+            tried += 1
+            with pytest.raises(errors.InvalidParams) as too_big:
+                await client.download_attachment(big_id, inline=True)
+            stored = attachments / big_id / "big.bin"
+            assert str(stored) in too_big.value.message
+            assert too_big.value.extra["path"] == str(stored)
+            assert stored.stat().st_size == 786_433
+            tried += 1
+            with pytest.raises(errors.InvalidParams):  # a bad type of inline
+                await client.call("attachment.download", {"messageId": big_id, "inline": "yes"})
+        assert _tree(tmp_path, attachments) == before  # nothing written anywhere else
+        assert _all_inside(tmp_path, "*outside-evil*", attachments)
+        print(f"bad inputs tried: {tried}")
+        assert tried == 17
+
+
+async def test_stored_attachments_go_with_retention_explode_and_reset(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    state = tmp_path / "d"
+    attachments = state / "attachments"
+    async with running_daemon(net, state, journal_max_events=1_000) as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        first = net.send_remote_attachment(bob, cid, b"one", filename="1.txt")
+        second = net.send_remote_attachment(bob, cid, b"two", filename="2.txt")
+        await _journaled(daemon, second)
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await client.download_attachment(first)
+            await client.download_attachment(second)
+            instance = daemon.instance
+            # retention: the first message's event goes, so does its file
+            first_seq = message_events(daemon)[first]["seq"]
+            instance.journal.max_events = instance.journal.last_seq - first_seq
+            assert instance.apply_retention() > 0
+            assert not (attachments / first).exists()
+            assert (attachments / second / "2.txt").exists()
+            await client.explode()
+            assert not attachments.exists()
+
+            created = await client.create(name="Again")
+            bob2 = member_cli(net, tmp_path / "bob2")
+            await bob2.join(created.invite_slug, no_wait=True)
+            assert await eventually(lambda: member_count(daemon.instance) == 2)
+            bob2_home = fake_setup(net, tmp_path / "bob2").convos_home
+            third = net.send_remote_attachment(
+                bob2_home, created.conversation_id, b"3", filename="3.txt"
+            )
+            await _journaled(daemon, third)
+            await client.download_attachment(third)
+            assert (attachments / third / "3.txt").exists()
+            await client.reset()
+            assert not attachments.exists()
+
+
+async def test_convosctl_download(
+    net: FakeNetwork, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running_daemon(net, tmp_path / "d") as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        message_id = net.send_remote_attachment(bob, cid, b"%PDF-1.7", filename="doc.pdf")
+        await _journaled(daemon, message_id)
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        argv = ["--socket", str(daemon.socket), "--json", "download", message_id]
+        code = await _ctl([*argv, "--output", str(out_dir)])
+        assert code == 0
+        shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # after log lines
+        assert shown["filename"] == "doc.pdf"
+        assert shown["output"] == str(out_dir / "doc.pdf")
+        assert (out_dir / "doc.pdf").read_bytes() == b"%PDF-1.7"
+        assert await _ctl(["--socket", str(daemon.socket), "--json", "download", "ab" * 32]) == 1
+        assert "NOT_FOUND" in capsys.readouterr().err
+
+
+async def _ctl(argv: list[str]) -> int:
+    import asyncio
+
+    return await asyncio.to_thread(ctl_main, argv)
+
+
+def test_safe_filename_and_display_parsing() -> None:
+    assert safe_filename("a/b\\c.txt") == "c.txt"
+    assert safe_filename("..") == "attachment"
+    assert safe_filename(None) == "attachment"
+    assert safe_filename(" .hidden") == "hidden"
+    long = safe_filename("é" * 5000 + ".jpeg")
+    assert long.endswith(".jpeg") and len(long.encode()) <= MAX_NAME_BYTES
+    assert from_display("[remote attachment: a (b) (12 bytes) https://x/y]") is not None
+    meta = from_display("[remote attachment: a (b) (12 bytes) https://x/y]")
+    assert meta is not None and (meta.filename, meta.size) == ("a (b)", 12)
+    meta = from_display("[3 attachments: a, b, c, d]")  # a name with ", ": first unknown
+    assert meta is not None and (meta.filename, meta.count) == (None, 3)
+    meta = from_display("[attachment: unnamed (image/png)]")
+    assert meta is not None and (meta.filename, meta.mime_type) == (None, "image/png")
+    leaked = '{"url":"https://u","secret":"[redacted]","contentLength":9,"filename":"p.jpg"}'
+    meta = from_display(leaked)
+    assert meta is not None and (meta.filename, meta.size) == ("p.jpg", 9)
+    assert from_display("just text") is None
+
+
+async def test_a_leaking_cli_reply_is_redacted_and_its_attachment_still_named(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """0.10.2 printed a reply carrying a remote attachment as the attachment's JSON, keys
+    included (the double's ``leaky_reply`` fault prints the reply's own key material)."""
+    async with running_daemon(net, tmp_path / "d") as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        parent = net.send_remote_attachment(bob, cid, b"p", filename="p.txt")
+        await _journaled(daemon, parent)
+        net.add_fault("leaky_reply")
+        reply = net.send_attachment_reply(bob, cid, parent, b"secret bytes", filename="k.bin")
+        event = await _journaled(daemon, reply)
+        assert event["contentType"] == "reply" and event["replyTo"] == parent
+        content = event["content"]
+        for key in ("secret", "salt", "nonce", "contentDigest"):
+            assert f'"{key}":"[redacted]"' in content
+        assert '"0":' not in content  # no Uint8Array left
+        assert event["attachment"]["filename"] == "k.bin"
+        assert event["attachment"]["size"] > len(b"secret bytes")
