@@ -26,8 +26,9 @@ import structlog
 from convosd import errors
 from convosd.cli.models import CliMessage
 from convosd.cli.output import classify
+from convosd.cli.upload import provider_configured
 from convosd.client import Client, ConvosdClient
-from convosd.config import Paths
+from convosd.config import Paths, load_settings
 from convosd.daemon import Daemon
 from convosd.idempotency import AttachmentIntent, Outcome, PendingKey
 from convosd.rpc.dispatch import CallContext
@@ -813,3 +814,37 @@ async def test_convosctl_send_file(daemon: RunningDaemon, client: Client, tmp_pa
         "mimeType": "text/markdown",
         "size": len(b"# notes\n"),
     }
+
+
+# --- small pure parts --------------------------------------------------------------------
+
+
+def test_what_counts_as_an_upload_provider(tmp_path: Path) -> None:
+    env_file = tmp_path / "cli.env"
+    assert not provider_configured({}, None)
+    assert not provider_configured({"CONVOS_API_KEY": "", "CONVOS_UPLOAD_PROVIDER": ""}, None)
+    # a token alone selects nothing (the CLI's getUploadProvider)
+    assert not provider_configured({"CONVOS_UPLOAD_PROVIDER_TOKEN": "t"}, None)
+    assert provider_configured({"CONVOS_API_KEY": "k"}, None)
+    assert provider_configured({"CONVOS_UPLOAD_PROVIDER": "s3"}, None)
+    assert not provider_configured({}, env_file)  # no file: nothing from it
+    for text, found in (
+        ("# CONVOS_API_KEY=commented\n", False),
+        ("CONVOS_API_KEY=\n", False),
+        ('CONVOS_API_KEY=""\n', False),
+        ("CONVOS_API_KEY=k\n", True),
+        ("export CONVOS_UPLOAD_PROVIDER='pinata'\n", True),
+        ("OTHER=1\nCONVOS_API_KEY = k # a comment\n", True),
+    ):
+        env_file.write_text(text)
+        assert provider_configured({}, env_file) is found, text
+
+
+def test_max_attachment_bytes_is_a_daemon_key(tmp_path: Path) -> None:
+    assert load_settings({}, environ={}).daemon.max_attachment_bytes == 10_485_760
+    from_env = load_settings({}, environ={"CONVOSD_MAX_ATTACHMENT_BYTES": "2048"})
+    assert from_env.daemon.max_attachment_bytes == 2048
+    config = tmp_path / "c.toml"
+    config.write_text("[daemon]\nmaxAttachmentBytes = 0\n")
+    with pytest.raises(errors.ConfigError, match="maxAttachmentBytes"):
+        load_settings({"config": str(config)}, environ={})
