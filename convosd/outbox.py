@@ -182,14 +182,11 @@ class Outbox:
             if path.endswith("/"):
                 raise invalid("path", "must name a file (it ends with '/')")
             filename = check_filename(os.path.basename(path), "path")
-        source = await asyncio.to_thread(_open_source, path, self.max_bytes, frozenset(owners))
+        directory, file, out = self._create(filename)
         try:
-            directory, file, out = self._create(filename)
-        except BaseException:
-            os.close(source)
-            raise
-        try:
-            size = await asyncio.to_thread(_copy_from, source, out, self.max_bytes)
+            # One thread call opens, checks and copies, and closes both files whatever
+            # happens: a cancelled request cannot leave a descriptor behind.
+            size = await asyncio.to_thread(_copy_path, path, out, self.max_bytes, frozenset(owners))
         except OSError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise _own_failure(exc) from None
@@ -291,24 +288,30 @@ def _open_error(exc: OSError) -> errors.InvalidParams:
     return invalid("path", f"cannot be opened: {exc.strerror}")
 
 
+def _copy_path(path: str, out: BinaryIO, limit: int, owners: frozenset[int]) -> int:
+    """Open the caller's file, check it and copy it into ``out``; both are closed after."""
+    with out:
+        source = _open_source(path, limit, owners)
+        return _copy_from(source, out, limit)
+
+
 def _copy_from(source: int, out: BinaryIO, limit: int) -> int:
     """Copy at most ``limit`` + 1 bytes; more than ``limit`` is refused (it grew)."""
     total = 0
     try:
-        with out:
-            while total <= limit:
-                try:
-                    chunk = os.read(source, min(COPY_CHUNK, limit + 1 - total))
-                except OSError as exc:
-                    raise invalid("path", f"cannot be read: {exc.strerror}") from None
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > limit:
-                    raise invalid(
-                        "path", f"grew past {limit} bytes while it was read (maxAttachmentBytes)"
-                    )
-                out.write(chunk)  # an OSError here is the daemon's own (its state dir)
+        while total <= limit:
+            try:
+                chunk = os.read(source, min(COPY_CHUNK, limit + 1 - total))
+            except OSError as exc:
+                raise invalid("path", f"cannot be read: {exc.strerror}") from None
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise invalid(
+                    "path", f"grew past {limit} bytes while it was read (maxAttachmentBytes)"
+                )
+            out.write(chunk)  # an OSError here is the daemon's own (its state dir)
     finally:
         os.close(source)
     if total == 0:
