@@ -133,6 +133,7 @@ def fill_journal(state: Path, n: int) -> None:
                     "sentAt": "2026-01-01T00:00:00.000Z",
                     "replyTo": None,
                     "reaction": None,
+                    "attachment": None,
                 },
             )
             for i in range(start, min(n, start + 500))

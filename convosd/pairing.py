@@ -191,6 +191,7 @@ class SenderPolicy:
         for body in rows:
             fields = json.loads(body)
             fields["senderName"] = name
+            fields.setdefault("attachment", None)  # held by a daemon before the field existed
             released.append(NewEvent(type="message", conversation_id=cid, fields=fields))
         self.journal.append(released, writes=(ApproveSender(sender, request.code, self.clock()),))
         del self.requests[sender]

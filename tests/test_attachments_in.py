@@ -156,11 +156,12 @@ async def test_events_carry_attachment_metadata_and_download_round_trips(
 async def test_backfill_journals_the_same_attachment_field(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
+    # the stream drops every message: whatever is journaled came from a backfill
+    net.add_fault("stream_skip", command="conversation:stream", every=1)
     async with running_daemon(net, tmp_path / "d") as daemon:
         cid, bob = await _bound_with_bob(daemon, net, tmp_path)
-        net.add_fault("stream_skip", command="conversation:stream", next=1)
         hidden = net.send_remote_attachment(bob, cid, b"x" * 100, filename="late.bin")
-        event = await _journaled(daemon, hidden)  # only a backfill can find it
+        event = await _journaled(daemon, hidden)
         assert event["attachment"] == {
             "filename": "late.bin",
             "mimeType": None,
@@ -339,11 +340,11 @@ async def test_a_leaking_cli_reply_is_redacted_and_its_attachment_still_named(
 ) -> None:
     """0.10.2 printed a reply carrying a remote attachment as the attachment's JSON, keys
     included (the double's ``leaky_reply`` fault prints the reply's own key material)."""
+    net.add_fault("leaky_reply")  # before the stream starts: it reads faults at its start
     async with running_daemon(net, tmp_path / "d") as daemon:
         cid, bob = await _bound_with_bob(daemon, net, tmp_path)
         parent = net.send_remote_attachment(bob, cid, b"p", filename="p.txt")
         await _journaled(daemon, parent)
-        net.add_fault("leaky_reply")
         reply = net.send_attachment_reply(bob, cid, parent, b"secret bytes", filename="k.bin")
         event = await _journaled(daemon, reply)
         assert event["contentType"] == "reply" and event["replyTo"] == parent

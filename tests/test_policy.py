@@ -329,3 +329,44 @@ async def test_a_join_accepted_by_the_watchers_first_pass_is_approved(
                 lambda ms: [m["content"] for m in ms] == ["sent while you were away"],
             )
             assert (await client.call("pairing.list"))["requests"] == []
+
+
+def test_messages_held_before_the_attachment_field_existed_are_released(tmp_path: Path) -> None:
+    """A daemon upgraded while messages were held: their stored fields lack ``attachment``."""
+    import json
+
+    from convosd.cli.models import CliMessage
+    from convosd.ingest import Fate
+    from convosd.pairing import SenderPolicy
+    from convosd.storage.journal import Journal
+    from convosd.storage.store import Store
+
+    store = Store.open(tmp_path)
+    try:
+        journal = Journal(store)
+        policy = SenderPolicy(
+            store, journal, policy="pairing", owners=frozenset, conversation_id=lambda: "c" * 32
+        )
+        message = CliMessage.model_validate(
+            {
+                "id": "f" * 64,
+                "senderInboxId": ALICE,
+                "content": "hi",
+                "contentType": {"authorityId": "xmtp.org", "typeId": "text"},
+                "sentAt": "2026-11-23T12:00:00.000Z",
+            }
+        )
+        decision = policy(message)
+        assert decision.fate is Fate.HELD
+        journal.append([], writes=decision.writes)
+        (body,) = store.pairing.held_bodies(ALICE)
+        old = {k: v for k, v in json.loads(body).items() if k != "attachment"}
+        old["messageId"] = "e" * 64
+        with store.transaction():
+            store.pairing.hold("e" * 64, ALICE, json.dumps(old), 0.0)
+        policy.approve(decision.events[0].fields["code"])
+        released = [e.as_dict() for e in journal.read(0, 10) if e.type == "message"]
+        assert [e["messageId"] for e in released] == ["f" * 64, "e" * 64]
+        assert all(e["attachment"] is None for e in released)
+    finally:
+        store.close()

@@ -41,6 +41,7 @@ def msg(i: int, sent_at: str = "2026-11-23T12:00:00.000Z") -> object:
         sentAt=sent_at,
         replyTo=None,
         reaction=None,
+        attachment=None,
     )
 
 
