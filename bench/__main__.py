@@ -15,7 +15,7 @@ MODULES = [
     ("One adapter call vs the double run directly", ["bench.adapter_cost", "--runs", "30"]),
     ("MCP tool calls vs the Python client; webhook relay", ["bench.mcp_relay"]),
     ("Typing/read receipts vs the double directly; expiry latency", ["bench.live"]),
-    ("5 MiB attachment download vs the double directly", ["bench.attachments", "--runs", "3"]),
+    ("5 MiB attachments sent and downloaded vs the double", ["bench.attachments", "--runs", "3"]),
 ]
 
 

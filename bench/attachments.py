@@ -8,13 +8,18 @@ daemon's RSS while it works.
   (first call: the daemon runs ``download-attachment`` through its queue and stores the
   file) is timed against the double's ``download-attachment`` run directly on the daemon's
   CLI home. The daemon's VmRSS is sampled every 5 ms during its call.
-- a send half (``message.sendAttachment`` vs ``send-attachment``) can sit beside it: the
-  world set up by :func:`bound_world` is the one it needs.
+- send half (:func:`send_half`): ``message.sendAttachment`` of ``--mib`` MiB, as base64
+  ``data`` (the client encodes before the clock starts; ``frameLimitBytes`` is raised so
+  the line fits) and as ``path``, timed against the double's ``send-attachment`` run
+  directly with the daemon's own argv, environment and CLI home. The daemon's VmRSS is
+  taken before each send and its peak during it (sampled, and VmHWM after a reset through
+  ``/proc/PID/clear_refs`` when that is writable).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -187,19 +192,133 @@ def download_half(world: World, *, size: int, runs: int) -> dict[str, Any]:
     }
 
 
+def _reset_peak(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")  # VmHWM := the current RSS (Linux 4.0+)
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _measured(pid: int, call: Any) -> tuple[float, int, int]:
+    """(seconds, VmRSS before, peak VmRSS during) of one call."""
+    can_reset = _reset_peak(pid)
+    before = _rss_kib(pid)
+    with RssSampler(pid) as rss:
+        started = time.perf_counter()
+        call()
+        took = time.perf_counter() - started
+    peak = max([*rss.samples, before, _hwm_kib(pid) if can_reset else 0])
+    return took, before, peak
+
+
+def send_half(world: World, *, size: int, runs: int) -> dict[str, Any]:
+    """Time ``message.sendAttachment`` (data and path) against ``send-attachment``."""
+    payload = os.urandom(size)
+    source = world.root / "send.bin"
+    source.write_bytes(payload)
+    data = base64.b64encode(payload).decode("ascii")
+    state = world.state
+    direct_env = {  # what the daemon gives its CLI (convosd.cli.runner.child_environment)
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(state / "home"),
+        "CONVOS_HOME": str(world.daemon_home),
+        "CONVOS_ENV": "dev",
+        "CONVOS_SKIP_NEW_VERSION_CHECK": "true",
+        "OCLIF_COLUMNS": "10000",
+        "NO_COLOR": "1",
+        "FAKECONVOS_NETWORK": str(world.net.path),
+        **KEY,
+    }
+    direct_argv = [
+        sys.executable,
+        world.net.executable,
+        "conversation",
+        "send-attachment",
+        "--env=dev",
+        f"--env-file={state / 'cli.env'}",
+        "--json",
+        "--",
+        world.conversation_id,
+        str(source),
+    ]
+    pid = world.daemon.pid
+    by_path = {"path": str(source)}
+    by_data = {"data": data, "filename": "send.bin"}
+    direct_s: list[float] = []
+    by: dict[str, list[tuple[float, int, int]]] = {"data": [], "path": []}
+    with SyncClient(world.socket) as client:
+        # warm up: the first sends import and allocate what every later one reuses
+        client.call("message.sendAttachment", {"data": "d2FybQ==", "filename": "warm"})
+        client.call("message.sendAttachment", {"path": str(source)})
+        idle_kib = _rss_kib(pid)
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run(
+                direct_argv,
+                env=direct_env,
+                cwd=state,
+                check=True,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+            )
+            direct_s.append(time.perf_counter() - started)
+            for how, params in (("path", by_path), ("data", by_data)):
+                by[how].append(
+                    _measured(pid, lambda p=params: client.call("message.sendAttachment", p))
+                )
+    direct = statistics.median(direct_s)
+    result: dict[str, Any] = {
+        "bytes": size,
+        "base64_bytes": len(data),
+        "runs": runs,
+        "direct_median_s": round(direct, 3),
+        "daemon_rss_idle_kib": idle_kib,
+        "outbox_left": len(list((state / "outbox").rglob("*"))),
+    }
+    for how, rows in by.items():
+        took = statistics.median(r[0] for r in rows)
+        result[how] = {
+            "daemon_median_s": round(took, 3),
+            "ratio": round(took / direct, 2),
+            "daemon_rss_before_kib": max(r[1] for r in rows),
+            "daemon_rss_peak_kib": max(r[2] for r in rows),
+            "largest_rise_kib": max(r[2] - r[1] for r in rows),
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        world = bound_world(Path(tmp))
+        size = int(args.mib * 1024 * 1024)
+        world = bound_world(
+            Path(tmp),
+            **KEY,
+            CONVOSD_CLI_ENV_PASSTHROUGH="FAKECONVOS_*,CONVOS_API_KEY",
+            CONVOSD_FRAME_LIMIT_BYTES=str(size * 2 + 1024 * 1024),  # a base64 line fits
+            CONVOSD_SEND_RATE_PER_S="100",
+        )
         try:
-            result = download_half(world, size=int(args.mib * 1024 * 1024), runs=args.runs)
+            sent = send_half(world, size=size, runs=args.runs)
+            result = download_half(world, size=size, runs=args.runs)
         finally:
             world.daemon.terminate()
             world.daemon.wait(30)
-    print(json.dumps({"download": result}, indent=2))
+    print(json.dumps({"send": sent, "download": result}, indent=2))
 
 
 if __name__ == "__main__":

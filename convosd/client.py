@@ -11,9 +11,11 @@ Errors come back as the :mod:`convosd.errors` class of their code (``NotBound``,
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -229,6 +231,26 @@ class ConvosdClient(Client):
         return await self._typed(
             "message.send", s.SendResult, _clean({"message": message, **params})
         )
+
+    async def send_attachment(
+        self,
+        *,
+        data: bytes | None = None,
+        path: str | os.PathLike[str] | None = None,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> s.SendResult:
+        """Send a file: its bytes (``data``, sent as base64; ``filename`` required) or an
+        absolute ``path`` the daemon reads (root and the daemon's uid only)."""
+        params = {
+            "data": None if data is None else base64.b64encode(data).decode("ascii"),
+            "path": None if path is None else os.fspath(path),
+            "filename": filename,
+            "mimeType": mime_type,
+            "idempotencyKey": idempotency_key,
+        }
+        return await self._typed("message.sendAttachment", s.SendResult, _clean(params))
 
     async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> s.ReactResult:
         params = {"messageId": message_id, "emoji": emoji, "remove": remove}

@@ -110,6 +110,7 @@ class DaemonSection(BaseModel):
     cli_timeout_s: PositiveFloat = 60.0
     max_message_bytes: Annotated[int, Field(ge=1, le=102_400)] = 16_384
     send_rate_per_s: PositiveFloat = 5.0
+    max_attachment_bytes: PositiveInt = 10_485_760
     join_retry_max_s: PositiveFloat = 86_400.0
     backfill_interval_s: PositiveFloat = 60.0
     backfill_window_s: PositiveFloat = 600.0

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from convosd import __version__, ctl_download, ctl_live, errors
+from convosd import __version__, ctl_download, ctl_files, ctl_live, errors
 from convosd.client import ConvosdClient, EventStream, RpcError
 from convosd.config import default_socket_path
 from convosd.discovery import Discovery, discover, unreachable_hint
@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help='the message; after "--" when it starts with "-"')
     p.add_argument("--reply-to")
     p.add_argument("--idempotency-key")
+    ctl_files.add_commands(sub)
     p = sub.add_parser("react", help="react to a message")
     p.add_argument("message_id")
     p.add_argument("emoji")
@@ -371,6 +372,8 @@ async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output
                 args.text, replyTo=args.reply_to, idempotencyKey=args.idempotency_key
             )
             out.emit(s.dump(sent))
+        elif command == "send-file":
+            out.emit(s.dump(await ctl_files.send_file(client, args)))
         elif command == "react":
             out.emit(s.dump(await client.react(args.message_id, args.emoji, remove=args.remove)))
         elif command in ("lock", "unlock"):

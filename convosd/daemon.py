@@ -167,6 +167,7 @@ class Daemon:
             self.server = server
             instance.on_state_change = self._state_changed
             instance.load_binding()
+            service.clean_outbox()
             try:
                 await server.start()
             except (ConfigError, OSError) as exc:

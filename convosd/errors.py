@@ -22,6 +22,7 @@ JSON-RPC ``code`` and the ``kind`` name of docs/PROTOCOL.md (Errors); ``error.da
     │   ├── NetworkUnavailable ... -32013  NETWORK_UNAVAILABLE
     │   └── CliLocked ............ -32020  BUSY  (``database is locked``, identity lock: retryable)
     ├── Forbidden ................ -32014  FORBIDDEN
+    ├── UploadUnavailable ........ -32015  UPLOAD_UNAVAILABLE (no upload provider for attachments)
     ├── Busy ..................... -32020  BUSY     (data.retryAfterS when known)
     ├── NotReady ................. -32021  NOT_READY
     └── EventsExpired ............ -32022  EVENTS_EXPIRED (data.firstSeq)
@@ -214,6 +215,15 @@ class Forbidden(ConvosdError):
     code = -32014
     kind = "FORBIDDEN"
     default_message = "This method is for admin peers only"
+
+
+class UploadUnavailable(ConvosdError):
+    """No upload provider reaches the CLI (``CONVOS_API_KEY`` / ``CONVOS_UPLOAD_PROVIDER``):
+    an attachment cannot be sent. Raised before anything is sent."""
+
+    code = -32015
+    kind = "UPLOAD_UNAVAILABLE"
+    default_message = "No upload provider is configured for attachments"
 
 
 class Busy(ConvosdError):

@@ -16,11 +16,15 @@ The rule for a failed call:
 Reconciling never names a wrong message. A message is a *candidate* for a key when it is an
 own message of the same kind (a text, or a reply to the same message) whose content is
 exactly what the key sent, sent at or after the key's intent time, and not already the
-result of another send (a key's, or a ``message_sent`` journaled without one). Then:
+result of another send (a key's, or a ``message_sent`` journaled without one). For an
+attachment the candidate is an own ``remoteStaticAttachment`` with the same filename and a
+size that fits (:func:`attachment_fits`: the listing shows the *encrypted* length, which
+is the file's size plus a bounded envelope). Then:
 
-- exactly one candidate, no other key in flight could claim it (the same send, recorded
-  before the message), no matching own message shortly before the intent (:data:`SKEW_S`:
-  the network's clock may lag ours) and its delivery did not fail → *sent*;
+- exactly one candidate, no other key in flight could claim it (the same send, or any key
+  the message would also match, recorded before the message), no matching own message
+  shortly before the intent (:data:`SKEW_S`: the network's clock may lag ours) and its
+  delivery did not fail → *sent*;
 - no candidate and no such near miss, over a complete listing → *not sent* (released);
 - anything else → *unknown*: stays in flight and is tried again later.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -48,25 +53,65 @@ class Outcome(enum.Enum):
     UNKNOWN = "unknown"
 
 
+#: The CLI's display string of a remote attachment (``utils/xmtp.js``): the name, the
+#: encrypted payload's length and the URL (which has no spaces).
+_REMOTE_ATTACHMENT = re.compile(
+    r"^\[remote attachment: (?P<name>.*) \((?P<length>\d+) bytes\) (?P<url>\S*)\]$", re.S
+)
+#: The encrypted payload of an attachment of n bytes is n plus an envelope: the encoded
+#: content's type id, parameters (filename, MIME type), fallback text (which repeats the
+#: filename) and field framing, plus the cipher's tag. This bounds the envelope generously.
+ENVELOPE_BASE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentIntent:
+    """What an attachment send sends: its filename, size in bytes and the MIME type asked
+    for (None: the CLI picks it from the extension)."""
+
+    filename: str
+    size: int
+    mime_type: str | None = None
+
+    def body(self) -> dict[str, object]:
+        return {"filename": self.filename, "size": self.size, "mimeType": self.mime_type}
+
+
 @dataclass(frozen=True, slots=True)
 class PendingKey:
-    """A key in flight: what it sends and when it was recorded."""
+    """A key in flight: what it sends and when it was recorded (a text or reply, or an
+    attachment: then ``message`` is empty)."""
 
     key: str
     intent_at: float
     message: str
     reply_to: str | None
+    attachment: AttachmentIntent | None = None
 
     @classmethod
     def from_row(cls, key: str, intent_at: float, body: str) -> PendingKey:
         data = json.loads(body)
-        return cls(key, intent_at, str(data["message"]), data.get("replyTo"))
+        found = data.get("attachment")
+        attachment = (
+            None
+            if not isinstance(found, dict)
+            else AttachmentIntent(str(found["filename"]), int(found["size"]), found.get("mimeType"))
+        )
+        return cls(key, intent_at, str(data["message"]), data.get("replyTo"), attachment)
 
     def body(self) -> str:
+        if self.attachment is not None:
+            return json.dumps(
+                {"message": self.message, "replyTo": None, "attachment": self.attachment.body()}
+            )
         return json.dumps({"message": self.message, "replyTo": self.reply_to})
 
     def same_send(self, other: PendingKey) -> bool:
-        return (self.message, self.reply_to) == (other.message, other.reply_to)
+        return (self.message, self.reply_to, self.attachment) == (
+            other.message,
+            other.reply_to,
+            other.attachment,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +132,8 @@ def matches(key: PendingKey, message: CliMessage) -> bool:
     if content is None or message.content_type.authority_id not in (None, "xmtp.org"):
         return False
     type_id = message.content_type.type_id
+    if key.attachment is not None:
+        return type_id == "remoteStaticAttachment" and attachment_fits(key.attachment, content)
     if key.reply_to is None:
         return type_id == "text" and content == key.message
     if type_id != "reply":
@@ -96,6 +143,22 @@ def matches(key: PendingKey, message: CliMessage) -> bool:
     return content.startswith('reply to "') and content.endswith(
         f'" ({key.reply_to}): {key.message}'
     )
+
+
+def attachment_fits(intent: AttachmentIntent, content: str) -> bool:
+    """The display string names the same file, with an encrypted length that a file of
+    ``intent.size`` bytes gives: at least the size, at most the size plus a bounded envelope
+    (the listing does not show the plain size)."""
+    match = _REMOTE_ATTACHMENT.match(content)
+    if match is None or match.group("name") != intent.filename:
+        return False
+    length = int(match.group("length"))
+    envelope = (
+        ENVELOPE_BASE
+        + 2 * len(intent.filename.encode("utf-8"))
+        + len((intent.mime_type or "x" * 255).encode("utf-8"))
+    )
+    return intent.size <= length <= intent.size + envelope
 
 
 def _ms(seconds: float) -> int:
@@ -167,7 +230,9 @@ def _round(keys: Sequence[PendingKey], own: Sequence[CliMessage], complete: bool
         rivals = [
             other
             for other in keys
-            if other.key != key.key and other.same_send(key) and _ms(other.intent_at) <= found_ms
+            if other.key != key.key
+            and (other.same_send(key) or matches(other, found))
+            and _ms(other.intent_at) <= found_ms
         ]
         if rivals:
             verdicts.append(

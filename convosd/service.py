@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import structlog
+
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
 from convosd.api.downloads import DownloadsApi
@@ -17,9 +19,12 @@ from convosd.api.status import StatusApi
 from convosd.api.table import method_table
 from convosd.instance import Instance
 from convosd.joins import JoinTiming, PendingJoin
+from convosd.outbox import Outbox
 from convosd.ratelimit import TokenBucket
 from convosd.rpc.dispatch import MethodSpec
 from convosd.rpc.subscriptions import SubscriptionHub
+
+log = structlog.get_logger("convosd.service")
 
 
 class ConvosService:
@@ -37,13 +42,22 @@ class ConvosService:
         self.status = StatusApi(instance, hub)
         self.binding = BindingApi(instance, hub, self.pending, clock=clock)
         self.conversation = ConversationApi(instance, instance.cli, instance.journal, keys)
+        outbox = Outbox(
+            instance.paths.state_dir / "outbox", instance.settings.daemon.max_attachment_bytes
+        )
         self.messages = MessagesApi(
-            instance, instance.cli, instance.journal, keys, instance.settings, clock=clock
+            instance, instance.cli, instance.journal, keys, instance.settings, outbox, clock=clock
         )
         self.events = EventsApi(instance.journal, hub)
         self.pairing = PairingApi(instance.sender_policy)
         self.live = LiveApi(instance, instance.cli)
         self.downloads = DownloadsApi(instance, instance.cli, instance.journal)
+
+    def clean_outbox(self) -> None:
+        """Remove attachment copies a crash left behind (at start, before serving)."""
+        left = self.messages.outbox.clean()
+        if left:
+            log.warning("outbox_leftovers_removed", count=left)
 
     @property
     def bucket(self) -> TokenBucket:

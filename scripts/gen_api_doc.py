@@ -41,6 +41,7 @@ def method_table() -> dict[str, Any]:
         Instance,
         SimpleNamespace(
             settings=load_settings({}, environ={}),
+            paths=SimpleNamespace(state_dir=Path("/nonexistent")),
             cli=None,
             journal=None,
             store=SimpleNamespace(keys=None),

@@ -61,8 +61,10 @@ async def running_daemon(
     state: Path,
     *,
     notifier: Notifier | None = None,
+    extra_environ: dict[str, str] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[RunningDaemon]:
+    """``extra_environ``: more of the daemon's environment (what cliEnvPassthrough may pass)."""
     settings = settings_for(net, **overrides)
     socket = state.parent / f"{state.name}.sock"
     paths = Paths(socket=socket, state_dir=state, convos_home=state / "convos")
@@ -71,7 +73,11 @@ async def running_daemon(
         paths,
         notifier=notifier or Notifier({}),
         join_timing=JoinTiming(poll_min_s=0.2, poll_max_s=0.5, resend_s=600),
-        environ={"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)},
+        environ={
+            "PATH": "/usr/bin:/bin",
+            "FAKECONVOS_NETWORK": str(net.path),
+            **(extra_environ or {}),
+        },
     )
     task = asyncio.create_task(daemon.run())
     ready = asyncio.create_task(daemon.ready.wait())

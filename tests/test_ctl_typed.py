@@ -136,6 +136,9 @@ async def test_every_command_prints_what_the_daemon_answered(
         reply = await shows_result(proxy, "send", "re", "--reply-to", sent["messageId"])
         assert reply["messageId"] != sent["messageId"]
         assert await shows_result(proxy, "react", sent["messageId"], "👍")
+        attachment = tmp_path / "a.txt"
+        attachment.write_bytes(b"a")  # this daemon has no upload provider
+        assert await shows_error(proxy, "send-file", str(attachment)) == "UPLOAD_UNAVAILABLE"
         assert await shows_result(proxy, "react", sent["messageId"], "👍", "--remove")
         code, out, _ = await ctl(proxy, "events", "--after", "0", "--limit", "1000")
         [answer] = proxy.answers

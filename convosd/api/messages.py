@@ -1,4 +1,5 @@
-"""message.send and message.react; the idempotency keys of sends (convosd.idempotency).
+"""message.send, message.sendAttachment and message.react; the idempotency keys of sends
+(convosd.idempotency). Attachments go through the daemon's private copies (convosd.outbox).
 
 A key is in flight from the send's intent until its ``message_sent`` is journalled (the key
 is settled in the same transaction) or the send provably did not happen (the key is
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -22,8 +24,16 @@ from convosd.cli import ConvosCli
 from convosd.cli.models import CliMessage
 from convosd.config import Settings
 from convosd.events import event
-from convosd.idempotency import SKEW_S, Outcome, PendingKey, Verdict, reconcile
+from convosd.idempotency import (
+    SKEW_S,
+    AttachmentIntent,
+    Outcome,
+    PendingKey,
+    Verdict,
+    reconcile,
+)
 from convosd.jsonutil import has_lone_surrogate
+from convosd.outbox import Outbox, Staged, check_filename, check_mime_type
 from convosd.ratelimit import TokenBucket
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
@@ -46,6 +56,7 @@ _NOT_SENT: tuple[type[BaseException], ...] = (
     errors.CliUnavailable,  # the CLI could not start or load its native binding
     errors.ConversationNotFound,  # the CLI does not know the conversation
     errors.IdentityNotFound,  # the CLI home has no identity
+    errors.UploadUnavailable,  # send-attachment found no upload provider: nothing uploaded
 )
 log = structlog.get_logger("convosd.service")
 
@@ -64,6 +75,7 @@ class MessagesApi:
         journal: Journal,
         keys: IdempotencyKeys,
         settings: Settings,
+        outbox: Outbox,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -75,6 +87,9 @@ class MessagesApi:
         self.max_message_bytes = settings.daemon.max_message_bytes
         self.send_rate_per_s = settings.daemon.send_rate_per_s
         self.bucket = TokenBucket(self.send_rate_per_s)
+        #: the private copies of outgoing attachments
+        self.outbox = outbox
+        self.daemon_uid = os.getuid()
         self._reconciling: set[str] = set()
         self._sending: set[str] = set()  # keys whose CLI call is queued or running
         self._reconciled_at: dict[str, float] = {}  # key -> monotonic time of the last try
@@ -126,23 +141,118 @@ class MessagesApi:
         finally:
             if key is not None:
                 self._sending.discard(key)
-        self._journal_sent(cid, key, sent.message_id, p.message, p.reply_to)
+        self._journal_sent(cid, key, sent.message_id, PendingKey("", 0.0, p.message, p.reply_to))
         return s.SendResult(message_id=sent.message_id)
 
+    async def send_attachment(self, ctx: CallContext, p: s.SendAttachmentParams) -> s.SendResult:
+        """Copy the file into the outbox, send the copy with ``send-attachment``, remove it."""
+        cid = bound_id(self.host)
+        if p.filename is not None:
+            check_filename(p.filename)
+        if p.mime_type is not None:
+            check_mime_type(p.mime_type)
+        if p.path is not None and ctx.peer_uid not in (0, self.daemon_uid):
+            raise errors.Forbidden(
+                "path is only for root and the daemon's own uid: send the bytes as data"
+            )
+        key = p.idempotency_key
+        if key is not None:
+            previous = self._key_result(key)
+            if previous is not None:
+                return s.SendResult(message_id=previous)
+        if not self.cli.upload_provider_configured():
+            raise errors.UploadUnavailable()
+        staged = await self._stage(ctx, p)
+        try:
+            message_id = await self._send_staged(cid, key, staged, p.mime_type)
+        finally:
+            staged.remove()
+        return s.SendResult(message_id=message_id)
+
+    async def _stage(self, ctx: CallContext, p: s.SendAttachmentParams) -> Staged:
+        if p.data is not None:
+            assert p.filename is not None  # the params' own rule
+            return await self.outbox.from_base64(p.data, p.filename)
+        assert p.path is not None
+        owners = {self.daemon_uid} | ({ctx.peer_uid} if ctx.peer_uid is not None else set())
+        return await self.outbox.from_path(p.path, p.filename, owners)
+
+    async def _send_staged(
+        self, cid: str, key: str | None, staged: Staged, mime_type: str | None
+    ) -> str:
+        wait = self.bucket.take(time.monotonic())
+        if wait > 0:
+            raise errors.Busy(f"over sendRatePerS ({self.send_rate_per_s}/s)", retry_after_s=wait)
+        intent = PendingKey(
+            key or "", 0.0, "", None, AttachmentIntent(staged.filename, staged.size, mime_type)
+        )
+        started = False
+
+        def on_start() -> None:
+            nonlocal started
+            started = True
+
+        if key is not None:
+            self.keys.intent(key, self.clock(), intent.body())
+            self._sending.add(key)
+        try:
+            sent = await self.cli.send_attachment(
+                cid, staged.file, mime_type=mime_type, on_start=on_start
+            )
+        except BaseException as exc:
+            if key is not None:
+                self._send_failed(key, exc, started=started)
+            raise
+        finally:
+            if key is not None:
+                self._sending.discard(key)
+        attachment = AttachmentIntent(
+            staged.filename, staged.size, sent.mime_type if sent.mime_type else mime_type
+        )
+        self._journal_sent(cid, key, sent.message_id, intent, attachment)
+        return sent.message_id
+
     def _journal_sent(
-        self, cid: str, key: str | None, message_id: str, text: str, reply_to: str | None
+        self,
+        cid: str,
+        key: str | None,
+        message_id: str,
+        sent: PendingKey,
+        attachment: AttachmentIntent | None = None,
     ) -> None:
-        """Journal ``message_sent`` and, in the same transaction, settle ``key``."""
+        """Journal ``message_sent`` for what ``sent`` describes and, in the same
+        transaction, settle ``key``. ``attachment`` is what the CLI said it sent (the MIME
+        type it chose), else what the key recorded."""
         settle = json.dumps({"messageId": message_id})
+        attachment = attachment or sent.attachment
+        if attachment is not None:
+            fields: dict[str, Any] = {
+                "content": None,
+                "replyTo": None,
+                "contentType": "remoteStaticAttachment",
+                "attachment": {
+                    "filename": attachment.filename,
+                    "mimeType": attachment.mime_type,
+                    "size": attachment.size,
+                },
+            }
+        else:
+            fields = {
+                "content": sent.message,
+                "replyTo": sent.reply_to,
+                "contentType": "text" if sent.reply_to is None else "reply",
+                "attachment": None,
+            }
         self.journal.append(
             [
                 event(
                     "message_sent",
                     cid,
                     messageId=message_id,
-                    content=text,
-                    replyTo=reply_to,
+                    content=fields.pop("content"),
+                    replyTo=fields.pop("replyTo"),
                     idempotencyKey=key,
+                    **fields,
                 )
             ],
             seen=[(message_id, "own")],
@@ -263,7 +373,7 @@ class MessagesApi:
             self._reconciled_at.pop(key.key, None)
         elif verdict.outcome is Outcome.SENT and verdict.message_id is not None:
             try:
-                self._journal_sent(cid, key.key, verdict.message_id, key.message, key.reply_to)
+                self._journal_sent(cid, key.key, verdict.message_id, key)
             except StoreError as exc:
                 log.warning("idempotency_settle_failed", error=str(exc))
                 return

@@ -145,6 +145,13 @@ def method_table(
             "Send a text (or a reply with replyTo).",
         ),
         m(
+            "message.sendAttachment",
+            s.SendAttachmentParams,
+            s.SendResult,
+            messages.send_attachment,
+            "Send a file (base64 data, or a path for root and the daemon's uid).",
+        ),
+        m(
             "message.react",
             s.ReactParams,
             s.ReactResult,

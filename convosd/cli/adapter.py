@@ -29,6 +29,7 @@ from convosd.cli.output import NoJsonOutput, classify, last_json
 from convosd.cli.queue import CliQueue
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
 from convosd.cli.transport import CliTransport, TransportFactory
+from convosd.cli.upload import provider_configured
 from convosd.cli.versions import installed_bindings_version
 
 M = TypeVar("M", bound=BaseModel)
@@ -119,6 +120,7 @@ class ConvosCli:
             passthrough=setup.passthrough,
             parent=os.environ if environ is None else environ,
         )
+        self._environment = env  # read for its variable names only (upload provider)
         # Long-lived commands are processes whatever the transport: this builds their specs.
         self._processes = CliRunner(setup.executable, env, setup.state_dir)
         self._transport: CliTransport = (
@@ -363,6 +365,27 @@ class ConvosCli:
             on_start()
         invocation = self.argv.send_reply(conversation_id, message_id, text)
         return await self._model(invocation, models.SendResult)
+
+    def upload_provider_configured(self) -> bool:
+        """Whether ``send-attachment`` would find an upload provider (its environment or
+        its env file sets ``CONVOS_UPLOAD_PROVIDER`` or ``CONVOS_API_KEY``)."""
+        return provider_configured(self._environment, self.setup.env_file)
+
+    @_queued
+    async def send_attachment(
+        self,
+        conversation_id: str,
+        file: Path,
+        *,
+        mime_type: str | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> models.AttachmentSendResult:
+        """Send the file at ``file`` (the daemon's private copy: its base name is the
+        attachment's filename). ``on_start`` as for :meth:`send_text`."""
+        invocation = self.argv.send_attachment(conversation_id, file, mime_type=mime_type)
+        if on_start is not None:
+            on_start()
+        return await self._model(invocation, models.AttachmentSendResult)
 
     @_queued
     async def send_reaction(

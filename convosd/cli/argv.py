@@ -223,6 +223,16 @@ class ArgvBuilder:
         check_id("message id", message_id)
         return self._conversation("send-reply", conversation_id, None, [message_id, text])
 
+    def send_attachment(
+        self, conversation_id: str, file: Path, *, mime_type: str | None = None
+    ) -> Invocation:
+        """``file`` is the daemon's own private copy; the CLI sends its base name as the
+        attachment's filename (so the copy carries the name the caller chose)."""
+        if not file.is_absolute():
+            raise ValueError("send_attachment takes the absolute path of the daemon's copy")
+        flags = _text_flags({"--mime-type": mime_type})
+        return self._conversation("send-attachment", conversation_id, flags, [str(file)])
+
     def send_reaction(
         self, conversation_id: str, message_id: str, emoji: str, *, remove: bool = False
     ) -> Invocation:

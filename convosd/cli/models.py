@@ -279,6 +279,18 @@ class SendResult(_Out):
     text: str | None = None
 
 
+class AttachmentSendResult(_Out):
+    """``send-attachment``: ``{success, messageId, conversationId, filename, mimeType, size,
+    type: "remote", provider, url}`` (the url is not kept: only what is declared here)."""
+
+    success: bool
+    message_id: str = Field(alias="messageId")
+    conversation_id: str = Field(alias="conversationId")
+    filename: str | None = None
+    mime_type: str | None = Field(default=None, alias="mimeType")
+    size: int | None = None
+
+
 class ReactionResult(_Out):
     success: bool
     message_id: str = Field(alias="messageId")

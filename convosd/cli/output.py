@@ -124,6 +124,13 @@ _PERMISSION = re.compile(
     r"PolicyViolation|does not have permission|only the creator|not the creator",
     re.IGNORECASE,
 )
+# send-attachment without a usable upload provider (utils/upload.js): it fails after reading
+# the file and before it encrypts, uploads or sends anything.
+_NO_UPLOAD = re.compile(
+    r"Configure an upload provider|Unknown upload provider|"
+    r"(?:Pinata|S3|Convos API) requires (?:a JWT token|credentials|a bucket name|an API key)|"
+    r"S3 token must be in format"
+)
 _INVITE_COMMANDS = frozenset({"conversations:join", "conversations:inspect-invite"})
 
 
@@ -169,6 +176,11 @@ def classify(command: str, exit_code: int, stderr: str) -> errors.ConvosdError:
         return make(errors.ConversationNotFound, f"Conversation not found: {ident}")
     if _NO_IDENTITY.search(flat):
         return make(errors.IdentityNotFound, "The convos CLI home has no identity")
+    if _NO_UPLOAD.search(flat):
+        return make(
+            errors.UploadUnavailable,
+            "The convos CLI has no usable upload provider for attachments",
+        )
     if _NETWORK.search(flat):
         return make(errors.NetworkUnavailable)
     if _PERMISSION.search(tail):

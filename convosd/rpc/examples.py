@@ -135,6 +135,16 @@ METHOD_EXAMPLES: dict[str, tuple[dict[str, Any] | None, Any]] = {
         {"message": "Here is the summary.", "replyTo": MESSAGE, "idempotencyKey": "sum-0504"},
         {"messageId": "7a1e" + "2" * 60},
     ),
+    "message.sendAttachment": (
+        {
+            "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFQSJAAAADUlEQVR4nGNgYGD4Dw"
+            "ABBAEAwS2OUAAAAABJRU5ErkJggg==",
+            "filename": "chart.png",
+            "mimeType": "image/png",
+            "idempotencyKey": "chart-0504",
+        },
+        {"messageId": "7b2e" + "4" * 60},
+    ),
     "message.react": (
         {"messageId": MESSAGE, "emoji": "👍"},
         {
@@ -205,6 +215,8 @@ EVENT_EXAMPLES: dict[str, dict[str, Any]] = {
         "content": "Here is the summary.",
         "replyTo": MESSAGE,
         "idempotencyKey": "sum-0504",
+        "contentType": "reply",
+        "attachment": None,
     },
     "member_joined": {
         "seq": 44,

@@ -141,6 +141,41 @@ class SendParams(Params):
     )
 
 
+class SendAttachmentParams(Params):
+    data: str | None = Field(
+        default=None,
+        description="the file's bytes as standard base64 (RFC 4648, padded, no white space), "
+        "at most maxAttachmentBytes (default 10485760) decoded; the request line must fit "
+        "frameLimitBytes: send large files by path",
+    )
+    path: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="an absolute path to a regular file owned by the caller's or the "
+        "daemon's uid (root and the daemon's uid only); a final symbolic link is not followed",
+    )
+    filename: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None,
+        description="the attachment's file name (one path component, at most 255 bytes of "
+        "UTF-8); required with data, with path the file's own name by default",
+    )
+    mime_type: Annotated[str, Field(min_length=3, max_length=255)] | None = Field(
+        default=None,
+        alias="mimeType",
+        description="type/subtype; by default the CLI picks it from the file name's extension",
+    )
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, alias="idempotencyKey"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SendAttachmentParams:
+        if (self.data is None) == (self.path is None):
+            raise ValueError("give exactly one of data or path")
+        if self.data is not None and self.filename is None:
+            raise ValueError("data needs a filename")
+        return self
+
+
 class DownloadParams(Params):
     message_id: HexId = Field(alias="messageId")
     inline: bool = Field(

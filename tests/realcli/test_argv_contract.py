@@ -173,6 +173,21 @@ BUILDER_CASES: list[tuple[str, Build, dict[str, Any], dict[str, Any]]] = [
         {},
     ),
     (
+        "send-attachment",
+        lambda b: b.send_attachment(CID, Path("/var/lib/convosd/outbox/ab12/chart.png")),
+        {"id": CID, "file": "/var/lib/convosd/outbox/ab12/chart.png"},
+        {"encrypt": False},
+    ),
+    (
+        # a hostile file name stays one positional: the copy's path after "--"
+        "send-attachment-hostile-name-and-mime-type",
+        lambda b: b.send_attachment(
+            CID, Path("/s/outbox/ab12/--json -h --help.txt"), mime_type="text/plain; charset=utf-8"
+        ),
+        {"id": CID, "file": "/s/outbox/ab12/--json -h --help.txt"},
+        {"encrypt": False, "mime-type": "text/plain; charset=utf-8"},
+    ),
+    (
         "send-reaction-add",
         lambda b: b.send_reaction(CID, MID, "👍"),
         {"id": CID, "message-id": MID, "action": "add", "emoji": "👍"},
@@ -408,7 +423,15 @@ class Contract:
         return self._parsed[key]
 
 
+def _attachment_with_hostile_name(b: ArgvBuilder) -> Invocation:
+    """The daemon's copy of a file named like flags, in the run's own workspace."""
+    copy = b.env_file.parent / "--help -h --json.txt"
+    copy.write_bytes(b"attachment")
+    return b.send_attachment(CID, copy, mime_type="text/plain")
+
+
 E2E: dict[str, Build] = {
+    "send-attachment-hostile-name": _attachment_with_hostile_name,
     "send-text-help": lambda b: b.send_text(CID, "--help"),
     "send-text-short-t-x": lambda b: b.send_text(CID, "-t x"),
     "send-text-empty": lambda b: Invocation(
@@ -692,6 +715,13 @@ def _assert_reached_network(inv: Invocation, run: Run) -> None:
     exc = classify(inv.command, 2, run.stderr)
     assert isinstance(exc, errors.NetworkUnavailable), run.describe()
     assert "dns error" in (error_text(run.stderr) or "")
+
+
+def test_e2e_send_attachment_reads_the_copy_and_reaches_the_network(contract: Contract) -> None:
+    """The copy's path, named like flags, is read as the file (a missing or misread path
+    would fail with ENOENT before the network) and nothing prints help."""
+    inv, run = _e2e(contract, "send-attachment-hostile-name")
+    _assert_reached_network(inv, run)
 
 
 def test_e2e_help_as_text_is_sent_not_help(contract: Contract) -> None:
