@@ -164,6 +164,8 @@ def method_table(
             s.OkResult,
             live.mark_read,
             "Send a read receipt: the conversation is read up to now.",
+        ),
+        m(
             "attachment.download",
             s.DownloadParams,
             s.DownloadResult,

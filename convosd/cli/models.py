@@ -376,6 +376,8 @@ class ExplodeStatus(_Out):
     most_recent: ExplodeSettingsOut | None = Field(default=None, alias="mostRecentExplodeSettings")
     effective_expires_at: datetime | None = Field(default=None, alias="effectiveExpiresAt")
     expired: bool = False
+
+
 class DownloadResult(_Out):
     """``conversation download-attachment``: ``type`` is ``inline``, ``remote`` or
     ``remote-raw``; ``filename`` is absent when the message has none."""
