@@ -350,7 +350,9 @@ class Connection:
             if not (isinstance(item, protocol.Request) and item.notification)
         ]
         if answers:
-            self._enqueue(protocol.encode(answers if frame.batch else answers[0]))
+            self._enqueue(
+                protocol.encode(answers if frame.batch else answers[0], exotic=frame.exotic)
+            )
 
     async def _run_frame(self, frame: protocol.Frame, requests: int) -> None:
         after: list[Callable[[], None]] = []
@@ -359,11 +361,11 @@ class Connection:
                 answers = await asyncio.gather(*(self._run_item(i, after) for i in frame.items))
                 present = [a for a in answers if a is not None]
                 if present:
-                    self._enqueue(protocol.encode(present))
+                    self._enqueue(protocol.encode(present, exotic=frame.exotic))
             else:
                 answer = await self._run_item(frame.items[0], after)
                 if answer is not None:
-                    self._enqueue(protocol.encode(answer))
+                    self._enqueue(protocol.encode(answer, exotic=frame.exotic))
             if self._torn_down:
                 # The connection went away while this ran: a subscription it opened has
                 # nobody to deliver to.
@@ -380,7 +382,9 @@ class Connection:
                 if isinstance(i, protocol.Request) and not i.notification
             ]
             if answers and not self._torn_down:
-                self.writer.write(protocol.encode(answers if frame.batch else answers[0]))
+                self.writer.write(
+                    protocol.encode(answers if frame.batch else answers[0], exotic=frame.exotic)
+                )
             raise
         finally:
             self.in_flight -= requests
