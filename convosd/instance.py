@@ -90,6 +90,8 @@ class Instance:
         self.recorded_owner = store.meta.get("owner_conversation_id")
         #: set while :meth:`conversation_gone` ends the binding
         self._ending: asyncio.Event | None = None
+        #: (CLI calls finished, home has an identity or a database) at the last look
+        self._home_seen: tuple[int, bool] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -325,6 +327,7 @@ class Instance:
         self.identity_mismatch = None  # the identity it compared is gone
         self.identity_id = None
         self.identity_inbox_id = None
+        self._home_seen = None  # the reset removed the home's files after its CLI call
         self.log.info("reset_done")
         self.changed()
 
@@ -402,10 +405,19 @@ class Instance:
         return sorted(owners)
 
     def clean(self) -> bool:
-        if self.binding is not None or self.store.pending_join() is not None:
+        if self.binding is not None or self.store.has_pending_join:
             return False
-        home = self.paths.convos_home
-        return not (home / "identity.json").exists() and not (home / "db").exists()
+        return not self._home_used()
+
+    def _home_used(self) -> bool:
+        """Whether the CLI home has an identity or a database. Only a CLI call (or a reset)
+        creates or removes them: looked at again only after one, not per ``status``."""
+        finished = self.cli.finished
+        if self._home_seen is None or self._home_seen[0] != finished:
+            home = self.paths.convos_home
+            used = (home / "identity.json").exists() or (home / "db").exists()
+            self._home_seen = (finished, used)
+        return self._home_seen[1]
 
     @property
     def children(self) -> dict[str, SupervisedChild]:
@@ -462,7 +474,7 @@ class Instance:
         self, *, subscribers: int = 0, policy: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         binding = self.binding
-        pending = self.store.pending_join() is not None
+        pending = self.store.has_pending_join
         return {
             "version": __version__,
             "cliVersion": self.cli_version.version if self.cli_version else None,

@@ -99,8 +99,7 @@ class Dispatcher:
         outcome = "ok"
         cli_error: str | None = None
         try:
-            reason = self.not_ready()
-            if reason is not None and not spec.always:
+            if not spec.always and (reason := self.not_ready()) is not None:
                 raise errors.NotReady(reason)
             if spec.admin and not ctx.is_admin:
                 raise errors.Forbidden(f"{spec.name} is for admin peers only")
