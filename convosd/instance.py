@@ -205,7 +205,7 @@ class Instance:
         while True:
             await asyncio.sleep(TRIM_INTERVAL_S)
             try:
-                removed = self.journal.trim()
+                removed = await self.journal.trim_in_steps()
             except StoreError as exc:
                 self.log.error("journal_trim_failed", error=str(exc))
                 continue
