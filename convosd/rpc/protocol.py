@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from convosd.jsonutil import dumps
+from convosd.jsonutil import RawJson, dumps
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -189,12 +189,18 @@ def result_object(request_id: Any, result: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "result": result, "id": request_id}
 
 
+def _splice(value: Any) -> Any:
+    if isinstance(value, RawJson):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def encode(message: Any, *, exotic: bool = False) -> bytes:
     """One NDJSON line, byte for byte what the standard library writes (``jsonutil.dumps``).
     ``exotic``: the answer to a line the standard library read (see the module's note)."""
     if not exotic:
         try:
-            text = orjson.dumps(message)
+            text = orjson.dumps(message, default=_splice)
         except TypeError:  # orjson.JSONEncodeError: a big integer, a key, a lone surrogate
             pass
         else:
