@@ -220,7 +220,14 @@ def notification_line(method: str, params_json: str) -> bytes:
 
 def event_line(subscription: int, event_json: str) -> bytes:
     """``event`` notification around a journal body (already JSON text): no re-encoding."""
-    return (
-        f'{{"jsonrpc":"2.0","method":"event","params":{{"subscription":{subscription},'
-        f'"event":{event_json}}}}}\n'
-    ).encode()
+    return event_head(subscription) + event_tail(event_json)
+
+
+def event_head(subscription: int) -> bytes:
+    """What an ``event`` line of ``subscription`` starts with (kept per subscription)."""
+    return b'{"jsonrpc":"2.0","method":"event","params":{"subscription":%d,"event":' % subscription
+
+
+def event_tail(event_json: str) -> bytes:
+    """The rest of an ``event`` line: the body and the closing (made once per event)."""
+    return event_json.encode() + b"}}\n"

@@ -8,6 +8,13 @@ it through the journal's listener, which runs synchronously after each commit on
 thread. Live events that arrive during the replay are left to the replay, which reads them
 from the journal. Filtered types are skipped but still advance ``next_seq``.
 
+The listener only notes the committed batch; the hub hands it to the live subscriptions in
+the next turn of the loop (``journal.append`` does not pay for 1,000 subscribers), in
+commit order, before anything that was started after the commit. A subscription that went
+live in between gets what it did not read itself (``next_seq`` says which). Ending every
+subscription (shutdown, reset) first hands over what is pending, so the ``ended`` notice
+still comes after the events committed before it.
+
 A subscriber whose queue is full is never waited for: its subscription ends with
 ``subscription.ended {reason: overflow, lastSeq}`` and the client resumes with
 ``events.subscribe {after: lastSeq}``.
@@ -49,6 +56,7 @@ class Subscription:
         queue_limit: int,
     ) -> None:
         self.id = sid
+        self.head = protocol.event_head(sid)
         self.outbox = outbox
         self.next_seq = after + 1
         self.types = types
@@ -70,15 +78,18 @@ class Subscription:
         if self.pending <= self.queue_limit // 2:
             self.drained.set()
 
-    def deliver(self, event: JournalEvent) -> bool:
-        """Hand one event over; False if the queue is full (the caller ends it)."""
+    def deliver(self, event: JournalEvent, tail: bytes | None = None) -> bool:
+        """Hand one event over; False if the queue is full (the caller ends it). ``tail``:
+        :func:`protocol.event_tail` of its body, when the caller made it already."""
         if self.types is None or event.type in self.types:
             if self.pending >= self.queue_limit:
                 return False
             self.pending += 1
             if self.pending > self.queue_limit // 2:
                 self.drained.clear()
-            self.outbox.send_event(self, protocol.event_line(self.id, event.body))
+            if tail is None:
+                tail = protocol.event_tail(event.body)
+            self.outbox.send_event(self, self.head + tail)
         self.next_seq = event.seq + 1
         return True
 
@@ -95,6 +106,8 @@ class SubscriptionHub:
         self._subscriptions: dict[int, Subscription] = {}
         self._by_outbox: dict[Outbox, dict[int, Subscription]] = {}
         self._ids = itertools.count(1)
+        #: batches committed and not yet handed to the live subscriptions
+        self._committed: list[Sequence[JournalEvent]] = []
         journal.listeners.append(self._on_commit)
 
     def __len__(self) -> int:
@@ -148,15 +161,30 @@ class SubscriptionHub:
             self.end(sub, "overflow")
 
     def _on_commit(self, batch: Sequence[JournalEvent]) -> None:
-        for sub in list(self._subscriptions.values()):
-            if not sub.live or sub.ended:
-                continue
-            for event in batch:
-                if event.seq < sub.next_seq:
+        if not self._subscriptions:
+            return
+        self._committed.append(batch)
+        if len(self._committed) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.fan_out)
+            except RuntimeError:  # no loop runs (a tool, a test): hand it over now
+                self.fan_out()
+
+    def fan_out(self) -> None:
+        """Hand the committed batches to the live subscriptions (the loop calls it after a
+        commit; :meth:`end_all` before it ends them)."""
+        batches, self._committed = self._committed, []
+        for batch in batches:
+            tails = [protocol.event_tail(event.body) for event in batch]
+            for sub in list(self._subscriptions.values()):
+                if not sub.live or sub.ended:
                     continue
-                if not sub.deliver(event):
-                    self.end(sub, "overflow")
-                    break
+                for event, tail in zip(batch, tails, strict=True):
+                    if event.seq < sub.next_seq:
+                        continue
+                    if not sub.deliver(event, tail):
+                        self.end(sub, "overflow")
+                        break
 
     def end(self, sub: Subscription, reason: EndReason | None) -> None:
         """End a subscription; ``reason`` None ends it silently (unsubscribe, disconnect)."""
@@ -184,5 +212,6 @@ class SubscriptionHub:
             )
 
     def end_all(self, reason: EndReason) -> None:
+        self.fan_out()
         for sub in list(self._subscriptions.values()):
             self.end(sub, reason)
