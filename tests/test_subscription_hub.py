@@ -26,6 +26,10 @@ class Conn:
     def send_event(self, subscription: Subscription, line: bytes) -> None:
         self.events.append(line)
 
+    def send_events(self, subscription: Subscription, data: bytes, lines: int) -> None:
+        self.events += data.splitlines(keepends=True)
+        assert len(self.events) >= lines
+
     def send_notice(self, line: bytes) -> None:
         self.notices.append(line)
 
@@ -103,3 +107,15 @@ async def test_ending_all_hands_over_what_was_committed_first(hub: SubscriptionH
     hub.journal.append([locked(True)])
     hub.end_all("shutdown")  # in the same step as the commit
     assert len(conn.events) == 1 and len(conn.notices) == 1
+
+
+async def test_a_batch_larger_than_the_queue_hands_over_what_fits_then_overflows(
+    hub: SubscriptionHub,
+) -> None:
+    conn = Conn()  # never writes: the queue of 10 fills
+    sub = await live(hub, conn)
+    written = hub.journal.append([locked(i % 2 == 0) for i in range(15)])
+    await next_turn()
+    assert len(conn.events) == 10 and sub.ended
+    assert conn.events[-1].endswith(written[9].body.encode() + b"}}\n")
+    assert b'"reason":"overflow","lastSeq":%d' % written[9].seq in conn.notices[0]

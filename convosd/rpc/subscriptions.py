@@ -43,6 +43,9 @@ class Outbox(Protocol):
 
     def send_event(self, subscription: Subscription, line: bytes) -> None: ...
 
+    def send_events(self, subscription: Subscription, data: bytes, lines: int) -> None:
+        """``lines`` event lines of ``subscription`` in one piece."""
+
     def send_notice(self, line: bytes) -> None: ...
 
 
@@ -72,26 +75,46 @@ class Subscription:
     def last_seq(self) -> int:
         return self.next_seq - 1
 
-    def wrote(self) -> None:
-        """The connection wrote one of this subscription's notifications."""
-        self.pending -= 1
+    def wrote(self, lines: int = 1) -> None:
+        """The connection wrote ``lines`` of this subscription's notifications."""
+        self.pending -= lines
         if self.pending <= self.queue_limit // 2:
             self.drained.set()
 
-    def deliver(self, event: JournalEvent, tail: bytes | None = None) -> bool:
-        """Hand one event over; False if the queue is full (the caller ends it). ``tail``:
-        :func:`protocol.event_tail` of its body, when the caller made it already."""
+    def deliver(self, event: JournalEvent) -> bool:
+        """Hand one event over; False if the queue is full (the caller ends it)."""
         if self.types is None or event.type in self.types:
             if self.pending >= self.queue_limit:
                 return False
             self.pending += 1
             if self.pending > self.queue_limit // 2:
                 self.drained.clear()
-            if tail is None:
-                tail = protocol.event_tail(event.body)
-            self.outbox.send_event(self, self.head + tail)
+            self.outbox.send_event(self, self.head + protocol.event_tail(event.body))
         self.next_seq = event.seq + 1
         return True
+
+    def deliver_batch(self, batch: Sequence[JournalEvent], tails: Sequence[bytes]) -> bool:
+        """:meth:`deliver` of each event of a committed batch it has not had, handed over
+        in one piece (its lines joined on its own head). False if its queue filled: what
+        fitted was handed over; the caller ends it."""
+        picked: list[bytes] = []
+        room = self.queue_limit - self.pending
+        full = False
+        for event, tail in zip(batch, tails, strict=True):
+            if event.seq < self.next_seq:
+                continue
+            if self.types is None or event.type in self.types:
+                if len(picked) >= room:
+                    full = True
+                    break
+                picked.append(tail)
+            self.next_seq = event.seq + 1
+        if picked:
+            self.pending += len(picked)
+            if self.pending > self.queue_limit // 2:
+                self.drained.clear()
+            self.outbox.send_events(self, self.head + self.head.join(picked), len(picked))
+        return not full
 
 
 class SubscriptionHub:
@@ -177,14 +200,8 @@ class SubscriptionHub:
         for batch in batches:
             tails = [protocol.event_tail(event.body) for event in batch]
             for sub in list(self._subscriptions.values()):
-                if not sub.live or sub.ended:
-                    continue
-                for event, tail in zip(batch, tails, strict=True):
-                    if event.seq < sub.next_seq:
-                        continue
-                    if not sub.deliver(event, tail):
-                        self.end(sub, "overflow")
-                        break
+                if sub.live and not sub.ended and not sub.deliver_batch(batch, tails):
+                    self.end(sub, "overflow")
 
     def end(self, sub: Subscription, reason: EndReason | None) -> None:
         """End a subscription; ``reason`` None ends it silently (unsubscribe, disconnect)."""
