@@ -55,7 +55,7 @@ def filled(tmp_path: Path, count: int, now: list[float]) -> Journal:
 
 
 async def test_a_large_trim_yields_to_the_loop_between_chunks(tmp_path: Path) -> None:
-    count = 12 * TRIM_CHUNK
+    count = 40 * TRIM_CHUNK
     now = [1000.0]
     journal = filled(tmp_path, count, now)
     now[0] = 1050.0
@@ -70,7 +70,7 @@ async def test_a_large_trim_yields_to_the_loop_between_chunks(tmp_path: Path) ->
     assert journal.first_seq == journal.last_seq == keep[0].seq
     assert [e.seq for e in journal.read(0, 10)] == [keep[0].seq]
     # The loop ran between chunks: at least once per chunk, never held for most of the trim.
-    assert ticker.ticks >= 12, ticker.ticks
+    assert ticker.ticks >= 40, ticker.ticks
     assert ticker.max_gap < took / 3, (ticker.max_gap, took)
     journal.store.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from convosd import errors
@@ -61,9 +62,11 @@ class EventsApi:
         self._check_after(p.after)
         events = journal.read(p.after, p.limit, frozenset(p.types) if p.types else None)
         position = journal.position
-        escaped = any("\\ud" in e.body for e in events)
+        bodies = [e.body for e in events]
+        # "\x00" never stands raw in JSON text: no match across two bodies
+        escaped = "\\ud" in "\x00".join(bodies)
         return {
-            "events": [e.as_dict() if escaped else RawJson(e.body) for e in events],
+            "events": [json.loads(b) for b in bodies] if escaped else list(map(RawJson, bodies)),
             "journalId": position.journal_id,
             "firstSeq": position.first_seq,
             "lastSeq": position.last_seq,

@@ -195,6 +195,12 @@ def _splice(value: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
+def _leave_out(value: Any) -> Any:
+    if isinstance(value, RawJson):
+        return None  # the standard library's text already: nothing of orjson's in it
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def encode(message: Any, *, exotic: bool = False) -> bytes:
     """One NDJSON line, byte for byte what the standard library writes (``jsonutil.dumps``).
     ``exotic``: the answer to a line the standard library read (see the module's note)."""
@@ -205,8 +211,11 @@ def encode(message: Any, *, exotic: bool = False) -> bytes:
             pass
         else:
             # A float that differs leaves "e-" or ".0000" in the text: two substring
-            # searches are much cheaper than the pattern over a whole answer.
-            if (b"e-" not in text and b".0000" not in text) or _FLOAT_DIFFERS.search(text) is None:
+            # searches are much cheaper than the pattern over a whole answer, and the
+            # pattern only looks at what orjson wrote (not at spliced RawJson text).
+            if (b"e-" not in text and b".0000" not in text) or _FLOAT_DIFFERS.search(
+                orjson.dumps(message, default=_leave_out)
+            ) is None:
                 # A new object, not orjson's own: orjson's bytes keep a buffer of about
                 # 1 KiB each, which lines waiting in an outbox would hold on to.
                 return text + b"\n"

@@ -74,4 +74,5 @@ class EventRows:
                 "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
             )
-        return [(int(s), str(t), str(b)) for s, t, b in cursor]
+        rows: list[tuple[int, str, str]] = cursor.fetchall()  # the columns' types already
+        return rows
