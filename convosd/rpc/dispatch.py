@@ -196,8 +196,8 @@ async def _route(
 
     request = create_request(envelope)
     found = get_method({} if call is None else {request.method: method}, request.method)
-    # What jsonrpcserver's dispatch_request does, minus validate_args (``method`` takes any
-    # arguments: its signature binding could never refuse them).
+    # What jsonrpcserver's dispatch_request does, minus validate_args: ``method`` takes any
+    # arguments (``ctx`` positional-only), so its signature binding refuses nothing.
     result = found if isinstance(found, Left) else await call_method(request, ctx, found._value)
     if request.id is NOID:
         return None  # a notification: no answer
