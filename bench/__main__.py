@@ -10,6 +10,7 @@ import sys
 MODULES = [
     ("RPC throughput, latency, send, memory", ["bench.rpc", "--seconds", "2"]),
     ("Inbound journal throughput", ["bench.ingest_throughput", "--events", "50000"]),
+    ("Retention, policy, events.read, fan-out at scale", ["bench.hotpath", "--seconds", "1"]),
     ("Recovery after SIGKILL of the stream", ["bench.recovery", "--kills", "5"]),
     ("Start-up to READY", ["bench.startup", "--runs", "5"]),
     ("One adapter call vs the double run directly", ["bench.adapter_cost", "--runs", "30"]),

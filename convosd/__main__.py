@@ -124,7 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         runner = uvloop.run
-    return int(runner(serve(settings, paths)))
+    try:
+        return int(runner(serve(settings, paths)))
+    finally:
+        convosd_logging.flush()  # the lines of the last loop turn
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class Daemon:
             return gone
         binding = instance.binding
         if binding is None:
-            pending = instance.store.pending_join() is not None
+            pending = instance.store.has_pending_join
             return "unbound, join pending" if pending else "unbound"
         states = ", ".join(
             f"{name} {child.status.state}" for name, child in instance.children.items()

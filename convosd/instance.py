@@ -98,6 +98,8 @@ class Instance:
         self.attachments = AttachmentStore(
             paths.state_dir, gid=_group_id(settings.daemon.socket_group)
         )
+        #: (CLI calls finished, home has an identity or a database) at the last look
+        self._home_seen: tuple[int, bool] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -211,14 +213,15 @@ class Instance:
         while True:
             await asyncio.sleep(TRIM_INTERVAL_S)
             try:
-                self.apply_retention()
+                await self.apply_retention()
             except StoreError as exc:
                 self.log.error("journal_trim_failed", error=str(exc))
 
-    def apply_retention(self) -> int:
-        """Trim the journal (age, count) and remove the downloaded attachments whose
-        message is no longer in it. Returns how many events went."""
-        removed = self.journal.trim()
+    async def apply_retention(self) -> int:
+        """Trim the journal (age, count; in chunks, the loop runs between them) and remove
+        the downloaded attachments whose message is no longer in it. Returns how many
+        events went."""
+        removed = await self.journal.trim_in_steps()
         if removed:
             self.log.info("journal_trimmed", removed=removed, first_seq=self.journal.first_seq)
         stored = self.attachments.message_ids()
@@ -344,6 +347,7 @@ class Instance:
         self.identity_mismatch = None  # the identity it compared is gone
         self.identity_id = None
         self.identity_inbox_id = None
+        self._home_seen = None  # the reset removed the home's files after its CLI call
         self.log.info("reset_done")
         self.changed()
 
@@ -439,10 +443,19 @@ class Instance:
         return sorted(owners)
 
     def clean(self) -> bool:
-        if self.binding is not None or self.store.pending_join() is not None:
+        if self.binding is not None or self.store.has_pending_join:
             return False
-        home = self.paths.convos_home
-        return not (home / "identity.json").exists() and not (home / "db").exists()
+        return not self._home_used()
+
+    def _home_used(self) -> bool:
+        """Whether the CLI home has an identity or a database. Only a CLI call (or a reset)
+        creates or removes them: looked at again only after one, not per ``status``."""
+        finished = self.cli.finished
+        if self._home_seen is None or self._home_seen[0] != finished:
+            home = self.paths.convos_home
+            used = (home / "identity.json").exists() or (home / "db").exists()
+            self._home_seen = (finished, used)
+        return self._home_seen[1]
 
     @property
     def children(self) -> dict[str, SupervisedChild]:
@@ -499,7 +512,7 @@ class Instance:
         self, *, subscribers: int = 0, policy: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         binding = self.binding
-        pending = self.store.pending_join() is not None
+        pending = self.store.has_pending_join
         return {
             "version": __version__,
             "cliVersion": self.cli_version.version if self.cli_version else None,

@@ -17,6 +17,7 @@ conversation, to the content types text, markdown, reply, reaction and attachmen
 from __future__ import annotations
 
 import random
+from collections.abc import Set
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -45,12 +46,14 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class SenderView:
-    """What the decision needs to know, at the moment of the message."""
+    """What the decision needs to know, at the moment of the message. Read-only sets:
+    :func:`decide` only asks ``in`` and ``len`` of them (the caller may hand over views of
+    its own sets instead of copies, which cost O(approved) per message)."""
 
-    owners: frozenset[str]
-    approved: frozenset[str]
-    pending: frozenset[str]  # senders with a live (unexpired) request
-    denied: frozenset[str]  # senders denied less than the cooldown ago
+    owners: Set[str]
+    approved: Set[str]
+    pending: Set[str]  # senders with a live (unexpired) request
+    denied: Set[str]  # senders denied less than the cooldown ago
 
 
 def decide(policy: DmPolicy, sender: str, view: SenderView) -> Decision:

@@ -42,7 +42,7 @@ trap 'kill "$DAEMON" 2>/dev/null || true; wait "$DAEMON" 2>/dev/null || true' EX
 
 # Fail fast: give up when the daemon exits or is not ready in time (no endless loop).
 deadline=$((SECONDS + START_TIMEOUT_S))
-until grep -q '"event": "ready"' "$TOUR_DIR/convosd.log" 2>/dev/null; do
+until grep -Eq '"event": ?"ready"' "$TOUR_DIR/convosd.log" 2>/dev/null; do
   if ! kill -0 "$DAEMON" 2>/dev/null; then
     cat "$TOUR_DIR/convosd.log" >&2
     die "convosd exited at start (its log is above)"

@@ -4,11 +4,13 @@ connection's subscriptions without a notice."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from convosd.events import NewEvent, event
 from convosd.rpc.subscriptions import Subscription, SubscriptionHub
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
@@ -23,6 +25,10 @@ class Conn:
 
     def send_event(self, subscription: Subscription, line: bytes) -> None:
         self.events.append(line)
+
+    def send_events(self, subscription: Subscription, data: bytes, lines: int) -> None:
+        self.events += data.splitlines(keepends=True)
+        assert len(self.events) >= lines
 
     def send_notice(self, line: bytes) -> None:
         self.notices.append(line)
@@ -60,3 +66,56 @@ async def test_end_of_ends_one_connection_silently(hub: SubscriptionHub) -> None
     hub.end_all("reset")
     assert other.ended and hub.count(b) == 0 and len(hub) == 0
     assert len(b.notices) == 1 and b"subscription.ended" in b.notices[0]
+
+
+def locked(value: bool) -> NewEvent:
+    return event("conversation_locked", "c" * 32, locked=value)
+
+
+async def live(hub: SubscriptionHub, conn: Conn) -> Subscription:
+    sub = hub.open(conn, hub.journal.last_seq, None)
+    hub.start(sub)
+    assert sub.task is not None
+    await sub.task  # an empty replay: live
+    assert sub.live
+    return sub
+
+
+async def next_turn() -> None:
+    turn = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(turn.set_result, None)
+    await turn
+
+
+async def test_fan_out_is_not_done_by_the_journals_append(hub: SubscriptionHub) -> None:
+    conns = [Conn() for _ in range(3)]
+    subs = [await live(hub, c) for c in conns]
+    written = hub.journal.append([locked(True), locked(False)])
+    assert all(c.events == [] for c in conns)  # append returned before any hand-over
+    await next_turn()
+    for conn, sub in zip(conns, subs, strict=True):
+        assert len(conn.events) == 2 and sub.next_seq == written[-1].seq + 1
+        assert conn.events[0] == (
+            b'{"jsonrpc":"2.0","method":"event","params":{"subscription":%d,"event":%s}}\n'
+            % (sub.id, written[0].body.encode())
+        )
+
+
+async def test_ending_all_hands_over_what_was_committed_first(hub: SubscriptionHub) -> None:
+    conn = Conn()
+    await live(hub, conn)
+    hub.journal.append([locked(True)])
+    hub.end_all("shutdown")  # in the same step as the commit
+    assert len(conn.events) == 1 and len(conn.notices) == 1
+
+
+async def test_a_batch_larger_than_the_queue_hands_over_what_fits_then_overflows(
+    hub: SubscriptionHub,
+) -> None:
+    conn = Conn()  # never writes: the queue of 10 fills
+    sub = await live(hub, conn)
+    written = hub.journal.append([locked(i % 2 == 0) for i in range(15)])
+    await next_turn()
+    assert len(conn.events) == 10 and sub.ended
+    assert conn.events[-1].endswith(written[9].body.encode() + b"}}\n")
+    assert b'"reason":"overflow","lastSeq":%d' % written[9].seq in conn.notices[0]

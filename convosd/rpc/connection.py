@@ -67,7 +67,8 @@ class Connection:
         self.reading_paused = False
         #: why the daemon closed the connection ("oversize", "stalled", "idle", "shutdown")
         self.closed_by_daemon: str | None = None
-        self._out: deque[tuple[bytes, Subscription | None]] = deque()
+        #: (data, the subscription whose event lines it holds, how many lines)
+        self._out: deque[tuple[bytes, Subscription | None, int]] = deque()
         self._out_ready = asyncio.Event()
         self._idle = asyncio.Event()  # everything queued was written
         self._idle.set()
@@ -83,12 +84,12 @@ class Connection:
 
     # --- outbox (used by subscriptions too) ---------------------------------------------
 
-    def _enqueue(self, line: bytes, sub: Subscription | None = None) -> None:
+    def _enqueue(self, line: bytes, sub: Subscription | None = None, lines: int = 1) -> None:
         if self._closing:
             if sub is not None:
-                sub.wrote()
+                sub.wrote(lines)
             return
-        self._out.append((line, sub))
+        self._out.append((line, sub, lines))
         self.output_bytes += len(line)
         if self.output_bytes > self.peak_output_bytes:
             self.peak_output_bytes = self.output_bytes
@@ -100,6 +101,9 @@ class Connection:
     def send_event(self, subscription: Subscription, line: bytes) -> None:
         self._enqueue(line, subscription)
 
+    def send_events(self, subscription: Subscription, data: bytes, lines: int) -> None:
+        self._enqueue(data, subscription, lines)
+
     def send_notice(self, line: bytes) -> None:
         self._enqueue(line)
 
@@ -110,12 +114,12 @@ class Connection:
                 self._out_ready.clear()
                 await self._out_ready.wait()
             batch: list[bytes] = []
-            subs: list[Subscription] = []
+            subs: list[tuple[Subscription, int]] = []
             while self._out and len(batch) < 256:
-                line, sub = self._out.popleft()
+                line, sub, lines = self._out.popleft()
                 batch.append(line)
                 if sub is not None:
-                    subs.append(sub)
+                    subs.append((sub, lines))
             data = b"".join(batch)
             try:
                 self.writer.write(data)
@@ -129,8 +133,8 @@ class Connection:
                 self._idle.set()
                 return
             finally:
-                for sub in subs:
-                    sub.wrote()
+                for sub, lines in subs:
+                    sub.wrote(lines)
             self.output_bytes -= len(data)
             self.written_bytes += len(data)
             if self.output_bytes <= self.server.limits.max_output_bytes // 2:
@@ -350,7 +354,9 @@ class Connection:
             if not (isinstance(item, protocol.Request) and item.notification)
         ]
         if answers:
-            self._enqueue(protocol.encode(answers if frame.batch else answers[0]))
+            self._enqueue(
+                protocol.encode(answers if frame.batch else answers[0], exotic=frame.exotic)
+            )
 
     async def _run_frame(self, frame: protocol.Frame, requests: int) -> None:
         after: list[Callable[[], None]] = []
@@ -359,11 +365,11 @@ class Connection:
                 answers = await asyncio.gather(*(self._run_item(i, after) for i in frame.items))
                 present = [a for a in answers if a is not None]
                 if present:
-                    self._enqueue(protocol.encode(present))
+                    self._enqueue(protocol.encode(present, exotic=frame.exotic))
             else:
                 answer = await self._run_item(frame.items[0], after)
                 if answer is not None:
-                    self._enqueue(protocol.encode(answer))
+                    self._enqueue(protocol.encode(answer, exotic=frame.exotic))
             if self._torn_down:
                 # The connection went away while this ran: a subscription it opened has
                 # nobody to deliver to.
@@ -380,7 +386,9 @@ class Connection:
                 if isinstance(i, protocol.Request) and not i.notification
             ]
             if answers and not self._torn_down:
-                self.writer.write(protocol.encode(answers if frame.batch else answers[0]))
+                self.writer.write(
+                    protocol.encode(answers if frame.batch else answers[0], exotic=frame.exotic)
+                )
             raise
         finally:
             self.in_flight -= requests

@@ -1,7 +1,8 @@
 """Dispatch of one request: envelope checked by :mod:`protocol`, params by pydantic, the call
-routed by jsonrpcserver (one ``dispatch_to_serializable`` per single request, its per-request
-jsonschema validator replaced by a no-op because :mod:`protocol` already checked the
-envelope), and every exception mapped to an error code of docs/PROTOCOL.md.
+routed by jsonrpcserver (its own method lookup, call and response building, one request at a
+time: not its deserializer, jsonschema validation, ``inspect.signature`` binding or batch
+gathering, which :mod:`protocol` and the connection already do), and every exception mapped
+to an error code of docs/PROTOCOL.md.
 
 jsonrpcserver is used in one function, :func:`_route`. It turns a raised exception into
 -32603 *with the exception text*; no exception reaches it here: :class:`ConvosdError` becomes
@@ -20,8 +21,12 @@ from typing import Any
 
 import structlog
 from jsonrpcserver import JsonRpcError, Success
-from jsonrpcserver.async_main import dispatch_to_serializable
+from jsonrpcserver.async_dispatcher import call as call_method
+from jsonrpcserver.dispatcher import create_request, get_method, to_response
+from jsonrpcserver.response import to_serializable
 from jsonrpcserver.result import Result as RpcResult
+from jsonrpcserver.sentinels import NOID
+from oslash.either import Left
 from pydantic import BaseModel, ValidationError
 
 from convosd import errors
@@ -94,8 +99,7 @@ class Dispatcher:
         outcome = "ok"
         cli_error: str | None = None
         try:
-            reason = self.not_ready()
-            if reason is not None and not spec.always:
+            if not spec.always and (reason := self.not_ready()) is not None:
                 raise errors.NotReady(reason)
             if spec.admin and not ctx.is_admin:
                 raise errors.Forbidden(f"{spec.name} is for admin peers only")
@@ -175,7 +179,9 @@ async def _route(
     """Answer one request (``envelope``, already checked) with jsonrpcserver: the only use of
     it. ``call`` is the method's, None when there is no such method."""
 
-    async def method(ctx: CallContext, *args: Any, **kwargs: Any) -> RpcResult:
+    # ``ctx`` positional-only: a param named "ctx" is a param like any other (pydantic
+    # refuses it as unknown).
+    async def method(ctx: CallContext, /, *args: Any, **kwargs: Any) -> RpcResult:
         assert call is not None
         if args:
             raise JsonRpcError(
@@ -188,15 +194,15 @@ async def _route(
         except RpcFailure as exc:
             raise JsonRpcError(exc.code, exc.message, exc.data) from None
 
-    response = await dispatch_to_serializable(
-        "",
-        {} if call is None else {envelope["method"]: method},
-        context=ctx,
-        deserializer=lambda _text: envelope,
-        validator=lambda value: value,
-    )
-    if not isinstance(response, dict):
-        return None
+    request = create_request(envelope)
+    found = get_method({} if call is None else {request.method: method}, request.method)
+    # What jsonrpcserver's dispatch_request does, minus validate_args: ``method`` takes any
+    # arguments (``ctx`` positional-only), so its signature binding refuses nothing.
+    result = found if isinstance(found, Left) else await call_method(request, ctx, found._value)
+    if request.id is NOID:
+        return None  # a notification: no answer
+    response = to_serializable(to_response(request, result))
+    assert isinstance(response, dict)  # one request, one answer
     error = response.get("error")
     if error is not None and not isinstance(error.get("data"), dict):
         # jsonrpcserver's own errors (method not found, arity) carry a string or nothing.

@@ -8,6 +8,13 @@ it through the journal's listener, which runs synchronously after each commit on
 thread. Live events that arrive during the replay are left to the replay, which reads them
 from the journal. Filtered types are skipped but still advance ``next_seq``.
 
+The listener only notes the committed batch; the hub hands it to the live subscriptions in
+the next turn of the loop (``journal.append`` does not pay for 1,000 subscribers), in
+commit order, before anything that was started after the commit. A subscription that went
+live in between gets what it did not read itself (``next_seq`` says which). Ending every
+subscription (shutdown, reset) first hands over what is pending, so the ``ended`` notice
+still comes after the events committed before it.
+
 A subscriber whose queue is full is never waited for: its subscription ends with
 ``subscription.ended {reason: overflow, lastSeq}`` and the client resumes with
 ``events.subscribe {after: lastSeq}``.
@@ -36,6 +43,9 @@ class Outbox(Protocol):
 
     def send_event(self, subscription: Subscription, line: bytes) -> None: ...
 
+    def send_events(self, subscription: Subscription, data: bytes, lines: int) -> None:
+        """``lines`` event lines of ``subscription`` in one piece."""
+
     def send_notice(self, line: bytes) -> None: ...
 
 
@@ -49,6 +59,7 @@ class Subscription:
         queue_limit: int,
     ) -> None:
         self.id = sid
+        self.head = protocol.event_head(sid)
         self.outbox = outbox
         self.next_seq = after + 1
         self.types = types
@@ -64,9 +75,9 @@ class Subscription:
     def last_seq(self) -> int:
         return self.next_seq - 1
 
-    def wrote(self) -> None:
-        """The connection wrote one of this subscription's notifications."""
-        self.pending -= 1
+    def wrote(self, lines: int = 1) -> None:
+        """The connection wrote ``lines`` of this subscription's notifications."""
+        self.pending -= lines
         if self.pending <= self.queue_limit // 2:
             self.drained.set()
 
@@ -78,9 +89,32 @@ class Subscription:
             self.pending += 1
             if self.pending > self.queue_limit // 2:
                 self.drained.clear()
-            self.outbox.send_event(self, protocol.event_line(self.id, event.body))
+            self.outbox.send_event(self, self.head + protocol.event_tail(event.body))
         self.next_seq = event.seq + 1
         return True
+
+    def deliver_batch(self, batch: Sequence[JournalEvent], tails: Sequence[bytes]) -> bool:
+        """:meth:`deliver` of each event of a committed batch it has not had, handed over
+        in one piece (its lines joined on its own head). False if its queue filled: what
+        fitted was handed over; the caller ends it."""
+        picked: list[bytes] = []
+        room = self.queue_limit - self.pending
+        full = False
+        for event, tail in zip(batch, tails, strict=True):
+            if event.seq < self.next_seq:
+                continue
+            if self.types is None or event.type in self.types:
+                if len(picked) >= room:
+                    full = True
+                    break
+                picked.append(tail)
+            self.next_seq = event.seq + 1
+        if picked:
+            self.pending += len(picked)
+            if self.pending > self.queue_limit // 2:
+                self.drained.clear()
+            self.outbox.send_events(self, self.head + self.head.join(picked), len(picked))
+        return not full
 
 
 class SubscriptionHub:
@@ -95,6 +129,8 @@ class SubscriptionHub:
         self._subscriptions: dict[int, Subscription] = {}
         self._by_outbox: dict[Outbox, dict[int, Subscription]] = {}
         self._ids = itertools.count(1)
+        #: batches committed and not yet handed to the live subscriptions
+        self._committed: list[Sequence[JournalEvent]] = []
         journal.listeners.append(self._on_commit)
 
     def __len__(self) -> int:
@@ -148,15 +184,24 @@ class SubscriptionHub:
             self.end(sub, "overflow")
 
     def _on_commit(self, batch: Sequence[JournalEvent]) -> None:
-        for sub in list(self._subscriptions.values()):
-            if not sub.live or sub.ended:
-                continue
-            for event in batch:
-                if event.seq < sub.next_seq:
-                    continue
-                if not sub.deliver(event):
+        if not self._subscriptions:
+            return
+        self._committed.append(batch)
+        if len(self._committed) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.fan_out)
+            except RuntimeError:  # no loop runs (a tool, a test): hand it over now
+                self.fan_out()
+
+    def fan_out(self) -> None:
+        """Hand the committed batches to the live subscriptions (the loop calls it after a
+        commit; :meth:`end_all` before it ends them)."""
+        batches, self._committed = self._committed, []
+        for batch in batches:
+            tails = [protocol.event_tail(event.body) for event in batch]
+            for sub in list(self._subscriptions.values()):
+                if sub.live and not sub.ended and not sub.deliver_batch(batch, tails):
                     self.end(sub, "overflow")
-                    break
 
     def end(self, sub: Subscription, reason: EndReason | None) -> None:
         """End a subscription; ``reason`` None ends it silently (unsubscribe, disconnect)."""
@@ -184,5 +229,6 @@ class SubscriptionHub:
             )
 
     def end_all(self, reason: EndReason) -> None:
+        self.fan_out()
         for sub in list(self._subscriptions.values()):
             self.end(sub, reason)

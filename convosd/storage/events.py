@@ -24,13 +24,26 @@ class EventRows:
     def insert(self, rows: Sequence[Row]) -> None:
         self._db.executemany("INSERT INTO events (seq, type, at, body) VALUES (?, ?, ?, ?)", rows)
 
-    def trim(self, up_to_seq: int, older_than: float) -> int:
-        """Remove events with ``seq <= up_to_seq`` or journaled before ``older_than``."""
-        return int(
+    def trim_some(self, up_to_seq: int, older_than: float, limit: int) -> int:
+        """Remove at most ``limit`` of the events with ``seq <= up_to_seq`` or journaled
+        before ``older_than`` (by count first, then by age; each through its index). Fewer
+        than ``limit`` removed: none is left."""
+        removed = int(
             self._db.execute(
-                "DELETE FROM events WHERE seq <= ? OR at < ?", (up_to_seq, older_than)
+                "DELETE FROM events WHERE seq IN "
+                "(SELECT seq FROM events WHERE seq <= ? ORDER BY seq LIMIT ?)",
+                (up_to_seq, limit),
             ).rowcount
         )
+        if removed < limit:
+            removed += int(
+                self._db.execute(
+                    "DELETE FROM events WHERE seq IN "
+                    "(SELECT seq FROM events WHERE at < ? ORDER BY at LIMIT ?)",
+                    (older_than, limit - removed),
+                ).rowcount
+            )
+        return removed
 
     def clear(self) -> None:
         self._db.execute("DELETE FROM events")
@@ -84,4 +97,5 @@ class EventRows:
                 "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
             )
-        return [(int(s), str(t), str(b)) for s, t, b in cursor]
+        rows: list[tuple[int, str, str]] = cursor.fetchall()  # the columns' types already
+        return rows

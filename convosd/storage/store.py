@@ -34,6 +34,7 @@ from convosd.storage.schema import MIGRATIONS, SCHEMA_VERSION, statements
 from convosd.storage.seen import SeenIds
 
 DB_NAME = "convosd.db"
+_UNREAD = object()
 
 
 class StoreError(Exception):
@@ -79,6 +80,9 @@ class Store:
         self.pairing = PairingState(connection)
         #: (dev, inode) of the state dir and of the store file, taken at open
         self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
+        #: the pending join's row as last written here (None: none), so reading it costs no
+        #: query; :data:`_UNREAD` until first read and after a rolled-back transaction
+        self._pending_body: str | object | None = _UNREAD
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
@@ -160,6 +164,7 @@ class Store:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._pending_body = _UNREAD  # a write of it may have been undone
             raise
         else:
             self._db.execute("COMMIT")
@@ -193,17 +198,32 @@ class Store:
 
     # --- pending join -------------------------------------------------------------------
 
+    def _pending_row(self) -> str | None:
+        if self._pending_body is _UNREAD:
+            row = self._db.execute("SELECT body FROM pending_join WHERE id = 1").fetchone()
+            self._pending_body = None if row is None else str(row[0])
+        assert self._pending_body is None or isinstance(self._pending_body, str)
+        return self._pending_body
+
     def pending_join(self) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT body FROM pending_join WHERE id = 1").fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        body = self._pending_row()
+        return None if body is None else dict(json.loads(body))
+
+    @property
+    def has_pending_join(self) -> bool:
+        """Whether a join is pending (kept in memory: ``status`` reads it on every call)."""
+        return self._pending_row() is not None
 
     def set_pending_join(self, body: dict[str, Any] | None) -> None:
         if body is None:
             self._db.execute("DELETE FROM pending_join")
+            self._pending_body = None
         else:
+            text = json.dumps(body)
             self._db.execute(
-                "INSERT OR REPLACE INTO pending_join (id, body) VALUES (1, ?)", (json.dumps(body),)
+                "INSERT OR REPLACE INTO pending_join (id, body) VALUES (1, ?)", (text,)
             )
+            self._pending_body = text
 
     # --- departed members (member_left journaled once) ----------------------------------
 

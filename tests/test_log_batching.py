@@ -1,0 +1,121 @@
+"""JSON log lines are rendered with orjson and written once per loop turn, and none is lost
+at exit. Each case runs in its own interpreter: logging is configured per process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+PRELUDE = """
+import asyncio, io, sys
+from convosd import logging as convosd_logging
+
+class Counting(io.StringIO):
+    writes = 0
+    def write(self, text):
+        Counting.writes += 1
+        return super().write(text)
+"""
+
+
+def run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_lines_of_one_loop_turn_are_written_once() -> None:
+    result = run(
+        """
+        stream = Counting()
+        convosd_logging.configure(log_format="json", stream=stream)
+        log = convosd_logging.get_logger("t")
+
+        async def main():
+            for i in range(100):
+                log.info("rpc", method="status", n=i, big=2**70, text="é")
+            assert Counting.writes == 0, "written before the turn ended"
+            turn = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(turn.set_result, None)
+            await turn
+            assert Counting.writes == 1, Counting.writes
+            log.info("next turn")
+            turn = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(turn.set_result, None)
+            await turn
+            assert Counting.writes == 2, Counting.writes
+
+        asyncio.run(main())
+        sys.stdout.write(stream.getvalue())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 101
+    assert lines[0]["event"] == "rpc" and lines[0]["n"] == 0 and lines[0]["level"] == "info"
+    assert lines[0]["big"] == 2**70 and lines[0]["text"] == "é" and "timestamp" in lines[0]
+    assert [line["n"] for line in lines[:100]] == list(range(100))
+
+
+def test_pending_lines_are_written_at_exit() -> None:
+    result = run(
+        """
+        convosd_logging.configure(log_format="json", stream=sys.stdout)
+        log = convosd_logging.get_logger("t")
+
+        def burst():
+            for i in range(10):
+                log.info("before_exit", n=i)
+            sys.exit(3)  # out of the loop before its next turn, which would write them
+
+        loop = asyncio.new_event_loop()
+        loop.call_soon(burst)
+        loop.run_forever()
+        """
+    )
+    assert result.returncode == 3, result.stderr
+    assert [json.loads(line)["n"] for line in result.stdout.splitlines()] == list(range(10))
+
+
+def test_a_burst_is_written_without_waiting_for_the_turn() -> None:
+    result = run(
+        """
+        stream = Counting()
+        convosd_logging.configure(log_format="json", stream=stream)
+        log = convosd_logging.get_logger("t")
+
+        async def main():
+            for i in range(2000):
+                log.info("burst", n=i)
+            assert 0 < Counting.writes < 10, Counting.writes
+
+        asyncio.run(main())
+        convosd_logging.flush()
+        assert stream.getvalue().count("\\n") == 2000
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_console_output_is_written_line_by_line() -> None:
+    result = run(
+        """
+        stream = Counting()
+        convosd_logging.configure(log_format="console", stream=stream)
+        log = convosd_logging.get_logger("t")
+
+        async def main():
+            log.info("one")
+            log.info("two")
+            assert Counting.writes >= 2 and "two" in stream.getvalue()
+
+        asyncio.run(main())
+        """
+    )
+    assert result.returncode == 0, result.stderr
