@@ -54,6 +54,7 @@ def message_fields(i: int) -> dict[str, Any]:
         "sentAt": "2026-11-23T12:00:00.000Z",
         "replyTo": None,
         "reaction": None,
+        "attachment": None,
     }
 
 

@@ -45,6 +45,7 @@ def message(i: int, content: str | None, sent_at: str = "2026-11-23T12:00:00.000
         sentAt=sent_at,
         replyTo=None,
         reaction={"emoji": "👍", "action": "added"} if i % 3 == 0 else None,
+        attachment=None,
     )
 
 

@@ -48,6 +48,7 @@ def filled(tmp_path: Path, count: int, now: list[float]) -> Journal:
                 sentAt="2026-11-23T12:00:00.000Z",
                 replyTo=None,
                 reaction=None,
+                attachment=None,
             )
             for i in range(start, min(count, start + 10_000))
         )
