@@ -32,6 +32,7 @@ STATUS_KEYS = {
     "inboxId",
     "identityId",
     "ownerConversationId",
+    "cli",
     "ownerInboxIds",
     "pending",
     "clean",
