@@ -17,7 +17,9 @@
 // change in the process: process.argv, process.exitCode, process.env (the CLI loads env files
 // into it), the cwd, and the command ids that oclif's help rewrites in place. oclif's
 // `execute()` is not used: its flush leaks a `drain` listener per call.
+import fs from "node:fs";
 import net from "node:net";
+import util from "node:util";
 import path from "node:path";
 import { createRequire } from "node:module";
 
@@ -104,7 +106,57 @@ function unhook() {
   process.stderr.write = realWrite.stderr;
 }
 
+// Node itself reads `--env-file` anywhere in its argv, the script's arguments included, up
+// to a `--` (node_dotenv.cc, GetDataFromArgs): a one-shot `node run.js ... --env-file x`
+// exits 9 with "<argv0>: x: not found" before the CLI loads when x cannot be read, and
+// otherwise starts with x's variables in its environment (never overriding one already
+// set). The worker does the same before each command.
+function nodeEnvFiles(argv) {
+  const files = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--") break;
+    for (const flag of ["--env-file", "--env-file-if-exists"]) {
+      if (arg === flag) {
+        if (i + 1 < argv.length) files.push({ path: argv[i + 1], optional: flag !== "--env-file" });
+      } else if (arg.startsWith(`${flag}=`)) {
+        files.push({ path: arg.slice(flag.length + 1), optional: flag !== "--env-file" });
+      }
+    }
+  }
+  return files;
+}
+
+function applyNodeEnvFiles(argv) {
+  const errors = [];
+  const values = {};
+  for (const file of nodeEnvFiles(argv)) {
+    let text;
+    try {
+      text = fs.readFileSync(file.path, "utf8");
+    } catch {
+      if (file.optional) {
+        process.stderr.write(`${file.path} not found. Continuing without it.\n`);
+      } else {
+        errors.push(`${file.path}: not found`);
+      }
+      continue;
+    }
+    Object.assign(values, util.parseEnv(text));
+  }
+  if (errors.length > 0) {
+    for (const error of errors) process.stderr.write(`${process.argv0}: ${error}\n`);
+    return 9;
+  }
+  for (const [name, value] of Object.entries(values)) {
+    if (!(name in process.env)) process.env[name] = value;
+  }
+  return undefined;
+}
+
 async function runOne(argv) {
+  const refused = applyNodeEnvFiles([runJs, ...argv]);
+  if (refused !== undefined) return refused;
   // What `node run.js ...argv` sees: oclif's error handler reads process.argv for its help.
   process.argv = [nodeArgv0, runJs, ...argv];
   process.exitCode = undefined;
