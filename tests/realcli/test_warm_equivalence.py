@@ -72,14 +72,14 @@ def _cases() -> list[Case]:
         )
     for case_id, build, _, _ in argv_contract.BUILDER_CASES:
         cases.append(Case(f"builder:{case_id}", "10000", lambda ws, b=build: b(_builder(ws))))
-    for env in argv_contract.ENV_CASES:
-        cases.append(
-            Case(
-                f"env:{env}",
-                "10000",
-                lambda ws, env=env: ArgvBuilder(env=env, env_file=ws.env_file).identity_list(),  # type: ignore[arg-type]
-            )
+    cases.extend(
+        Case(
+            f"env:{env}",
+            "10000",
+            lambda ws, env=env: ArgvBuilder(env=env, env_file=ws.env_file).identity_list(),  # type: ignore[arg-type]
         )
+        for env in argv_contract.ENV_CASES
+    )
     for name, build in argv_contract.E2E.items():
         cases.append(Case(f"e2e:{name}", "10000", lambda ws, b=build: b(_builder(ws))))
     for name, (command, argv) in argv_contract.RAW_CASES.items():
