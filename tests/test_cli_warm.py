@@ -94,7 +94,7 @@ async def test_a_timeout_kills_the_worker_and_the_next_command_gets_a_new_one(
         await warm.run(_inv("identity", "list", "--json"), timeout_s=20)
         first = warm.describe()["pid"]
         net.add_fault("hang", command="conversation info", count=1)
-        with pytest.raises(errors.CliTimeout, match="did not finish in 0.5 s"):
+        with pytest.raises(errors.CliTimeout, match=r"did not finish in 0\.5 s"):
             await warm.run(_inv("conversation", "info", CID, "--json"), timeout_s=0.5)
         assert process_gone(first)
         assert warm.describe()["state"] == "stopped"
@@ -216,6 +216,10 @@ async def test_invalidate_starts_a_new_worker_before_the_next_command(
         await warm.aclose()
 
 
+def _upgrade(cli: Path) -> None:
+    cli.write_text('#!/bin/sh\necho "@xmtp/convos-cli/0.10.16 linux-x64 node-v22.23.3"\n')
+
+
 async def test_version_runs_one_shot_and_a_changed_cli_restarts_the_worker(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
@@ -229,8 +233,7 @@ async def test_version_runs_one_shot_and_a_changed_cli_restarts_the_worker(
         pid = warm.describe()["pid"]
         assert warm.describe()["commands"] == 1  # --version did not reach the worker
         # an upgrade in place: the next --version prints another version
-        cli = Path(executable[0])
-        cli.write_text('#!/bin/sh\necho "@xmtp/convos-cli/0.10.16 linux-x64 node-v22.23.3"\n')
+        _upgrade(Path(executable[0]))
         await warm.run(_inv("--version"), timeout_s=20)
         await warm.run(_inv("identity", "list"), timeout_s=20)
         assert warm.describe()["pid"] != pid and process_gone(pid)
