@@ -203,6 +203,8 @@ class WarmTransport:
         self._spawns = 0
         self.fallbacks = 0
         self.commands = 0
+        #: the worker's heap after its last command, when it says (bench/warm.py)
+        self.heap_used: int | None = None
         self.last_error: str | None = self._unavailable
         self.since: float | None = None
 
@@ -401,6 +403,8 @@ class WarmTransport:
                 "its output was dropped"
             )
         self.commands += 1
+        heap = answer.get("heapUsed")
+        self.heap_used = heap if isinstance(heap, int) else None
         self.backoff.reset()
         return CliResult(
             command=invocation.command,

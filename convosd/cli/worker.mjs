@@ -7,7 +7,8 @@
 // positional argument from stdin and then pauses it. Frames both ways are a 4-byte big-endian
 // length and a UTF-8 JSON object:
 //   request  {"id": n, "argv": [...], "stdoutLimit": n, "stderrLimit": n}
-//   response {"id": n, "exitCode": n, "stdout": base64, "stderr": base64, "overflow": bool}
+//   response {"id": n, "exitCode": n, "stdout": base64, "stderr": base64, "overflow": bool,
+//             "heapUsed": n (V8 heap after the command, for bench/warm.py)}
 // and, once at start, {"id": 0, "ready": true, "pid": n}.
 //
 // Each result is what a one-shot `node run.js <argv>` prints and exits with: everything
@@ -208,6 +209,7 @@ async function drain() {
         stdout: out.bytes().toString("base64"),
         stderr: err.bytes().toString("base64"),
         overflow: out.overflow,
+        heapUsed: process.memoryUsage().heapUsed,
       });
     }
   } finally {
