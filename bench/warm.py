@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import statistics
@@ -131,7 +132,9 @@ async def part1(root: Path, runs: int, warm_runs: int) -> dict[str, float]:
         await warm.aclose()
 
 
-def start_daemon(root: Path, transport: str, cli: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_daemon(
+    root: Path, transport: str, cli: str, extra: dict[str, str]
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CONVOSD_ENV": "dev",
@@ -172,7 +175,7 @@ async def connect(root: Path, daemon: subprocess.Popen[bytes]) -> Client:
                     except errors.ConvosdError:
                         pass  # ready: the CLI answered (offline, with an error)
                     return client
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:  # not listening yet
                 pass
         if daemon.poll() is not None:
             raise RuntimeError(f"the daemon exited with {daemon.returncode}")
@@ -214,7 +217,7 @@ async def part2(root: Path, runs: int, warm_runs: int, one_shot_wall: float) -> 
                 t0 = time.perf_counter()
                 try:
                     await client.call("conversation.join", params)
-                except Exception as exc:  # noqa: BLE001 - INVITE_INVALID is the expected answer
+                except Exception as exc:  # INVITE_INVALID: the answer
                     assert "nvite" in str(exc), exc
                 walls.append(time.perf_counter() - t0)
             walls = walls[3:]  # the first calls load the command's module
@@ -289,10 +292,8 @@ async def peak_rss(spec_argv: list[str], env: dict[str, str], cwd: Path) -> floa
             peak = max(peak, rss_mib(process.pid))
         except (OSError, ValueError):
             break
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), 0.05)
-        except TimeoutError:
-            pass
     await process.wait()
     return peak
 
@@ -311,9 +312,7 @@ async def part4(root: Path) -> None:
         setup, runner = real_setup(where / "children")
         builder = ArgvBuilder(env="dev", env_file=setup.env_file)
         cid = "0123456789abcdef0123456789abcdef"
-        stream = await peak_rss(
-            list(runner.spec(builder.stream(cid)).argv), runner.env, runner.cwd
-        )
+        stream = await peak_rss(list(runner.spec(builder.stream(cid)).argv), runner.env, runner.cwd)
         watcher = await peak_rss(
             list(runner.spec(builder.process_join_requests_watch(cid)).argv),
             runner.env,
@@ -345,14 +344,16 @@ async def part5(root: Path, mixed: int) -> None:
         for i in range(mixed + len(mix)):
             await warm.run(mix[i % len(mix)], timeout_s=60)
             done = i + 1 - len(mix)
-            if done in (0, mixed // 10, mixed // 2, mixed):
+            if done >= 0 and done % max(1, mixed // 5) == 0:
                 pid = warm.describe()["pid"]
                 assert isinstance(pid, int)
                 rows.append((done, fds(pid), rss_mib(pid), warm.heap_used))
         status = warm.describe()
         for done, fd_count, rss, heap in rows:
-            heap_mib = f"{heap / 2**20:.1f}" if isinstance(heap, int) else "?"
-            print(f"after {done:5d} commands: {fd_count} fds, RSS {rss:.0f} MiB, heap {heap_mib} MiB")
+            heap_mib = f"{heap / 2**20:.1f} MiB" if isinstance(heap, int) else "?"
+            print(
+                f"after {done:5d} commands: {fd_count} fds, RSS {rss:.0f} MiB, heap {heap_mib} MiB"
+            )
         print(f"restarts {status['restarts']}, fallbacks {status['fallbacks']}")
     finally:
         await warm.aclose()
