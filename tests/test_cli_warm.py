@@ -312,3 +312,21 @@ async def test_the_adapter_closes_its_worker(net: FakeNetwork, tmp_path: Path) -
     pid = cli.transport_status()["worker"]["pid"]
     await cli.aclose()
     assert process_gone(pid)
+
+
+async def test_a_worker_gone_between_commands_is_a_fallback_not_an_error(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    warm = WarmTransport(_runner(net, tmp_path))
+    try:
+        await warm.run(_inv("identity", "list"), timeout_s=20)
+        pid = warm.describe()["pid"]
+        assert isinstance(pid, int)
+        os.killpg(pid, signal.SIGKILL)
+        assert await eventually(lambda: process_gone(pid))
+        result = await warm.run(_inv("identity", "list", "--json"), timeout_s=20)
+        assert result.exit_code == 0
+        status = warm.describe()
+        assert status["fallbacks"] == 1 and status["state"] == "backoff"
+    finally:
+        await warm.aclose()

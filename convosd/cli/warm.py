@@ -286,8 +286,7 @@ class WarmTransport:
             await self._stop_worker()
             worker = None
         if worker is not None and worker.process.returncode is not None:
-            await self._failed(f"the worker exited with {worker.process.returncode}")
-            raise ProtocolError(self.last_error or "the worker exited")
+            raise ProtocolError(f"the worker exited with {worker.process.returncode}")
         if worker is None:
             worker = await self._spawn()
         return worker
