@@ -280,12 +280,14 @@ async def test_status_reports_the_worker_and_reset_restarts_it(
             worker = status["worker"]
             assert worker["state"] == "running" and isinstance(worker["pid"], int)
             assert worker["commands"] >= 1  # the start-up probe ran in it
-            await client.call("conversation.create", {"name": "Team"})
+            # unbound: no background call is cancelled (which would kill the worker too)
             assert await client.call("daemon.reset", {"confirm": True}) == {"clean": True}
+            same = (await client.call("status"))["cli"]["worker"]
+            assert same["pid"] == worker["pid"]  # the reset command itself ran in it
             await client.call("conversation.create", {"name": "Again"})
             after = (await client.call("status"))["cli"]["worker"]
             assert after["pid"] != worker["pid"] and process_gone(worker["pid"])
-            assert after["restarts"] >= 1
+            assert after["restarts"] == 1 and after["fallbacks"] == 0
         finally:
             await client.close()
 
@@ -330,3 +332,26 @@ async def test_a_worker_gone_between_commands_is_a_fallback_not_an_error(
         assert status["fallbacks"] == 1 and status["state"] == "backoff"
     finally:
         await warm.aclose()
+
+
+def _replace_identity(net: FakeNetwork, home: Path, other: Path) -> None:
+    """Another identity in ``home`` (its children keep running: the file is swapped at once)."""
+    donor = net.create_identity_home(other)
+    os.replace(donor / "identity.json", home / "identity.json")
+
+
+async def test_an_identity_change_restarts_the_worker(net: FakeNetwork, tmp_path: Path) -> None:
+    async with running_daemon(net, tmp_path / "d", cli_transport="warm") as running:
+        client = await running.client()
+        try:
+            await client.call("conversation.create", {"name": "Team"})
+            assert await running.instance.probe_cli()  # it learns the identity create made
+            before = (await client.call("status"))["cli"]["worker"]
+            _replace_identity(net, tmp_path / "d" / "convos", tmp_path / "other")
+            assert await running.instance.probe_cli()  # what the periodic probe does
+            with pytest.raises(errors.CliFailed, match="Conversation not found"):
+                await client.call("conversation.info")  # the new identity is not a member
+            after = (await client.call("status"))["cli"]["worker"]
+            assert after["pid"] != before["pid"] and after["restarts"] == before["restarts"] + 1
+        finally:
+            await client.close()

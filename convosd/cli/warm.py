@@ -66,7 +66,7 @@ from convosd.timefmt import iso
 WORKER_SCRIPT = Path(__file__).with_name("worker.mjs")
 #: how long a new worker may take to load the CLI and say it is ready
 READY_TIMEOUT_S = 30.0
-#: the worker's own stderr (crash reports): only its tail is kept, for ``lastError``
+#: what the worker prints outside a command is read and dropped (its tail kept, never logged)
 _STRAY_TAIL = 4096
 _HEADER = struct.Struct(">I")
 
@@ -161,10 +161,6 @@ class _Worker:
         while chunk := await stream.read(65536):
             self.stray += chunk
             del self.stray[:-_STRAY_TAIL]
-
-    def last_words(self) -> str:
-        text = redact_text(bytes(self.stray).decode("utf-8", "replace")).strip()
-        return text.splitlines()[-1][:300] if text else ""
 
     async def stop(self, grace_s: float) -> int:
         self.writer.close()
@@ -341,11 +337,10 @@ class WarmTransport:
         except asyncio.IncompleteReadError:
             await asyncio.sleep(0)  # let the exit status arrive
             code = worker.process.returncode
-            words = worker.last_words()
+            # What the worker printed outside a command is not quoted: it may be anything
+            # the CLI printed, message text included.
             raise ProtocolError(
-                "the worker closed its channel"
-                + (f" (exit {code})" if code is not None else "")
-                + (f": {words}" if words else "")
+                "the worker closed its channel" + (f" (exit {code})" if code is not None else "")
             ) from None
         except (ConnectionError, OSError) as exc:
             raise ProtocolError(f"the worker's channel failed: {exc}") from None
