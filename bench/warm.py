@@ -351,9 +351,7 @@ async def part5(root: Path, mixed: int) -> None:
         status = warm.describe()
         for done, fd_count, rss, heap in rows:
             heap_mib = f"{heap / 2**20:.1f} MiB" if isinstance(heap, int) else "?"
-            print(
-                f"after {done:5d} commands: {fd_count} fds, RSS {rss:.0f} MiB, heap {heap_mib} MiB"
-            )
+            print(f"after {done:5d} commands: {fd_count} fds, RSS {rss:.0f} MiB, heap {heap_mib}")
         print(f"restarts {status['restarts']}, fallbacks {status['fallbacks']}")
     finally:
         await warm.aclose()
