@@ -199,6 +199,11 @@ async function drain() {
       let exitCode;
       try {
         exitCode = await runOne(request.argv);
+        // A one-shot process also prints what its command left queued (immediates, I/O
+        // callbacks) before it exits: give those two turns of the loop. A timer that fires
+        // later is not waited for (the CLI's commands await their work).
+        await new Promise((resolve) => setImmediate(resolve));
+        await new Promise((resolve) => setImmediate(resolve));
       } finally {
         unhook();
         restoreProcess();
