@@ -355,3 +355,18 @@ async def test_an_identity_change_restarts_the_worker(net: FakeNetwork, tmp_path
             assert after["pid"] != before["pid"] and after["restarts"] == before["restarts"] + 1
         finally:
             await client.close()
+
+
+async def test_closing_under_a_running_command_does_not_run_it_again(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    warm = WarmTransport(_runner(net, tmp_path))
+    await warm.run(_inv("identity", "list"), timeout_s=20)
+    pid = warm.describe()["pid"]
+    net.add_fault("hang", command="conversation info", count=1)
+    call = asyncio.create_task(warm.run(_inv("conversation", "info", CID), timeout_s=20))
+    assert await eventually(lambda: net.faults() == [])
+    await warm.aclose()
+    with pytest.raises(errors.NotReady):
+        await call
+    assert process_gone(pid) and warm.describe()["fallbacks"] == 0

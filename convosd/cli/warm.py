@@ -260,6 +260,8 @@ class WarmTransport:
             worker = await self._ready_worker()
             return await self._call(worker, invocation, timeout_s, started)
         except ProtocolError as exc:
+            if self._closed:  # the worker was stopped under the call: shutting down
+                raise errors.NotReady("the daemon is shutting down") from None
             await self._failed(str(exc))
             self.fallbacks += 1
             remaining = max(0.1, timeout_s - (time.monotonic() - started))
