@@ -370,3 +370,28 @@ async def test_closing_under_a_running_command_does_not_run_it_again(
     with pytest.raises(errors.NotReady):
         await call
     assert process_gone(pid) and warm.describe()["fallbacks"] == 0
+
+
+async def test_a_call_cancelled_while_the_worker_starts_leaves_no_half_started_worker(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    double = Path(net.executable).parent
+    marker = tmp_path / "started"
+    body = (
+        f"import sys, time, pathlib\nsys.path.insert(0, {str(double)!r})\n"
+        f"pathlib.Path({str(marker)!r}).touch()\ntime.sleep(0.5)\n"
+        "from fc_worker import main\nmain()\n"
+    )
+    executable = _companion(tmp_path, net, body)
+    warm = WarmTransport(_runner(net, tmp_path / "state", executable))
+    try:
+        call = asyncio.create_task(warm.run(_inv("identity", "list"), timeout_s=20))
+        assert await eventually(marker.exists)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert (await warm.run(_inv("identity", "list"), timeout_s=20)).exit_code == 0
+        status = warm.describe()
+        assert status["fallbacks"] == 0 and status["state"] == "running", status
+    finally:
+        await warm.aclose()

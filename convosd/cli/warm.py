@@ -318,6 +318,9 @@ class WarmTransport:
             hello = await asyncio.wait_for(self._read(worker), self.ready_timeout_s)
         except TimeoutError:
             raise ProtocolError(f"the worker did not start in {self.ready_timeout_s:g} s") from None
+        except asyncio.CancelledError:  # a half-started worker would answer with its hello
+            await asyncio.shield(asyncio.ensure_future(self._stop_worker()))
+            raise
         if hello.get("id") != 0 or hello.get("ready") is not True:
             raise ProtocolError("the worker's first frame is not its ready frame")
         self.since = time.time()
