@@ -67,8 +67,14 @@ typecheck: $(VENV)/.installed
 test-tools:
 	@command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
 
+# The daemon's tests run on both CLI transports (tests/conftest.py reads
+# CONVOSD_TEST_CLI_TRANSPORT): the whole suite on the warm one, the default, then the daemon,
+# RPC, adapter and idempotency files again with one process per command (about a minute).
+ONESHOT_TESTS := tests/test_rpc_methods.py tests/test_instance.py tests/test_adapter.py \
+  tests/test_idempotency.py tests/test_cli_queue.py
 unit: setup test-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	CONVOSD_TEST_CLI_TRANSPORT=oneshot $(VENV)/bin/pytest $(ONESHOT_TESTS)
 
 test: setup lint typecheck unit
 

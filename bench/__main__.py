@@ -14,6 +14,7 @@ MODULES = [
     ("Recovery after SIGKILL of the stream", ["bench.recovery", "--kills", "5"]),
     ("Start-up to READY", ["bench.startup", "--runs", "5"]),
     ("One adapter call vs the double run directly", ["bench.adapter_cost", "--runs", "30"]),
+    ("Warm CLI transport vs one-shot, real CLI offline", ["bench.warm", "--mixed", "1000"]),
     ("MCP tool calls vs the Python client; webhook relay", ["bench.mcp_relay"]),
     ("Typing/read receipts vs the double directly; expiry latency", ["bench.live"]),
     ("5 MiB attachments sent and downloaded vs the double", ["bench.attachments", "--runs", "3"]),

@@ -127,6 +127,9 @@ async def run(seconds: float) -> None:
             "CONVOSD_CLI": f"{sys.executable} {net.executable}",
             "CONVOSD_CLI_ENV_PASSTHROUGH": "FAKECONVOS_*",
             "CONVOSD_SEND_RATE_PER_S": "1000",
+            # its message.send row compares with the double run one-shot: so is the daemon's
+            # (bench.warm measures the warm transport against its own baseline)
+            "CONVOSD_CLI_TRANSPORT": "oneshot",
             "CONVOSD_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
         }
         log = (root / "daemon.log").open("w")

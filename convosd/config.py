@@ -108,6 +108,8 @@ class DaemonSection(BaseModel):
     journal_max_age_days: PositiveFloat = 30.0
     journal_max_events: PositiveInt = 1_000_000
     cli_timeout_s: PositiveFloat = 60.0
+    # Addition: how one-shot CLI commands run (README, How convosd runs the CLI).
+    cli_transport: Literal["warm", "oneshot"] = "warm"
     max_message_bytes: Annotated[int, Field(ge=1, le=102_400)] = 16_384
     send_rate_per_s: PositiveFloat = 5.0
     max_attachment_bytes: PositiveInt = 10_485_760

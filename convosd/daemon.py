@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import structlog
 
 from convosd.cli import ConvosCli
+from convosd.cli.warm import transport_factory
 from convosd.config import Paths, Settings
 from convosd.errors import ConfigError
 from convosd.instance import Instance
@@ -132,7 +133,12 @@ class Daemon:
             except ConfigError as exc:
                 log.error("cli_home_unusable", error=str(exc))
                 return EXIT_FAILED
-            cli = ConvosCli(setup, timeout_s=daemon.cli_timeout_s, environ=self.environ)
+            cli = ConvosCli(
+                setup,
+                timeout_s=daemon.cli_timeout_s,
+                environ=self.environ,
+                transport=transport_factory(daemon.cli_transport),
+            )
             instance = Instance(settings, paths, store=store, journal=journal, cli=cli)
             self.instance = instance
             hub = SubscriptionHub(journal, queue_limit=daemon.subscriber_queue)

@@ -191,7 +191,10 @@ class Instance:
         self.store.meta.set("cli_version", version.version)
         if bindings is not None:
             self.store.meta.set("cli_bindings_version", bindings)
-        self.identity_id = identities[0].id if identities else None
+        identity_id = identities[0].id if identities else None
+        if identity_id != self.identity_id and self.identity_id is not None:
+            self.cli.restart_transport("the CLI home's identity changed")
+        self.identity_id = identity_id
         inbox = identities[0].inbox_id if identities else None
         self.identity_inbox_id = inbox if inbox and len(inbox) == 64 else None
         wanted = self.settings.convos.identity_id
@@ -348,6 +351,7 @@ class Instance:
         self.identity_id = None
         self.identity_inbox_id = None
         self._home_seen = None  # the reset removed the home's files after its CLI call
+        self.cli.restart_transport("daemon.reset")
         self.log.info("reset_done")
         self.changed()
 
@@ -528,6 +532,7 @@ class Instance:
             "clean": self.clean(),
             "dmPolicy": self.settings.convos.dm_policy,
             "children": self.child_status(),
+            "cli": self.cli.transport_status(),
             "journal": self.journal.position.as_dict(),
             "subscribers": subscribers,
             "policy": policy or self.sender_policy.counts(),

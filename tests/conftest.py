@@ -1,17 +1,35 @@
-"""Shared fixtures: the fake convos network and CLI adapters wired to it."""
+"""Shared fixtures: the fake convos network and CLI adapters wired to it.
+
+``CONVOSD_TEST_CLI_TRANSPORT`` (``warm``, the default, or ``oneshot``) chooses how the CLI
+double runs under every adapter and daemon the tests build: its worker mode or one process
+per command. It is the one seam: the fixtures below, ``tests.rpc_harness`` and the
+subprocess daemons read :data:`CLI_TRANSPORT`.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from convosd.cli import CliSetup, ConvosCli
+from convosd.cli.transport import TransportFactory
+from convosd.cli.warm import transport_factory
 from tests.fakeconvos.network import FakeNetwork
 
 CliFactory = Callable[..., ConvosCli]
+
+CLI_TRANSPORT = os.environ.get("CONVOSD_TEST_CLI_TRANSPORT", "warm")
+if CLI_TRANSPORT not in ("warm", "oneshot"):
+    raise RuntimeError(f"CONVOSD_TEST_CLI_TRANSPORT={CLI_TRANSPORT!r}: use warm or oneshot")
+
+
+def cli_transport() -> TransportFactory | None:
+    """The ``transport=`` of every adapter the tests build (see the module's docstring)."""
+    return transport_factory(CLI_TRANSPORT)
 
 
 @pytest.fixture
@@ -30,13 +48,19 @@ def fake_setup(net: FakeNetwork, state_dir: Path, env: str = "dev") -> CliSetup:
 
 
 @pytest.fixture
-def make_cli(net: FakeNetwork, tmp_path: Path) -> CliFactory:
-    """``make_cli("alice")``: an adapter for a fresh instance home on the fake network."""
+async def make_cli(net: FakeNetwork, tmp_path: Path) -> AsyncIterator[CliFactory]:
+    """``make_cli("alice")``: an adapter for a fresh instance home on the fake network
+    (closed at the end of the test: a warm transport's worker goes with it)."""
+    made: list[ConvosCli] = []
 
     def factory(name: str = "me", *, timeout_s: float = 20.0, env: str = "dev") -> ConvosCli:
         setup = fake_setup(net, tmp_path / name, env)
         setup.prepare()
         environ = {"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)}
-        return ConvosCli(setup, timeout_s=timeout_s, environ=environ)
+        cli = ConvosCli(setup, timeout_s=timeout_s, environ=environ, transport=cli_transport())
+        made.append(cli)
+        return cli
 
-    return factory
+    yield factory
+    for cli in made:
+        await cli.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +20,20 @@ async def eventually(predicate: Callable[[], bool], within_s: float = 10.0) -> b
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(0.01)
+    return True
+
+
+async def eventually_async(
+    check: Callable[[], Awaitable[bool]], within_s: float = 20.0, pause_s: float = 0.02
+) -> bool:
+    """Poll an async ``check`` (a CLI call, an RPC) until true, bounded in time, not in calls:
+    how many calls fit in a second depends on the CLI transport (warm or one-shot)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not await check():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(pause_s)
     return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from convosd.cli import CliSetup, ConvosCli, check_version
 from convosd.cli.models import CliVersion, JoinJoined, JoinWaiting
 from tests.conftest import CliFactory
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import eventually_async
 
 
 async def test_version_and_probe(make_cli: CliFactory) -> None:
@@ -75,11 +77,13 @@ async def join_accepted(net: FakeNetwork, creator: ConvosCli, joiner: ConvosCli)
     spec = creator.join_requests_spec(cid)
     watcher = await spec.spawn()
     try:
-        for _ in range(200):
-            listed = await joiner.list_conversations(sync=True)
-            if listed:
-                break
-        assert [c.conversation_id for c in listed] == [cid]
+
+        async def listed() -> bool:
+            return bool(await joiner.list_conversations(sync=True))
+
+        assert await eventually_async(listed)
+        found = await joiner.list_conversations(sync=True)
+        assert [c.conversation_id for c in found] == [cid]
     finally:
         os.killpg(watcher.pid, signal.SIGKILL)
         await watcher.wait()
@@ -228,10 +232,13 @@ async def test_invite_errors(net: FakeNetwork, make_cli: CliFactory) -> None:
     short = await alice.invite(created.conversation_id, expires_in_s=1)
     info = await bob.inspect_invite(short.slug)
     assert info.expires_at is not None
-    # The invite expires on the CLI's clock, 1 s after creation: poll for it, bounded.
-    for _ in range(100):
-        if (await bob.inspect_invite(short.slug)).invite_expired:
-            break
+    # The invite expires on the CLI's clock, 1 s after creation: poll for it, bounded in time
+    # (not in calls: a warm CLI answers 100 of them well within that second).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while not (await bob.inspect_invite(short.slug)).invite_expired:
+        assert loop.time() < deadline, "the invite did not expire"
+        await asyncio.sleep(0.05)
     with pytest.raises(errors.InviteExpired):
         await bob.join(short.slug, no_wait=True)
 

@@ -25,6 +25,7 @@ import pytest
 
 from convosd import errors
 from convosd.client import ConvosdClient
+from tests.conftest import CLI_TRANSPORT
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import eventually, process_gone
 from tests.rpc_harness import member_cli
@@ -51,6 +52,7 @@ class DaemonProcess:
             "CONVOSD_ENV": "dev",
             "CONVOSD_CLI": f"{sys.executable} {self.net.executable}",
             "CONVOSD_CLI_ENV_PASSTHROUGH": "FAKECONVOS_*",
+            "CONVOSD_CLI_TRANSPORT": CLI_TRANSPORT,
             "CONVOSD_SEND_RATE_PER_S": "1000",
             "CONVOSD_BACKFILL_INTERVAL_S": "1",
             "CONVOSD_SHUTDOWN_GRACE_S": "1",

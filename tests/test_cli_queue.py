@@ -95,8 +95,10 @@ async def test_calls_run_one_at_a_time_in_call_order(tmp_path: Path) -> None:
 async def test_a_locked_database_is_retried_below_the_caller(tmp_path: Path) -> None:
     transport = ScriptedTransport([(1, "", LOCKED), (1, "", LOCKED), (0, "[]", "")])
     cli = adapter(tmp_path, transport)
+    assert cli.transport_status()["lockedRetries"] == 0
     assert await cli.members(CID) == []
     assert transport.commands == ["conversation:members"] * 3
+    assert cli.transport_status()["lockedRetries"] == 2  # status counts them
 
 
 async def test_a_lock_that_outlasts_the_timeout_is_busy(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from convosd.instance import STREAM, WATCHER, Instance
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState
-from tests.conftest import CliFactory, fake_setup
+from tests.conftest import CliFactory, cli_transport, fake_setup
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import admitted as admitted_by
 from tests.helpers import eventually, member_count, process_gone
@@ -54,6 +54,7 @@ class Harness:
             setup,
             timeout_s=20,
             environ={"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(self.net.path)},
+            transport=cli_transport(),
         )
         store = Store.open(state)
         instance = Instance(
@@ -132,15 +133,19 @@ async def test_sigkill_of_the_stream_loses_nothing(harness: Harness) -> None:
     me = harness.open()
     cid, bob = await created_and_joined(harness, me)
     sent: list[str] = []
+    kills = 0
 
     async def sender() -> None:
-        for i in range(40):
+        # 40 messages, and more while the stream has not been killed twice yet (a warm
+        # CLI sends 40 before the first restart is over)
+        for i in range(400):
+            if i >= 40 and kills >= 2:
+                break
             text = f"n{i:03d}"
             await bob.send_text(cid, text)
             sent.append(text)
 
     task = asyncio.create_task(sender())
-    kills = 0
     while not task.done():
         pid = me.children[STREAM].pid
         if pid is not None and me.children[STREAM].status.state is ChildState.RUNNING:

@@ -20,7 +20,7 @@ from convosd.rpc.peers import AccessPolicy, Peer
 from convosd.rpc.schemas import NoParams, StatusResult
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, process_gone
+from tests.helpers import eventually, eventually_async, process_gone
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 STATUS_KEYS = {
@@ -32,6 +32,7 @@ STATUS_KEYS = {
     "inboxId",
     "identityId",
     "ownerConversationId",
+    "cli",
     "ownerInboxIds",
     "pending",
     "clean",
@@ -76,9 +77,7 @@ async def create_with_member(
     async def two_members() -> bool:
         return len((await client.call("conversation.info"))["members"]) == 2
 
-    for _ in range(300):
-        if await two_members():
-            break
+    await eventually_async(two_members)
     return created, bob
 
 

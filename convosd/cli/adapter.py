@@ -139,6 +139,24 @@ class ConvosCli:
     async def aclose(self) -> None:
         await self._transport.aclose()  # shutdown
 
+    def transport_status(self) -> dict[str, Any]:
+        """What runs the commands (``status``): the transport, its worker if it has one
+        (state, pid, restarts, fallbacks to one-shot), and the ``database is locked``
+        retries of the queue."""
+        describe = getattr(self._transport, "describe", None)
+        return {
+            "transport": getattr(self._transport, "name", "oneshot"),
+            "worker": describe() if describe is not None else None,
+            "lockedRetries": self._queue.locked_retries,
+        }
+
+    def restart_transport(self, reason: str) -> None:
+        """A transport that keeps the CLI loaded starts afresh before the next command
+        (after ``daemon.reset``, or when the CLI home's identity changed)."""
+        invalidate = getattr(self._transport, "invalidate", None)
+        if invalidate is not None:
+            invalidate(reason)
+
     @property
     def waiting(self) -> int:
         """Calls waiting for their turn in the queue (not counting the one running)."""

@@ -33,6 +33,8 @@ class CliQueue:
         self.finished = 0
         #: set when no CLI call may run any more (the state dir is gone): the reason
         self.refused: str | None = None
+        #: calls run again because the CLI's database was locked (``status``)
+        self.locked_retries = 0
         self.log = structlog.get_logger("convosd.cliqueue")
 
     async def run(self, call: Callable[[], Awaitable[T]], *, what: str = "cli") -> T:
@@ -65,6 +67,7 @@ class CliQueue:
                         "the convos CLI database stayed locked", retry_after_s=1.0
                     ) from None
                 pause = min(remaining, delay * (0.8 + 0.4 * self.rng.random()))
+                self.locked_retries += 1
                 self.log.info("cli_locked_retry", what=what, attempt=attempt, pause_s=pause)
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, 2.0)

@@ -3,8 +3,9 @@
 The adapter (:mod:`convosd.cli.adapter`) builds the argv, queues the call and parses the
 output; a transport only runs one :class:`~convosd.cli.argv.Invocation` to completion and
 gives back its exit code, stdout and stderr, exactly as a one-shot ``convos`` process would.
-Everything above it is the same whichever transport runs the commands, so a second one (a
-long-lived worker, say) is one module implementing :class:`CliTransport` plus its wiring.
+Everything above it is the same whichever transport runs the commands: the one-shot
+:class:`~convosd.cli.runner.CliRunner`, or the warm worker of :mod:`convosd.cli.warm`
+(``cliTransport`` in ``[daemon]``).
 
 Like httpx's ``BaseTransport.handle_request``, the interface is one method, and failures are
 mapped at the edge: a transport raises only :mod:`convosd.errors` exceptions

@@ -352,6 +352,23 @@ class ChildOut(Result):
     next_retry_at: str | None = Field(alias="nextRetryAt")
 
 
+class CliWorkerOut(Result):
+    state: Literal["stopped", "running", "backoff", "unavailable"]
+    pid: int | None
+    restarts: int
+    fallbacks: int
+    commands: int
+    since: str | None
+    last_error: str | None = Field(alias="lastError")
+    next_retry_at: str | None = Field(alias="nextRetryAt")
+
+
+class CliTransportOut(Result):
+    transport: Literal["warm", "oneshot"]
+    worker: CliWorkerOut | None
+    locked_retries: int = Field(alias="lockedRetries")
+
+
 class JournalOut(Result):
     journal_id: str = Field(alias="journalId")
     first_seq: int = Field(alias="firstSeq")
@@ -377,6 +394,7 @@ class StatusResult(Result):
     clean: bool
     dm_policy: str = Field(alias="dmPolicy")
     children: dict[Literal["stream", "joinRequests"], ChildOut]
+    cli: CliTransportOut | None = None
     journal: JournalOut
     subscribers: int
     policy: PolicyOut

@@ -2272,6 +2272,16 @@ def main() -> None:
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(encoding="utf-8", errors="replace")  # type: ignore[union-attr]
     argv = [os.fsencode(a).decode("utf-8", "replace") for a in sys.argv[1:]]
+    code = run_command(argv)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def run_command(argv: list[str]) -> int:
+    """One command as the process would run it: its exit code (the worker mode calls this
+    for every request, fc_worker.py)."""
     code = 0
     command_id = ""
     try:
@@ -2289,7 +2299,4 @@ def main() -> None:
         code = 2
     except Exit as exc:
         code = exc.code
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
+    return code
