@@ -145,6 +145,9 @@ async def test_over_long_line_is_answered_then_closed(raw: Raw) -> None:
     await raw.send(b"x" * 10_000 + b"\n")
     reply = await raw.recv()
     assert (code(reply), reply["id"]) == (-32700, None)
+    # what to do: the limit, and the way around it for a file
+    assert "frameLimitBytes" in reply["error"]["message"]
+    assert "by path" in reply["error"]["message"]
     assert await asyncio.wait_for(raw.reader.read(), 5) == b""  # closed
 
 

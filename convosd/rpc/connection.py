@@ -225,7 +225,9 @@ class Connection:
                                     None,
                                     protocol.PARSE_ERROR,
                                     "Parse error: line longer than the frame limit "
-                                    f"({self.server.limits.frame_limit} bytes)",
+                                    f"({self.server.limits.frame_limit} bytes, "
+                                    "frameLimitBytes); send a larger file by path "
+                                    "(message.sendAttachment), or raise frameLimitBytes",
                                 )
                             )
                         )
