@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import startup
 from convosd import errors
 from convosd.cli import CliSetup
 from convosd.cli.argv import ArgvBuilder, Invocation
@@ -144,20 +145,7 @@ def start_daemon(
         "CONVOSD_SEND_RATE_PER_S": "1000",
         **extra,
     }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "convosd",
-            "--socket",
-            str(root / "d.sock"),
-            "--state-dir",
-            str(root / "state"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return startup.start_daemon(root, root / "state", env)
 
 
 async def connect(root: Path, daemon: subprocess.Popen[bytes]) -> Client:
@@ -186,19 +174,6 @@ async def connect(root: Path, daemon: subprocess.Popen[bytes]) -> Client:
 def stop(daemon: subprocess.Popen[bytes]) -> None:
     daemon.terminate()
     daemon.wait(30)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 async def part2(root: Path, runs: int, warm_runs: int, one_shot_wall: float) -> None:

@@ -14,14 +14,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from convosd import errors
 from convosd.api.guards import BindingView, bound_id
 from convosd.cli import ConvosCli
-from convosd.cli.models import CliMessage
+from convosd.cli.models import CliMessage, SendResult
 from convosd.config import Settings
 from convosd.events import event
 from convosd.idempotency import (
@@ -41,6 +41,8 @@ from convosd.storage.journal import Journal
 from convosd.storage.keys import IdempotencyKeys
 from convosd.storage.store import StoreError
 from convosd.storage.work import SettleKey
+
+SentT = TypeVar("SentT")
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 #: retryAfterS of a repeat that finds its key in flight.
@@ -120,27 +122,14 @@ class MessagesApi:
         if wait > 0:
             raise errors.Busy(f"over sendRatePerS ({self.send_rate_per_s}/s)", retry_after_s=wait)
         cli = self.cli
-        started = False
+        reply_to = p.reply_to
 
-        def on_start() -> None:
-            nonlocal started
-            started = True  # from here on the CLI may send
+        def call(on_start: Callable[[], None]) -> Coroutine[Any, Any, SendResult]:
+            if reply_to is not None:
+                return cli.send_reply(cid, reply_to, p.message, on_start=on_start)
+            return cli.send_text(cid, p.message, on_start=on_start)
 
-        if key is not None:
-            self.keys.intent(key, self.clock(), PendingKey(key, 0.0, p.message, p.reply_to).body())
-            self._sending.add(key)
-        try:
-            if p.reply_to is not None:
-                sent = await cli.send_reply(cid, p.reply_to, p.message, on_start=on_start)
-            else:
-                sent = await cli.send_text(cid, p.message, on_start=on_start)
-        except BaseException as exc:
-            if key is not None:
-                self._send_failed(key, exc, started=started)
-            raise
-        finally:
-            if key is not None:
-                self._sending.discard(key)
+        sent = await self._keyed_send(key, PendingKey(key or "", 0.0, p.message, reply_to), call)
         self._journal_sent(cid, key, sent.message_id, PendingKey("", 0.0, p.message, p.reply_to))
         return s.SendResult(message_id=sent.message_id)
 
@@ -186,26 +175,14 @@ class MessagesApi:
         intent = PendingKey(
             key or "", 0.0, "", None, AttachmentIntent(staged.filename, staged.size, mime_type)
         )
-        started = False
-
-        def on_start() -> None:
-            nonlocal started
-            started = True
-
-        if key is not None:
-            self.keys.intent(key, self.clock(), intent.body())
-            self._sending.add(key)
-        try:
-            sent = await self.cli.send_attachment(
+        cli = self.cli
+        sent = await self._keyed_send(
+            key,
+            intent,
+            lambda on_start: cli.send_attachment(
                 cid, staged.file, mime_type=mime_type, on_start=on_start
-            )
-        except BaseException as exc:
-            if key is not None:
-                self._send_failed(key, exc, started=started)
-            raise
-        finally:
-            if key is not None:
-                self._sending.discard(key)
+            ),
+        )
         attachment = AttachmentIntent(
             staged.filename, staged.size, sent.mime_type if sent.mime_type else mime_type
         )
@@ -288,6 +265,34 @@ class MessagesApi:
             "repeat it later with the same key",
             retry_after_s=KEY_BUSY_RETRY_S,
         )
+
+    async def _keyed_send(
+        self,
+        key: str | None,
+        intent: PendingKey,
+        call: Callable[[Callable[[], None]], Coroutine[Any, Any, SentT]],
+    ) -> SentT:
+        """One CLI send under its idempotency key: the intent is recorded before the CLI
+        runs; on a failure the key is released or kept in flight by :meth:`_send_failed`,
+        knowing whether the CLI had started (``call`` passes ``on_start`` to the CLI)."""
+        started = False
+
+        def on_start() -> None:
+            nonlocal started
+            started = True  # from here on the CLI may send
+
+        if key is not None:
+            self.keys.intent(key, self.clock(), intent.body())
+            self._sending.add(key)
+        try:
+            return await call(on_start)
+        except BaseException as exc:
+            if key is not None:
+                self._send_failed(key, exc, started=started)
+            raise
+        finally:
+            if key is not None:
+                self._sending.discard(key)
 
     def _send_failed(self, key: str, exc: BaseException, *, started: bool) -> None:
         """The rule of convosd.idempotency: release the key only when the CLI provably did
