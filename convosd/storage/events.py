@@ -59,8 +59,7 @@ class EventRows:
 
     def message_body(self, message_id: str) -> str | None:
         """The body of the ``message`` event of ``message_id`` (None when not journaled, or
-        trimmed). A scan of the message events, newest first (the (type, seq) index walked
-        backwards): quick for a recent message, the whole journal for an unknown id."""
+        trimmed), through the (type, messageId) index."""
         row = self._db.execute(
             "SELECT body FROM events WHERE type = 'message' "
             "AND json_extract(body, '$.messageId') = ? ORDER BY seq DESC LIMIT 1",

@@ -90,6 +90,11 @@ MIGRATIONS: tuple[str, ...] = (
         );
     CREATE UNIQUE INDEX idempotency_message ON idempotency (message_id);
     """,
+    # attachment.download and retention look a message event up by its messageId: without
+    # this index an unknown or old id scanned every message event (0.3 s at 200k events).
+    """
+    CREATE INDEX events_message_id ON events (type, json_extract(body, '$.messageId'));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
