@@ -409,7 +409,11 @@ class SyncClient:
 
     def __init__(self, path: str | Path) -> None:
         self._loop = asyncio.new_event_loop()
-        self._client = self._loop.run_until_complete(ConvosdClient.connect(path))
+        try:
+            self._client = self._loop.run_until_complete(ConvosdClient.connect(path))
+        except BaseException:
+            self._loop.close()  # the caller gets the error, not a loop to garbage-collect
+            raise
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         return self._loop.run_until_complete(self._client.call(method, params))

@@ -7,13 +7,14 @@ its errors through them (not with ``__new__``), and keep ``error.data`` as the d
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from convosd import errors
-from convosd.client import ConvosdClient, EventStream, error_from
+from convosd.client import ConvosdClient, EventStream, SyncClient, error_from
 from tests.fakeconvos.network import FakeNetwork
 from tests.rpc_harness import running_daemon
 
@@ -82,3 +83,11 @@ def test_a_tiny_wait_is_never_advertised_as_retry_now() -> None:
     # the rate limiter can answer 0.0004 s; rounding that to 0.0 told clients "retry now"
     assert errors.Busy(retry_after_s=0.0004).rpc_data()["retryAfterS"] == 0.001
     assert errors.Busy(retry_after_s=0.25).rpc_data()["retryAfterS"] == 0.25
+
+
+def test_a_sync_client_that_cannot_connect_leaves_no_event_loop(tmp_path: Path) -> None:
+    """A script's SyncClient to a daemon that is not there raises, and closes the loop it
+    made (left open it warned "unclosed event loop" later, at garbage collection)."""
+    with pytest.raises(FileNotFoundError):
+        SyncClient(tmp_path / "nothing.sock")
+    gc.collect()
