@@ -6,6 +6,7 @@ convosd/cli/warm.py says. The real CLI's equivalence is tests/realcli/test_warm_
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import stat
@@ -128,6 +129,32 @@ async def test_a_worker_dying_mid_command_falls_back_to_one_shot_and_backs_off(
         # while backing off, commands run one-shot (and are counted)
         assert (await warm.run(_inv("identity", "list"), timeout_s=20)).exit_code == 0
         assert warm.describe()["fallbacks"] == 2
+    finally:
+        await warm.aclose()
+
+
+async def test_a_worker_dying_under_a_command_that_changes_things_does_not_run_it_twice(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The worker had ``conversations create`` when it died: it may have created the group
+    already, so the command is not run again one-shot (a send would go out twice); the
+    caller gets CLI_FAILED saying so, and the worker is restarted as for any failure."""
+    warm = WarmTransport(_runner(net, tmp_path), policy=BackoffPolicy(initial_s=30, cap_s=60))
+    try:
+        await warm.run(_inv("identity", "list", "--json"), timeout_s=20)
+        pid = warm.describe()["pid"]
+        assert isinstance(pid, int)
+        net.add_fault("slow_start", command="conversations create", count=1, seconds=30)
+        create = _inv("conversations", "create", "--name", "Team", "--json")
+        call = asyncio.create_task(warm.run(create, timeout_s=20))
+        assert await eventually(lambda: net.faults() == [])  # the worker took the fault
+        os.killpg(pid, signal.SIGKILL)
+        with pytest.raises(errors.CliFailed, match="not run again"):
+            await call
+        listed = await warm.run(_inv("conversations", "list", "--json"), timeout_s=20)
+        assert json.loads(listed.stdout)["count"] == 0  # not created behind the error
+        status = warm.describe()
+        assert status["state"] == "backoff" and status["fallbacks"] == 1  # the list only
     finally:
         await warm.aclose()
 

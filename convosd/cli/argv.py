@@ -54,6 +54,32 @@ class Invocation:
     argv: tuple[str, ...]
 
 
+#: Commands that change nothing another member can see (reads, a download, local syncs, the
+#: transient typing and read signals): running one again after a failure whose outcome is
+#: unknown is harmless. Any other command may have sent, created, joined, removed or exploded
+#: something before it failed, so it is never run a second time on the CLI's behalf.
+REPEATABLE_COMMANDS = frozenset(
+    {
+        "--version",
+        "identity:list",
+        "identity:info",
+        "conversations:inspect-invite",
+        "conversations:list",
+        "conversations:sync",
+        "conversation:info",
+        "conversation:members",
+        "conversation:profiles",
+        "conversation:permissions",
+        "conversation:messages",
+        "conversation:explode-status",
+        "conversation:download-attachment",
+        "conversation:send-typing-indicator",
+        "conversation:send-read-receipt",
+        "conversation:sync",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ArgvBuilder:
     """Builds argv for one instance: every call carries its env and its env file."""

@@ -19,8 +19,9 @@ Failures, by kind:
 - the worker crashing, not starting, or breaking the protocol (a frame over the size limit,
   a wrong id, not JSON): that command runs one-shot instead (a *fallback*), and the worker is
   started again after a backoff (:mod:`convosd.supervisor.backoff`); meanwhile commands run
-  one-shot. A crash in the middle of a command means the command runs twice (once in the
-  worker, once one-shot), like a caller retrying a one-shot that died;
+  one-shot. A crash in the middle of a command runs it again one-shot only if it is in
+  :data:`~convosd.cli.argv.REPEATABLE_COMMANDS`; any other may have done its work (sent,
+  created, joined...), so :class:`~convosd.errors.CliFailed` says it was not run again;
 - ``convos --version`` always runs one-shot: it is how the daemon notices a CLI upgraded in
   place, after which the worker (still holding the old code) is restarted.
 
@@ -49,7 +50,7 @@ from typing import Any
 import structlog
 
 from convosd import errors
-from convosd.cli.argv import Invocation
+from convosd.cli.argv import REPEATABLE_COMMANDS, Invocation
 from convosd.cli.redact import redact_text
 from convosd.cli.runner import (
     KILL_GRACE_S,
@@ -74,7 +75,10 @@ log = structlog.get_logger("convosd.cli.warm")
 
 
 class ProtocolError(Exception):
-    """The worker broke the protocol, crashed, or did not start: fall back and restart."""
+    """The worker broke the protocol, crashed, or did not start: restart it, and run the
+    command one-shot unless the worker had it (``delivered``) and it is not repeatable."""
+
+    delivered = False
 
 
 def worker_command(executable: Sequence[str]) -> tuple[str, ...] | str:
@@ -263,6 +267,15 @@ class WarmTransport:
             if self._closed:  # the worker was stopped under the call: shutting down
                 raise errors.NotReady("the daemon is shutting down") from None
             await self._failed(str(exc))
+            if exc.delivered and invocation.command not in REPEATABLE_COMMANDS:
+                # The worker had the command when it failed: it may have sent (created,
+                # joined...) already. A second run could do it twice; the caller decides
+                # (a keyed send reconciles against the conversation).
+                name = "convos " + invocation.command.replace(":", " ")
+                raise errors.CliFailed(
+                    f"{name}: the CLI worker failed while running it ({exc}); it may have "
+                    "done its work, so it was not run again"
+                ) from None
             self.fallbacks += 1
             remaining = max(0.1, timeout_s - (time.monotonic() - started))
             return await self.oneshot.run(invocation, timeout_s=remaining)
@@ -377,6 +390,9 @@ class WarmTransport:
         remaining = max(0.0, timeout_s - (time.monotonic() - started))
         try:
             answer = await asyncio.wait_for(self._read(worker), remaining)
+        except ProtocolError as exc:
+            exc.delivered = True  # the whole request was written: the worker may be running it
+            raise
         except TimeoutError:
             await self._stop_worker()
             raise errors.CliTimeout(
@@ -388,14 +404,22 @@ class WarmTransport:
             stop = asyncio.ensure_future(self._stop_worker())
             await asyncio.shield(stop)
             raise
-        if answer.get("id") != request_id:
-            raise ProtocolError(f"the worker answered id {answer.get('id')!r}, not {request_id}")
         try:
-            exit_code = int(answer["exitCode"])
-            stdout = base64.b64decode(answer["stdout"], validate=True)
-            stderr = base64.b64decode(answer["stderr"], validate=True)
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolError("the worker's answer lacks exitCode, stdout or stderr") from None
+            if answer.get("id") != request_id:
+                raise ProtocolError(
+                    f"the worker answered id {answer.get('id')!r}, not {request_id}"
+                )
+            try:
+                exit_code = int(answer["exitCode"])
+                stdout = base64.b64decode(answer["stdout"], validate=True)
+                stderr = base64.b64decode(answer["stderr"], validate=True)
+            except (KeyError, TypeError, ValueError):
+                raise ProtocolError(
+                    "the worker's answer lacks exitCode, stdout or stderr"
+                ) from None
+        except ProtocolError as exc:
+            exc.delivered = True
+            raise
         if answer.get("overflow"):
             raise errors.CliFailed(
                 f"{name} printed more than {self.oneshot.stdout_limit} bytes; "
