@@ -42,6 +42,7 @@ from convosd.rpc.dispatch import CallContext
 from convosd.rpc.subscriptions import Subscription, SubscriptionHub
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
+from tests.helpers import Ticker
 
 
 def message_fields(i: int) -> dict[str, Any]:
@@ -77,24 +78,6 @@ def fill(store: Store, count: int, at: float) -> None:
         with store.transaction():
             store.events.insert(rows)
             store.meta.set("last_seq", str(rows[-1][0]))
-
-
-class Ticker:
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.max_gap = 0.0
-        self.ticks = 0
-        self.last = time.perf_counter()
-        self.running = True
-        self.loop.call_soon(self.tick)
-
-    def tick(self) -> None:
-        now = time.perf_counter()
-        self.max_gap = max(self.max_gap, now - self.last)
-        self.last = now
-        self.ticks += 1
-        if self.running:
-            self.loop.call_soon(self.tick)
 
 
 async def trim(root: Path, count: int, in_steps: bool) -> tuple[float, float, int]:

@@ -72,3 +72,24 @@ def admitted(instance: Instance) -> set[str]:
     """Inboxes our own join-request watcher accepted in the bound conversation."""
     conversation = instance.conversation
     return set(conversation.admitted) if conversation is not None else set()
+
+
+class Ticker:
+    """Counts loop turns while it runs and the longest time between two of them (how long
+    the event loop was blocked), without sleeping."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.ticks = 0
+        self.max_gap = 0.0
+        self.last = time.perf_counter()
+        self.running = True
+        self.loop.call_soon(self.tick)
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+        self.ticks += 1
+        if self.running:
+            self.loop.call_soon(self.tick)

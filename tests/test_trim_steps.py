@@ -10,26 +10,7 @@ from pathlib import Path
 from convosd.events import event
 from convosd.storage.journal import TRIM_CHUNK, Journal
 from convosd.storage.store import Store
-
-
-class Ticker:
-    """Counts loop turns while it runs and the longest time between two of them."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.ticks = 0
-        self.max_gap = 0.0
-        self.last = time.perf_counter()
-        self.running = True
-        self.loop.call_soon(self.tick)
-
-    def tick(self) -> None:
-        now = time.perf_counter()
-        self.max_gap = max(self.max_gap, now - self.last)
-        self.last = now
-        self.ticks += 1
-        if self.running:
-            self.loop.call_soon(self.tick)
+from tests.helpers import Ticker
 
 
 def filled(tmp_path: Path, count: int, now: list[float]) -> Journal:
