@@ -113,6 +113,8 @@ class Instance:
     async def start(self) -> None:
         """Reap leftovers, check the CLI, then resume, attach or stay unbound."""
         self._reap_leftovers()
+        # no CLI process of ours runs yet: a lock left by one the last daemon stopped goes
+        await self.cli.clear_identity_lock(unless=lambda: False)
         await self.probe_cli()
         binding = self.store.binding()
         wanted_env = self.settings.convos.env
@@ -339,6 +341,12 @@ class Instance:
         self.store.clear_binding()
         self.log.info("unbound", reason=reason, conversation_id=binding and binding.conversation_id)
         self.changed()
+        if conversation is not None:
+            # Its children are stopped: a lock one of them left would hold up the next
+            # identity write (create, join, reset) for up to 30 s. Through the queue, so no
+            # command of ours runs meanwhile; skipped if a new binding's children run by then.
+            with contextlib.suppress(errors.NotReady):  # the state dir is gone: no CLI
+                await self.cli.clear_identity_lock(unless=lambda: self.conversation is not None)
 
     def forget_after_reset(self) -> None:
         """``daemon.reset`` wiped the CLI home and the state: drop every check it made

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -348,3 +349,30 @@ def test_the_double_stamps_a_burst_in_one_millisecond_and_filters_exclusively(
 
     assert window(start - 1, end) == ["x", "x #2", "x #3", "x #4", "x #5"]
     assert window(end - 1, end + 10**12)[:1] == ["later"]  # the burst ends before the next ms
+
+
+# --- a CLI lock left by a stopped child --------------------------------------------------
+
+
+async def test_a_lock_left_by_a_stopped_cli_does_not_hold_up_reset_or_start(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The CLI holds identity.json.lock around writes of identity.json and Node exits on
+    SIGTERM without removing it: a child stopped in that window left it, and every identity
+    write (reset, create, join) waited 10 s and failed, retried until the file was 30 s old."""
+    state = tmp_path / "me"
+    lock = state / "convos" / "identity.json.lock"
+    async with running_daemon(net, state) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await client.create(name="First")
+            lock.touch()  # as a child stopped inside the CLI's lock would leave it
+            started = time.monotonic()
+            assert await client.call("daemon.reset", {"confirm": True}) == {"clean": True}
+            assert time.monotonic() - started < 8  # the CLI waits 10 s for its lock
+            assert not lock.exists()
+    lock.touch()  # left by a child of the previous daemon
+    async with running_daemon(net, state) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            started = time.monotonic()
+            await client.create(name="Second")
+            assert time.monotonic() - started < 8

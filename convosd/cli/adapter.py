@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convosd import errors
@@ -67,6 +68,11 @@ class CliSetup:
                     "# this file only exists because the CLI requires its --env-file.\n"
                 )
 
+
+log = structlog.get_logger("convosd.cli")
+
+#: the CLI's lock file around writes of identity.json, in its home (dist/utils/identities.js)
+IDENTITY_LOCK = "identity.json.lock"
 
 _IDENTITY_LIST = TypeAdapter(list[models.IdentityEntry])
 _CONVERSATION_LIST = TypeAdapter(list[models.ConversationSummary])
@@ -261,6 +267,24 @@ class ConvosCli:
             self.argv.identity_list(), _IDENTITY_LIST
         )
         return result
+
+    @_queued
+    async def clear_identity_lock(self, *, unless: Callable[[], bool]) -> bool:
+        """Remove the CLI's identity lock file left by a CLI process this daemon stopped,
+        unless ``unless()`` says a child may be running by the time this call has its turn
+        (queued: no command of ours runs meanwhile). The CLI holds the lock around writes
+        of identity.json and Node exits on SIGTERM without removing it, so a child stopped
+        in that window leaves it behind; every identity write (create, join, reset) then
+        waits 10 s and fails until the file is 30 s old. Returns whether one was removed."""
+        if unless():
+            return False
+        path = self.setup.convos_home / IDENTITY_LOCK
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("cli_identity_lock_cleared", path=str(path))
+        return True
 
     @_queued
     async def reset(self) -> models.ResetResult:
