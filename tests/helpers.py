@@ -6,7 +6,9 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import pytest
 
 if TYPE_CHECKING:
     from convosd.instance import Instance
@@ -93,3 +95,34 @@ class Ticker:
         self.ticks += 1
         if self.running:
             self.loop.call_soon(self.tick)
+
+
+#: tests that need another uid's files or processes (chown to 65534, setuid children)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (another uid's files)")
+
+
+def system_python() -> str | None:
+    """A python3 another uid can run (not this venv's, under root's home)."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+async def network_messages(net: Any, home: Any, cid: str) -> list[dict[str, Any]]:
+    """Every message of conversation ``cid`` as the network holds it, oldest first, read
+    with the identity in ``home`` through the CLI double."""
+    listed = await asyncio.to_thread(
+        net.run_json,
+        home,
+        "conversation",
+        "messages",
+        cid,
+        "--env",
+        "dev",
+        "--limit",
+        "10000",
+        "--direction",
+        "ascending",
+    )
+    return [] if isinstance(listed, dict) else list(listed)

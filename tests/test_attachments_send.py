@@ -35,7 +35,8 @@ from convosd.rpc.dispatch import CallContext
 from convosd.rpc.schemas import SendAttachmentParams
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import eventually, needs_root, system_python
+from tests.helpers import network_messages as listed_on_network
 from tests.rpc_harness import RunningDaemon, running_daemon, settings_for
 from tests.test_idempotency import OTHER, T0, msg, verdicts
 
@@ -43,7 +44,6 @@ KEY_ENV = {"CONVOS_API_KEY": "agent-key-for-tests"}
 PASS = ("FAKECONVOS_*", "CONVOS_API_KEY", "CONVOS_UPLOAD_PROVIDER*")
 LIMIT = 64 * 1024
 NOBODY = 65534
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (another uid's files)")
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFQSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
 )
@@ -89,20 +89,7 @@ def uploads(net: FakeNetwork) -> list[Path]:
 
 async def network_messages(net: FakeNetwork, daemon: RunningDaemon, cid: str) -> list[Any]:
     """The conversation's texts and attachments as the network holds them."""
-    listed = await asyncio.to_thread(
-        net.run_json,
-        daemon.instance.paths.convos_home,
-        "conversation",
-        "messages",
-        cid,
-        "--env",
-        "dev",
-        "--limit",
-        "10000",
-        "--direction",
-        "ascending",
-    )
-    rows = [] if isinstance(listed, dict) else listed
+    rows = await listed_on_network(net, daemon.instance.paths.convos_home, cid)
     return [
         m for m in rows if m["contentType"]["typeId"] in ("text", "reply", "remoteStaticAttachment")
     ]
@@ -541,13 +528,6 @@ request = {"jsonrpc": "2.0", "id": 1, "method": "message.sendAttachment",
 s.sendall(json.dumps(request).encode() + b"\\n")
 print(json.dumps(json.loads(s.makefile("rb").readline())), flush=True)
 """
-
-
-def system_python() -> str | None:
-    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @needs_root

@@ -25,6 +25,7 @@ from convosd.idempotency import SKEW_S, Outcome, PendingKey, reconcile
 from convosd.storage.schema import MIGRATIONS
 from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import network_messages
 from tests.rpc_harness import RunningDaemon, running_daemon
 
 
@@ -61,21 +62,7 @@ async def send_until_settled(
 async def network_texts(net: FakeNetwork, daemon: RunningDaemon, cid: str) -> list[str]:
     """Every message of the conversation as the network holds it (read with the instance's
     own identity through the CLI double)."""
-    home = daemon.instance.paths.convos_home
-    listed = await asyncio.to_thread(
-        net.run_json,
-        home,
-        "conversation",
-        "messages",
-        cid,
-        "--env",
-        "dev",
-        "--limit",
-        "10000",
-        "--direction",
-        "ascending",
-    )
-    rows = [] if isinstance(listed, dict) else listed
+    rows = await network_messages(net, daemon.instance.paths.convos_home, cid)
     return [str(m["content"]) for m in rows if m["contentType"]["typeId"] in ("text", "reply")]
 
 

@@ -29,11 +29,10 @@ from convosd.rpc.server import RpcServer
 from convosd.rpc.sockets import prepare_socket_dir
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import eventually, needs_root, system_python
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon, settings_for
 
 NOBODY = 65534
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (another uid's files)")
 
 
 def request(method: str, rid: Any, params: dict[str, Any] | None = None) -> bytes:
@@ -576,13 +575,6 @@ for i in range(count):
 print(json.dumps(answers), flush=True)
 sys.stdin.readline()  # hold the connections until told
 """
-
-
-def system_python() -> str | None:
-    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @needs_root
