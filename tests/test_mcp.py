@@ -455,3 +455,56 @@ def test_every_error_text_names_tools_not_daemon_methods() -> None:
     ).content[0]
     assert isinstance(pending, types.TextContent)
     assert pending.text.count("cancel_join") == 2  # the message and what to do
+
+
+async def test_the_cursor_starts_over_on_the_journal_a_reset_makes(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """Item 4 of issue 25: after daemon.reset the journal is new and its seqs start over;
+    a cursor kept from the old journal skipped the new journal's first events (all of
+    them, when the new journal had just reached the old cursor). read_events and
+    wait_for_message compare journalId on every read and show the new journal from seq 1."""
+    async with bound_daemon(net, tmp_path) as (daemon, bob, cid):
+        olds = [await bob.send_text(cid, f"old {i}") for i in range(5)]
+        journal = daemon.instance.journal
+        assert await eventually(lambda: journal.message(olds[-1].message_id) is not None)
+        async with (
+            mcp_session(daemon.socket, allow_admin=True, start="beginning") as reader,
+            mcp_session(daemon.socket, start="beginning") as waiter,
+        ):
+            old = await call(reader, "read_events", limit=100)
+            assert old["journalChanged"] is False and old["cursor"] >= 7
+            old_messages = await call(waiter, "wait_for_message", timeoutS=5)
+            assert [e["content"] for e in old_messages["events"]] == [f"old {i}" for i in range(5)]
+
+            assert await call(reader, "reset_daemon") == {"clean": True}
+            created = await call(reader, "create_conversation", name="Again")
+            await bob.join(created["inviteSlug"], no_wait=True)
+            new_cid = created["conversationId"]
+            assert await eventually(lambda: member_count(daemon.instance) == 2)
+            texts = [f"new {i}" for i in range(old["cursor"] + 3)]
+            sent = [await bob.send_text(new_cid, text) for text in texts]
+            journal = daemon.instance.journal
+            assert await eventually(
+                lambda: journal.message(sent[-1].message_id) is not None, within_s=30
+            )
+            new_last = journal.last_seq
+            assert new_last > old["cursor"]  # the new journal passed the old cursor
+
+            shown: list[dict[str, Any]] = []
+            changed = []
+            while True:
+                page = await call(reader, "read_events", limit=100)
+                shown += page["events"]
+                changed.append(page["journalChanged"])
+                if not page["more"]:
+                    break
+            assert changed[0] is True and not any(changed[1:])
+            assert [e["seq"] for e in shown] == list(range(1, new_last + 1))
+            kinds = [e["type"] for e in shown]
+            assert {"conversation_bound", "member_joined"} <= set(kinds)
+            assert [e["content"] for e in shown if e["type"] == "message"] == texts
+
+            woke = await call(waiter, "wait_for_message", timeoutS=5)
+            assert woke["journalChanged"] is True
+            assert [e["content"] for e in woke["events"]] == texts

@@ -4,8 +4,10 @@ Every tool is one daemon call through :class:`convosd.client.ConvosdClient`; the
 schemas are the daemon's own pydantic params models (:mod:`convosd.rpc.schemas`), the output
 schemas its result models. Two tools keep state:
 
-- ``read_events`` keeps a cursor (the last seq it showed), so an agent that calls it twice
-  never sees an event twice; ``since`` moves the cursor back (or forward) first.
+- ``read_events`` keeps a cursor (the last seq it showed, and the journal it belongs to),
+  so an agent that calls it twice never sees an event twice; ``since`` moves the cursor
+  back (or forward) first. Every read compares ``journalId``: a reset's new journal is
+  shown from its seq 1 (``journalChanged``).
 - ``wait_for_message`` long-polls: a subscription after the same cursor, until the next
   matching event or a timeout.
 
@@ -89,6 +91,12 @@ class WaitToolParams(s.Params):
     )
 
 
+JOURNAL_CHANGED = (
+    "The daemon was reset since the last call: its journal is new and seqs start over at 1; "
+    "these events are the new journal's from its start."
+)
+
+
 class EventsOut(BaseModel):
     events: list[dict[str, Any]] = Field(description="Journal events, oldest first (seq order).")
     cursor: int = Field(
@@ -103,12 +111,20 @@ class EventsOut(BaseModel):
         description="Set when older events had been trimmed from the journal: reading went "
         "on from this seq.",
     )
+    journal_changed: bool = Field(
+        default=False,
+        alias="journalChanged",
+        description=JOURNAL_CHANGED,
+    )
 
 
 class WaitOut(BaseModel):
     events: list[dict[str, Any]]
     cursor: int
     timed_out: bool = Field(alias="timedOut")
+    journal_changed: bool = Field(
+        default=False, alias="journalChanged", description=JOURNAL_CHANGED
+    )
 
 
 # --- the tool table ----------------------------------------------------------------------
@@ -840,6 +856,16 @@ class ConvosdMcp:
             else:
                 self.cursor.seq = max(0, int(journal["firstSeq"]) - 1)
 
+    def _new_journal(self, journal_id: str) -> bool:
+        """``journal_id`` is not the cursor's journal (a reset): start it from seq 0."""
+        if self.cursor.journal_id is None or journal_id == self.cursor.journal_id:
+            self.cursor.journal_id = journal_id
+            return False
+        log.info("the daemon's journal changed (a reset): reading it from its start")
+        self.cursor.journal_id = journal_id
+        self.cursor.seq = 0
+        return True
+
     async def _journal_changed(self) -> bool:
         """After ``after > lastSeq``: a reset replaced the journal; start at its seq 0."""
         status = await self.call("status")
@@ -856,18 +882,28 @@ class ConvosdMcp:
             if params.since is not None:
                 self.cursor.seq = params.since
             skipped_to: int | None = None
+            changed = False
             for _ in range(3):
                 request: Json = {"after": self.cursor.seq, "limit": params.limit}
                 if params.types:
                     request["types"] = list(params.types)
                 try:
                     result = await self.call("events.read", request)
-                    break
                 except errors.EventsExpired as exc:
                     self.cursor.seq = skipped_to = max(0, exc.first_seq - 1)
+                    continue
                 except errors.InvalidParams:
                     if params.since is not None or not await self._journal_changed():
                         raise
+                    changed = True
+                    continue
+                # A reset makes a new journal whose seqs start over: the cursor's seq means
+                # nothing there (the new journal may well have passed it), so every read
+                # compares journalId and starts the new journal from its seq 0.
+                if params.since is None and self._new_journal(result["journalId"]):
+                    changed = True
+                    continue
+                break
             else:  # pragma: no cover - the journal moved under us three times
                 raise errors.Busy("the journal changed while reading; call again")
             events = result["events"]
@@ -882,6 +918,7 @@ class ConvosdMcp:
                 lastSeq=result["lastSeq"],
                 more=len(events) >= params.limit,
                 skippedTo=skipped_to,
+                journalChanged=changed,
             )
             return out.model_dump(by_alias=True)
 
@@ -896,7 +933,7 @@ class ConvosdMcp:
             except OSError as exc:
                 raise DaemonUnreachable(self.socket, exc.strerror or type(exc).__name__) from exc
             try:
-                events = await self._wait_on(sub_client, params.types, timeout)
+                events, changed = await self._wait_on(sub_client, params.types, timeout)
             except ConnectionError as exc:
                 raise DaemonUnreachable(self.socket, "the connection closed") from exc
             finally:
@@ -904,27 +941,39 @@ class ConvosdMcp:
             if events:
                 self.cursor.seq = int(events[-1]["seq"])
             assert self.cursor.seq is not None
-            return WaitOut(events=events, cursor=self.cursor.seq, timedOut=not events).model_dump(
-                by_alias=True
+            out = WaitOut(
+                events=events, cursor=self.cursor.seq, timedOut=not events, journalChanged=changed
             )
+            return out.model_dump(by_alias=True)
 
-    async def _wait_on(self, client: Client, kinds: Sequence[str], wait_s: float) -> list[Json]:
+    async def _wait_on(
+        self, client: Client, kinds: Sequence[str], wait_s: float
+    ) -> tuple[list[Json], bool]:
+        """The events after the cursor of ``kinds`` (waiting up to ``wait_s`` for the first)
+        and whether the journal changed (a reset) since the cursor was set."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        changed = False
         for _ in range(3):
             try:
                 sub = await client.call(
                     "events.subscribe", {"after": self.cursor.seq, "types": list(kinds)}
                 )
-                break
             except errors.EventsExpired as exc:
                 self.cursor.seq = max(0, exc.first_seq - 1)
+                continue
             except errors.InvalidParams:
                 if not await self._journal_changed():
                     raise
+                changed = True
+                continue
+            if self._new_journal(sub["journalId"]):  # as read_events: from the new seq 0
+                changed = True
+                await client.call("events.unsubscribe", {"subscription": sub["subscription"]})
+                continue
+            break
         else:  # pragma: no cover
             raise errors.Busy("the journal changed while subscribing; call again")
-        self.cursor.journal_id = sub["journalId"]
         events: list[Json] = []
         while len(events) < MAX_EVENTS:
             remaining = deadline - loop.time() if not events else 0.0
@@ -943,7 +992,7 @@ class ConvosdMcp:
             event = note_params.get("event", {})
             if isinstance(event.get("seq"), int) and event["seq"] > (self.cursor.seq or 0):
                 events.append(event)
-        return events
+        return events, changed
 
     @staticmethod
     async def _next_note(client: Client) -> Json:
