@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import mcp_types as types
+import pytest
 from mcp import Client as McpClient
 from mcp import StdioServerParameters
 
+from contrib.mcp.__main__ import allowed_folders
+from contrib.mcp.__main__ import main as mcp_main
 from contrib.mcp.server import ERROR_META, TOOLS, ConvosdMcp, ErrorContext, error_result
 from convosd import errors
 from convosd.cli import ConvosCli
@@ -508,3 +511,22 @@ async def test_the_cursor_starts_over_on_the_journal_a_reset_makes(
             woke = await call(waiter, "wait_for_message", timeoutS=5)
             assert woke["journalChanged"] is True
             assert [e["content"] for e in woke["events"]] == texts
+
+
+def test_allow_path_takes_existing_absolute_folders_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--allow-path and $CONVOSD_MCP_ALLOW_PATHS name folders; anything else stops the
+    server at start (exit 2) instead of allowing more than meant."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "file").write_text("x")
+    assert allowed_folders([str(tmp_path / "a")], f"{tmp_path / 'b'}:") == [
+        tmp_path / "a",
+        tmp_path / "b",
+    ]
+    for bad in ("relative/dir", str(tmp_path / "missing"), str(tmp_path / "file"), "/"):
+        with pytest.raises(ValueError, match="--allow-path"):
+            allowed_folders([bad], "")
+        assert mcp_main(["--socket", str(tmp_path / "x.sock"), "--allow-path", bad]) == 2
+        assert "--allow-path" in capsys.readouterr().err
