@@ -21,9 +21,10 @@ The daemon never sends its own files, whoever asks (:class:`PathGuard`): nothing
 ``/proc``, ``/sys``, ``/dev``, the state dir, the CLI home or the config file's directory
 (the API key is in ``/proc/self/environ``, the identity's private keys in the CLI home).
 The path is checked as given and after resolving every symbolic link and ``..``, before it
-is opened; the opened descriptor is checked again (where the kernel says it is, each of
-its directories by device and inode, so a bind mount is caught, its file system, and, for
-a file with several hard links, whether one of them is in a refused directory).
+is opened; the opened descriptor is checked again: where the kernel says it is; each of
+its directories by device and inode (a bind mount); its file system by device and by type
+(procfs or sysfs mounted anywhere, also a fresh mount); and, for a file with several hard
+links, whether one of them is in a refused directory.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
+import ctypes
 import errno
 import os
 import re
 import secrets
 import shutil
 import stat
+import sys
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +137,15 @@ SYSTEM_REFUSED: tuple[tuple[str, str], ...] = (
 )
 #: the most entries a hard-link search walks before it gives up (and refuses)
 LINK_SEARCH_MAX = 100_000
+#: pseudo file systems refused wherever they are mounted (``statfs`` ``f_type``): a fresh
+#: procfs mount has a device of its own, so only its type gives it away
+PSEUDO_FS: dict[int, str] = {
+    0x9FA0: "/proc",  # PROC_SUPER_MAGIC
+    0x62656572: "/sys",  # SYSFS_MAGIC
+    0x64626720: "/sys",  # DEBUGFS_MAGIC
+    0x74726163: "/sys",  # TRACEFS_MAGIC
+    0x73636673: "/sys",  # SECURITYFS_MAGIC
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +253,9 @@ class PathGuard:
                 root = idents.get((held.st_dev, held.st_ino))
                 if root is not None:  # the same directory by another name: a bind mount
                     raise self._refuse(root.why)
+        magic = _fs_type(fd)
+        if magic in PSEUDO_FS:  # procfs or sysfs mounted anywhere, by any means
+            raise self._refuse(PSEUDO_FS[magic])
         same = next((r for r in roots if r.ident == (info.st_dev, info.st_ino)), None)
         if same is not None:  # a refused file itself, by any name
             raise self._refuse(same.why)
@@ -271,6 +286,25 @@ class PathGuard:
                     )
                 if entry == wanted:
                     raise self._refuse(root.why)
+
+
+class _StatFs(ctypes.Structure):
+    # struct statfs begins with f_type (a long on Linux's 64-bit ABIs); the rest is room
+    _fields_ = (("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 256))
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _fs_type(fd: int) -> int | None:
+    """The ``f_type`` magic of the file system holding ``fd`` (``fstatfs``); None when it
+    cannot be had (then the other checks stand alone)."""
+    if _LIBC is None:
+        return None
+    buf = _StatFs()
+    if _LIBC.fstatfs(fd, ctypes.byref(buf)) != 0:
+        return None
+    return int(buf.f_type) & 0xFFFFFFFF
 
 
 def _parents(path: str) -> Iterator[str]:

@@ -151,9 +151,9 @@ async def test_the_daemon_s_own_files_are_refused_by_every_name(
         assert [e["attachment"]["size"] for e in events["events"]] == [8, 8, 8]
 
 
-async def mount_bind(source: str, target: Path) -> bool:
+async def mount(options: list[str], source: str, target: Path) -> bool:
     await asyncio.to_thread(target.mkdir)
-    argv = ["mount", "--bind", source, str(target)]
+    argv = ["mount", *options, source, str(target)]
     done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, check=False)
     return done.returncode == 0
 
@@ -165,7 +165,8 @@ async def unmount(target: Path) -> None:
 @needs_root
 async def test_a_bind_mount_of_a_refused_place_is_refused(net: FakeNetwork, tmp_path: Path) -> None:
     """The same directory under another name: caught on the descriptor, by device and inode
-    (the name the kernel reports is the mount's)."""
+    (the name the kernel reports is the mount's); a fresh procfs or sysfs mount (a device of
+    its own): caught by its file system's type."""
     async with (
         running_daemon(
             net, tmp_path / "d", extra_environ=KEY_ENV, cli_env_passthrough=PASS
@@ -176,18 +177,31 @@ async def test_a_bind_mount_of_a_refused_place_is_refused(net: FakeNetwork, tmp_
         home = daemon.instance.paths.convos_home
         mounted: list[Path] = []
         try:
-            for source, target in ((str(home), tmp_path / "home"), (PROC, tmp_path / "proc")):
-                if not await mount_bind(source, target):
-                    pytest.skip("mount --bind is not allowed here")
+            for options, source, target in (
+                (["--bind"], str(home), tmp_path / "home"),
+                (["--bind"], PROC, tmp_path / "proc"),
+                (["-t", "proc"], "proc", tmp_path / "fresh-proc"),
+                (["-t", "sysfs"], "sysfs", tmp_path / "fresh-sys"),
+            ):
+                if not await mount(options, source, target):
+                    pytest.skip(f"mount {' '.join(options)} is not allowed here")
                 mounted.append(target)
+            pid = str(os.getpid())
             answers = [
                 await refusal(client, tmp_path / "home" / "identity.json"),
-                await refusal(client, tmp_path / "proc" / str(os.getpid()) / "environ"),
+                await refusal(client, tmp_path / "proc" / pid / "environ"),
+                await refusal(client, tmp_path / "fresh-proc" / pid / "environ"),
+                await refusal(client, tmp_path / "fresh-sys" / "kernel" / "uevent_seqnum"),
             ]
         finally:
             for target in reversed(mounted):
                 await unmount(target)
-        assert [a and a.split(":")[0] for a in answers] == [f"is under {HOME}", "is under /proc"]
+        assert [a and a.split(":")[0] for a in answers] == [
+            f"is under {HOME}",
+            "is under /proc",
+            "is under /proc",
+            "is under /sys",
+        ]
         await assert_nothing_sent(net, daemon, cid)
 
 
