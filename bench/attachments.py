@@ -14,6 +14,9 @@ daemon's RSS while it works.
   directly with the daemon's own argv, environment and CLI home. The daemon's VmRSS is
   taken before each send and its peak during it (sampled, and VmHWM after a reset through
   ``/proc/PID/clear_refs`` when that is writable).
+- the path guard (:func:`guard_cost`): what refusing the daemon's own files costs per
+  ``path`` (checks by name and on the descriptor), and for a file with a second hard link
+  (the search of a 2,000-file state dir for its other names).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 from bench.startup import daemon_env, start_daemon
 from convosd import errors
 from convosd.client import SyncClient
+from convosd.outbox import PathGuard, refused_locations
 from tests.fakeconvos.network import FakeNetwork
 
 KEY = {"CONVOS_API_KEY": "bench-key"}
@@ -298,6 +302,43 @@ def send_half(world: World, *, size: int, runs: int) -> dict[str, Any]:
     return result
 
 
+def guard_cost(root: Path, *, checks: int = 2000, state_files: int = 2000) -> dict[str, Any]:
+    """What the refusal of the daemon's own files (convosd.outbox.PathGuard) costs per
+    ``path``: the checks by name and on the descriptor, in the daemon's worker thread; and
+    for a file with a second hard link, the search of a state dir of ``state_files`` files
+    for its other names."""
+    state = root / "guard-state"
+    (state / "convos").mkdir(parents=True)
+    for i in range(state_files):
+        (state / f"f{i}").write_bytes(b"x")
+    guard = PathGuard(refused_locations(state, state / "convos", None))
+    source = root / "guarded.bin"
+    source.write_bytes(b"x" * 1024)
+
+    def one() -> None:
+        guard.check_name(str(source))
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            guard.check_open(fd, os.fstat(fd))
+        finally:
+            os.close(fd)
+
+    start = time.perf_counter()
+    for _ in range(checks):
+        one()
+    plain = (time.perf_counter() - start) / checks
+    os.link(source, root / "guarded-link.bin")
+    start = time.perf_counter()
+    for _ in range(checks // 10):
+        one()
+    linked = (time.perf_counter() - start) / (checks // 10)
+    return {
+        "per_path_ms": round(plain * 1000, 3),
+        "hard_linked_ms": round(linked * 1000, 2),
+        "state_files": state_files,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=float, default=5.0)
@@ -318,7 +359,8 @@ def main() -> None:
         finally:
             world.daemon.terminate()
             world.daemon.wait(30)
-    print(json.dumps({"send": sent, "download": result}, indent=2))
+        guard = guard_cost(Path(tmp))
+    print(json.dumps({"send": sent, "download": result, "path_guard": guard}, indent=2))
 
 
 if __name__ == "__main__":

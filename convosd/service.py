@@ -19,7 +19,7 @@ from convosd.api.status import StatusApi
 from convosd.api.table import method_table
 from convosd.instance import Instance
 from convosd.joins import JoinTiming, PendingJoin
-from convosd.outbox import Outbox
+from convosd.outbox import Outbox, refused_locations
 from convosd.ratelimit import TokenBucket
 from convosd.rpc.dispatch import MethodSpec
 from convosd.rpc.subscriptions import SubscriptionHub
@@ -42,8 +42,11 @@ class ConvosService:
         self.status = StatusApi(instance, hub)
         self.binding = BindingApi(instance, hub, self.pending, clock=clock)
         self.conversation = ConversationApi(instance, instance.cli, instance.journal, keys)
+        paths = instance.paths
         outbox = Outbox(
-            instance.paths.state_dir / "outbox", instance.settings.daemon.max_attachment_bytes
+            paths.state_dir / "outbox",
+            instance.settings.daemon.max_attachment_bytes,
+            refused_locations(paths.state_dir, paths.convos_home, instance.settings.config_path),
         )
         self.messages = MessagesApi(
             instance, instance.cli, instance.journal, keys, instance.settings, outbox, clock=clock

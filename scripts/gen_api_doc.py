@@ -41,7 +41,9 @@ def method_table() -> dict[str, Any]:
         Instance,
         SimpleNamespace(
             settings=load_settings({}, environ={}),
-            paths=SimpleNamespace(state_dir=Path("/nonexistent")),
+            paths=SimpleNamespace(
+                state_dir=Path("/nonexistent"), convos_home=Path("/nonexistent/convos")
+            ),
             cli=None,
             journal=None,
             store=SimpleNamespace(keys=None),

@@ -63,10 +63,14 @@ async def running_daemon(
     *,
     notifier: Notifier | None = None,
     extra_environ: dict[str, str] | None = None,
+    config_path: Path | None = None,
     **overrides: Any,
 ) -> AsyncIterator[RunningDaemon]:
-    """``extra_environ``: more of the daemon's environment (what cliEnvPassthrough may pass)."""
+    """``extra_environ``: more of the daemon's environment (what cliEnvPassthrough may pass);
+    ``config_path``: the config file the daemon says it was started with."""
     settings = settings_for(net, **overrides)
+    if config_path is not None:
+        settings = settings.model_copy(update={"config_path": config_path})
     socket = state.parent / f"{state.name}.sock"
     paths = Paths(socket=socket, state_dir=state, convos_home=state / "convos")
     daemon = Daemon(

@@ -370,8 +370,8 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "mime-type-no-subtype": ({"data": X, "filename": "a", "mimeType": "image"}, "mimeType", "/"),
     "path-directory": ({"path": "@dir"}, "path", "is a directory"),
     "path-directory-slash": ({"path": "@dir+/"}, "path", "ends with '/'"),
-    "path-dev-null": ({"path": "/dev/null"}, "path", "is a character device"),
-    "path-dev-zero": ({"path": "/dev/zero"}, "path", "is a character device"),
+    "path-dev-null": ({"path": "/dev/null"}, "path", "is under /dev"),
+    "path-dev-zero": ({"path": "/dev/zero"}, "path", "is under /dev"),
     "path-fifo": ({"path": "@fifo"}, "path", "is a FIFO"),
     "path-symlink": ({"path": "@link"}, "path", "is a symbolic link"),
     "path-oversize": ({"path": "@over"}, "path", f"at most {LIMIT} (maxAttachmentBytes)"),
@@ -409,32 +409,6 @@ async def test_a_file_of_another_user_is_refused(
         await client.call("message.sendAttachment", {"path": str(theirs)})
     assert f"belongs to uid {NOBODY}" in caught.value.message
     await assert_nothing_sent(net, daemon, cid)
-
-
-async def test_a_file_that_grows_past_the_limit_while_read_is_refused(
-    net: FakeNetwork, tmp_path: Path
-) -> None:
-    """A file whose size said "small" when it was opened but that gives more bytes when it
-    is read (a /proc file says 0 and gives its whole text): the copy stops at limit + 1
-    and refuses, never sends a file cut short."""
-    limit = 4096
-    grows = Path(f"/proc/{os.getpid()}/maps")  # ours, owned by our uid, size 0, long
-    size, text = await asyncio.to_thread(lambda: (grows.stat().st_size, grows.read_bytes()))
-    assert size == 0 and len(text) > limit
-    async with running_daemon(
-        net,
-        tmp_path / "d",
-        extra_environ=KEY_ENV,
-        cli_env_passthrough=PASS,
-        max_attachment_bytes=limit,
-    ) as daemon:
-        client = await daemon.client()
-        cid = await bound(client)
-        with pytest.raises(errors.InvalidParams) as caught:
-            await client.call("message.sendAttachment", {"path": str(grows)})
-        assert f"grew past {limit} bytes while it was read" in caught.value.message
-        await assert_nothing_sent(net, daemon, cid)
-        await client.close()
 
 
 async def test_a_file_appended_to_while_it_is_sent_never_goes_out_past_the_limit(

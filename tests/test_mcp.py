@@ -5,21 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import mcp_types as types
+import pytest
 from mcp import Client as McpClient
 from mcp import StdioServerParameters
 
-from contrib.mcp.server import TOOLS, ConvosdMcp
+from contrib.mcp.__main__ import allowed_folders
+from contrib.mcp.__main__ import main as mcp_main
+from contrib.mcp.server import ERROR_META, TOOLS, ConvosdMcp, ErrorContext, error_result
+from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, member_count
+from tests.helpers import eventually, member_count, network_messages
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
+from tests.test_attachments_send import KEY_ENV, PASS
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_TOOLS = {
@@ -52,13 +58,17 @@ async def call(client: McpClient, tool: str, /, **arguments: Any) -> dict[str, A
 
 
 async def call_error(client: McpClient, tool: str, /, **arguments: Any) -> dict[str, Any]:
+    """An error result: text for the model, no structured content (it would not match the
+    tool's output schema), the details for programs in ``_meta``; the text with them."""
     result = await client.call_tool(tool, arguments)
     assert result.is_error, result.structured_content
-    assert isinstance(result.structured_content, dict)
-    error: dict[str, Any] = result.structured_content["error"]
-    text = result.content[0]
+    assert result.structured_content is None
+    assert result.meta is not None
+    error: dict[str, Any] = dict(result.meta[ERROR_META])
+    [text] = result.content
     assert isinstance(text, types.TextContent) and text.text.startswith(error["kind"])
-    return error
+    assert text.text.endswith(f"What to do: {error['hint']}")
+    return error | {"text": text.text}
 
 
 @contextlib.asynccontextmanager
@@ -176,6 +186,14 @@ async def test_send_read_wait(net: FakeNetwork, tmp_path: Path) -> None:
             assert reacted["action"] == "added"
 
 
+async def listed_on_network(net: FakeNetwork, daemon: RunningDaemon) -> list[dict[str, Any]]:
+    """The attachments of the daemon's conversation as the network holds them."""
+    instance = daemon.instance
+    cid = instance.binding.conversation_id
+    rows = await network_messages(net, instance.paths.convos_home, cid)
+    return [m for m in rows if m["contentType"]["typeId"] == "remoteStaticAttachment"]
+
+
 class FakeDaemon:
     """A socket that answers like a newer daemon: rpc.discover lists section-7 methods."""
 
@@ -243,7 +261,8 @@ async def test_newer_daemon_tools_follow_discover(tmp_path: Path) -> None:
             listed = {tool.name for tool in (await client.list_tools()).tools}
             assert not listed & GATED_TOOLS
             error = await call_error(client, "set_typing")
-            assert error["kind"] == "METHOD_NOT_FOUND" and "conversation.typing" in error["message"]
+            assert error["kind"] == "METHOD_NOT_FOUND" and "set_typing" in error["message"]
+            assert "upgrade" in error["hint"]
         assert ("conversation.typing", None) not in fake.calls
 
     async with FakeDaemon(tmp_path / "newer.sock", [typing_entry, mark_read]) as fake:
@@ -283,3 +302,231 @@ async def test_stdio_entry_point(net: FakeNetwork, tmp_path: Path) -> None:
             sent = await call(client, "send_message", message="over stdio")
             read = await call(client, "read_events")
             assert [e["messageId"] for e in read["events"]] == [sent["messageId"]]
+
+
+@contextlib.asynccontextmanager
+async def sending_daemon(net: FakeNetwork, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    """A bound daemon that can send files (an upload provider on the double)."""
+    async with running_daemon(
+        net, tmp_path / "d", extra_environ=KEY_ENV, cli_env_passthrough=PASS
+    ) as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await client.create(name="Files")
+        yield daemon
+
+
+def roots_of(*folders: Path) -> Any:
+    async def list_roots(context: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(
+            roots=[types.Root(uri=folder.as_uri(), name=folder.name) for folder in folders]
+        )
+
+    return list_roots
+
+
+async def test_send_attachment_names_a_path_only_inside_the_operator_s_folders(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """Item 3 of issue 25: without --allow-path the tool has no path (a model could name
+    /proc/self/environ or the CLI home's identity.json); with it, only files inside the
+    folders named, and inside the client's roots when it has any."""
+    share = tmp_path / "share"
+    (share / "sub").mkdir(parents=True)
+    (share / "report.txt").write_bytes(b"report")
+    (share / "sub" / "deep.txt").write_bytes(b"deep")
+    (tmp_path / "outside.txt").write_bytes(b"outside")
+    (share / "escape.txt").symlink_to(tmp_path / "outside.txt")
+    (share / "inside-link.txt").symlink_to(share / "report.txt")
+    async with sending_daemon(net, tmp_path) as daemon:
+        identity = daemon.instance.paths.convos_home / "identity.json"
+        (share / "identity.json").symlink_to(identity)
+        sent_before = len(await listed_on_network(net, daemon))
+
+        async with mcp_session(daemon.socket) as client:
+            tool = {t.name: t for t in (await client.list_tools()).tools}["send_attachment"]
+            assert "path" not in tool.input_schema["properties"]
+            assert "path" not in (tool.description or "")
+            for path in (share / "report.txt", Path("/proc/self/environ"), identity):
+                error = await call_error(client, "send_attachment", path=str(path))
+                assert error["kind"] == "INVALID_PARAMS"
+                assert "Parameter at fault: `path`" in error["text"]
+                assert "--allow-path" in error["text"] and "data" in error["text"]
+            sent = await call(client, "send_attachment", data="aGk=", filename="hi.txt")
+            assert sent["messageId"]
+
+        async with mcp_session(daemon.socket, allow_paths=[share]) as client:
+            tool = {t.name: t for t in (await client.list_tools()).tools}["send_attachment"]
+            assert str(share) in tool.input_schema["properties"]["path"]["description"]
+            assert str(share) in (tool.description or "")
+            for path in (share / "report.txt", share / "inside-link.txt", share / "sub/deep.txt"):
+                assert (await call(client, "send_attachment", path=str(path)))["messageId"]
+            refused = {
+                "outside": tmp_path / "outside.txt",
+                "a link out": share / "escape.txt",
+                "..": f"{share}/../outside.txt",
+                "a link to identity.json": share / "identity.json",
+                "identity.json": identity,
+                "/proc/self/environ": "/proc/self/environ",
+                "relative": "share/report.txt",
+            }
+            for name, path in refused.items():
+                error = await call_error(client, "send_attachment", path=str(path))
+                assert "Parameter at fault: `path`" in error["text"], name
+                assert error["data"]["errors"][0]["param"] == "path", name
+
+        # The client's roots narrow the operator's folders.
+        app = ConvosdMcp(daemon.socket, allow_paths=[share])
+        try:
+            async with McpClient(app.server, list_roots_callback=roots_of(share / "sub")) as client:
+                error = await call_error(client, "send_attachment", path=str(share / "report.txt"))
+                assert "outside the client's roots" in error["text"]
+                deep = await call(client, "send_attachment", path=str(share / "sub/deep.txt"))
+                assert deep["messageId"]
+        finally:
+            await app.aclose()
+
+        # An operator who names the daemon's own folder: the daemon refuses it anyway.
+        home = daemon.instance.paths.convos_home
+        async with mcp_session(daemon.socket, allow_paths=[home]) as client:
+            error = await call_error(client, "send_attachment", path=str(identity))
+            assert "is under the CLI home" in error["text"]
+
+        names = [m["content"] for m in (await listed_on_network(net, daemon))[sent_before:]]
+        assert [n.split(" (")[0].removeprefix("[remote attachment: ") for n in names] == [
+            "hi.txt",
+            "report.txt",
+            "report.txt",
+            "deep.txt",
+            "deep.txt",
+        ]
+
+
+#: a daemon method name (conversation.cancelJoin, ...): a model can only call tools
+METHOD_NAME = re.compile(
+    r"\b(?:conversation|message|events|pairing|daemon|attachment|profile|rpc|status)\.[a-zA-Z]+\b"
+)
+
+
+def test_every_error_text_names_tools_not_daemon_methods() -> None:
+    """Item 5 of issue 25: the next step is a tool the model can call (``cancel_join``,
+    not ``conversation.cancelJoin``), also in the daemon's own message; an admin tool says
+    how the operator makes it available. Every kind x every tool x both admin settings."""
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type)
+        and issubclass(c, errors.ConvosdError)
+        and c is not errors.ConvosdError
+    ]
+    kinds = {c.kind for c in classes} | {"METHOD_NOT_FOUND"}
+    messages = {c.default_message for c in classes} | {errors.AlreadyBound.pending_message}
+    datas: list[dict[str, Any]] = [
+        {},
+        {"pending": True},
+        {"retryAfterS": 1.5},
+        {"errorId": "e1"},
+        {"errors": [{"param": "messageId", "problem": "bad"}, {"param": None, "problem": "x"}]},
+    ]
+    tool_names = {t.name for t in TOOLS}
+    seen = 0
+    for kind in sorted(kinds):
+        for tool in sorted(tool_names):
+            for allow_admin in (False, True):
+                if tool in ADMIN_TOOLS and not allow_admin:
+                    continue  # not callable: ADMIN_DISABLED
+                for data in datas:
+                    for message in sorted(messages):
+                        ctx = ErrorContext(tool, allow_admin)
+                        result = error_result(kind, message, data=data, ctx=ctx)
+                        assert result.structured_content is None
+                        [content] = result.content
+                        assert isinstance(content, types.TextContent)
+                        text = content.text
+                        assert not METHOD_NAME.search(text), (kind, tool, text)
+                        named = set(re.findall(r"`([a-z_A-Z]+)`", text))
+                        assert named <= tool_names | {"messageId"}, (kind, text)
+                        admin_named = named & ADMIN_TOOLS
+                        if admin_named and not allow_admin:
+                            assert "--allow-admin" in text, text
+                        seen += 1
+    assert seen > 1000
+    pending = error_result(
+        "ALREADY_BOUND",
+        errors.AlreadyBound.pending_message,
+        data={"pending": True},
+        ctx=ErrorContext("create_conversation", True),
+    ).content[0]
+    assert isinstance(pending, types.TextContent)
+    assert pending.text.count("cancel_join") == 2  # the message and what to do
+
+
+async def test_the_cursor_starts_over_on_the_journal_a_reset_makes(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """Item 4 of issue 25: after daemon.reset the journal is new and its seqs start over;
+    a cursor kept from the old journal skipped the new journal's first events (all of
+    them, when the new journal had just reached the old cursor). read_events and
+    wait_for_message compare journalId on every read and show the new journal from seq 1."""
+    async with bound_daemon(net, tmp_path) as (daemon, bob, cid):
+        olds = [await bob.send_text(cid, f"old {i}") for i in range(5)]
+        journal = daemon.instance.journal
+        assert await eventually(lambda: journal.message(olds[-1].message_id) is not None)
+        async with (
+            mcp_session(daemon.socket, allow_admin=True, start="beginning") as reader,
+            mcp_session(daemon.socket, start="beginning") as waiter,
+        ):
+            old = await call(reader, "read_events", limit=100)
+            assert old["journalChanged"] is False and old["cursor"] >= 7
+            old_messages = await call(waiter, "wait_for_message", timeoutS=5)
+            assert [e["content"] for e in old_messages["events"]] == [f"old {i}" for i in range(5)]
+
+            assert await call(reader, "reset_daemon") == {"clean": True}
+            created = await call(reader, "create_conversation", name="Again")
+            await bob.join(created["inviteSlug"], no_wait=True)
+            new_cid = created["conversationId"]
+            assert await eventually(lambda: member_count(daemon.instance) == 2)
+            texts = [f"new {i}" for i in range(old["cursor"] + 3)]
+            sent = [await bob.send_text(new_cid, text) for text in texts]
+            journal = daemon.instance.journal
+            assert await eventually(
+                lambda: journal.message(sent[-1].message_id) is not None, within_s=30
+            )
+            new_last = journal.last_seq
+            assert new_last > old["cursor"]  # the new journal passed the old cursor
+
+            shown: list[dict[str, Any]] = []
+            changed = []
+            while True:
+                page = await call(reader, "read_events", limit=100)
+                shown += page["events"]
+                changed.append(page["journalChanged"])
+                if not page["more"]:
+                    break
+            assert changed[0] is True and not any(changed[1:])
+            assert [e["seq"] for e in shown] == list(range(1, new_last + 1))
+            kinds = [e["type"] for e in shown]
+            assert {"conversation_bound", "member_joined"} <= set(kinds)
+            assert [e["content"] for e in shown if e["type"] == "message"] == texts
+
+            woke = await call(waiter, "wait_for_message", timeoutS=5)
+            assert woke["journalChanged"] is True
+            assert [e["content"] for e in woke["events"]] == texts
+
+
+def test_allow_path_takes_existing_absolute_folders_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--allow-path and $CONVOSD_MCP_ALLOW_PATHS name folders; anything else stops the
+    server at start (exit 2) instead of allowing more than meant."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "file").write_text("x")
+    assert allowed_folders([str(tmp_path / "a")], f"{tmp_path / 'b'}:") == [
+        tmp_path / "a",
+        tmp_path / "b",
+    ]
+    for bad in ("relative/dir", str(tmp_path / "missing"), str(tmp_path / "file"), "/"):
+        with pytest.raises(ValueError, match="--allow-path"):
+            allowed_folders([bad], "")
+        assert mcp_main(["--socket", str(tmp_path / "x.sock"), "--allow-path", bad]) == 2
+        assert "--allow-path" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``python -m contrib.mcp [--socket PATH] [--allow-admin] [--start latest|beginning]``.
+"""``python -m contrib.mcp [--socket PATH] [--allow-admin] [--allow-path DIR]...
+[--start latest|beginning]``.
 
 Serves MCP on stdin/stdout (the stdio transport); logs go to stderr. Exit 2: bad arguments.
 """
@@ -9,11 +10,16 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from contrib.mcp.server import MAX_WAIT_S, ConvosdMcp, serve_stdio
 from contrib.socket_path import UntrustedSocket, socket_path
+
+#: more folders for --allow-path, separated by ':'
+ALLOW_PATHS_ENV = "CONVOSD_MCP_ALLOW_PATHS"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also offer the admin tools (create, join, lock, explode, pairing, reset); the "
         "daemon still checks that this process's user is an admin peer",
+    )
+    parser.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="let send_attachment name a file (path) inside DIR (repeatable; also "
+        f"${ALLOW_PATHS_ENV}, folders separated by ':'); without it, the tool takes the "
+        "file's bytes only and has no path parameter. A client's MCP roots narrow it further",
     )
     parser.add_argument(
         "--start",
@@ -47,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def allowed_folders(flags: Sequence[str], environ_value: str) -> list[Path]:
+    """The operator's folders: each an absolute path to an existing directory, not ``/``."""
+    named = [*flags, *(part for part in environ_value.split(":") if part)]
+    folders = []
+    for name in named:
+        folder = Path(name)
+        if not folder.is_absolute():
+            raise ValueError(f"--allow-path {name}: give an absolute path")
+        if not folder.is_dir():
+            raise ValueError(f"--allow-path {name}: not an existing directory")
+        if os.path.realpath(folder) == "/":
+            raise ValueError(f"--allow-path {name}: name the folders to send from, not /")
+        folders.append(folder)
+    return folders
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -56,12 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         socket = socket_path(args.socket)
-    except UntrustedSocket as exc:
+        folders = allowed_folders(args.allow_path, os.environ.get(ALLOW_PATHS_ENV, ""))
+    except (UntrustedSocket, ValueError) as exc:
         sys.stderr.write(f"convosd-mcp: {exc}\n")
         return 2
     app = ConvosdMcp(
         socket,
         allow_admin=args.allow_admin,
+        allow_paths=folders,
         start=args.start,
         max_wait_s=args.max_wait,
     )

@@ -149,7 +149,8 @@ def method_table(
             s.SendAttachmentParams,
             s.SendResult,
             messages.send_attachment,
-            "Send a file (base64 data, or a path for root and the daemon's uid).",
+            "Send a file (base64 data, or a path for root and the daemon's uid; never one "
+            "under /proc, /sys, /dev or the daemon's own directories).",
         ),
         m(
             "message.react",

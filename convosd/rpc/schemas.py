@@ -151,7 +151,9 @@ class SendAttachmentParams(Params):
     path: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
         default=None,
         description="an absolute path to a regular file owned by the caller's or the "
-        "daemon's uid (root and the daemon's uid only); a final symbolic link is not followed",
+        "daemon's uid (root and the daemon's uid only); a final symbolic link is not followed; "
+        "never a file under /proc, /sys, /dev, the daemon's state dir, the CLI home or the "
+        "config file's directory, by any name (links, .., bind mounts): -32602",
     )
     filename: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
         default=None,
