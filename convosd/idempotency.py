@@ -8,10 +8,11 @@ The rule for a failed call:
   native binding (``CLI_UNAVAILABLE``), the CLI did not know the conversation or had no
   identity, or the call never left the queue.
 - After any other failure (a timeout, a non-zero exit, output that cannot be read, a network
-  error, a lock error after retries, a cancelled request) the CLI may have sent: the outcome
-  is *unknown*. The key stays in flight; repeats get ``BUSY`` with ``retryAfterS``; it is
-  reconciled against the conversation's own messages (:func:`reconcile`), right after the
-  failure, at the next start, and again when a repeat finds it still unknown.
+  error, a lock error (a send is never retried on one), a cancelled request) the CLI may
+  have sent: the outcome is *unknown*. The key stays in flight; repeats get ``BUSY`` with
+  ``retryAfterS``; it is reconciled against the conversation's own messages
+  (:func:`reconcile`), right after the failure, at the next start, and again when a repeat
+  finds it still unknown.
 
 Reconciling never names a wrong message. A message is a *candidate* for a key when it is an
 own message of the same kind (a text, or a reply to the same message) whose content is
