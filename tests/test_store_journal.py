@@ -112,6 +112,23 @@ def test_seen_ids(store: Store) -> None:
     assert store.seen_ids.trim(older_than=11) == 2
 
 
+def test_a_key_s_row_is_never_replaced_by_a_new_intent(store: Store) -> None:
+    """Issue 25 item 2: a second send's intent must not overwrite the row of a send in
+    flight (it would look unsent, or take over its result): the store refuses it."""
+    keys = store.keys
+    assert keys.intent("k", 1.0, '{"first": true}')
+    assert not keys.intent("k", 2.0, '{"second": true}')
+    assert keys.get("k") == ("in_flight", 1.0, '{"first": true}')
+    keys.restate("k", '{"first": "sized"}')  # the same send says what it sends
+    assert keys.get("k") == ("in_flight", 1.0, '{"first": "sized"}')
+    keys.settle("k", "m1", '{"messageId": "m1"}')
+    assert not keys.intent("k", 3.0, "{}")
+    keys.restate("k", "{}")  # a result is never restated
+    assert keys.get("k") == ("done", 1.0, '{"messageId": "m1"}')
+    keys.forget("k")
+    assert keys.intent("k", 4.0, "{}")  # a forgotten key may be used again
+
+
 class TestJournal:
     def test_seq_is_gap_free_and_durable(self, tmp_path: Path, store: Store) -> None:
         j = Journal(store, clock=lambda: 1000.0)
