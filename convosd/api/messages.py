@@ -5,8 +5,8 @@ A key is in flight from the send's intent until its ``message_sent`` is journall
 is settled in the same transaction) or the send provably did not happen (the key is
 released). The intent is recorded before anything of the send is awaited (an attachment's
 before its copy is made), and the store never replaces a key's row: a second call with a
-key in flight gets BUSY and sends nothing. A send whose outcome is unknown leaves its key in flight, reconciled later from
-the conversation's own messages.
+key in flight gets BUSY and sends nothing. A send whose outcome is unknown leaves its key
+in flight, reconciled later from the conversation's own messages.
 """
 
 from __future__ import annotations
