@@ -206,6 +206,35 @@ class TestJournal:
         assert [e.seq for e in j.append([msg(9)])] == [6]
         assert j.first_seq == 6
 
+    def test_a_fully_trimmed_journal_continues_its_seq_after_a_restart(
+        self, tmp_path: Path
+    ) -> None:
+        """Issue 25 item 14: retention may remove every event; the last seq is kept apart
+        from them, so after a restart the same journalId goes on after it. Starting again at
+        seq 1 under the same journalId, a client that read up to 5 would skip 1..5 anew."""
+        now = [1000.0]
+        first = Store.open(tmp_path)
+        j = Journal(first, max_age_s=100, clock=lambda: now[0])
+        j.append([msg(i) for i in range(5)])
+        journal_id = j.journal_id
+        now[0] = 2000.0
+        assert j.trim() == 5
+        assert (j.first_seq, j.last_seq) == (6, 5)
+        first.close()
+        again = Store.open(tmp_path)  # the daemon restarted
+        try:
+            j2 = Journal(again, max_age_s=100, clock=lambda: now[0])
+            assert j2.journal_id == journal_id
+            assert j2.position.as_dict() == {
+                "journalId": journal_id,
+                "firstSeq": 6,
+                "lastSeq": 5,
+            }
+            assert [e.seq for e in j2.append([msg(6)])] == [6]
+            assert [e.seq for e in j2.read(5, 10)] == [6]
+        finally:
+            again.close()
+
     def test_reset_starts_a_new_journal(self, store: Store) -> None:
         j = Journal(store)
         old = j.journal_id
