@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -138,6 +139,55 @@ OPERATIONS: dict[str, Callable[[ConvosCli], Awaitable[object]]] = {
 }
 
 
+#: The operations whose command changes what others see (or the CLI home's identity): run
+#: twice, they would send, create, join, lock... twice. Written here from what each one
+#: does, not read from the code's list, so that a wrong entry there fails a test.
+CHANGES_THINGS = frozenset(
+    {
+        "reset",
+        "create",
+        "join",
+        "invite",
+        "send_text",
+        "send_reply",
+        "send_attachment",
+        "send_reaction",
+        "lock",
+        "explode",
+        "update_name",
+        "update_description",
+        "explode_scheduled",
+        "remove_members",
+        "update_profile",
+    }
+)
+
+
+async def command_of(tmp_path: Path, operation: str) -> str:
+    transport = ScriptedTransport()
+    with contextlib.suppress(errors.ConvosdError):
+        await OPERATIONS[operation](adapter(tmp_path, transport))
+    [command] = transport.commands
+    return command
+
+
+async def test_no_command_that_changes_things_is_listed_as_repeatable(tmp_path: Path) -> None:
+    """Issue 25 item 14: REPEATABLE_COMMANDS decides what runs again after a lock or a
+    worker dying under it. ``conversation:send-text`` (or any change) listed there would
+    send twice; every read and signal is listed, so it still recovers."""
+    commands = {name: await command_of(tmp_path, name) for name in OPERATIONS}
+    wrongly_repeatable = sorted(
+        commands[name] for name in CHANGES_THINGS if commands[name] in REPEATABLE_COMMANDS
+    )
+    assert wrongly_repeatable == []
+    not_listed = sorted(
+        command
+        for name, command in commands.items()
+        if name not in CHANGES_THINGS and command not in REPEATABLE_COMMANDS
+    )
+    assert not_listed == []
+
+
 def test_the_lock_table_covers_every_operation() -> None:
     """A new operation must be listed above, so the test below decides its lock rule."""
     queued = {
@@ -164,7 +214,7 @@ async def test_a_lock_is_retried_only_for_a_command_that_changes_nothing(
     else:
         raised = None
     [command] = set(transport.commands)
-    if command in REPEATABLE_COMMANDS:
+    if operation not in CHANGES_THINGS:
         assert len(transport.commands) == 3  # two locks, then the answer
         assert cli.transport_status()["lockedRetries"] == 2
     else:
