@@ -207,7 +207,7 @@ class ConvosCli:
                 # run again. The CLI may meet the lock after its work (a send that went out,
                 # then ``database is locked``): the outcome is unknown.
                 raise not_run_again(
-                    invocation.command, "the CLI met a lock (data.error) after it started", error
+                    invocation.command, "the CLI met a lock while it ran (data.error)", error
                 )
             raise error
         return result
