@@ -20,7 +20,7 @@ JSON-RPC ``code`` and the ``kind`` name of docs/PROTOCOL.md (Errors); ``error.da
     │   │   ├── ConversationNotFound    (the CLI does not know the conversation)
     │   │   └── IdentityNotFound        (the CLI home has no identity)
     │   ├── NetworkUnavailable ... -32013  NETWORK_UNAVAILABLE
-    │   └── CliLocked ............ -32020  BUSY  (``database is locked``, identity lock: retryable)
+    │   └── CliLocked ............ -32020  BUSY  (a lock error; retried for reads only)
     ├── Forbidden ................ -32014  FORBIDDEN
     ├── UploadUnavailable ........ -32015  UPLOAD_UNAVAILABLE (no upload provider for attachments)
     ├── Busy ..................... -32020  BUSY     (data.retryAfterS when known)
@@ -204,7 +204,8 @@ class NetworkUnavailable(CliError):
 
 
 class CliLocked(CliError):
-    """The CLI's database or identity file is locked by another process: retry later."""
+    """The CLI's database or identity file is locked by another process: the queue retries a
+    command that changes nothing; any other becomes CLI_FAILED (it may have done its work)."""
 
     code = -32020
     kind = "BUSY"

@@ -8,10 +8,11 @@ The rule for a failed call:
   native binding (``CLI_UNAVAILABLE``), the CLI did not know the conversation or had no
   identity, or the call never left the queue.
 - After any other failure (a timeout, a non-zero exit, output that cannot be read, a network
-  error, a lock error after retries, a cancelled request) the CLI may have sent: the outcome
-  is *unknown*. The key stays in flight; repeats get ``BUSY`` with ``retryAfterS``; it is
-  reconciled against the conversation's own messages (:func:`reconcile`), right after the
-  failure, at the next start, and again when a repeat finds it still unknown.
+  error, a lock error (a send is never retried on one), a cancelled request) the CLI may
+  have sent: the outcome is *unknown*. The key stays in flight; repeats get ``BUSY`` with
+  ``retryAfterS``; it is reconciled against the conversation's own messages
+  (:func:`reconcile`), right after the failure, at the next start, and again when a repeat
+  finds it still unknown.
 
 Reconciling never names a wrong message. A message is a *candidate* for a key when it is an
 own message of the same kind (a text, or a reply to the same message) whose content is
@@ -26,6 +27,8 @@ is the file's size plus a bounded envelope). Then:
   shortly before the intent (:data:`SKEW_S`: the network's clock may lag ours) and its
   delivery did not fail → *sent*;
 - no candidate and no such near miss, over a complete listing → *not sent* (released);
+- an attachment key still without a size (recorded, then the daemon stopped while it made
+  its copy, before the CLI was called) → *not sent*;
 - anything else → *unknown*: stays in flight and is tried again later.
 """
 
@@ -67,10 +70,12 @@ ENVELOPE_BASE = 1024
 @dataclass(frozen=True, slots=True)
 class AttachmentIntent:
     """What an attachment send sends: its filename, size in bytes and the MIME type asked
-    for (None: the CLI picks it from the extension)."""
+    for (None: the CLI picks it from the extension). ``size`` is None while the daemon's
+    copy is being made: the key is recorded before that, and restated with the copy's size
+    before the CLI is called, so a key left without a size never reached the CLI."""
 
     filename: str
-    size: int
+    size: int | None
     mime_type: str | None = None
 
     def body(self) -> dict[str, object]:
@@ -95,7 +100,11 @@ class PendingKey:
         attachment = (
             None
             if not isinstance(found, dict)
-            else AttachmentIntent(str(found["filename"]), int(found["size"]), found.get("mimeType"))
+            else AttachmentIntent(
+                str(found["filename"]),
+                None if found.get("size") is None else int(found["size"]),
+                found.get("mimeType"),
+            )
         )
         return cls(key, intent_at, str(data["message"]), data.get("replyTo"), attachment)
 
@@ -150,7 +159,7 @@ def attachment_fits(intent: AttachmentIntent, content: str) -> bool:
     ``intent.size`` bytes gives: at least the size, at most the size plus a bounded envelope
     (the listing does not show the plain size)."""
     match = _REMOTE_ATTACHMENT.match(content)
-    if match is None or match.group("name") != intent.filename:
+    if intent.size is None or match is None or match.group("name") != intent.filename:
         return False
     length = int(match.group("length"))
     envelope = (
@@ -199,6 +208,9 @@ def reconcile(
 def _round(keys: Sequence[PendingKey], own: Sequence[CliMessage], complete: bool) -> list[Verdict]:
     verdicts: list[Verdict] = []
     for key in keys:
+        if key.attachment is not None and key.attachment.size is None:
+            verdicts.append(Verdict(key.key, Outcome.NOT_SENT, reason="never reached the CLI"))
+            continue
         # sentAt has millisecond precision: compare in whole milliseconds.
         intent_ms = _ms(key.intent_at)
         matching = [m for m in own if matches(key, m)]

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -175,18 +176,64 @@ async def test_no_network_at_all(tmp_path: Path, net: FakeNetwork) -> None:
         await cli.send_text("ab" * 16, "hi")
 
 
-async def test_database_locked_and_identity_lock_are_retried(
+async def test_database_locked_and_identity_lock_are_retried_for_reads(
     net: FakeNetwork, make_cli: CliFactory
 ) -> None:
-    """The adapter's queue retries a call the CLI answers with a lock error (the error
+    """The adapter's queue retries a read the CLI answers with a lock error (the error
     itself is classified in test_cli_output); the caller only sees the result."""
     cli = make_cli()
     await cli.create(name="x")
     net.add_fault("db_locked", count=1)
     assert len(await cli.list_conversations()) == 1
     net.add_fault("identity_lock", count=1)
-    await cli.create(name="y")
-    assert len(await cli.list_conversations()) == 2  # y was created once, on the retry
+    assert len(await cli.list_conversations()) == 1
+    assert cli.transport_status()["lockedRetries"] == 2
+
+
+DB_LOCKED = "[StorageError::DieselResult] database is locked"
+
+
+async def outcome(call: Awaitable[object]) -> object:
+    """What ``call`` returned, or the ConvosdError it raised."""
+    try:
+        return await call
+    except errors.ConvosdError as exc:
+        return exc
+
+
+def not_run_again(result: object) -> bool:
+    return isinstance(result, errors.CliFailed) and (
+        "may have done its work, so it was not run again" in result.message
+    )
+
+
+async def test_create_join_and_lock_locked_after_their_work_never_run_twice(
+    net: FakeNetwork, make_cli: CliFactory
+) -> None:
+    """Issue 25 item 1: the CLI did the work, then answered ``database is locked``. A
+    retry would create a second group, send a second join request, lock twice: none is
+    run again, and CLI_FAILED says it may have done its work."""
+    alice, bob = make_cli("alice"), make_cli("bob")
+    net.add_fault("exit_after_output", command="conversations:create", count=1, message=DB_LOCKED)
+    created = await outcome(alice.create(name="Once"))
+    groups = await alice.list_conversations()
+    assert [g.name for g in groups] == ["Once"]
+    assert not_run_again(created), created
+    cid = groups[0].conversation_id
+    invite = await alice.invite(cid)
+    net.add_fault("exit_after_output", command="conversations:join", count=1, message=DB_LOCKED)
+    joined = await outcome(bob.join(invite.slug, no_wait=True))
+    bob_inbox = net.inbox_id(bob.setup.convos_home)
+    assert [m["type_id"] for m in net.sent_by(bob_inbox)].count("join_request") == 1
+    assert not_run_again(joined), joined
+    alice_inbox = net.inbox_id(alice.setup.convos_home)
+    before = len(net.sent_by(alice_inbox))
+    net.add_fault("exit_after_output", command="conversation:lock", count=1, message=DB_LOCKED)
+    locked = await outcome(alice.lock(cid))
+    assert len(net.sent_by(alice_inbox)) == before + 1  # one commit: locked once
+    assert not_run_again(locked), locked
+    assert (await alice.permissions(cid)).locked
+    assert alice.transport_status()["lockedRetries"] == 0
 
 
 async def test_a_lock_that_stays_is_busy(net: FakeNetwork, make_cli: CliFactory) -> None:

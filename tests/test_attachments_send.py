@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ import pytest
 import structlog
 
 from convosd import errors
+from convosd.api.messages import MessagesApi
+from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.models import CliMessage
 from convosd.cli.output import classify
 from convosd.cli.upload import provider_configured
@@ -31,13 +33,17 @@ from convosd.client import Client, ConvosdClient
 from convosd.config import Paths, load_settings
 from convosd.daemon import Daemon
 from convosd.idempotency import AttachmentIntent, Outcome, PendingKey
+from convosd.outbox import Outbox, Staged
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.schemas import SendAttachmentParams
+from convosd.storage.journal import Journal
+from convosd.storage.store import Binding, Store
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import eventually, needs_root, system_python
 from tests.helpers import network_messages as listed_on_network
 from tests.rpc_harness import RunningDaemon, running_daemon, settings_for
+from tests.test_cli_queue import CID, ScriptedTransport
 from tests.test_idempotency import OTHER, T0, msg, verdicts
 
 KEY_ENV = {"CONVOS_API_KEY": "agent-key-for-tests"}
@@ -253,6 +259,111 @@ async def test_a_repeated_key_returns_the_first_result_without_sending(
     assert again == first
     assert len(await network_messages(net, daemon, cid)) == 1
     assert len(uploads(net)) == 1
+
+
+@pytest.mark.parametrize("source", ["path", "data"])
+async def test_concurrent_sends_of_one_key_send_once(
+    net: FakeNetwork, tmp_path: Path, source: str
+) -> None:
+    """Issue 25 item 2: concurrent message.sendAttachment calls with one idempotencyKey,
+    each on its own connection. The key's intent is recorded before the copy is made, so
+    one call sends and the others get BUSY (or, once it is done, its result); before, each
+    copied its file, then recorded the key over the other's in-flight row, and all sent."""
+    body = os.urandom(700 * 1024)
+    state = tmp_path / "d"
+    async with running_daemon(
+        net,
+        state,
+        extra_environ=KEY_ENV,
+        cli_env_passthrough=PASS,
+        max_attachment_bytes=len(body),
+        send_rate_per_s=100,
+    ) as daemon:
+        clients = [await daemon.client() for _ in range(4)]
+        try:
+            await bound(clients[0])
+            own = net.inbox_id(daemon.instance.paths.convos_home)
+            if source == "path":
+                file = tmp_path / "big.bin"
+                file.write_bytes(body)
+                params: dict[str, Any] = {"path": str(file), "idempotencyKey": "C"}
+            else:
+                params = {"data": b64(body), "filename": "big.bin", "idempotencyKey": "C"}
+            answers = await asyncio.gather(
+                *(c.call("message.sendAttachment", params) for c in clients),
+                return_exceptions=True,
+            )
+            sent = [m for m in net.sent_by(own) if m["type_id"] == "remoteStaticAttachment"]
+            assert len(sent) == 1, f"{len(sent)} of {len(clients)} concurrent calls sent"
+            ids = {a["messageId"] for a in answers if isinstance(a, dict)}
+            assert ids == {sent[0]["id"]}
+            assert all(isinstance(a, dict | errors.Busy) for a in answers), answers
+            again = await send_until_settled(clients[0], params)
+            assert again["messageId"] == sent[0]["id"]
+            assert [e["idempotencyKey"] for e in await sent_events(clients[0])] == ["C"]
+            assert len(uploads(net)) == 1 and outbox(daemon) == []
+        finally:
+            for c in clients:
+                await c.close()
+
+
+class GatedOutbox(Outbox):
+    """An outbox whose copies wait for ``gate``: a send held in the middle of its copy."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        super().__init__(root, max_bytes)
+        self.copies = 0
+        self.copying = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def from_base64(self, data: str, filename: str) -> Staged:
+        self.copies += 1
+        self.copying.set()
+        await self.gate.wait()
+        return await super().from_base64(data, filename)
+
+
+class OneConversation:
+    """The instance as the send path sees it: bound to CID, its tasks run on the loop."""
+
+    binding = Binding(CID, "a" * 64, "dev", "created", None, None, 0.0)
+    own_inbox_id = "a" * 64
+
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(coro)
+
+
+async def test_the_key_is_recorded_before_the_copy_is_made(tmp_path: Path) -> None:
+    """Issue 25 item 2, at the service's seams (its outbox and the CLI's transport): while
+    the first call copies its file, its key is already in flight, so a second call with
+    the key gets BUSY without a copy of its own, and the CLI sends once."""
+    sent = {"success": True, "messageId": "cd" * 32, "conversationId": CID, "size": 4}
+    transport = ScriptedTransport([(0, json.dumps(sent), "")])
+    setup = CliSetup(("convos",), "dev", tmp_path / "convos", tmp_path, ("CONVOS_API_KEY",))
+    cli = ConvosCli(setup, environ=KEY_ENV, transport=lambda _oneshot: transport)
+    store = Store.open(tmp_path)
+    outbox = GatedOutbox(tmp_path / "outbox", LIMIT)
+    settings = load_settings({}, environ={})
+    api = MessagesApi(OneConversation(), cli, Journal(store), store.keys, settings, outbox)
+    ctx = CallContext(connection=None, peer_uid=0, is_admin=True)
+    params = SendAttachmentParams.model_validate(
+        {"data": b64(b"once"), "filename": "once.txt", "idempotencyKey": "K"}
+    )
+    try:
+        first = asyncio.create_task(api.send_attachment(ctx, params))
+        await outbox.copying.wait()
+        row = store.keys.get("K")
+        assert row is not None and row[0] == "in_flight"  # before the copy exists
+        with pytest.raises(errors.Busy):
+            await api.send_attachment(ctx, params)
+        assert outbox.copies == 1
+        outbox.gate.set()
+        assert (await first).message_id == "cd" * 32
+        assert transport.commands == ["conversation:send-attachment"]
+        assert (await api.send_attachment(ctx, params)).message_id == "cd" * 32
+        assert outbox.copies == 1 and transport.commands == ["conversation:send-attachment"]
+    finally:
+        store.close()
 
 
 async def test_an_attachment_sent_before_the_cli_failed_settles_its_key(
@@ -729,9 +840,25 @@ def test_ambiguous_attachment_evidence_stays_unknown() -> None:
     }
 
 
+def test_a_key_stopped_while_its_copy_was_made_never_reached_the_cli() -> None:
+    """The key is recorded before the copy, without a size, and restated with it before
+    the CLI runs: a key still without one (the daemon stopped mid-copy) was not sent, even
+    beside an own attachment of the same name, which it never claims."""
+    copying = PendingKey("C", T0, "", None, AttachmentIntent("a.png", None))
+    same_name = remote("m1", "a.png", 1100, T0 + 1)
+    assert verdicts([copying], [same_name], complete=False) == {"C": (Outcome.NOT_SENT, None)}
+    sized = attachment_key("S", T0, "a.png", 1000)
+    assert verdicts([copying, sized], [same_name]) == {
+        "C": (Outcome.NOT_SENT, None),
+        "S": (Outcome.SENT, "m1"),
+    }
+
+
 def test_an_attachment_key_survives_its_row() -> None:
     a = PendingKey("A", T0, "", None, AttachmentIntent("a.png", 70, "image/png"))
     assert PendingKey.from_row("A", T0, a.body()) == a
+    copying = PendingKey("C", T0, "", None, AttachmentIntent("a.png", None))
+    assert PendingKey.from_row("C", T0, copying.body()) == copying
     text = PendingKey("T", T0, "hi", "p1")
     assert PendingKey.from_row("T", T0, text.body()) == text
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from convosd import errors
 from convosd.cli import CliResult, CliRunner, CliSetup, ConvosCli, Invocation
+from convosd.cli.argv import REPEATABLE_COMMANDS
 from convosd.cli.transport import CliTransport
 
 CID = "ab" * 16
@@ -99,6 +102,129 @@ async def test_a_locked_database_is_retried_below_the_caller(tmp_path: Path) -> 
     assert await cli.members(CID) == []
     assert transport.commands == ["conversation:members"] * 3
     assert cli.transport_status()["lockedRetries"] == 2  # status counts them
+
+
+MID, INBOX = "cd" * 32, "ef" * 32
+
+#: Every queued operation of the adapter that runs a command, called with harmless arguments.
+OPERATIONS: dict[str, Callable[[ConvosCli], Awaitable[object]]] = {
+    "version": lambda c: c.version(),
+    "identity_list": lambda c: c.identity_list(),
+    "reset": lambda c: c.reset(),
+    "create": lambda c: c.create(name="Team"),
+    "join": lambda c: c.join("slug", no_wait=True),
+    "inspect_invite": lambda c: c.inspect_invite("slug"),
+    "list_conversations": lambda c: c.list_conversations(),
+    "invite": lambda c: c.invite(CID),
+    "info": lambda c: c.info(CID),
+    "members": lambda c: c.members(CID),
+    "profiles": lambda c: c.profiles(CID),
+    "permissions": lambda c: c.permissions(CID),
+    "messages": lambda c: c.messages(CID),
+    "send_text": lambda c: c.send_text(CID, "hello"),
+    "send_reply": lambda c: c.send_reply(CID, MID, "hello"),
+    "send_attachment": lambda c: c.send_attachment(CID, Path("/outbox/x/a.txt")),
+    "send_reaction": lambda c: c.send_reaction(CID, MID, "👍"),
+    "download_attachment": lambda c: c.download_attachment(CID, MID, Path("/tmp/a")),
+    "lock": lambda c: c.lock(CID),
+    "explode": lambda c: c.explode(CID),
+    "update_name": lambda c: c.update_name(CID, "Team"),
+    "update_description": lambda c: c.update_description(CID, "about"),
+    "explode_scheduled": lambda c: c.explode_scheduled(CID, "2030-01-01T00:00:00Z"),
+    "explode_status": lambda c: c.explode_status(CID),
+    "typing": lambda c: c.typing(CID),
+    "read_receipt": lambda c: c.read_receipt(CID),
+    "remove_members": lambda c: c.remove_members(CID, [INBOX]),
+    "update_profile": lambda c: c.update_profile(CID, name="Al"),
+}
+
+
+#: The operations whose command changes what others see (or the CLI home's identity): run
+#: twice, they would send, create, join, lock... twice. Written here from what each one
+#: does, not read from the code's list, so that a wrong entry there fails a test.
+CHANGES_THINGS = frozenset(
+    {
+        "reset",
+        "create",
+        "join",
+        "invite",
+        "send_text",
+        "send_reply",
+        "send_attachment",
+        "send_reaction",
+        "lock",
+        "explode",
+        "update_name",
+        "update_description",
+        "explode_scheduled",
+        "remove_members",
+        "update_profile",
+    }
+)
+
+
+async def command_of(tmp_path: Path, operation: str) -> str:
+    transport = ScriptedTransport()
+    with contextlib.suppress(errors.ConvosdError):
+        await OPERATIONS[operation](adapter(tmp_path, transport))
+    [command] = transport.commands
+    return command
+
+
+async def test_no_command_that_changes_things_is_listed_as_repeatable(tmp_path: Path) -> None:
+    """Issue 25 item 14: REPEATABLE_COMMANDS decides what runs again after a lock or a
+    worker dying under it. ``conversation:send-text`` (or any change) listed there would
+    send twice; every read and signal is listed, so it still recovers."""
+    commands = {name: await command_of(tmp_path, name) for name in OPERATIONS}
+    wrongly_repeatable = sorted(
+        commands[name] for name in CHANGES_THINGS if commands[name] in REPEATABLE_COMMANDS
+    )
+    assert wrongly_repeatable == []
+    not_listed = sorted(
+        command
+        for name, command in commands.items()
+        if name not in CHANGES_THINGS and command not in REPEATABLE_COMMANDS
+    )
+    assert not_listed == []
+
+
+def test_the_lock_table_covers_every_operation() -> None:
+    """A new operation must be listed above, so the test below decides its lock rule."""
+    queued = {
+        name
+        for name, member in vars(ConvosCli).items()
+        if inspect.iscoroutinefunction(member) and getattr(member, "__wrapped__", None)
+    }
+    assert queued - {"clear_identity_lock"} == set(OPERATIONS)  # that one runs no command
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+async def test_a_lock_is_retried_only_for_a_command_that_changes_nothing(
+    tmp_path: Path, operation: str
+) -> None:
+    """Issue 25 item 1: the CLI may meet ``database is locked`` after its work (a send went
+    out). Reads and signals are retried; any other command runs once and fails with
+    CLI_FAILED saying it may have done its work (sent, created, joined, locked...)."""
+    transport = ScriptedTransport([(1, "", LOCKED), (1, "", LOCKED)])
+    cli = adapter(tmp_path, transport)
+    try:
+        await OPERATIONS[operation](cli)
+    except errors.ConvosdError as exc:
+        raised: errors.ConvosdError | None = exc
+    else:
+        raised = None
+    [command] = set(transport.commands)
+    if operation not in CHANGES_THINGS:
+        assert len(transport.commands) == 3  # two locks, then the answer
+        assert cli.transport_status()["lockedRetries"] == 2
+    else:
+        assert transport.commands == [command]
+        assert isinstance(raised, errors.CliFailed) and type(raised) is errors.CliFailed
+        assert "so it was not run again" in raised.message
+        done = "may have been sent" if "send-" in command else "may have done its work"
+        assert done in raised.message
+        assert raised.rpc_data()["error"] == "database is locked"
+        assert cli.transport_status()["lockedRetries"] == 0
 
 
 async def test_a_lock_that_outlasts_the_timeout_is_busy(tmp_path: Path) -> None:

@@ -159,6 +159,37 @@ async def test_a_worker_dying_under_a_command_that_changes_things_does_not_run_i
         await warm.aclose()
 
 
+async def test_a_worker_dying_under_a_send_that_went_out_does_not_send_it_again(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """Issue 25 item 14: ``send-text`` sent, then the worker died before answering. Were it
+    run again one-shot (listed as repeatable), the text would go out twice; it fails with
+    CLI_FAILED saying it may have been sent, and the network holds it once."""
+    warm = WarmTransport(_runner(net, tmp_path), policy=BackoffPolicy(initial_s=30, cap_s=60))
+    try:
+        create = _inv("conversations", "create", "--name", "T", "--json")
+        created = await warm.run(create, timeout_s=20)
+        cid = json.loads(created.stdout)["conversationId"]
+        pid = warm.describe()["pid"]
+        assert isinstance(pid, int)
+        own = net.inbox_id(tmp_path / "convos")
+        net.add_fault("hang_after_output", command="conversation:send-text", count=1)
+        send = _inv("conversation", "send-text", cid, "--text=once", "--json")
+        call = asyncio.create_task(warm.run(send, timeout_s=20))
+
+        def texts() -> int:
+            return [m["type_id"] for m in net.sent_by(own)].count("text")
+
+        assert await eventually(lambda: texts() == 1)  # it went out, then hangs
+        os.killpg(pid, signal.SIGKILL)
+        with pytest.raises(errors.CliFailed, match="may have been sent, so it was not run again"):
+            await call
+        assert texts() == 1
+        assert warm.describe()["fallbacks"] == 0  # not run one-shot either
+    finally:
+        await warm.aclose()
+
+
 def _companion(tmp_path: Path, net: FakeNetwork, worker_body: str) -> tuple[str, ...]:
     """A CLI (a wrapper of the double) whose companion worker is ``worker_body``."""
     cli = tmp_path / "bin" / "convos"

@@ -147,6 +147,42 @@ async def test_a_failure_after_the_cli_sent_never_sends_twice(
     ]
 
 
+DB_LOCKED = "[StorageError::DieselResult] database is locked"
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "unkeyed"])
+async def test_a_send_locked_after_it_went_out_is_not_sent_again(
+    client: Client, daemon: RunningDaemon, net: FakeNetwork, keyed: bool
+) -> None:
+    """Issue 25 item 1: the CLI sent, then answered ``database is locked``. A lock retry
+    would send a second copy (the answer naming only the second): a send is never run
+    again on a lock. Keyed, the key's retry settles on the one message; unkeyed, the
+    answer says it may have been sent."""
+    cid = (await client.call("conversation.create", {"name": "x"}))["conversationId"]
+    net.add_fault("exit_after_output", command="conversation:send-text", count=1, message=DB_LOCKED)
+    params: dict[str, Any] = {"message": "only once"}
+    if keyed:
+        params["idempotencyKey"] = "L"
+    answer: dict[str, Any] | errors.ConvosdError
+    try:
+        answer = await client.call("message.send", params)
+    except errors.ConvosdError as exc:
+        answer = exc
+    assert await network_texts(net, daemon, cid) == ["only once"]
+    assert isinstance(answer, errors.CliFailed), answer
+    assert answer.code == -32012 and "may have been sent" in answer.message
+    assert "database is locked" in str(answer.extra.get("error"))
+    status = await client.call("status")
+    assert status["cli"]["lockedRetries"] == 0
+    if keyed:
+        retried, _busy = await send_until_settled(client, params)
+        sent = await sent_events(client)
+        assert [(e["idempotencyKey"], e["messageId"]) for e in sent] == [
+            ("L", retried["messageId"])
+        ]
+    assert await network_texts(net, daemon, cid) == ["only once"]
+
+
 async def test_a_reply_that_failed_after_sending_is_settled_by_the_reply(
     client: Client, daemon: RunningDaemon, net: FakeNetwork
 ) -> None:

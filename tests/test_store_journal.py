@@ -112,6 +112,23 @@ def test_seen_ids(store: Store) -> None:
     assert store.seen_ids.trim(older_than=11) == 2
 
 
+def test_a_key_s_row_is_never_replaced_by_a_new_intent(store: Store) -> None:
+    """Issue 25 item 2: a second send's intent must not overwrite the row of a send in
+    flight (it would look unsent, or take over its result): the store refuses it."""
+    keys = store.keys
+    assert keys.intent("k", 1.0, '{"first": true}')
+    assert not keys.intent("k", 2.0, '{"second": true}')
+    assert keys.get("k") == ("in_flight", 1.0, '{"first": true}')
+    keys.restate("k", '{"first": "sized"}')  # the same send says what it sends
+    assert keys.get("k") == ("in_flight", 1.0, '{"first": "sized"}')
+    keys.settle("k", "m1", '{"messageId": "m1"}')
+    assert not keys.intent("k", 3.0, "{}")
+    keys.restate("k", "{}")  # a result is never restated
+    assert keys.get("k") == ("done", 1.0, '{"messageId": "m1"}')
+    keys.forget("k")
+    assert keys.intent("k", 4.0, "{}")  # a forgotten key may be used again
+
+
 class TestJournal:
     def test_seq_is_gap_free_and_durable(self, tmp_path: Path, store: Store) -> None:
         j = Journal(store, clock=lambda: 1000.0)
@@ -188,6 +205,35 @@ class TestJournal:
         assert (j.first_seq, j.last_seq) == (6, 5)  # empty: starts after the last
         assert [e.seq for e in j.append([msg(9)])] == [6]
         assert j.first_seq == 6
+
+    def test_a_fully_trimmed_journal_continues_its_seq_after_a_restart(
+        self, tmp_path: Path
+    ) -> None:
+        """Issue 25 item 14: retention may remove every event; the last seq is kept apart
+        from them, so after a restart the same journalId goes on after it. Starting again at
+        seq 1 under the same journalId, a client that read up to 5 would skip 1..5 anew."""
+        now = [1000.0]
+        first = Store.open(tmp_path)
+        j = Journal(first, max_age_s=100, clock=lambda: now[0])
+        j.append([msg(i) for i in range(5)])
+        journal_id = j.journal_id
+        now[0] = 2000.0
+        assert j.trim() == 5
+        assert (j.first_seq, j.last_seq) == (6, 5)
+        first.close()
+        again = Store.open(tmp_path)  # the daemon restarted
+        try:
+            j2 = Journal(again, max_age_s=100, clock=lambda: now[0])
+            assert j2.journal_id == journal_id
+            assert j2.position.as_dict() == {
+                "journalId": journal_id,
+                "firstSeq": 6,
+                "lastSeq": 5,
+            }
+            assert [e.seq for e in j2.append([msg(6)])] == [6]
+            assert [e.seq for e in j2.read(5, 10)] == [6]
+        finally:
+            again.close()
 
     def test_reset_starts_a_new_journal(self, store: Store) -> None:
         j = Journal(store)

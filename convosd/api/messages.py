@@ -3,8 +3,10 @@
 
 A key is in flight from the send's intent until its ``message_sent`` is journalled (the key
 is settled in the same transaction) or the send provably did not happen (the key is
-released). A send whose outcome is unknown leaves its key in flight, reconciled later from
-the conversation's own messages.
+released). The intent is recorded before anything of the send is awaited (an attachment's
+before its copy is made), and the store never replaces a key's row: a second call with a
+key in flight gets BUSY and sends nothing. A send whose outcome is unknown leaves its key
+in flight, reconciled later from the conversation's own messages.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ _NOT_SENT: tuple[type[BaseException], ...] = (
     errors.UploadUnavailable,  # send-attachment found no upload provider: nothing uploaded
 )
 log = structlog.get_logger("convosd.service")
+
+
+def _key_busy() -> errors.Busy:
+    return errors.Busy(
+        "a send with this idempotencyKey is in flight or its outcome is not known yet; "
+        "repeat it later with the same key",
+        retry_after_s=KEY_BUSY_RETRY_S,
+    )
 
 
 class SendHost(BindingView, Protocol):
@@ -129,7 +139,8 @@ class MessagesApi:
                 return cli.send_reply(cid, reply_to, p.message, on_start=on_start)
             return cli.send_text(cid, p.message, on_start=on_start)
 
-        sent = await self._keyed_send(key, PendingKey(key or "", 0.0, p.message, reply_to), call)
+        self._claim(key, PendingKey(key or "", 0.0, p.message, reply_to))
+        sent = await self._keyed_send(key, call)
         self._journal_sent(cid, key, sent.message_id, PendingKey("", 0.0, p.message, p.reply_to))
         return s.SendResult(message_id=sent.message_id)
 
@@ -151,12 +162,29 @@ class MessagesApi:
                 return s.SendResult(message_id=previous)
         if not self.cli.upload_provider_configured():
             raise errors.UploadUnavailable()
-        staged = await self._stage(ctx, p)
+        # The key is claimed before anything is awaited: a second call with it meanwhile
+        # gets BUSY instead of making its own copy and sending it too. Its size is known
+        # once the copy is made (restated then, before the CLI is called).
+        planned = AttachmentIntent(self._planned_filename(p), None, p.mime_type)
+        self._claim(key, PendingKey(key or "", 0.0, "", None, planned))
+        try:
+            staged = await self._stage(ctx, p)
+        except BaseException:
+            self._release(key)
+            raise
         try:
             message_id = await self._send_staged(cid, key, staged, p.mime_type)
         finally:
             staged.remove()
         return s.SendResult(message_id=message_id)
+
+    @staticmethod
+    def _planned_filename(p: s.SendAttachmentParams) -> str:
+        """The attachment's filename as far as it is known before the copy (checked then)."""
+        if p.filename is not None:
+            return p.filename
+        assert p.path is not None  # the params' own rule: data comes with a filename
+        return os.path.basename(p.path)
 
     async def _stage(self, ctx: CallContext, p: s.SendAttachmentParams) -> Staged:
         if p.data is not None:
@@ -169,16 +197,25 @@ class MessagesApi:
     async def _send_staged(
         self, cid: str, key: str | None, staged: Staged, mime_type: str | None
     ) -> str:
-        wait = self.bucket.take(time.monotonic())
-        if wait > 0:
-            raise errors.Busy(f"over sendRatePerS ({self.send_rate_per_s}/s)", retry_after_s=wait)
+        """Send the copy under ``key`` (claimed by the caller: released here if the CLI is
+        not called, else settled or kept in flight by :meth:`_keyed_send`)."""
         intent = PendingKey(
             key or "", 0.0, "", None, AttachmentIntent(staged.filename, staged.size, mime_type)
         )
+        try:
+            wait = self.bucket.take(time.monotonic())
+            if wait > 0:
+                raise errors.Busy(
+                    f"over sendRatePerS ({self.send_rate_per_s}/s)", retry_after_s=wait
+                )
+            if key is not None:
+                self.keys.restate(key, intent.body())
+        except BaseException:
+            self._release(key)
+            raise
         cli = self.cli
         sent = await self._keyed_send(
             key,
-            intent,
             lambda on_start: cli.send_attachment(
                 cid, staged.file, mime_type=mime_type, on_start=on_start
             ),
@@ -260,30 +297,38 @@ class MessagesApi:
         if state == "done":
             return str(json.loads(body)["messageId"])
         self._reconcile_if_due(key)
-        raise errors.Busy(
-            "a send with this idempotencyKey is in flight or its outcome is not known yet; "
-            "repeat it later with the same key",
-            retry_after_s=KEY_BUSY_RETRY_S,
-        )
+        raise _key_busy()
+
+    def _claim(self, key: str | None, intent: PendingKey) -> None:
+        """Record ``key`` in flight with what it sends, before anything of the send is
+        awaited (callers check :meth:`_key_result` first, in the same step of the loop).
+        The store never replaces a key's row: one recorded meanwhile means BUSY."""
+        if key is None:
+            return
+        if not self.keys.intent(key, self.clock(), intent.body()):
+            raise _key_busy()
+        self._sending.add(key)
+
+    def _release(self, key: str | None) -> None:
+        """The claimed ``key``'s send never reached the CLI: a retry may send."""
+        if key is not None:
+            self.keys.forget(key)
+            self._sending.discard(key)
 
     async def _keyed_send(
         self,
         key: str | None,
-        intent: PendingKey,
         call: Callable[[Callable[[], None]], Coroutine[Any, Any, SentT]],
     ) -> SentT:
-        """One CLI send under its idempotency key: the intent is recorded before the CLI
-        runs; on a failure the key is released or kept in flight by :meth:`_send_failed`,
-        knowing whether the CLI had started (``call`` passes ``on_start`` to the CLI)."""
+        """One CLI send under its idempotency key, claimed before (:meth:`_claim`); on a
+        failure the key is released or kept in flight by :meth:`_send_failed`, knowing
+        whether the CLI had started (``call`` passes ``on_start`` to the CLI)."""
         started = False
 
         def on_start() -> None:
             nonlocal started
             started = True  # from here on the CLI may send
 
-        if key is not None:
-            self.keys.intent(key, self.clock(), intent.body())
-            self._sending.add(key)
         try:
             return await call(on_start)
         except BaseException as exc:

@@ -25,8 +25,16 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convosd import errors
 from convosd.cli import models
-from convosd.cli.argv import ArgvBuilder, Direction, Env, Invocation, Permissions, UnsafeText
-from convosd.cli.output import NoJsonOutput, classify, last_json
+from convosd.cli.argv import (
+    REPEATABLE_COMMANDS,
+    ArgvBuilder,
+    Direction,
+    Env,
+    Invocation,
+    Permissions,
+    UnsafeText,
+)
+from convosd.cli.output import NoJsonOutput, classify, last_json, not_run_again
 from convosd.cli.queue import CliQueue
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
 from convosd.cli.transport import CliTransport, TransportFactory
@@ -84,9 +92,10 @@ _JOIN = TypeAdapter(models.JoinResult)
 def _queued(
     operation: Callable[Concatenate[ConvosCli, P], Awaitable[T]],
 ) -> Callable[Concatenate[ConvosCli, P], Coroutine[Any, Any, T]]:
-    """Run the operation through the adapter's queue (after every earlier call, retried
-    while the database is locked). Text the CLI's parser cannot take literally is refused
-    before any process as INVALID_PARAMS (the argv is built when the call's turn comes)."""
+    """Run the operation through the adapter's queue (after every earlier call; a command
+    that changes nothing is retried while the database is locked). Text the CLI's parser
+    cannot take literally is refused before any process as INVALID_PARAMS (the argv is
+    built when the call's turn comes)."""
 
     @functools.wraps(operation)
     async def queued(self: ConvosCli, /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -190,7 +199,17 @@ class ConvosCli:
         self._admit(invocation)
         result = await self._transport.run(invocation, timeout_s=timeout_s or self.timeout_s)
         if result.exit_code != 0:
-            raise classify(invocation.command, result.exit_code, result.stderr)
+            error = classify(invocation.command, result.exit_code, result.stderr)
+            if isinstance(error, errors.CliLocked) and (
+                invocation.command not in REPEATABLE_COMMANDS
+            ):
+                # The queue retries a lock error; only a command that changes nothing may
+                # run again. The CLI may meet the lock after its work (a send that went out,
+                # then ``database is locked``): the outcome is unknown.
+                raise not_run_again(
+                    invocation.command, "the CLI met a lock while it ran (data.error)", error
+                )
+            raise error
         return result
 
     async def _json(self, invocation: Invocation, timeout_s: float | None = None) -> Any:

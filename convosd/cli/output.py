@@ -5,6 +5,8 @@
 - :func:`error_text` reads the `` ›   Error:`` block on stderr, wrapped at 80 columns or not.
 - :func:`classify` turns a failed run (exit code, stderr) into the matching
   :mod:`convosd.errors` exception.
+- :func:`not_run_again` is the error of a command that changes things and failed with an
+  unknown outcome: it may have done its work, so it is not run a second time.
 - :func:`child_error_summary` and :func:`is_fatal_child_error` read the stderr of a
   long-lived command that exited: its error in one line, and whether restarting it is
   pointless.
@@ -217,3 +219,26 @@ def child_error_summary(stderr_tail: str) -> str | None:
 def is_fatal_child_error(summary: str) -> bool:
     """Whether a long-lived command that exited with this error should stay stopped."""
     return _FATAL_CHILD_ERROR.search(summary) is not None
+
+
+def not_run_again(
+    command: str, what_happened: str, cause: errors.ConvosdError | None = None
+) -> errors.CliFailed:
+    """CLI_FAILED for ``command`` (an oclif id not in
+    :data:`~convosd.cli.argv.REPEATABLE_COMMANDS`) that failed after it started, in a way
+    that does not say whether it did its work (a worker dying under it, a lock error that
+    may come after the send). Running it again could send, create, join, remove, lock or
+    explode twice, so it is not; the caller decides (a keyed send reconciles against the
+    conversation). ``cause`` (the CLI's own error) keeps its message and exit code."""
+    name = "convos " + command.replace(":", " ")
+    done = (
+        "it may have been sent"
+        if command.startswith("conversation:send-")
+        else "it may have done its work"
+    )
+    return errors.CliFailed(
+        f"{name}: {what_happened}; {done}, so it was not run again",
+        cli_message=cause.cli_message if cause is not None else None,
+        exit_code=cause.exit_code if cause is not None else None,
+        cli_error=cause.cli_error if cause is not None else None,
+    )

@@ -6,6 +6,12 @@ the CLI around it. The stream and the join-request watcher share the CLI's datab
 every one-shot command, so one-shot calls run one at a time, in call order (asyncio.Lock is
 FIFO). A call the CLI answers with ``database is locked`` or ``Could not acquire identity
 lock`` is retried with backoff until ``cliTimeoutS`` has passed, then fails with BUSY.
+
+Only commands that change nothing (:data:`~convosd.cli.argv.REPEATABLE_COMMANDS`) ever reach
+the queue as :class:`~convosd.errors.CliLocked`: the CLI may meet a lock after its work (a
+send that went out, then ``database is locked``), so the adapter turns a lock error of any
+other command into CLI_FAILED (:func:`~convosd.cli.output.not_run_again`) and the queue
+does not run it a second time.
 """
 
 from __future__ import annotations

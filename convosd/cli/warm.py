@@ -51,6 +51,7 @@ import structlog
 
 from convosd import errors
 from convosd.cli.argv import REPEATABLE_COMMANDS, Invocation
+from convosd.cli.output import not_run_again
 from convosd.cli.redact import redact_text
 from convosd.cli.runner import (
     KILL_GRACE_S,
@@ -271,10 +272,8 @@ class WarmTransport:
                 # The worker had the command when it failed: it may have sent (created,
                 # joined...) already. A second run could do it twice; the caller decides
                 # (a keyed send reconciles against the conversation).
-                name = "convos " + invocation.command.replace(":", " ")
-                raise errors.CliFailed(
-                    f"{name}: the CLI worker failed while running it ({exc}); it may have "
-                    "done its work, so it was not run again"
+                raise not_run_again(
+                    invocation.command, f"the CLI worker failed while running it ({exc})"
                 ) from None
             self.fallbacks += 1
             remaining = max(0.1, timeout_s - (time.monotonic() - started))

@@ -19,12 +19,23 @@ class IdempotencyKeys:
         ).fetchone()
         return None if row is None else (str(row[0]), float(row[1]), str(row[2]))
 
-    def intent(self, key: str, at: float, body: str) -> None:
-        """Record ``key`` as in flight from ``at`` (before the CLI is called)."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO idempotency (key, state, intent_at, body, message_id) "
-            "VALUES (?, 'in_flight', ?, ?, NULL)",
+    def intent(self, key: str, at: float, body: str) -> bool:
+        """Record ``key`` as in flight from ``at`` (before anything of its send runs).
+        False, and nothing written, when ``key`` has a row already: a row in flight belongs
+        to a send that may be running and is never replaced (nor is a result); the caller
+        forgets an expired key first."""
+        cursor = self._db.execute(
+            "INSERT INTO idempotency (key, state, intent_at, body, message_id) "
+            "VALUES (?, 'in_flight', ?, ?, NULL) ON CONFLICT (key) DO NOTHING",
             (key, at, body),
+        )
+        return cursor.rowcount == 1
+
+    def restate(self, key: str, body: str) -> None:
+        """Replace what the in-flight ``key`` sends (an attachment's, once its copy is made
+        and its size known), keeping its intent time; a settled key is left alone."""
+        self._db.execute(
+            "UPDATE idempotency SET body = ? WHERE key = ? AND state = 'in_flight'", (body, key)
         )
 
     def settle(self, key: str, message_id: str, body: str) -> None:

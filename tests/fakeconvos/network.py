@@ -256,6 +256,20 @@ class FakeNetwork:
             rows = [dict(r) for r in db.execute("SELECT * FROM streams")]
         return [r for r in rows if _alive(r["pid"])]
 
+    def sent_by(self, inbox_id: str, env: str = "dev") -> list[dict[str, Any]]:
+        """Every message ``inbox_id`` put on the network (groups and DMs, commits included),
+        oldest first: ``id``, ``conv_id``, ``type_id``, ``content``. What went out, whoever
+        may read it: a test counts sends here."""
+        path = self.path / f"{env}.sqlite3"
+        if not path.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+            db.row_factory = sqlite3.Row
+            query = (
+                "SELECT id, conv_id, type_id, content FROM messages WHERE sender = ? ORDER BY seq"
+            )
+            return [dict(r) for r in db.execute(query, (inbox_id,))]
+
     def wait_for_stream(self, pid: int, within_s: float = 10.0, env: str = "dev") -> bool:
         """True once process ``pid`` is listening (its stream started), False on timeout."""
         deadline = time.monotonic() + within_s
