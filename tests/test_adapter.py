@@ -313,3 +313,26 @@ async def test_env_file_is_created_private(tmp_path: Path, net: FakeNetwork) -> 
     setup.prepare()
     assert setup.env_file.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "s").stat().st_mode & 0o777 == 0o700
+
+
+async def test_an_identity_lock_met_before_the_work_is_retried_for_any_command(
+    net: FakeNetwork, make_cli: CliFactory
+) -> None:
+    """The CLI takes the identity lock while it builds its client, before a create or a
+    send does anything: such a lock error is retried (once here) and the work is done once.
+    update-profile takes it after it sent the profile, so it is not run again."""
+    alice = make_cli("alice")
+    net.add_fault("identity_lock", command="conversations:create", count=1)
+    created = await alice.create(name="Once")
+    assert [g.name for g in await alice.list_conversations()] == ["Once"]
+    inbox = net.inbox_id(alice.setup.convos_home)
+    before = len(net.sent_by(inbox))
+    net.add_fault("identity_lock", command="conversation:send-text", count=1)
+    await alice.send_text(created.conversation_id, "hello")
+    assert len(net.sent_by(inbox)) == before + 1
+    assert alice.transport_status()["lockedRetries"] == 2
+    net.add_fault("identity_lock", command="conversation:update-profile", count=1)
+    profiled = await outcome(alice.update_profile(created.conversation_id, name="A"))
+    assert isinstance(profiled, errors.CliFailed), profiled
+    assert "may have done its work, so it was not run again" in profiled.message
+    assert alice.transport_status()["lockedRetries"] == 2

@@ -34,7 +34,13 @@ from convosd.cli.argv import (
     Permissions,
     UnsafeText,
 )
-from convosd.cli.output import NoJsonOutput, classify, last_json, not_run_again
+from convosd.cli.output import (
+    NoJsonOutput,
+    classify,
+    last_json,
+    lock_met_before_work,
+    not_run_again,
+)
 from convosd.cli.queue import CliQueue
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
 from convosd.cli.transport import CliTransport, TransportFactory
@@ -200,12 +206,14 @@ class ConvosCli:
         result = await self._transport.run(invocation, timeout_s=timeout_s or self.timeout_s)
         if result.exit_code != 0:
             error = classify(invocation.command, result.exit_code, result.stderr)
-            if isinstance(error, errors.CliLocked) and (
-                invocation.command not in REPEATABLE_COMMANDS
+            if (
+                isinstance(error, errors.CliLocked)
+                and invocation.command not in REPEATABLE_COMMANDS
+                and not lock_met_before_work(invocation.command, error)
             ):
-                # The queue retries a lock error; only a command that changes nothing may
-                # run again. The CLI may meet the lock after its work (a send that went out,
-                # then ``database is locked``): the outcome is unknown.
+                # The queue retries a lock error; only a command that changes nothing, or
+                # one that met the lock before its work, may run again. The CLI may meet
+                # ``database is locked`` after its work (a send that went out): unknown.
                 raise not_run_again(
                     invocation.command, "the CLI met a lock while it ran (data.error)", error
                 )

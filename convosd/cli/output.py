@@ -102,6 +102,12 @@ _NETWORK = re.compile(
     re.IGNORECASE,
 )
 _LOCKED = re.compile(r"database is locked|Could not acquire identity lock", re.IGNORECASE)
+_IDENTITY_LOCK = re.compile(r"Could not acquire identity lock", re.IGNORECASE)
+#: The one command that takes the identity lock after its work: update-profile writes the
+#: new name to identity.json once it has sent the profile (dist/commands/conversation/
+#: update-profile.js). Every other command takes it while it builds its client
+#: (dist/utils/client.js), before it does anything.
+_IDENTITY_LOCK_AFTER_WORK = frozenset({"conversation:update-profile"})
 _BINDING = re.compile(r"Cannot find native binding|ERR_DLOPEN_FAILED", re.IGNORECASE)
 _NODE_MISSING_MODULE = re.compile(r"Cannot find module|ERR_MODULE_NOT_FOUND")
 _CONVERSATION_NOT_FOUND = re.compile(
@@ -219,6 +225,19 @@ def child_error_summary(stderr_tail: str) -> str | None:
 def is_fatal_child_error(summary: str) -> bool:
     """Whether a long-lived command that exited with this error should stay stopped."""
     return _FATAL_CHILD_ERROR.search(summary) is not None
+
+
+def lock_met_before_work(command: str, error: errors.CliLocked) -> bool:
+    """Whether the CLI met ``error`` (a lock) before ``command`` did any work, so running it
+    again cannot do the work twice. ``database is locked`` can come at any point, a send
+    that went out included: unknown. The identity lock is taken while the client is built,
+    before the command's work, by every command but update-profile."""
+    if command in _IDENTITY_LOCK_AFTER_WORK:
+        return False
+    text = error.cli_message or ""
+    return _IDENTITY_LOCK.search(text) is not None and not re.search(
+        r"database is locked", text, re.IGNORECASE
+    )
 
 
 def not_run_again(

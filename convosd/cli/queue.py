@@ -8,8 +8,9 @@ FIFO). A call the CLI answers with ``database is locked`` or ``Could not acquire
 lock`` is retried with backoff until ``cliTimeoutS`` has passed, then fails with BUSY.
 
 Only commands that change nothing (:data:`~convosd.cli.argv.REPEATABLE_COMMANDS`) ever reach
-the queue as :class:`~convosd.errors.CliLocked`: the CLI may meet a lock after its work (a
-send that went out, then ``database is locked``), so the adapter turns a lock error of any
+the queue as :class:`~convosd.errors.CliLocked`, with those that met the identity lock before
+their work (:func:`~convosd.cli.output.lock_met_before_work`): the CLI may meet ``database
+is locked`` after its work (a send that went out), so the adapter turns a lock error of any
 other command into CLI_FAILED (:func:`~convosd.cli.output.not_run_again`) and the queue
 does not run it a second time.
 """
