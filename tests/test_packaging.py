@@ -111,3 +111,24 @@ def test_the_echo_agent_starts_as_its_readme_says() -> None:
     assert shown.startswith("usage: echo_agent")
     shown = run(REPO / ".venv" / "bin" / "convosd-echo-agent", "--help", cwd=REPO, env=env)
     assert "--state-file" in shown
+
+
+def test_the_readme_tour_snippet_sets_tour_dir_before_using_it(tmp_path: Path) -> None:
+    """The step-by-step tour in the README used ``$TOUR_DIR`` without setting it: pasted into
+    a shell, the network went to ``/net`` and the state to ``/state``. Its lines up to the
+    daemon's start, run in a shell without TOUR_DIR, must set up paths under the default."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("What it does, step by step")
+    snippet = readme[start:].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = snippet.splitlines()
+    first_use = next(i for i, line in enumerate(lines) if "TOUR_DIR" in line)
+    assert lines[first_use].startswith("TOUR_DIR=${TOUR_DIR:-"), lines[first_use]
+    setup = "\n".join(line for line in lines if line.startswith(("TOUR_DIR=", "export ")))
+    uid = os.getuid()
+    default = f"/tmp/convosd-tour-{uid}"
+    script = f'{setup}\necho "$FAKECONVOS_NETWORK|$CONVOSD_SOCKET|$(command -v convosctl)"'
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    shown = run("bash", "-c", script, cwd=REPO, env=env).strip()
+    network, socket, ctl = shown.split("|")
+    assert network == f"{default}/net" and socket == f"{default}/convosd.sock"
+    assert ctl == str(REPO / ".venv" / "bin" / "convosctl")
