@@ -47,6 +47,8 @@ from convosd.tasks import TaskScope
 
 STREAM = "stream"
 WATCHER = "joinRequests"
+#: how often a sender whose profile had no name is looked up again
+NAMELESS_RETRY_S = 5.0
 
 #: ``(by, reason)``: the conversation is gone (explode or removal seen by this object)
 GoneHook = Callable[[str | None, str], Coroutine[Any, Any, None]]
@@ -90,6 +92,11 @@ class BoundConversation:
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()
         self._profiles_at = 0.0
+        #: the names joiners gave in their join requests (our watcher reports them): what
+        #: they are called until a profile message of theirs says otherwise
+        self.join_names: dict[str, str] = {}
+        #: when a sender whose profile had no name was last looked up again
+        self._nameless_at: dict[str, float] = {}
         #: the scheduled explosion (``explode-status``), and who scheduled it
         self.expires_at: datetime | None = None
         self.expires_by: str | None = None
@@ -218,7 +225,7 @@ class BoundConversation:
                 # is printed just before the member is added: if adding fails, the approval
                 # is harmless (the sender is not a member and cannot write).
                 if item.conversation_id in (None, self.binding.conversation_id):
-                    self._admit(item.joiner_inbox_id)
+                    self._admit(item.joiner_inbox_id, item.profile_name)
             elif isinstance(item, WatcherStreamEnded):
                 self.log.warning("watcher_stream_ended", reason=item.reason)
                 child = self.children.get(WATCHER)
@@ -237,19 +244,32 @@ class BoundConversation:
         )
         self._spawn(self.cli.send_text(self.binding.conversation_id, text), "pairing-notice")
 
-    def _admit(self, joiner: str) -> None:
+    def _admit(self, joiner: str, name: str | None = None) -> None:
         """Our watcher accepted ``joiner`` through our invite: approved at admission when the
-        policy is ``pairing`` (the sender policy decides)."""
+        policy is ``pairing`` (the sender policy decides). ``name``, from the join request's
+        profile, is the joiner's name from now on: known before the joiner can write (the
+        CLI's ProfileSnapshot is built from profile messages, which a joiner sends only
+        after it is in, and never with ``join --no-wait``)."""
+        if name:
+            self.join_names[joiner] = name
+            self.names[joiner] = name
         if joiner not in self.admitted:
             self.admitted.add(joiner)
             self.sender_policy.admit(joiner)
         self.schedule_refresh()
 
     def sender_name(self, inbox_id: str) -> str | None:
-        """The profile name of ``inbox_id``; an unknown one is looked up in the background."""
+        """The profile name of ``inbox_id``. An unknown one, or one whose profile had no name
+        (at most every NAMELESS_RETRY_S: a profile message may have come since), is looked
+        up in the background for later messages."""
         if inbox_id not in self.names:
             self.names[inbox_id] = None
             self.schedule_refresh(members=False)
+        elif self.names[inbox_id] is None:
+            now = time.monotonic()
+            if now - self._nameless_at.get(inbox_id, 0.0) >= NAMELESS_RETRY_S:
+                self._nameless_at[inbox_id] = now
+                self.schedule_refresh(members=False)
         return self.names.get(inbox_id)
 
     def _on_special(self, message: CliMessage) -> None:
@@ -362,7 +382,9 @@ class BoundConversation:
             return
         profiles = await self.cli.profiles(self.binding.conversation_id)
         for profile in profiles.profiles:
-            self.names[profile.inbox_id] = profile.name
+            # no profile message yet: the name from the join request, if we admitted them
+            name = profile.name if profile.has_profile else None
+            self.names[profile.inbox_id] = name or self.join_names.get(profile.inbox_id)
         self._profiles_at = time.monotonic()
 
     async def refresh_views(self, *, initial: bool = False) -> None:
@@ -403,7 +425,8 @@ class BoundConversation:
                 writes.append(MarkDeparted(cid, inbox))
         if changes or writes:
             self.journal.append(changes, writes=writes)
-        if initial or time.monotonic() - self._profiles_at > 1.0:
+        joined = previous is not None and bool(current - previous)
+        if initial or joined or time.monotonic() - self._profiles_at > 1.0:
             with contextlib.suppress(errors.ConvosdError):
                 await self.refresh_profiles()
         self.on_changed()

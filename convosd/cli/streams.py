@@ -49,10 +49,12 @@ def parse_stream_line(line: bytes) -> CliMessage | None:
 @dataclass(frozen=True, slots=True)
 class JoinAccepted:
     """The watcher accepted ``joiner_inbox_id``'s join request. ``conversation_id`` is the
-    conversation it names (None when the event names none)."""
+    conversation it names (None when the event names none); ``profile_name`` the name in the
+    join request's profile (None when it had none, and in the first pass's lines)."""
 
     joiner_inbox_id: str
     conversation_id: str | None
+    profile_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,9 @@ def parse_watcher_line(line: bytes) -> WatcherEvent | None:
             return None
         if conversation is not None and not isinstance(conversation, str):
             return None
-        return JoinAccepted(joiner, conversation)
+        profile = item.get("profile")
+        name = profile.get("name") if isinstance(profile, dict) else None
+        return JoinAccepted(joiner, conversation, name if isinstance(name, str) else None)
     if kind == "stream_ended":
         return WatcherStreamEnded(item.get("reason"))
     if kind == "error":
