@@ -54,3 +54,38 @@ def test_the_watchers_acceptance_carries_the_join_requests_profile_name() -> Non
     for profile in (b"", b',"profile":{}', b',"profile":{"name":5}', b',"profile":"Bob"'):
         line = b'{"event":"join_request_accepted","joinerInboxId":"ab"' + profile + b"}"
         assert parse_watcher_line(line) == JoinAccepted("ab", None, None)
+
+
+async def test_a_name_set_after_the_join_shows_on_later_messages(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """A sender known without a name is looked up again (at most every 5 s): a missing
+    name was cached for good before."""
+    async with running_daemon(net, tmp_path / "me") as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Names")
+            cid = created.conversation_id
+            carol = member_cli(net, tmp_path / "carol")
+            await carol.join(created.invite_slug, no_wait=True)  # no profile name
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=30)
+            await carol.send_text(cid, "nameless")
+            assert await eventually_async(lambda: _has_text(client, "nameless"), within_s=30)
+            await carol.update_profile(cid, name="Carol")
+            sent = 0
+
+            async def named() -> bool:
+                nonlocal sent
+                got = await messages(client)
+                if any(m["senderName"] == "Carol" for m in got):
+                    return True
+                sent += 1
+                await carol.send_text(cid, f"again {sent}")
+                return False
+
+            assert await eventually_async(named, within_s=30, pause_s=0.5)
+            first = (await messages(client))[0]
+            assert (first["content"], first["senderName"]) == ("nameless", None)
+
+
+async def _has_text(client: ConvosdClient, text: str) -> bool:
+    return any(m["content"] == text for m in await messages(client))
