@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convosd.cli.streams import JoinAccepted, parse_watcher_line
+from convosd.cli.streams import JoinAccepted, parse_watcher_line, stream_line_sender
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import admitted, eventually, eventually_async
@@ -89,3 +89,32 @@ async def test_a_name_set_after_the_join_shows_on_later_messages(
 
 async def _has_text(client: ConvosdClient, text: str) -> bool:
     return any(m["content"] == text for m in await messages(client))
+
+
+async def test_a_profile_message_before_the_first_text_names_it(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """A joiner whose join request had no name sends its profile (as the CLI's waiting join
+    does once it is in), then writes: the first text waits for one profiles read."""
+    async with running_daemon(net, tmp_path / "me") as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Names")
+            cid = created.conversation_id
+            dave = member_cli(net, tmp_path / "dave")
+            await dave.join(created.invite_slug, no_wait=True)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=30)
+            await dave.update_profile(cid, name="Dave")
+            await dave.send_text(cid, "hello")
+            assert await eventually_async(lambda: _has_text(client, "hello"), within_s=30)
+            [first] = await messages(client)
+            assert first["senderName"] == "Dave"
+
+
+def test_a_stream_lines_sender_is_read_without_parsing_it() -> None:
+    line = b'{"id":"m1","senderInboxId":"aB12","contentType":{},"content":"hi"}'
+    assert stream_line_sender(line) == "aB12"
+    # a quoted key inside the content is escaped: it cannot pass for the sender
+    spoof = b'{"id":"m1","content":"x\\"senderInboxId\\":\\"ee\\"","senderInboxId":"a1"}'
+    assert stream_line_sender(spoof) == "a1"
+    assert stream_line_sender(b'{"event":"ready"}') is None
+    assert stream_line_sender(b"not json") is None

@@ -25,8 +25,25 @@ from convosd.cli.models import CliMessage
 _ADDING = re.compile(rb"^Adding ([0-9a-fA-F]+) to conversation ([0-9a-fA-F]+)\s*$")
 
 
+#: a message line's sender: the key and its quotes are unescaped, so text inside a JSON
+#: string (where a quote is \") cannot match
+_SENDER = re.compile(rb'"senderInboxId"\s*:\s*"([0-9a-fA-F]{1,256})"')
+
+
 class BadLine(ValueError):
     """A stream line that is not a message."""
+
+
+def stream_line_sender(line: bytes) -> str | None:
+    """The ``senderInboxId`` of a stream line, without parsing the whole line (the stream's
+    consumer asks before the line is parsed); None when it names none."""
+    at = line.find(b'"senderInboxId"')
+    while at >= 0:
+        match = _SENDER.match(line, at)
+        if match is not None:
+            return match.group(1).decode()
+        at = line.find(b'"senderInboxId"', at + 1)
+    return None
 
 
 def parse_stream_line(line: bytes) -> CliMessage | None:
