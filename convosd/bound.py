@@ -443,8 +443,9 @@ class BoundConversation:
         profiles = await self.cli.profiles(self.binding.conversation_id)
         for profile in profiles.profiles:
             # no profile message yet: the name from the join request, if we admitted them
-            name = profile.name if profile.has_profile else None
-            self.names[profile.inbox_id] = name or self.join_names.get(profile.inbox_id)
+            self.names[profile.inbox_id] = (
+                profile.name if profile.has_profile else self.join_names.get(profile.inbox_id)
+            )
         self._profiles_at = time.monotonic()
 
     async def refresh_views(self, *, initial: bool = False) -> None:
