@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from convosd.cli.streams import (
     is_explode_notice,
     is_scheduled_explode,
     parse_watcher_line,
+    stream_line_sender,
 )
 from convosd.config import Settings
 from convosd.events import NewEvent, event
@@ -47,6 +48,12 @@ from convosd.tasks import TaskScope
 
 STREAM = "stream"
 WATCHER = "joinRequests"
+#: how long the stream's lines wait for the name of a sender's first message
+NAMES_WAIT_S = 5.0
+#: lines held meanwhile, at most; past that they go on (in order) without waiting
+HELD_LINES_MAX = 10_000
+#: how often a sender whose profile had no name is looked up again
+NAMELESS_RETRY_S = 5.0
 
 #: ``(by, reason)``: the conversation is gone (explode or removal seen by this object)
 GoneHook = Callable[[str | None, str], Coroutine[Any, Any, None]]
@@ -90,6 +97,16 @@ class BoundConversation:
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()
         self._profiles_at = 0.0
+        #: the names joiners gave in their join requests (our watcher reports them): what
+        #: they are called until a profile message of theirs says otherwise
+        self.join_names: dict[str, str] = {}
+        #: when a sender whose profile had no name was last looked up again
+        self._nameless_at: dict[str, float] = {}
+        #: senders whose first message (since this binding started) the stream delivered
+        self._writers: set[str] = set()
+        #: a lookup of names for a first message, and the stream lines held behind it
+        self._names_lookup: asyncio.Task[None] | None = None
+        self._held_lines: list[bytes] = []
         #: the scheduled explosion (``explode-status``), and who scheduled it
         self.expires_at: datetime | None = None
         self.expires_by: str | None = None
@@ -126,7 +143,7 @@ class BoundConversation:
         self.children[STREAM] = SupervisedChild(
             STREAM,
             lambda: cli.stream_spec(cid),
-            self.ingest.on_stream_lines,
+            self._on_stream_lines,
             stop_signal=signal.SIGTERM,
             stop_grace_s=self.stop_grace_s,
             on_state=lambda _c: self.on_changed(),
@@ -195,9 +212,14 @@ class BoundConversation:
         cid = self.binding.conversation_id
 
         async def page(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
-            return await self.cli.messages(
+            messages = await self.cli.messages(
                 cid, sent_after_ns=after_ns, sent_before_ns=before_ns, limit=limit
             )
+            # a first message the backfill reads before the stream: named like the stream's
+            if self._nameless_first_writer(m.sender_inbox_id for m in messages):
+                with contextlib.suppress(TimeoutError, errors.ConvosdError):
+                    await asyncio.wait_for(self.refresh_profiles(), NAMES_WAIT_S)
+            return messages
 
         try:
             return await ingest.backfill(page)
@@ -218,7 +240,7 @@ class BoundConversation:
                 # is printed just before the member is added: if adding fails, the approval
                 # is harmless (the sender is not a member and cannot write).
                 if item.conversation_id in (None, self.binding.conversation_id):
-                    self._admit(item.joiner_inbox_id)
+                    self._admit(item.joiner_inbox_id, item.profile_name)
             elif isinstance(item, WatcherStreamEnded):
                 self.log.warning("watcher_stream_ended", reason=item.reason)
                 child = self.children.get(WATCHER)
@@ -237,20 +259,78 @@ class BoundConversation:
         )
         self._spawn(self.cli.send_text(self.binding.conversation_id, text), "pairing-notice")
 
-    def _admit(self, joiner: str) -> None:
+    def _admit(self, joiner: str, name: str | None = None) -> None:
         """Our watcher accepted ``joiner`` through our invite: approved at admission when the
-        policy is ``pairing`` (the sender policy decides)."""
+        policy is ``pairing`` (the sender policy decides). ``name``, from the join request's
+        profile, is the joiner's name from now on: known before the joiner can write (the
+        CLI's ProfileSnapshot is built from profile messages, which a joiner sends only
+        after it is in, and never with ``join --no-wait``)."""
+        if name:
+            self.join_names[joiner] = name
+            self.names[joiner] = name
         if joiner not in self.admitted:
             self.admitted.add(joiner)
             self.sender_policy.admit(joiner)
         self.schedule_refresh()
 
     def sender_name(self, inbox_id: str) -> str | None:
-        """The profile name of ``inbox_id``; an unknown one is looked up in the background."""
+        """The profile name of ``inbox_id``. An unknown one, or one whose profile had no name
+        (at most every NAMELESS_RETRY_S: a profile message may have come since), is looked
+        up in the background for later messages."""
         if inbox_id not in self.names:
             self.names[inbox_id] = None
             self.schedule_refresh(members=False)
+        elif self.names[inbox_id] is None:
+            now = time.monotonic()
+            if now - self._nameless_at.get(inbox_id, 0.0) >= NAMELESS_RETRY_S:
+                self._nameless_at[inbox_id] = now
+                self.schedule_refresh(members=False)
         return self.names.get(inbox_id)
+
+    # --- a sender's name before their first message ------------------------------------
+
+    def _on_stream_lines(self, lines: Sequence[bytes]) -> None:
+        """The stream's lines to the ingest, in order. The first message of a sender whose
+        name is not known waits (with every line after it, at most NAMES_WAIT_S) for one
+        ``profiles`` read: a joiner's profile message comes before their first text, so
+        that message carries the name the CLI knows by then. Once per sender."""
+        if self._names_lookup is not None and len(self._held_lines) < HELD_LINES_MAX:
+            self._held_lines.extend(lines)
+            return
+        self._release_held()
+        senders = (stream_line_sender(line) for line in lines)
+        if self._names_lookup is None and self._nameless_first_writer(senders):
+            self._held_lines.extend(lines)
+            self._names_lookup = self.tasks.spawn(self._look_up_names(), "names-lookup")
+            return
+        if self.ingest is not None:
+            self.ingest.on_stream_lines(lines)
+
+    def _nameless_first_writer(self, senders: Iterable[str | None]) -> bool:
+        """Whether one of ``senders`` writes for the first time with no name known (each
+        counts once)."""
+        own = self.own_inbox_id()
+        found = False
+        for sender in senders:
+            if sender is None or sender == own or sender in self._writers:
+                continue
+            self._writers.add(sender)
+            found = found or self.names.get(sender) is None
+        return found and not self.closed
+
+    async def _look_up_names(self) -> None:
+        try:
+            with contextlib.suppress(TimeoutError, errors.ConvosdError):
+                await asyncio.wait_for(self.refresh_profiles(), NAMES_WAIT_S)
+        finally:
+            self._names_lookup = None
+            if not self.closed:  # closing: the next start's backfill reads them again
+                self._release_held()
+
+    def _release_held(self) -> None:
+        held, self._held_lines = self._held_lines, []
+        if held and self.ingest is not None:
+            self.ingest.on_stream_lines(held)
 
     def _on_special(self, message: CliMessage) -> None:
         if is_scheduled_explode(message):
@@ -362,7 +442,10 @@ class BoundConversation:
             return
         profiles = await self.cli.profiles(self.binding.conversation_id)
         for profile in profiles.profiles:
-            self.names[profile.inbox_id] = profile.name
+            # no profile message yet: the name from the join request, if we admitted them
+            self.names[profile.inbox_id] = (
+                profile.name if profile.has_profile else self.join_names.get(profile.inbox_id)
+            )
         self._profiles_at = time.monotonic()
 
     async def refresh_views(self, *, initial: bool = False) -> None:
@@ -403,7 +486,8 @@ class BoundConversation:
                 writes.append(MarkDeparted(cid, inbox))
         if changes or writes:
             self.journal.append(changes, writes=writes)
-        if initial or time.monotonic() - self._profiles_at > 1.0:
+        joined = previous is not None and bool(current - previous)
+        if initial or joined or time.monotonic() - self._profiles_at > 1.0:
             with contextlib.suppress(errors.ConvosdError):
                 await self.refresh_profiles()
         self.on_changed()

@@ -37,7 +37,11 @@ class Output:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.as_json = as_json or not self.tty
+        #: errors are JSON only when asked for (--json): a script that pipes stdout still
+        #: shows a person its errors on stderr, with the kind, the param and the next step
+        self.json_errors = as_json
         self.colour = self.tty and not os.environ.get("NO_COLOR")
+        self.error_colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
 
     def paint(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
@@ -51,10 +55,14 @@ class Output:
     def error(self, exc: errors.ConvosdError) -> None:
         data = exc.rpc_data()
         kind = str(data.get("kind"))
-        if self.as_json:
+        if self.json_errors:
             print(json.dumps({"error": exc.message, "data": data}), file=sys.stderr)
             return
-        lines = [f"{self.paint('error', '31')}: {exc.message} ({kind})"]
+
+        def paint(text: str, code: str) -> str:
+            return f"\x1b[{code}m{text}\x1b[0m" if self.error_colour else text
+
+        lines = [f"{paint('error', '31')}: {exc.message} ({kind})"]
         # INVALID_PARAMS: which param, and what is wrong with it
         lines += [
             f"  {problem.get('param') or '(params)'}: {problem.get('problem')}"
@@ -63,9 +71,15 @@ class Output:
         ]
         if data.get("error"):
             lines.append(f"  the CLI said: {data['error']}")
+        # what else the error carries (retryAfterS, firstSeq, pending, ...)
+        lines += [
+            f"  {key}: {json.dumps(value, ensure_ascii=False)}"
+            for key, value in data.items()
+            if key not in ("kind", "errors", "error") and not isinstance(value, dict | list)
+        ]
         hint = _next_step(kind, data)
         if hint:
-            lines.append(f"{self.paint('next', '33')}: {hint}")
+            lines.append(f"{paint('next', '33')}: {hint}")
         print("\n".join(lines), file=sys.stderr)
 
 
@@ -205,6 +219,13 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)".lstrip()
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convosctl",
@@ -262,7 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("events", help="journaled events")
     p.add_argument("--after", type=int, metavar="N", help="the events after seq N (default: 0)")
     p.add_argument("--follow", action="store_true", help="keep following, across restarts")
-    p.add_argument("--limit", type=int, default=100, help="at most this many (without --follow)")
+    p.add_argument(
+        "--limit",
+        type=_positive,
+        metavar="N",
+        help="at most N events, then say how to read on (default: every event to the end, "
+        f"read {EVENTS_PAGE} at a time; without --follow)",
+    )
     p = sub.add_parser("pairing", help="pairing requests")
     p.add_argument("action", choices=("list", "approve", "deny"))
     p.add_argument("code", nargs="?")
@@ -383,13 +410,7 @@ async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output
         elif command == "reset":
             out.emit(s.dump(await client.reset()))
         elif command == "events":
-            read = await client.read_events(after=args.after or 0, limit=args.limit)
-            if out.as_json:
-                for event in read.events:
-                    out.emit(event)
-            else:
-                for event in read.events:
-                    print(_event_human(event))
+            await _read_events(client, args, out)
         elif command == "pairing":
             if args.action == "list":
                 if args.code:
@@ -417,6 +438,40 @@ async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output
         out.error(exc)
         return EXIT_ERROR
     return EXIT_OK
+
+
+#: events.read's largest page
+EVENTS_PAGE = 1000
+
+
+async def _read_events(client: ConvosdClient, args: argparse.Namespace, out: Output) -> None:
+    """The events after ``--after``: every one up to the journal's end as it was at the
+    first read, page by page; with ``--limit N`` the first N, and a line on stderr that
+    says how to read on when the journal holds more."""
+    after = args.after or 0
+    wanted: int | None = args.limit
+    shown = 0
+    end: int | None = None
+    while True:
+        page = EVENTS_PAGE if wanted is None else min(EVENTS_PAGE, wanted - shown)
+        read = await client.read_events(after=after, limit=page)
+        end = read.last_seq if end is None else end
+        for event in read.events:
+            if out.as_json:
+                out.emit(event)
+            else:
+                print(_event_human(event))
+            after = int(event["seq"])
+        shown += len(read.events)
+        if not read.events or after >= end:
+            return
+        if wanted is not None and shown >= wanted:
+            print(
+                f"convosctl: more events after #{after} (the journal ends at "
+                f"#{read.last_seq}): convosctl events --after {after}",
+                file=sys.stderr,
+            )
+            return
 
 
 def _join_shown(result: s.JoinResult) -> dict[str, Any]:

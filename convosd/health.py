@@ -2,7 +2,8 @@
 
 ok        unbound with a working CLI, or bound with both children running
 degraded  a child in backoff (or still starting), a config/binding mismatch, a backfill
-          that could not read its whole window
+          that could not read its whole window, unbound after the last command that
+          needed the network could not reach it
 down      a fatal child, no working CLI, a refused CLI version, an unwritable state dir
           or journal, an env mismatch
 """
@@ -31,6 +32,8 @@ class HealthInputs:
     env_mismatch: str | None = None
     binding_mismatch: str | None = None
     identity_mismatch: str | None = None
+    #: why the last CLI command that needed the network failed to reach it (None: it did)
+    network_problem: str | None = None
     bound: bool = False
     children: dict[str, ChildState] = field(default_factory=dict)
     child_errors: dict[str, str | None] = field(default_factory=dict)
@@ -65,6 +68,9 @@ def evaluate(inputs: HealthInputs) -> tuple[HealthStatus, dict[str, str]]:
     mark("binding", inputs.binding_mismatch, "degraded")
     if inputs.bound:
         mark("backfill", inputs.backfill_problem, "degraded")
+    else:
+        # bound, the stream child speaks for the network; unbound, only the commands do
+        mark("network", inputs.network_problem, "degraded")
     if not inputs.enabled:
         checks["enabled"] = "disabled by configuration"
     if inputs.bound:

@@ -511,6 +511,7 @@ class Instance:
             env_mismatch=self.env_mismatch,
             binding_mismatch=self.binding_mismatch,
             identity_mismatch=self.identity_mismatch,
+            network_problem=self.cli.network_problem,
             bound=self.binding is not None,
             children={name: c.status.state for name, c in children.items()},
             child_errors={name: c.status.last_error for name, c in children.items()},

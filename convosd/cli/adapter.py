@@ -95,6 +95,30 @@ _MESSAGES = TypeAdapter(list[models.CliMessage])
 _JOIN = TypeAdapter(models.JoinResult)
 
 
+#: Commands that cannot succeed without the XMTP network (they publish, or sync by their
+#: nature): a success says the network is reachable again. A command run with ``--sync``
+#: counts too. Others (``--version``, ``identity list``, local reads) succeed offline.
+NETWORK_COMMANDS = frozenset(
+    {
+        "conversations:create",
+        "conversations:join",
+        "conversations:process-join-requests",
+        "conversation:send-text",
+        "conversation:send-reply",
+        "conversation:send-attachment",
+        "conversation:send-reaction",
+        "conversation:send-typing-indicator",
+        "conversation:send-read-receipt",
+        "conversation:lock",
+        "conversation:explode",
+        "conversation:update-name",
+        "conversation:update-description",
+        "conversation:update-profile",
+        "conversation:remove-members",
+    }
+)
+
+
 def _queued(
     operation: Callable[Concatenate[ConvosCli, P], Awaitable[T]],
 ) -> Callable[Concatenate[ConvosCli, P], Coroutine[Any, Any, T]]:
@@ -149,6 +173,9 @@ class ConvosCli:
         )
         self._queue = CliQueue(timeout_s=timeout_s)
         self._refused: str | None = None
+        #: why the last command that needed the network could not reach it (None: the last
+        #: one did, or none failed yet): for health while no child watches the network
+        self.network_problem: str | None = None
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -206,6 +233,11 @@ class ConvosCli:
         result = await self._transport.run(invocation, timeout_s=timeout_s or self.timeout_s)
         if result.exit_code != 0:
             error = classify(invocation.command, result.exit_code, result.stderr)
+            if isinstance(error, errors.NetworkUnavailable):
+                self.network_problem = (
+                    f"unreachable: convos {invocation.command.replace(':', ' ')} failed: "
+                    f"{error.message}"
+                )
             if (
                 isinstance(error, errors.CliLocked)
                 and invocation.command not in REPEATABLE_COMMANDS
@@ -218,6 +250,8 @@ class ConvosCli:
                     invocation.command, "the CLI met a lock while it ran (data.error)", error
                 )
             raise error
+        if invocation.command in NETWORK_COMMANDS or "--sync" in invocation.argv:
+            self.network_problem = None
         return result
 
     async def _json(self, invocation: Invocation, timeout_s: float | None = None) -> Any:

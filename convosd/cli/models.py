@@ -202,6 +202,8 @@ class Profile(_Out):
     name: str | None = None
     image: str | None = None
     is_me: bool = Field(default=False, alias="isMe")
+    #: a profile message (or the group's appData) names this member
+    has_profile: bool = Field(default=True, alias="hasProfile")
 
 
 class Profiles(_Out):

@@ -25,8 +25,25 @@ from convosd.cli.models import CliMessage
 _ADDING = re.compile(rb"^Adding ([0-9a-fA-F]+) to conversation ([0-9a-fA-F]+)\s*$")
 
 
+#: a message line's sender: the key and its quotes are unescaped, so text inside a JSON
+#: string (where a quote is \") cannot match
+_SENDER = re.compile(rb'"senderInboxId"\s*:\s*"([0-9a-fA-F]{1,256})"')
+
+
 class BadLine(ValueError):
     """A stream line that is not a message."""
+
+
+def stream_line_sender(line: bytes) -> str | None:
+    """The ``senderInboxId`` of a stream line, without parsing the whole line (the stream's
+    consumer asks before the line is parsed); None when it names none."""
+    at = line.find(b'"senderInboxId"')
+    while at >= 0:
+        match = _SENDER.match(line, at)
+        if match is not None:
+            return match.group(1).decode()
+        at = line.find(b'"senderInboxId"', at + 1)
+    return None
 
 
 def parse_stream_line(line: bytes) -> CliMessage | None:
@@ -49,10 +66,12 @@ def parse_stream_line(line: bytes) -> CliMessage | None:
 @dataclass(frozen=True, slots=True)
 class JoinAccepted:
     """The watcher accepted ``joiner_inbox_id``'s join request. ``conversation_id`` is the
-    conversation it names (None when the event names none)."""
+    conversation it names (None when the event names none); ``profile_name`` the name in the
+    join request's profile (None when it had none, and in the first pass's lines)."""
 
     joiner_inbox_id: str
     conversation_id: str | None
+    profile_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +115,9 @@ def parse_watcher_line(line: bytes) -> WatcherEvent | None:
             return None
         if conversation is not None and not isinstance(conversation, str):
             return None
-        return JoinAccepted(joiner, conversation)
+        profile = item.get("profile")
+        name = profile.get("name") if isinstance(profile, dict) else None
+        return JoinAccepted(joiner, conversation, name if isinstance(name, str) else None)
     if kind == "stream_ended":
         return WatcherStreamEnded(item.get("reason"))
     if kind == "error":

@@ -1,0 +1,120 @@
+"""Issue 25 item 13: the first message after a join carried ``senderName: null`` although
+the joiner set a profile name. On the CLI double, as the real CLI does it: the joiner's
+join request carries its profile; our join-request watcher admits it and sends a
+ProfileSnapshot with it, so ``conversation profiles`` knows the name before the joiner
+writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from convosd.cli.streams import JoinAccepted, parse_watcher_line, stream_line_sender
+from convosd.client import ConvosdClient
+from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import admitted, eventually, eventually_async
+from tests.rpc_harness import member_cli, running_daemon
+
+
+async def messages(client: ConvosdClient) -> list[dict[str, Any]]:
+    events = (await client.read_events(after=0, limit=1000)).events
+    return [e for e in events if e["type"] == "message" and e["contentType"] == "text"]
+
+
+async def test_the_first_message_after_a_join_carries_the_joiners_name(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    async with running_daemon(net, tmp_path / "me") as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Names", profileName="Agent")
+            bob = member_cli(net, tmp_path / "bob")
+            joined = await bob.join(created.invite_slug, profile_name="Bob", no_wait=True)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=30)
+            # Bob writes as soon as he is in (his CLI's join returns once admitted)
+            await bob.send_text(created.conversation_id, "first")
+            await bob.send_text(created.conversation_id, "second")
+
+            async def both() -> bool:
+                return len(await messages(client)) == 2
+
+            assert await eventually_async(both, within_s=30)
+            got = await messages(client)
+            assert [(m["content"], m["senderName"]) for m in got] == [
+                ("first", "Bob"),
+                ("second", "Bob"),
+            ], joined
+
+
+def test_the_watchers_acceptance_carries_the_join_requests_profile_name() -> None:
+    line = (
+        b'{"event":"join_request_accepted","conversationId":"c1","joinerInboxId":"ab",'
+        b'"tag":"t","profile":{"name":"Bob","memberKind":"agent"},"timestamp":"x"}'
+    )
+    assert parse_watcher_line(line) == JoinAccepted("ab", "c1", "Bob")
+    for profile in (b"", b',"profile":{}', b',"profile":{"name":5}', b',"profile":"Bob"'):
+        line = b'{"event":"join_request_accepted","joinerInboxId":"ab"' + profile + b"}"
+        assert parse_watcher_line(line) == JoinAccepted("ab", None, None)
+
+
+async def test_a_name_set_after_the_join_shows_on_later_messages(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """A sender known without a name is looked up again (at most every 5 s): a missing
+    name was cached for good before."""
+    async with running_daemon(net, tmp_path / "me") as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Names")
+            cid = created.conversation_id
+            carol = member_cli(net, tmp_path / "carol")
+            await carol.join(created.invite_slug, no_wait=True)  # no profile name
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=30)
+            await carol.send_text(cid, "nameless")
+            assert await eventually_async(lambda: _has_text(client, "nameless"), within_s=30)
+            await carol.update_profile(cid, name="Carol")
+            sent = 0
+
+            async def named() -> bool:
+                nonlocal sent
+                got = await messages(client)
+                if any(m["senderName"] == "Carol" for m in got):
+                    return True
+                sent += 1
+                await carol.send_text(cid, f"again {sent}")
+                return False
+
+            assert await eventually_async(named, within_s=30, pause_s=0.5)
+            first = (await messages(client))[0]
+            assert (first["content"], first["senderName"]) == ("nameless", None)
+
+
+async def _has_text(client: ConvosdClient, text: str) -> bool:
+    return any(m["content"] == text for m in await messages(client))
+
+
+async def test_a_profile_message_before_the_first_text_names_it(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """A joiner whose join request had no name sends its profile (as the CLI's waiting join
+    does once it is in), then writes: the first text waits for one profiles read."""
+    async with running_daemon(net, tmp_path / "me") as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Names")
+            cid = created.conversation_id
+            dave = member_cli(net, tmp_path / "dave")
+            await dave.join(created.invite_slug, no_wait=True)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=30)
+            await dave.update_profile(cid, name="Dave")
+            await dave.send_text(cid, "hello")
+            assert await eventually_async(lambda: _has_text(client, "hello"), within_s=30)
+            [first] = await messages(client)
+            assert first["senderName"] == "Dave"
+
+
+def test_a_stream_lines_sender_is_read_without_parsing_it() -> None:
+    line = b'{"id":"m1","senderInboxId":"aB12","contentType":{},"content":"hi"}'
+    assert stream_line_sender(line) == "aB12"
+    # a quoted key inside the content is escaped: it cannot pass for the sender
+    spoof = b'{"id":"m1","content":"x\\"senderInboxId\\":\\"ee\\"","senderInboxId":"a1"}'
+    assert stream_line_sender(spoof) == "a1"
+    assert stream_line_sender(b'{"event":"ready"}') is None
+    assert stream_line_sender(b"not json") is None
