@@ -275,9 +275,22 @@ class Ingest:
         cursor = self.cursor_ns()
         start_cursor = cursor
         problem: str | None = None
+        started = time.monotonic()
+        pages = 0
+        slowest = 0.0
+
+        async def timed(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
+            nonlocal pages, slowest
+            began = time.monotonic()
+            try:
+                return await fetch_page(after_ns, before_ns, limit)
+            finally:
+                pages += 1
+                slowest = max(slowest, time.monotonic() - began)
+
         try:
             while True:
-                page = await fetch_page(cursor, None, PAGE_SIZE)
+                page = await timed(cursor, None, PAGE_SIZE)
                 collected.extend(page)
                 if len(page) < PAGE_SIZE:
                     break
@@ -285,7 +298,7 @@ class Ingest:
                 if page[0].sent_at_ns < last_ms:
                     next_cursor = last_ms - 1
                 else:
-                    same = await fetch_page(last_ms - 1, last_ms + _MS, SAME_MS_LIMIT)
+                    same = await timed(last_ms - 1, last_ms + _MS, SAME_MS_LIMIT)
                     collected.extend(same)
                     if len(same) >= SAME_MS_LIMIT:
                         problem = (
@@ -312,7 +325,13 @@ class Ingest:
             self.stats.backfill_failures += 1
             self._failures_in_a_row += 1
             self.last_error = f"backfill failed: {getattr(exc, 'message', type(exc).__name__)}"
-            self.log.warning("backfill_failed", error=self.last_error)
+            self.log.warning(
+                "backfill_failed",
+                error=self.last_error,
+                duration_s=round(time.monotonic() - started, 3),
+                pages=pages,
+                slowest_page_s=round(slowest, 3),
+            )
             if self._failures_in_a_row >= FAILURES_REPORTED:
                 self.backfill_problem = (
                     f"{self._failures_in_a_row} backfills in a row failed; the last: "
@@ -323,6 +342,15 @@ class Ingest:
             live, self._during_backfill = self._during_backfill, []
             self.backfilling = False
             journaled = self.process([*collected, *live])
+            self.log.info(
+                "backfill_done",
+                duration_s=round(time.monotonic() - started, 3),
+                pages=pages,
+                slowest_page_s=round(slowest, 3),
+                read=len(collected),
+                held_live=len(live),
+                journaled=journaled,
+            )
         # Seen ids older than any cursor can reach will never be read again.
         self.store.seen_ids.trim(older_than=start_cursor / 1e9 - 3600)
         return journaled
