@@ -838,29 +838,6 @@ def test_messages_filters_and_time_bounds(world: dict[str, Any]) -> None:
     assert error_text(bad.stderr) == "Invalid value for --sent-after: must be a numeric string"
 
 
-def _add_history(net: FakeNetwork, cid: str, sender: str, count: int) -> list[int]:
-    """``count`` texts from ``sender`` written straight into the network (as other clients
-    sent them over time): the fixture of a long conversation, fast whatever the double's
-    own send costs. Their ``sentAt`` in nanoseconds."""
-    import sqlite3
-    import uuid
-
-    with contextlib.closing(sqlite3.connect(net.path / "dev.sqlite3", timeout=60)) as db:
-        last = db.execute("SELECT MAX(sent_ns) FROM messages").fetchone()[0]
-        stamps = [last + 1_000_000 * (i + 1) for i in range(count)]
-        db.executemany(
-            "INSERT INTO messages (id, conv_id, sender, authority, type_id, version_major,"
-            " version_minor, kind, content, sent_ns)"
-            " VALUES (?, ?, ?, 'xmtp.org', 'text', 1, 0, 0, ?, ?)",
-            [
-                (uuid.uuid4().hex * 2, cid, sender, json.dumps({"text": f"old {i}"}), stamp)
-                for i, stamp in enumerate(stamps)
-            ],
-        )
-        db.commit()
-    return stamps
-
-
 def _cpu_s(net: FakeNetwork, home: Path, *argv: str) -> tuple[float, Any]:
     """The double's CPU time (user + system) for one command, and its JSON output."""
     import tempfile
@@ -890,8 +867,8 @@ def test_a_page_of_messages_costs_the_same_in_a_long_conversation(
     short_group, long_group = (new_group(net, alice, name=n) for n in ("short", "long"))
     short, long = short_group["conversationId"], long_group["conversationId"]
     inbox = short_group["inboxId"]
-    short_stamps = _add_history(net, short, inbox, 400)
-    long_stamps = _add_history(net, long, inbox, 40_000)
+    short_stamps = net.add_history(short, inbox, 400)
+    long_stamps = net.add_history(long, inbox, 40_000)
 
     def page(cid: str, after_ns: int) -> tuple[float, Any]:
         return _cpu_s(
