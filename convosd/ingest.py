@@ -3,9 +3,10 @@
     child line ─▶ parse ─▶ seen/own filter ─▶ policy hook ─▶ journal ─▶ subscribers
 
 Sources are the live ``conversation stream`` lines and the backfill (``conversation messages
---sync --direction ascending --sent-after <cursor>``, paged). Live lines read while a backfill
-runs are merged into it and journaled after it. Every inbound id goes into the seen-id table
-whatever its fate, in the same transaction as its event, so an id is evaluated once.
+--sync --direction ascending --sent-after <cursor>``, paged, each page merged as it is read).
+Live lines read while a backfill runs are held and journaled after its last page. Every
+inbound id goes into the seen-id table whatever its fate, in the same transaction as its
+event, so an id is evaluated once.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ class Ingest:
         self.backfill_problem: str | None = None
         self._failures_in_a_row = 0
         self._during_backfill: list[CliMessage] = []
+        #: where a backfill that failed part-way stopped: the next one goes on from there
+        self._resume_ns: int | None = None
         self._retry: list[CliMessage] = []
         self._last_bad_log = 0.0
         self.log = structlog.get_logger("convosd.ingest")
@@ -267,31 +270,41 @@ class Ingest:
         cursor forward by at least one millisecond: when a whole page shares one, that
         millisecond is read alone (``--sent-before`` its end) and the cursor moves past it.
         A window that cannot be read whole is reported in :attr:`backfill_problem`.
+
+        Each page is merged as it is read (memory: one page, not the window; the journal
+        gets the window in pieces, not in one write); the live lines read meanwhile are
+        held and journaled after the last page. A backfill that fails part-way (a page's
+        call timed out under load, say) keeps what it merged, and the next one goes on
+        from where it stopped instead of starting the window over and failing at the same
+        point again.
         """
         if self.backfilling:
             return 0
         self.backfilling = True
-        collected: list[CliMessage] = []
-        cursor = self.cursor_ns()
-        start_cursor = cursor
+        start_cursor = self.cursor_ns()
+        cursor = max(start_cursor, self._resume_ns or 0)
         problem: str | None = None
         started = time.monotonic()
         pages = 0
         slowest = 0.0
+        read = 0
+        journaled = 0
 
         async def timed(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
-            nonlocal pages, slowest
+            nonlocal pages, slowest, read, journaled
             began = time.monotonic()
             try:
-                return await fetch_page(after_ns, before_ns, limit)
+                page = await fetch_page(after_ns, before_ns, limit)
             finally:
                 pages += 1
                 slowest = max(slowest, time.monotonic() - began)
+            read += len(page)
+            journaled += self.process(page)
+            return page
 
         try:
             while True:
                 page = await timed(cursor, None, PAGE_SIZE)
-                collected.extend(page)
                 if len(page) < PAGE_SIZE:
                     break
                 last_ms = page[-1].sent_at_ns - page[-1].sent_at_ns % _MS
@@ -299,7 +312,6 @@ class Ingest:
                     next_cursor = last_ms - 1
                 else:
                     same = await timed(last_ms - 1, last_ms + _MS, SAME_MS_LIMIT)
-                    collected.extend(same)
                     if len(same) >= SAME_MS_LIMIT:
                         problem = (
                             f"more than {SAME_MS_LIMIT} messages share sentAt "
@@ -318,6 +330,8 @@ class Ingest:
                     self.log.error("backfill_stuck", cursor_ns=cursor)
                     break
                 cursor = next_cursor
+                self._resume_ns = cursor  # merged up to here, whatever comes next
+            self._resume_ns = None
             self.stats.backfills += 1
             self.backfill_problem = problem
             self._failures_in_a_row = 0
@@ -331,6 +345,7 @@ class Ingest:
                 duration_s=round(time.monotonic() - started, 3),
                 pages=pages,
                 slowest_page_s=round(slowest, 3),
+                resume_at_ns=self._resume_ns,
             )
             if self._failures_in_a_row >= FAILURES_REPORTED:
                 self.backfill_problem = (
@@ -341,13 +356,13 @@ class Ingest:
         finally:
             live, self._during_backfill = self._during_backfill, []
             self.backfilling = False
-            journaled = self.process([*collected, *live])
+            journaled += self.process(live)
             self.log.info(
                 "backfill_done",
                 duration_s=round(time.monotonic() - started, 3),
                 pages=pages,
                 slowest_page_s=round(slowest, 3),
-                read=len(collected),
+                read=read,
                 held_live=len(live),
                 journaled=journaled,
             )

@@ -340,3 +340,56 @@ async def test_backfills_failing_in_a_row_are_reported_until_one_succeeds(
     failing = False
     await ingest.backfill(fetch)
     assert ingest.backfill_problem is None
+
+
+async def test_a_backfill_merges_each_page_as_it_reads_it(journal: Journal) -> None:
+    """A long window is never held whole (memory) nor written in one piece: by the time the
+    next page is asked for, the last one is journaled. Live lines still wait for the end."""
+    ingest = make(journal, clock=lambda: T0.timestamp())
+    history = FakeHistory([int((T0.timestamp() + i) * 1e9) for i in range(1, 3 * PAGE_SIZE)])
+    journaled_before_call: list[int] = []
+
+    async def fetch(after: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        journaled_before_call.append(len(journaled_ids(journal)))
+        ingest.on_stream_lines([line(10_000 + len(journaled_before_call))])  # live: held
+        return await history.fetch(after, before, limit)
+
+    # each page starts again at the last one's last millisecond: 4 calls for 599 messages
+    assert await ingest.backfill(fetch) == 3 * PAGE_SIZE - 1 + 4
+    assert journaled_before_call == [0, PAGE_SIZE, 2 * PAGE_SIZE - 1, 3 * PAGE_SIZE - 2]
+    ids = journaled_ids(journal)
+    assert ids[-4:] == [f"{10_000 + i:064x}" for i in (1, 2, 3, 4)]  # after the backfill
+
+
+async def test_a_backfill_that_fails_part_way_goes_on_from_there_next_time(
+    journal: Journal,
+) -> None:
+    """Under load one call in three times out: starting the window over would read the
+    same two pages and fail on the third every time; going on from where it stopped, the
+    window is read whole after a few backfills."""
+    ingest = make(journal, clock=lambda: T0.timestamp())
+    stamps = [int((T0.timestamp() + i) * 1e9) for i in range(1, 6 * PAGE_SIZE)]
+    history = FakeHistory(stamps)
+    calls = 0
+    loaded = True
+
+    async def fetch(after: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        nonlocal calls
+        calls += 1
+        if loaded and calls % 3 == 0:
+            raise TimeoutError("conversation messages timed out")
+        return await history.fetch(after, before, limit)
+
+    for _ in range(5):
+        calls = 0
+        with contextlib.suppress(TimeoutError):
+            await ingest.backfill(fetch)
+        if ingest.stats.backfills:
+            break
+    assert ingest.stats.backfills == 1 and ingest.stats.backfill_failures == 3
+    assert len(journaled_ids(journal)) == len(stamps) == len(set(journaled_ids(journal)))
+    # the next one reads the whole window again (it may have missed something since)
+    loaded = False
+    history.calls = 0
+    await ingest.backfill(fetch)
+    assert history.calls == 7  # 1,199 messages, 199 new ones a page
