@@ -12,7 +12,8 @@ After the last send it waits up to ``--settle-s`` for the rest. Printed: message
 the rate reached, delivered to the subscriber, whether its subscription ended (``overflow``
 and at which seq), messages journaled, every backfill (its duration, pages, slowest page,
 messages read and journaled, from the daemon's ``backfill_done``/``backfill_failed`` log
-lines) and the daemon's health. Exit 0 when every message was delivered and nothing overflowed.
+lines), this process's RSS (before the sending, its peak, after) and the daemon's health.
+Exit 0 when every message was delivered and nothing overflowed.
 
 The daemon and the subscriber share this process (uvloop); the sender and the double's
 children are their own processes. Loopback only, bounded in count and time.
@@ -69,6 +70,15 @@ class BackfillLog:
         return event
 
 
+def rss_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process (the daemon runs in it), MB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 async def count_messages(client: Client) -> int:
     count, after = 0, 0
     while True:
@@ -122,6 +132,7 @@ async def run(args: argparse.Namespace, backfills: BackfillLog) -> dict[str, Any
                         return
 
             reading = asyncio.create_task(reader())
+            rss_before = rss_mb("VmRSS")
             started = time.monotonic()
             backfills.lines.clear()
             script = SENDER.format(
@@ -176,6 +187,7 @@ async def run(args: argparse.Namespace, backfills: BackfillLog) -> dict[str, Any
             }
             for line in backfills.lines
         ],
+        "rss_mb": {"before": rss_before, "peak": rss_mb("VmHWM"), "after": rss_mb("VmRSS")},
         "health": health["status"],
         "health_checks": {k: v for k, v in health["checks"].items() if v != "ok"},
     }
