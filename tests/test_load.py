@@ -92,7 +92,7 @@ async def test_mixed_load_with_subscriptions(net: FakeNetwork, tmp_path: Path) -
             assert (await check.status()).subscribers == 0
 
 
-HISTORY = 20_000
+HISTORY = 10_000
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ HISTORY = 20_000
 async def test_a_backfill_of_a_long_history_reaches_a_prompt_subscriber_whole(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
-    """The stream drops everything; 20,000 messages land in the conversation at once: the
+    """The stream drops everything; 10,000 messages land in the conversation at once: the
     backfill pages through them (200 per ``conversation messages`` call, each as cheap as
     in a short conversation) and journals them in a few merges far larger than the
     subscriber's queue (50). A subscriber that reads as it is given gets every one, in
