@@ -12,7 +12,8 @@ After the last send it waits up to ``--settle-s`` for the rest. Printed: message
 the rate reached, delivered to the subscriber, whether its subscription ended (``overflow``
 and at which seq), messages journaled, every backfill (its duration, pages, slowest page,
 messages read and journaled, from the daemon's ``backfill_done``/``backfill_failed`` log
-lines), this process's RSS (before the sending, its peak, after) and the daemon's health.
+lines), the longest the event loop was held, this process's RSS (before the sending, its
+peak, after) and the daemon's health.
 Exit 0 when every message was delivered and nothing overflowed.
 
 The daemon and the subscriber share this process (uvloop); the sender and the double's
@@ -79,6 +80,24 @@ def rss_mb(field: str) -> float:
     return 0.0
 
 
+class StallProbe:
+    """The longest the event loop (the daemon's, in this process) was late for a timer
+    due every 10 ms: how long something held the loop. Costs 100 wake-ups a second."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.longest = 0.0
+        self.handle = self.loop.call_later(0.01, self._tick, self.loop.time() + 0.01)
+
+    def _tick(self, due: float) -> None:
+        self.longest = max(self.longest, self.loop.time() - due)
+        self.handle = self.loop.call_later(0.01, self._tick, self.loop.time() + 0.01)
+
+    def stop(self) -> float:
+        self.handle.cancel()
+        return round(self.longest, 3)
+
+
 async def count_messages(client: Client) -> int:
     count, after = 0, 0
     while True:
@@ -133,6 +152,7 @@ async def run(args: argparse.Namespace, backfills: BackfillLog) -> dict[str, Any
 
             reading = asyncio.create_task(reader())
             rss_before = rss_mb("VmRSS")
+            probe = StallProbe()
             started = time.monotonic()
             backfills.lines.clear()
             script = SENDER.format(
@@ -151,6 +171,7 @@ async def run(args: argparse.Namespace, backfills: BackfillLog) -> dict[str, Any
             sent_at = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(finished.wait(), args.settle_s)
+            longest_stall_s = probe.stop()
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
@@ -187,6 +208,7 @@ async def run(args: argparse.Namespace, backfills: BackfillLog) -> dict[str, Any
             }
             for line in backfills.lines
         ],
+        "longest_loop_stall_s": longest_stall_s,
         "rss_mb": {"before": rss_before, "peak": rss_mb("VmHWM"), "after": rss_mb("VmRSS")},
         "health": health["status"],
         "health_checks": {k: v for k, v in health["checks"].items() if v != "ok"},

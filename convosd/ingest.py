@@ -11,6 +11,7 @@ event, so an id is evaluated once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ _MS = 1_000_000
 FAILURES_REPORTED = 3
 #: the backfill cursor starts this far before the newest journaled message.
 CURSOR_MARGIN_S = 2.0
+#: live lines held during a backfill are journaled this many per loop turn after it
+LIVE_CHUNK = 1_000
 #: failed journal writes are retried with the next batch; past this many, the oldest are
 #: left to the next backfill (they were never marked seen).
 RETRY_LIMIT = 10_000
@@ -250,6 +253,28 @@ class Ingest:
 
     # --- backfill -----------------------------------------------------------------------
 
+    async def _release_live(self) -> tuple[int, int]:
+        """Journal the live lines held during a backfill, :data:`LIVE_CHUNK` at a time with
+        the loop running in between (11,000 held lines merged at once took 1.1-1.4 s of the
+        loop on a loaded 2-core machine; 1,000: 64-129 ms). Lines that come meanwhile join
+        the end of the queue: still journaled after the held ones.
+        Returns (lines released, events journaled)."""
+        held = journaled = 0
+        try:
+            while self._during_backfill:
+                chunk = self._during_backfill[:LIVE_CHUNK]
+                del self._during_backfill[:LIVE_CHUNK]
+                held += len(chunk)
+                journaled += self.process(chunk)
+                if self._during_backfill:
+                    await asyncio.sleep(0)
+        finally:
+            rest, self._during_backfill = self._during_backfill, []
+            self.backfilling = False  # in the same step as the last check: nothing is left
+            held += len(rest)
+            journaled += self.process(rest)
+        return held, journaled
+
     def cursor_ns(self) -> int:
         """The earlier of (newest journaled sentAt - 2 s) and (now - window), never before
         the binding."""
@@ -354,16 +379,15 @@ class Ingest:
                 )
             raise
         finally:
-            live, self._during_backfill = self._during_backfill, []
-            self.backfilling = False
-            journaled += self.process(live)
+            held, released = await self._release_live()
+            journaled += released
             self.log.info(
                 "backfill_done",
                 duration_s=round(time.monotonic() - started, 3),
                 pages=pages,
                 slowest_page_s=round(slowest, 3),
                 read=read,
-                held_live=len(live),
+                held_live=held,
                 journaled=journaled,
             )
         # Seen ids older than any cursor can reach will never be read again.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from convosd.cli.models import CliMessage
 from convosd.events import event
 from convosd.ingest import PAGE_SIZE, Decision, Fate, Ingest
-from convosd.storage.journal import Journal
+from convosd.storage.journal import Journal, JournalEvent
 from convosd.storage.store import Store
 
 CID = "c" * 32
@@ -393,3 +394,32 @@ async def test_a_backfill_that_fails_part_way_goes_on_from_there_next_time(
     history.calls = 0
     await ingest.backfill(fetch)
     assert history.calls == 7  # 1,199 messages, 199 new ones a page
+
+
+async def test_live_lines_held_by_a_backfill_are_journaled_after_it_in_pieces(
+    journal: Journal,
+) -> None:
+    """Thousands of lines held during a backfill are not one write that holds the loop: they
+    go LIVE_CHUNK at a time, and a line that comes meanwhile still comes after them."""
+    from convosd.ingest import LIVE_CHUNK
+
+    ingest = make(journal)
+    batches: list[int] = []
+
+    def committed(batch: Sequence[JournalEvent]) -> None:
+        batches.append(len(batch))
+        if len(batches) == 1:
+            ingest.on_stream_lines([line(9_999)])  # arrives while the held ones are written
+
+    journal.listeners.append(committed)
+    held = [line(i) for i in range(1, 2 * LIVE_CHUNK + 501)]
+
+    async def fetch(after: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        ingest.on_stream_lines(held)
+        return []
+
+    assert await ingest.backfill(fetch) == 2 * LIVE_CHUNK + 501
+    assert batches == [LIVE_CHUNK, LIVE_CHUNK, 501]
+    ids = journaled_ids(journal)
+    assert ids == [f"{i:064x}" for i in range(1, 2 * LIVE_CHUNK + 501)] + [f"{9_999:064x}"]
+    assert not ingest.backfilling
