@@ -22,7 +22,7 @@ import structlog
 
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import admitted, eventually
 from tests.rpc_harness import member_cli, running_daemon
 
 
@@ -71,7 +71,7 @@ async def run(copies: int, seconds: float) -> dict[str, object]:
             created = await client.create(name="Busy")
             guest = member_cli(net, root / "guest")
             await guest.join(created.invite_slug, no_wait=True)
-            if not await eventually(lambda: bool(daemon.instance.admitted), 30):
+            if not await eventually(lambda: bool(admitted(daemon.instance)), 30):
                 raise TimeoutError("the member was not admitted")
             net.add_fault(
                 "same_ms_burst",

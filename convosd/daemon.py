@@ -141,7 +141,11 @@ class Daemon:
             )
             instance = Instance(settings, paths, store=store, journal=journal, cli=cli)
             self.instance = instance
-            hub = SubscriptionHub(journal, queue_limit=daemon.subscriber_queue)
+            hub = SubscriptionHub(
+                journal,
+                queue_limit=daemon.subscriber_queue,
+                stall_timeout_s=daemon.output_stall_timeout_s,
+            )
             service = ConvosService(instance, hub, join_timing=self.join_timing)
             self.service = service
             dispatcher = Dispatcher(service.methods(), not_ready=self.not_ready)

@@ -838,6 +838,65 @@ def test_messages_filters_and_time_bounds(world: dict[str, Any]) -> None:
     assert error_text(bad.stderr) == "Invalid value for --sent-after: must be a numeric string"
 
 
+def _cpu_s(net: FakeNetwork, home: Path, *argv: str) -> tuple[float, Any]:
+    """The double's CPU time (user + system) for one command, and its JSON output."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(
+            [net.executable, *argv, "--json"],
+            env=net.env(home),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+        )
+        _pid, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        assert process.returncode == 0
+        out.seek(0)
+        return usage.ru_utime + usage.ru_stime, last_json(out.read().decode())
+
+
+def test_a_page_of_messages_costs_the_same_in_a_long_conversation(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """libxmtp answers ``--sent-after X --limit N`` from its index: the cost of a page does
+    not grow with the conversation (the daemon's backfill pages through long ones). Measured
+    as the double's CPU time, which other load on the machine does not inflate much."""
+    alice = net.create_identity_home(tmp_path, "alice")
+    short_group, long_group = (new_group(net, alice, name=n) for n in ("short", "long"))
+    short, long = short_group["conversationId"], long_group["conversationId"]
+    inbox = short_group["inboxId"]
+    short_stamps = net.add_history(short, inbox, 400)
+    long_stamps = net.add_history(long, inbox, 40_000)
+
+    def page(cid: str, after_ns: int) -> tuple[float, Any]:
+        return _cpu_s(
+            net, alice, "conversation", "messages", cid, "--sync", "--direction", "ascending",
+            "--limit", "200", "--sent-after", str(after_ns),
+        )  # fmt: skip
+
+    short_cpu, short_page = min(page(short, short_stamps[99]) for _ in range(3))
+    long_cpu, long_page = min(page(long, long_stamps[20_000]) for _ in range(3))
+    assert [m["content"] for m in short_page] == [f"old {i}" for i in range(100, 300)]
+    assert [m["content"] for m in long_page] == [f"old {i}" for i in range(20_001, 20_201)]
+    assert long_cpu < 2 * short_cpu, (long_cpu, short_cpu)
+    # Sending into it (another client, at its own pace) does not slow down with it either.
+    from tests.fakeconvos.fc_store import CT_TEXT, Store
+
+    store = Store(str(net.path), "dev")
+    try:
+        costs = {}
+        for cid in (short, long):
+            began = time.process_time()
+            for i in range(300):
+                store.send(cid, inbox, CT_TEXT, {"text": f"new {i}"})
+            costs[cid] = time.process_time() - began
+    finally:
+        store.close()
+    assert costs[long] < 3 * costs[short] + 0.05, costs
+
+
 def test_profiles_names_and_not_found(world: dict[str, Any]) -> None:
     net, alice, bob, carol = world["net"], world["alice"], world["bob"], world["carol"]
     cid = world["group"]["conversationId"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from convosd.cli.models import CliMessage
 from convosd.events import event
 from convosd.ingest import PAGE_SIZE, Decision, Fate, Ingest
-from convosd.storage.journal import Journal
+from convosd.storage.journal import Journal, JournalEvent
 from convosd.storage.store import Store
 
 CID = "c" * 32
@@ -340,3 +341,85 @@ async def test_backfills_failing_in_a_row_are_reported_until_one_succeeds(
     failing = False
     await ingest.backfill(fetch)
     assert ingest.backfill_problem is None
+
+
+async def test_a_backfill_merges_each_page_as_it_reads_it(journal: Journal) -> None:
+    """A long window is never held whole (memory) nor written in one piece: by the time the
+    next page is asked for, the last one is journaled. Live lines still wait for the end."""
+    ingest = make(journal, clock=lambda: T0.timestamp())
+    history = FakeHistory([int((T0.timestamp() + i) * 1e9) for i in range(1, 3 * PAGE_SIZE)])
+    journaled_before_call: list[int] = []
+
+    async def fetch(after: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        journaled_before_call.append(len(journaled_ids(journal)))
+        ingest.on_stream_lines([line(10_000 + len(journaled_before_call))])  # live: held
+        return await history.fetch(after, before, limit)
+
+    # each page starts again at the last one's last millisecond: 4 calls for 599 messages
+    assert await ingest.backfill(fetch) == 3 * PAGE_SIZE - 1 + 4
+    assert journaled_before_call == [0, PAGE_SIZE, 2 * PAGE_SIZE - 1, 3 * PAGE_SIZE - 2]
+    ids = journaled_ids(journal)
+    assert ids[-4:] == [f"{10_000 + i:064x}" for i in (1, 2, 3, 4)]  # after the backfill
+
+
+async def test_a_backfill_that_fails_part_way_goes_on_from_there_next_time(
+    journal: Journal,
+) -> None:
+    """Under load one call in three times out: starting the window over would read the
+    same two pages and fail on the third every time; going on from where it stopped, the
+    window is read whole after a few backfills."""
+    ingest = make(journal, clock=lambda: T0.timestamp())
+    stamps = [int((T0.timestamp() + i) * 1e9) for i in range(1, 6 * PAGE_SIZE)]
+    history = FakeHistory(stamps)
+    calls = 0
+    loaded = True
+
+    async def fetch(after: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        nonlocal calls
+        calls += 1
+        if loaded and calls % 3 == 0:
+            raise TimeoutError("conversation messages timed out")
+        return await history.fetch(after, before, limit)
+
+    for _ in range(5):
+        calls = 0
+        with contextlib.suppress(TimeoutError):
+            await ingest.backfill(fetch)
+        if ingest.stats.backfills:
+            break
+    assert ingest.stats.backfills == 1 and ingest.stats.backfill_failures == 3
+    assert len(journaled_ids(journal)) == len(stamps) == len(set(journaled_ids(journal)))
+    # the next one reads the whole window again (it may have missed something since)
+    loaded = False
+    history.calls = 0
+    await ingest.backfill(fetch)
+    assert history.calls == 7  # 1,199 messages, 199 new ones a page
+
+
+async def test_live_lines_held_by_a_backfill_are_journaled_after_it_in_pieces(
+    journal: Journal,
+) -> None:
+    """Thousands of lines held during a backfill are not one write that holds the loop: they
+    go LIVE_CHUNK at a time, and a line that comes meanwhile still comes after them."""
+    from convosd.ingest import LIVE_CHUNK
+
+    ingest = make(journal)
+    batches: list[int] = []
+
+    def committed(batch: Sequence[JournalEvent]) -> None:
+        batches.append(len(batch))
+        if len(batches) == 1:
+            ingest.on_stream_lines([line(9_999)])  # arrives while the held ones are written
+
+    journal.listeners.append(committed)
+    held = [line(i) for i in range(1, 2 * LIVE_CHUNK + 501)]
+
+    async def fetch(after: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        ingest.on_stream_lines(held)
+        return []
+
+    assert await ingest.backfill(fetch) == 2 * LIVE_CHUNK + 501
+    assert batches == [LIVE_CHUNK, LIVE_CHUNK, 501]
+    ids = journaled_ids(journal)
+    assert ids == [f"{i:064x}" for i in range(1, 2 * LIVE_CHUNK + 501)] + [f"{9_999:064x}"]
+    assert not ingest.backfilling

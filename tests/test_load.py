@@ -15,7 +15,8 @@ import pytest
 from convosd import errors
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.rpc_harness import running_daemon
+from tests.helpers import admitted, eventually
+from tests.rpc_harness import member_cli, running_daemon
 
 CLIENTS = 64
 REQUESTS = int(os.environ.get("LOAD_REQUESTS", "250"))
@@ -89,3 +90,47 @@ async def test_mixed_load_with_subscriptions(net: FakeNetwork, tmp_path: Path) -
         async with await ConvosdClient.connect(daemon.socket) as check:
             assert (await check.health()).status in ("ok", "degraded")
             assert (await check.status()).subscribers == 0
+
+
+HISTORY = 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_a_backfill_of_a_long_history_reaches_a_prompt_subscriber_whole(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The stream drops everything; 10,000 messages land in the conversation at once: the
+    backfill pages through them (200 per ``conversation messages`` call, each as cheap as
+    in a short conversation) and journals them in a few merges far larger than the
+    subscriber's queue (50). A subscriber that reads as it is given gets every one, in
+    order, and its subscription never ends. (The 1,000 msgs/s run: bench.backfill_load.)"""
+    state = tmp_path / "d"
+    net.add_fault("stream_skip", command="conversation:stream", home=state / "convos", next=10**9)
+    async with running_daemon(
+        net, state, convos={"dm_policy": "open"}, subscriber_queue=50, backfill_interval_s=0.5
+    ) as daemon:
+        client = await ConvosdClient.connect(daemon.socket)
+        created = await client.create(name="History")
+        guest = tmp_path / "guest"
+        await member_cli(net, guest).join(created.invite_slug, no_wait=True)
+        assert await eventually(lambda: bool(admitted(daemon.instance)), 60)
+        subscription = await client.call("events.subscribe", {"types": ["message"]})
+        stamps = net.add_history(
+            created.conversation_id, net.inbox_id(guest / "convos"), HISTORY, spacing_ns=50_000
+        )
+        assert len(stamps) == HISTORY
+        got: list[str] = []
+        ended = None
+        started = time.monotonic()
+        while len(got) < HISTORY and ended is None:
+            note = await asyncio.wait_for(client.notifications.get(), 120)
+            if note["method"] == "subscription.ended":
+                ended = note["params"]
+            else:
+                assert note["params"]["subscription"] == subscription["subscription"]
+                got.append(note["params"]["event"]["content"])
+        print(f"\n{len(got)} of {HISTORY} in {time.monotonic() - started:.1f} s; ended: {ended}")
+        assert ended is None
+        assert got == [f"old {i}" for i in range(HISTORY)]
+        await client.close()

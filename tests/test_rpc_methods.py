@@ -366,7 +366,11 @@ async def test_subscription_has_no_gap_under_concurrent_appends(
 
 
 async def test_a_stalled_subscriber_overflows_alone(net: FakeNetwork, tmp_path: Path) -> None:
-    async with running_daemon(net, tmp_path / "d", subscriber_queue=20) as daemon:
+    # A reader that stops reading ends once nothing of its full queue was written for
+    # outputStallTimeoutS.
+    async with running_daemon(
+        net, tmp_path / "d", subscriber_queue=20, output_stall_timeout_s=1.0
+    ) as daemon:
         stalled_reader, stalled_writer = await asyncio.open_unix_connection(
             str(daemon.socket), limit=1024
         )

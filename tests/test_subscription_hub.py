@@ -5,6 +5,7 @@ connection's subscriptions without a notice."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from convosd.events import NewEvent, event
 from convosd.rpc.subscriptions import Subscription, SubscriptionHub
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
+from tests.helpers import eventually
 
 
 class Conn:
@@ -22,6 +24,7 @@ class Conn:
     def __init__(self) -> None:
         self.events: list[bytes] = []
         self.notices: list[bytes] = []
+        self.ended = asyncio.Event()
 
     def send_event(self, subscription: Subscription, line: bytes) -> None:
         self.events.append(line)
@@ -32,6 +35,7 @@ class Conn:
 
     def send_notice(self, line: bytes) -> None:
         self.notices.append(line)
+        self.ended.set()
 
 
 @pytest.fixture
@@ -109,13 +113,98 @@ async def test_ending_all_hands_over_what_was_committed_first(hub: SubscriptionH
     assert len(conn.events) == 1 and len(conn.notices) == 1
 
 
-async def test_a_batch_larger_than_the_queue_hands_over_what_fits_then_overflows(
+class Reader(Conn):
+    """A connection whose peer keeps up: what it is handed is written in the next turns of
+    the loop (``wrote``, as the connection's writer does after each write)."""
+
+    def send_events(self, subscription: Subscription, data: bytes, lines: int) -> None:
+        super().send_events(subscription, data, lines)
+        asyncio.get_running_loop().call_soon(subscription.wrote, lines)
+
+    def send_event(self, subscription: Subscription, line: bytes) -> None:
+        super().send_event(subscription, line)
+        asyncio.get_running_loop().call_soon(subscription.wrote, 1)
+
+
+def seqs(conn: Conn) -> list[int]:
+    return [json.loads(line)["params"]["event"]["seq"] for line in conn.events]
+
+
+async def test_a_burst_larger_than_the_queue_reaches_a_reader_that_keeps_up(
     hub: SubscriptionHub,
 ) -> None:
-    conn = Conn()  # never writes: the queue of 10 fills
+    """The daemon's own burst (a backfill journals thousands in one merge) is no reason to
+    drop a subscriber that reads: what does not fit is read from the journal at its pace."""
+    conn = Reader()
     sub = await live(hub, conn)
-    written = hub.journal.append([locked(i % 2 == 0) for i in range(15)])
-    await next_turn()
-    assert len(conn.events) == 10 and sub.ended
-    assert conn.events[-1].endswith(written[9].body.encode() + b"}}\n")
-    assert b'"reason":"overflow","lastSeq":%d' % written[9].seq in conn.notices[0]
+    written = hub.journal.append([locked(i % 2 == 0) for i in range(95)])  # queue: 10
+    more = hub.journal.append([locked(True)])  # live again once caught up
+    assert await eventually(lambda: len(conn.events) == 96)
+    assert seqs(conn) == [e.seq for e in [*written, *more]]
+    assert conn.notices == [] and not sub.ended
+    assert await eventually(lambda: sub.live)
+    last = hub.journal.append([locked(False)])
+    assert await eventually(lambda: len(conn.events) == 97)
+    assert seqs(conn)[-1] == last[0].seq and sub.pending <= sub.queue_limit
+
+
+async def test_a_reader_that_stops_reading_overflows_once_stalled(tmp_path: Path) -> None:
+    """Past its queue, a reader that writes nothing for ``stall_timeout_s`` is ended with
+    ``overflow`` and the last seq it was handed."""
+    store = Store.open(tmp_path)
+    try:
+        hub = SubscriptionHub(Journal(store), queue_limit=10, stall_timeout_s=0.2)
+        conn = Conn()
+        sub = await live(hub, conn)  # it never writes: the queue of 10 fills
+        written = hub.journal.append([locked(i % 2 == 0) for i in range(15)])
+        await asyncio.wait_for(conn.ended.wait(), 10)
+        assert len(conn.events) == 10 and sub.ended
+        assert conn.events[-1].endswith(written[9].body.encode() + b"}}\n")
+        assert b'"reason":"overflow","lastSeq":%d' % written[9].seq in conn.notices[0]
+    finally:
+        store.close()
+
+
+async def test_a_reader_that_is_slow_but_reads_is_never_dropped(tmp_path: Path) -> None:
+    """Writing a little at a time, slower than events come, is reading: no overflow."""
+    store = Store.open(tmp_path)
+    try:
+        hub = SubscriptionHub(Journal(store), queue_limit=10, stall_timeout_s=0.5)
+        conn = Conn()  # writes only when the test says
+        sub = await live(hub, conn)
+        for _ in range(6):
+            hub.journal.append([locked(i % 2 == 0) for i in range(10)])
+            await next_turn()
+        for _ in range(1000):
+            if len(conn.events) == 60:
+                break
+            # Three lines every 50 ms: 1 s in all, twice the stall timeout, never silent
+            # for long (timers fire in deadline order, so a busy loop delays both alike).
+            await asyncio.sleep(0.05)
+            sub.wrote(min(sub.pending, 3))
+        assert seqs(conn) == list(range(1, 61))
+        assert conn.notices == [] and not sub.ended
+    finally:
+        store.close()
+
+
+async def test_a_reader_overtaken_by_retention_overflows(tmp_path: Path) -> None:
+    """Events it has not had were trimmed: it ends with overflow (its next subscribe with
+    ``after: lastSeq`` says EVENTS_EXPIRED), never with a silent gap."""
+    store = Store.open(tmp_path)
+    try:
+        journal = Journal(store, max_events=20)
+        hub = SubscriptionHub(journal, queue_limit=10, stall_timeout_s=60)
+        conn = Conn()
+        sub = await live(hub, conn)
+        journal.append([locked(i % 2 == 0) for i in range(50)])
+        await next_turn()
+        assert len(conn.events) == 10  # the rest waits in the journal
+        journal.trim()
+        assert journal.first_seq == 31
+        sub.wrote(10)
+        assert await eventually(lambda: sub.ended)
+        assert seqs(conn) == list(range(1, 11))
+        assert b'"reason":"overflow","lastSeq":10' in conn.notices[0]
+    finally:
+        store.close()

@@ -15,14 +15,22 @@ live in between gets what it did not read itself (``next_seq`` says which). Endi
 subscription (shutdown, reset) first hands over what is pending, so the ``ended`` notice
 still comes after the events committed before it.
 
-A subscriber whose queue is full is never waited for: its subscription ends with
-``subscription.ended {reason: overflow, lastSeq}`` and the client resumes with
-``events.subscribe {after: lastSeq}``.
+A subscriber is never waited for, and never handed more than ``subscriberQueue``
+notifications it has not yet been written. A committed batch that does not fit (the
+daemon's own bursts: a backfill can journal thousands of events in one merge) is handed over
+as far as it fits, and the subscription goes back to replay: it reads the rest from the
+journal at its reader's pace, then goes live again. It ends with ``subscription.ended
+{reason: overflow, lastSeq}`` (the client resumes with ``events.subscribe {after: lastSeq}``)
+only when its reader is really behind: its queue is full and none of it has been written
+for ``stall_timeout_s`` (``outputStallTimeoutS``), or retention removed events it has not
+had yet. A reader slower than the events come is not dropped: it reads the journal at its
+own pace, which is what it would get by subscribing again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
@@ -65,6 +73,7 @@ class Subscription:
         self.types = types
         self.queue_limit = queue_limit
         self.pending = 0  # notifications handed to the connection and not yet written
+        self.written = 0  # notifications written so far (progress, for the stall check)
         self.live = False
         self.ended = False
         self.drained = asyncio.Event()
@@ -78,6 +87,7 @@ class Subscription:
     def wrote(self, lines: int = 1) -> None:
         """The connection wrote ``lines`` of this subscription's notifications."""
         self.pending -= lines
+        self.written += lines
         if self.pending <= self.queue_limit // 2:
             self.drained.set()
 
@@ -96,7 +106,7 @@ class Subscription:
     def deliver_batch(self, batch: Sequence[JournalEvent], tails: Sequence[bytes]) -> bool:
         """:meth:`deliver` of each event of a committed batch it has not had, handed over
         in one piece (its lines joined on its own head). False if its queue filled: what
-        fitted was handed over; the caller ends it."""
+        fitted was handed over; the caller has it read the rest from the journal."""
         picked: list[bytes] = []
         room = self.queue_limit - self.pending
         full = False
@@ -123,9 +133,12 @@ class SubscriptionHub:
     The only writer of both maps: subscriptions are opened, found and ended here.
     """
 
-    def __init__(self, journal: Journal, *, queue_limit: int) -> None:
+    def __init__(
+        self, journal: Journal, *, queue_limit: int, stall_timeout_s: float = 30.0
+    ) -> None:
         self.journal = journal
         self.queue_limit = queue_limit
+        self.stall_timeout_s = stall_timeout_s
         self._subscriptions: dict[int, Subscription] = {}
         self._by_outbox: dict[Outbox, dict[int, Subscription]] = {}
         self._ids = itertools.count(1)
@@ -159,15 +172,22 @@ class SubscriptionHub:
 
     def start(self, sub: Subscription) -> None:
         if not sub.ended:
+            sub.live = False
             sub.task = asyncio.get_running_loop().create_task(
                 self._replay(sub), name=f"replay-{sub.id}"
             )
 
     async def _replay(self, sub: Subscription) -> None:
+        """Read the journal from ``next_seq`` at the reader's pace, then go live."""
         try:
             while not sub.ended:
-                await sub.drained.wait()
+                if not await self._room_for(sub):
+                    self.end(sub, "overflow")  # it stopped reading
+                    return
                 if sub.ended:
+                    return
+                if sub.next_seq < self.journal.first_seq:
+                    self.end(sub, "overflow")  # retention removed what it has not had
                     return
                 room = max(1, min(REPLAY_PAGE, sub.queue_limit - sub.pending))
                 page = self.journal.read(sub.last_seq, room)
@@ -176,12 +196,29 @@ class SubscriptionHub:
                     return
                 for event in page:
                     if not sub.deliver(event):
-                        self.end(sub, "overflow")
-                        return
+                        break  # full (cannot happen with room computed above): wait
                 await asyncio.sleep(0)  # let the connection write between pages
         except Exception:
             log.exception("replay_failed", subscription=sub.id)
             self.end(sub, "overflow")
+
+    async def _room_for(self, sub: Subscription) -> bool:
+        """Wait until the queue is down to half; False when nothing of it was written for
+        ``stall_timeout_s`` (the reader stopped reading)."""
+        while not sub.drained.is_set():
+            progress = sub.written
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.drained.wait(), self.stall_timeout_s)
+                continue
+            if sub.written == progress and not sub.ended:
+                log.warning(
+                    "subscriber_stalled",
+                    subscription=sub.id,
+                    pending=sub.pending,
+                    timeout_s=self.stall_timeout_s,
+                )
+                return False
+        return True
 
     def _on_commit(self, batch: Sequence[JournalEvent]) -> None:
         if not self._subscriptions:
@@ -201,7 +238,9 @@ class SubscriptionHub:
             tails = [protocol.event_tail(event.body) for event in batch]
             for sub in list(self._subscriptions.values()):
                 if sub.live and not sub.ended and not sub.deliver_batch(batch, tails):
-                    self.end(sub, "overflow")
+                    # More than its queue holds at once: the rest from the journal, at the
+                    # reader's pace (a burst of the daemon's is not the reader's fault).
+                    self.start(sub)
 
     def end(self, sub: Subscription, reason: EndReason | None) -> None:
         """End a subscription; ``reason`` None ends it silently (unsubscribe, disconnect)."""

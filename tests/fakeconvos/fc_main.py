@@ -1739,12 +1739,15 @@ def cmd_conversation_messages(ctx: Ctx) -> None:
     _require_group(conv)
     store = client.store
     descending = flags.get("direction", "descending") != "ascending"
+    limit = flags.get("limit")
     selected = []
-    for message in store.messages(conv_id, client.inbox_id, descending=descending):
-        if before and message.sent_ns >= before:
-            continue
-        if after and message.sent_ns <= after:
-            continue
+    for message in store.messages_sent(
+        conv_id,
+        client.inbox_id,
+        sent_after_ns=after or None,
+        sent_before_ns=before or None,
+        descending=descending,
+    ):
         if flags.get("delivery-status") and flags["delivery-status"] != "published":
             continue
         if flags.get("kind"):
@@ -1758,9 +1761,8 @@ def cmd_conversation_messages(ctx: Ctx) -> None:
         if exclude and any(_content_type_is(c, message) for c in exclude):
             continue
         selected.append(message)
-    limit = flags.get("limit")
-    if limit is not None and limit > 0:
-        selected = selected[:limit]
+        if limit is not None and 0 < limit <= len(selected):
+            break
     ctx.output([message_json(store, m, client.inbox_id) for m in selected])
 
 

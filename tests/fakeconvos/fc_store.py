@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS messages (
     version_major INTEGER NOT NULL, version_minor INTEGER NOT NULL, kind INTEGER NOT NULL,
     content TEXT NOT NULL, sent_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_conv ON messages (conv_id, seq);
+CREATE INDEX IF NOT EXISTS messages_by_sent ON messages (sent_ns);
+CREATE INDEX IF NOT EXISTS messages_by_conv_sent ON messages (conv_id, sent_ns);
 CREATE TABLE IF NOT EXISTS streams (
     pid INTEGER NOT NULL, kind TEXT NOT NULL, conv_id TEXT, inbox_id TEXT NOT NULL,
     home TEXT NOT NULL, started_ns INTEGER NOT NULL);
@@ -494,6 +496,37 @@ class Store:
             sql += " LIMIT ?"
             params.append(limit)
         return [_row_message(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def messages_sent(
+        self,
+        conv_id: str,
+        viewer: str,
+        *,
+        sent_after_ns: int | None = None,
+        sent_before_ns: int | None = None,
+        descending: bool = False,
+    ) -> Iterator[Message]:
+        """The messages ``viewer`` can see, in ``sent_ns`` order (libxmtp's order for
+        ``conversation messages``), both bounds exclusive, read lazily: a caller that stops
+        after its limit reads no further (libxmtp answers a page from its index, whatever
+        the conversation's size)."""
+        sql = f"SELECT * FROM messages m WHERE m.conv_id = ? AND {self._VISIBLE}"
+        params: list[Any] = [conv_id, viewer]
+        if sent_after_ns is not None:
+            sql += " AND m.sent_ns > ?"
+            params.append(sent_after_ns)
+        if sent_before_ns is not None:
+            sql += " AND m.sent_ns < ?"
+            params.append(sent_before_ns)
+        order = "DESC" if descending else "ASC"
+        sql += f" ORDER BY m.sent_ns {order}, m.seq {order}"
+        cursor = self.db.execute(sql, params)
+        try:
+            while rows := cursor.fetchmany(256):
+                for row in rows:
+                    yield _row_message(row)
+        finally:
+            cursor.close()
 
     def message_by_id(self, message_id: str, viewer: str) -> Message | None:
         row = self.db.execute(

@@ -129,6 +129,29 @@ class FakeNetwork:
         finally:
             store.close()
 
+    def add_history(
+        self, conv_id: str, sender: str, count: int, *, spacing_ns: int = 1_000_000
+    ) -> list[int]:
+        """``count`` texts (``old 0``, ``old 1``...) from inbox ``sender`` written straight
+        into the network as if sent over time, ``spacing_ns`` apart after the newest message
+        (a long conversation in a second, whatever sending one by one costs). Their sentAt
+        in nanoseconds. A running ``conversation stream`` prints them as new messages: drop
+        them with the ``stream_skip`` fault when only a backfill should find them."""
+        with contextlib.closing(sqlite3.connect(self.path / "dev.sqlite3", timeout=60)) as db:
+            last = db.execute("SELECT MAX(sent_ns) FROM messages").fetchone()[0] or 0
+            stamps = [max(last, time.time_ns()) + spacing_ns * (i + 1) for i in range(count)]
+            db.executemany(
+                "INSERT INTO messages (id, conv_id, sender, authority, type_id, version_major,"
+                " version_minor, kind, content, sent_ns)"
+                " VALUES (?, ?, ?, 'xmtp.org', 'text', 1, 0, 0, ?, ?)",
+                [
+                    (uuid.uuid4().hex * 2, conv_id, sender, json.dumps({"text": f"old {i}"}), ns)
+                    for i, ns in enumerate(stamps)
+                ],
+            )
+            db.commit()
+        return stamps
+
     def send_inline_attachment(
         self,
         home: str | os.PathLike[str],
