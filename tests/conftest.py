@@ -19,8 +19,26 @@ from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.transport import TransportFactory
 from convosd.cli.warm import transport_factory
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import PATIENCE
 
 CliFactory = Callable[..., ConvosCli]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``CONVOSD_TEST_PATIENCE`` scales each test's timeout (its own marker's or
+    pyproject's) as it scales ``WAIT_S`` (tests/helpers.py)."""
+    if PATIENCE == 1:
+        return
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if marker is not None:
+            base = float(marker.args[0] if marker.args else marker.kwargs.get("timeout", 0))
+        else:
+            base = default
+        if base > 0:
+            item.add_marker(pytest.mark.timeout(base * PATIENCE))
+
 
 CLI_TRANSPORT = os.environ.get("CONVOSD_TEST_CLI_TRANSPORT", "warm")
 if CLI_TRANSPORT not in ("warm", "oneshot"):
