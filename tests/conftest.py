@@ -19,7 +19,7 @@ from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.transport import TransportFactory
 from convosd.cli.warm import transport_factory
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import PATIENCE
+from tests.helpers import PATIENCE, WAIT_S
 
 CliFactory = Callable[..., ConvosCli]
 
@@ -71,7 +71,7 @@ async def make_cli(net: FakeNetwork, tmp_path: Path) -> AsyncIterator[CliFactory
     (closed at the end of the test: a warm transport's worker goes with it)."""
     made: list[ConvosCli] = []
 
-    def factory(name: str = "me", *, timeout_s: float = 20.0, env: str = "dev") -> ConvosCli:
+    def factory(name: str = "me", *, timeout_s: float = WAIT_S, env: str = "dev") -> ConvosCli:
         setup = fake_setup(net, tmp_path / name, env)
         setup.prepare()
         environ = {"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)}

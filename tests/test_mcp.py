@@ -18,7 +18,7 @@ from contrib.mcp.server import TOOLS, ConvosdMcp
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, member_count
+from tests.helpers import WAIT_S, eventually, member_count
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,7 +159,7 @@ async def test_send_read_wait(net: FakeNetwork, tmp_path: Path) -> None:
             # A wait that someone answers while it waits.
             waiting = asyncio.create_task(client.call_tool("wait_for_message", {"timeoutS": 20}))
             second = await bob.send_text(cid, "second")
-            woke = (await asyncio.wait_for(waiting, 30)).structured_content
+            woke = (await asyncio.wait_for(waiting, WAIT_S)).structured_content
             assert woke is not None
             assert [e.get("messageId") for e in woke["events"]] == [second.message_id]
 

@@ -255,7 +255,7 @@ class FakeNetwork:
         path = self.path / f"{env}.sqlite3"
         if not path.exists():
             return []
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        with contextlib.closing(sqlite3.connect(path, timeout=WAIT_S)) as db:
             db.row_factory = sqlite3.Row
             rows = [dict(r) for r in db.execute("SELECT * FROM streams")]
         return [r for r in rows if _alive(r["pid"])]
