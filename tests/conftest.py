@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.transport import TransportFactory
@@ -22,6 +23,15 @@ from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import PATIENCE, WAIT_S
 
 CliFactory = Callable[..., ConvosCli]
+
+#: Hypothesis' two clocks are off for the whole suite: its 200 ms deadline per example and
+#: its too_slow health check (data generation over 1 s of wall time) measure the machine's
+#: load, not the code; under load the latter failed TestLastJson (4 inputs in 1.03 s). A
+#: test's own ``suppress_health_check`` replaces this list, so it names too_slow again.
+settings.register_profile(
+    "convosd", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("convosd")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -205,7 +205,7 @@ async def test_thousand_connections_at_once(daemon: RunningDaemon) -> None:
 @settings(
     max_examples=examples(60),
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.binary(max_size=300))
 async def test_random_bytes_never_break_the_server(raw: Raw, data: bytes) -> None:
@@ -220,7 +220,7 @@ async def test_random_bytes_never_break_the_server(raw: Raw, data: bytes) -> Non
 @settings(
     max_examples=examples(40),
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     value=st.recursive(
