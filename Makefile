@@ -70,11 +70,17 @@ test-tools:
 # The daemon's tests run on both CLI transports (tests/conftest.py reads
 # CONVOSD_TEST_CLI_TRANSPORT): the whole suite on the warm one, the default, then the daemon,
 # RPC, adapter and idempotency files again with one process per command (about a minute).
+# Both passes always run (a failure on warm must not hide one on one-shot); the target fails
+# if either failed. CONVOSD_TEST_PATIENCE=N gives a slower machine N times the tests' limits.
 ONESHOT_TESTS := tests/test_rpc_methods.py tests/test_instance.py tests/test_adapter.py \
   tests/test_idempotency.py tests/test_cli_queue.py
 unit: setup test-tools
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
-	CONVOSD_TEST_CLI_TRANSPORT=oneshot $(VENV)/bin/pytest $(ONESHOT_TESTS)
+	@failed=""; \
+	echo "$(VENV)/bin/pytest $(PYTEST_ARGS)"; \
+	$(VENV)/bin/pytest $(PYTEST_ARGS) || failed="$$failed warm"; \
+	echo "CONVOSD_TEST_CLI_TRANSPORT=oneshot $(VENV)/bin/pytest $(ONESHOT_TESTS)"; \
+	CONVOSD_TEST_CLI_TRANSPORT=oneshot $(VENV)/bin/pytest $(ONESHOT_TESTS) || failed="$$failed one-shot"; \
+	if [ -n "$$failed" ]; then echo "make unit: failed on:$$failed" >&2; exit 1; fi
 
 test: setup lint typecheck unit
 

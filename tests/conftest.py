@@ -14,13 +14,41 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.transport import TransportFactory
 from convosd.cli.warm import transport_factory
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import PATIENCE, WAIT_S
 
 CliFactory = Callable[..., ConvosCli]
+
+#: Hypothesis' two clocks are off for the whole suite: its 200 ms deadline per example and
+#: its too_slow health check (data generation over 1 s of wall time) measure the machine's
+#: load, not the code; under load the latter failed TestLastJson (4 inputs in 1.03 s). A
+#: test's own ``suppress_health_check`` replaces this list, so it names too_slow again.
+settings.register_profile(
+    "convosd", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("convosd")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``CONVOSD_TEST_PATIENCE`` scales each test's timeout (its own marker's or
+    pyproject's) as it scales ``WAIT_S`` (tests/helpers.py)."""
+    if PATIENCE == 1:
+        return
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if marker is not None:
+            base = float(marker.args[0] if marker.args else marker.kwargs.get("timeout", 0))
+        else:
+            base = default
+        if base > 0:
+            item.add_marker(pytest.mark.timeout(base * PATIENCE))
+
 
 CLI_TRANSPORT = os.environ.get("CONVOSD_TEST_CLI_TRANSPORT", "warm")
 if CLI_TRANSPORT not in ("warm", "oneshot"):
@@ -53,7 +81,7 @@ async def make_cli(net: FakeNetwork, tmp_path: Path) -> AsyncIterator[CliFactory
     (closed at the end of the test: a warm transport's worker goes with it)."""
     made: list[ConvosCli] = []
 
-    def factory(name: str = "me", *, timeout_s: float = 20.0, env: str = "dev") -> ConvosCli:
+    def factory(name: str = "me", *, timeout_s: float = WAIT_S, env: str = "dev") -> ConvosCli:
         setup = fake_setup(net, tmp_path / name, env)
         setup.prepare()
         environ = {"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)}

@@ -17,6 +17,7 @@ from convosd.joins import JoinTiming
 from convosd.systemd import Notifier
 from tests.conftest import CLI_TRANSPORT, fake_setup
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import WAIT_S
 
 
 def settings_for(net: FakeNetwork, **overrides: Any) -> Settings:
@@ -53,7 +54,7 @@ class RunningDaemon:
 
     async def stop(self) -> int:
         self.daemon.shutdown.set()
-        return await asyncio.wait_for(self.task, 30)
+        return await asyncio.wait_for(self.task, WAIT_S)
 
 
 @asynccontextmanager
@@ -86,7 +87,7 @@ async def running_daemon(
     )
     task = asyncio.create_task(daemon.run())
     ready = asyncio.create_task(daemon.ready.wait())
-    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({task, ready}, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
     ready.cancel()
     if task.done():
         raise RuntimeError(f"daemon exited at start: {task.result()}")

@@ -17,7 +17,7 @@ from convosd.cli import CliSetup, ConvosCli, check_version
 from convosd.cli.models import CliVersion, JoinJoined, JoinWaiting
 from tests.conftest import CliFactory
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually_async
+from tests.helpers import PATIENCE, WAIT_S, eventually_async
 
 
 async def test_version_and_probe(make_cli: CliFactory) -> None:
@@ -99,7 +99,7 @@ async def test_join_waits_and_returns_joined(net: FakeNetwork, make_cli: CliFact
     created = await alice.create(name="Group")
     watcher = await alice.join_requests_spec(created.conversation_id).spawn()
     try:
-        joined = await bob.join(created.invite.slug, timeout_s=20)
+        joined = await bob.join(created.invite.slug, timeout_s=WAIT_S)
     finally:
         os.killpg(watcher.pid, signal.SIGKILL)
         await watcher.wait()
@@ -237,8 +237,13 @@ async def test_create_join_and_lock_locked_after_their_work_never_run_twice(
 
 
 async def test_a_lock_that_stays_is_busy(net: FakeNetwork, make_cli: CliFactory) -> None:
-    cli = make_cli(timeout_s=1.0)
-    await cli.create(name="x")  # the lock is met when a command opens the identity's client
+    # The lock is met when a command opens the identity's client: one must exist. Created
+    # under the generous default: the short timeout below would bound the create too, and a
+    # one-shot create took about a second at load 20.
+    await make_cli().create(name="x")
+    # The retries of a locked call last the adapter's timeout, which also bounds each attempt
+    # (one exit-2 process): short enough for a quick test, five times what one took at load 20.
+    cli = make_cli(timeout_s=5.0 * PATIENCE)
     net.add_fault("db_locked")
     with pytest.raises(errors.Busy, match="stayed locked") as busy:
         await cli.list_conversations()
@@ -282,7 +287,7 @@ async def test_invite_errors(net: FakeNetwork, make_cli: CliFactory) -> None:
     # The invite expires on the CLI's clock, 1 s after creation: poll for it, bounded in time
     # (not in calls: a warm CLI answers 100 of them well within that second).
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
+    deadline = loop.time() + WAIT_S
     while not (await bob.inspect_invite(short.slug)).invite_expired:
         assert loop.time() < deadline, "the invite did not expire"
         await asyncio.sleep(0.05)

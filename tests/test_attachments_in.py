@@ -45,7 +45,7 @@ async def _bound_with_bob(daemon: Any, net: FakeNetwork, tmp_path: Path) -> tupl
 
 
 async def _journaled(daemon: Any, message_id: str) -> dict[str, Any]:
-    assert await eventually(lambda: message_id in message_events(daemon), within_s=20)
+    assert await eventually(lambda: message_id in message_events(daemon))
     return message_events(daemon)[message_id]
 
 

@@ -40,7 +40,7 @@ from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, needs_root, system_python
+from tests.helpers import WAIT_S, eventually, needs_root, system_python
 from tests.helpers import network_messages as listed_on_network
 from tests.rpc_harness import RunningDaemon, running_daemon, settings_for
 from tests.test_cli_queue import CID, ScriptedTransport
@@ -236,7 +236,7 @@ async def test_attachments_share_send_rate_per_s_with_texts(
 
 
 async def send_until_settled(
-    client: Client, params: dict[str, Any], within_s: float = 20
+    client: Client, params: dict[str, Any], within_s: float = WAIT_S
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
@@ -645,7 +645,7 @@ async def test_a_real_peer_of_another_uid_gets_forbidden_for_a_path(
         )
         task = asyncio.create_task(daemon.run())
         ready = asyncio.create_task(daemon.ready.wait())
-        await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, ready}, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         assert ready.done(), "the daemon did not start"
         try:
             async with await ConvosdClient.connect(paths.socket) as admin:
@@ -663,7 +663,7 @@ async def test_a_real_peer_of_another_uid_gets_forbidden_for_a_path(
                 cwd="/",
                 stdout=asyncio.subprocess.PIPE,
             )
-            out, _ = await asyncio.wait_for(other.communicate(), 30)
+            out, _ = await asyncio.wait_for(other.communicate(), WAIT_S)
             answer = json.loads(out)
             assert answer["error"]["code"] == -32014
             assert answer["error"]["data"]["kind"] == "FORBIDDEN"
@@ -677,7 +677,7 @@ async def test_a_real_peer_of_another_uid_gets_forbidden_for_a_path(
             assert uploads(net) == []
         finally:
             daemon.shutdown.set()
-            assert await asyncio.wait_for(task, 30) == 0
+            assert await asyncio.wait_for(task, WAIT_S) == 0
     finally:
         for child in shared.iterdir():
             child.unlink()
@@ -885,7 +885,7 @@ async def test_convosctl_send_file(daemon: RunningDaemon, client: Client, tmp_pa
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
     assert proc.returncode == 0, err
     printed = json.loads(out)
     [event] = await sent_events(client)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from convosd import errors
 from convosd.cli.argv import Invocation
 from convosd.cli.runner import CliRunner, child_environment
-from tests.helpers import eventually, process_gone
+from tests.helpers import WAIT_S, eventually, process_gone
 
 
 def script(tmp_path: Path, body: str) -> tuple[str, ...]:
@@ -23,12 +24,40 @@ def script(tmp_path: Path, body: str) -> tuple[str, ...]:
     return (sys.executable, str(path))
 
 
+#: A script line that returns only once the runner reads the child's stdout: 1 MiB does not
+#: fit in a pipe. The runner reads only once its spawn returned, so a test that waits for
+#: what the script does after this line cancels a call that holds its process. A cancel that
+#: lands earlier, while ``asyncio.create_subprocess_exec`` still connects the pipes, is
+#: asyncio's: it SIGKILLs the new process itself (no SIGTERM, no grace), which a loaded
+#: machine made these tests see one run in four (the child had already started).
+PAST_SPAWN = 'sys.stdout.write("x" * (1 << 20)); sys.stdout.flush()'
+
+
 def inv(*argv: str) -> Invocation:
     return Invocation(command="test:child", argv=argv)
 
 
-async def wait_gone(pid: int, within_s: float = 5.0) -> bool:
+async def wait_gone(pid: int, within_s: float = WAIT_S) -> bool:
     return await eventually(lambda: process_gone(pid), within_s)
+
+
+async def times_out_once_started(
+    call: Callable[[float], Awaitable[object]], started: Path, first_s: float = 0.5
+) -> None:
+    """``call(timeout_s)`` must raise CliTimeout after the script got as far as writing
+    ``started``: a short timeout keeps the test quick, but a loaded machine can take more than
+    a second to start Python, and a timeout that fires before the script wrote its pids
+    tests nothing. So the timeout starts at ``first_s`` and doubles (up to WAIT_S) while
+    the call timed out before ``started`` existed."""
+    started_yet = started.exists
+    timeout_s = first_s
+    while True:
+        with pytest.raises(errors.CliTimeout, match="process group was killed"):
+            await call(timeout_s)
+        if started_yet() or timeout_s >= WAIT_S:
+            break
+        timeout_s = min(WAIT_S, timeout_s * 2)
+    assert started_yet(), f"the script did not start in {timeout_s:g} s"
 
 
 def runner(exe: tuple[str, ...], tmp_path: Path, **kw: int | float) -> CliRunner:
@@ -47,7 +76,7 @@ async def test_output_exit_code_and_clean_umask(tmp_path: Path) -> None:
         sys.exit(3)
         """,
     )
-    result = await runner(exe, tmp_path).run(inv("a", "--b=c"), timeout_s=10)
+    result = await runner(exe, tmp_path).run(inv("a", "--b=c"), timeout_s=WAIT_S)
     assert result.exit_code == 3
     out = json.loads(result.stdout)
     assert out["argv"] == ["a", "--b=c"]
@@ -97,13 +126,14 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
         f"""
         import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-        open({str(pidfile)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+        open({str(pidfile)!r} + ".tmp", "w").write(f"{{os.getpid()}} {{child.pid}}")
+        os.rename({str(pidfile)!r} + ".tmp", {str(pidfile)!r})
         print("started", flush=True)
         time.sleep(300)
         """,
     )
-    with pytest.raises(errors.CliTimeout, match="process group was killed"):
-        await runner(exe, tmp_path, kill_grace_s=0.2).run(inv(), timeout_s=1.0)
+    run = runner(exe, tmp_path, kill_grace_s=0.2).run
+    await times_out_once_started(lambda t: run(inv(), timeout_s=t), pidfile, first_s=1.0)
     for pid in map(int, pidfile.read_text().split()):
         assert await wait_gone(pid), f"pid {pid} survived the timeout"
 
@@ -115,12 +145,13 @@ async def test_sigterm_ignored_then_sigkill(tmp_path: Path) -> None:
         f"""
         import os, signal, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        open({str(pidfile)!r}, "w").write(str(os.getpid()))
+        open({str(pidfile)!r} + ".tmp", "w").write(str(os.getpid()))
+        os.rename({str(pidfile)!r} + ".tmp", {str(pidfile)!r})
         time.sleep(300)
         """,
     )
-    with pytest.raises(errors.CliTimeout):
-        await runner(exe, tmp_path, kill_grace_s=0.2).run(inv(), timeout_s=0.5)
+    run = runner(exe, tmp_path, kill_grace_s=0.2).run
+    await times_out_once_started(lambda t: run(inv(), timeout_s=t), pidfile)
     assert await wait_gone(int(pidfile.read_text()))
 
 
@@ -135,7 +166,7 @@ async def test_runaway_output_is_bounded(tmp_path: Path) -> None:
         """,
     )
     with pytest.raises(errors.CliFailed, match="printed more than 1048576 bytes"):
-        await runner(exe, tmp_path, stdout_limit=1 << 20).run(inv(), timeout_s=20)
+        await runner(exe, tmp_path, stdout_limit=1 << 20).run(inv(), timeout_s=WAIT_S)
 
 
 async def test_stderr_keeps_its_tail(tmp_path: Path) -> None:
@@ -148,7 +179,7 @@ async def test_stderr_keeps_its_tail(tmp_path: Path) -> None:
         sys.exit(2)
         """,
     )
-    result = await runner(exe, tmp_path, stderr_limit=4096).run(inv(), timeout_s=20)
+    result = await runner(exe, tmp_path, stderr_limit=4096).run(inv(), timeout_s=WAIT_S)
     assert result.exit_code == 2
     assert len(result.stderr) <= 4096
     assert result.stderr.endswith(" ›   Error: the real reason\n")
@@ -156,7 +187,7 @@ async def test_stderr_keeps_its_tail(tmp_path: Path) -> None:
 
 async def test_missing_executable_is_cli_unavailable(tmp_path: Path) -> None:
     with pytest.raises(errors.CliUnavailable, match="not found"):
-        await runner((str(tmp_path / "no-such-convos"),), tmp_path).run(inv(), timeout_s=5)
+        await runner((str(tmp_path / "no-such-convos"),), tmp_path).run(inv(), timeout_s=WAIT_S)
 
 
 async def test_not_executable_is_cli_unavailable(tmp_path: Path) -> None:
@@ -164,7 +195,7 @@ async def test_not_executable_is_cli_unavailable(tmp_path: Path) -> None:
     target.write_text("#!/bin/sh\n")
     target.chmod(0o644)
     with pytest.raises(errors.CliUnavailable, match="not executable"):
-        await runner((str(target),), tmp_path).run(inv(), timeout_s=5)
+        await runner((str(target),), tmp_path).run(inv(), timeout_s=WAIT_S)
 
 
 async def test_cancellation_kills_the_group(tmp_path: Path) -> None:
@@ -173,13 +204,14 @@ async def test_cancellation_kills_the_group(tmp_path: Path) -> None:
     exe = script(
         tmp_path,
         f"""
-        import os, time
+        import os, sys, time
+        {PAST_SPAWN}
         open({str(pidfile)!r}, "w").write(str(os.getpid()))
         os.rename({str(pidfile)!r}, {str(started)!r})
         time.sleep(300)
         """,
     )
-    task = asyncio.create_task(runner(exe, tmp_path, kill_grace_s=0.2).run(inv(), timeout_s=60))
+    task = asyncio.create_task(runner(exe, tmp_path, kill_grace_s=0.2).run(inv(), timeout_s=WAIT_S))
     assert await eventually(started.exists)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -195,16 +227,17 @@ async def test_a_second_cancellation_does_not_spare_a_child_that_ignores_sigterm
     exe = script(
         tmp_path,
         f"""
-        import os, signal, time
+        import os, signal, sys, time
         # SIGTERM is noted, not obeyed
         signal.signal(signal.SIGTERM, lambda *_: open({str(termed)!r}, "w").close())
+        {PAST_SPAWN}
         open({str(started)!r} + ".tmp", "w").write(str(os.getpid()))
         os.rename({str(started)!r} + ".tmp", {str(started)!r})
         while True:
             time.sleep(1)
         """,
     )
-    task = asyncio.create_task(runner(exe, tmp_path, kill_grace_s=1.0).run(inv(), timeout_s=60))
+    task = asyncio.create_task(runner(exe, tmp_path, kill_grace_s=1.0).run(inv(), timeout_s=WAIT_S))
     assert await eventually(started.exists)
     pid = int(started.read_text())
     task.cancel()  # SIGTERM (noted, not obeyed), then the grace wait
@@ -213,3 +246,8 @@ async def test_a_second_cancellation_does_not_spare_a_child_that_ignores_sigterm
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await wait_gone(pid), "the child outlived a twice-cancelled call"
+    # The call's clean-up goes on after the second cancel (by design) until it has reaped
+    # the child: the test waits for that, else the loop closes under it and the process
+    # object is collected unreaped ("subprocess is still running", an error in whichever
+    # test the collection falls in; seen under load).
+    assert await eventually(lambda: not os.path.exists(f"/proc/{pid}"))

@@ -18,6 +18,7 @@ import pytest
 
 from convosd.config import load_settings
 from convosd.ctl import build_parser
+from tests.helpers import WAIT_S
 
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "contrib" / "k8s"
@@ -173,7 +174,7 @@ def test_probes_pass_and_fail_on_the_right_exit_codes(
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     for name, expected in (("livenessProbe", live), ("readinessProbe", ready)):
-        done = subprocess.run(probe_command(name), env=env, capture_output=True, timeout=10)
+        done = subprocess.run(probe_command(name), env=env, capture_output=True, timeout=WAIT_S)
         assert done.returncode == expected, name
 
 
@@ -185,7 +186,7 @@ def test_liveness_fails_when_the_daemon_is_unreachable(tmp_path: Path) -> None:
         "PATH": f"{venv_bin}:{os.environ['PATH']}",
         "CONVOSD_SOCKET": str(tmp_path / "none.sock"),
     }
-    assert subprocess.run(LIVENESS, env=env, capture_output=True, timeout=30).returncode == 1
+    assert subprocess.run(LIVENESS, env=env, capture_output=True, timeout=WAIT_S).returncode == 1
 
 
 def test_configmap_and_image_env_load(tmp_path: Path) -> None:

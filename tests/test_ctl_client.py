@@ -16,7 +16,7 @@ import pytest
 from convosd import errors
 from convosd.client import ConvosdClient, EventStream, SyncClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import WAIT_S, eventually
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 
@@ -37,7 +37,7 @@ async def ctl(socket: Path, *args: str, json_out: bool = True) -> tuple[int, Any
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
     assert proc.returncode is not None
     text = out.decode()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()] if json_out else text
@@ -167,13 +167,13 @@ async def test_event_stream_survives_overflow_and_restart(net: FakeNetwork, tmp_
         got: list[int] = []
         iterator = aiter(stream)
         while len(got) < 30:
-            got.append((await asyncio.wait_for(anext(iterator), 15))["seq"])
+            got.append((await asyncio.wait_for(anext(iterator), WAIT_S))["seq"])
         assert got == list(range(1, 31))
         await daemon.stop()
         follow = asyncio.ensure_future(anext(iterator))  # waits across the restart
         async with running_daemon(net, state) as again:
             again.instance.journal.append([event("join_failed", None, reason="after")])
-            after = await asyncio.wait_for(follow, 20)
+            after = await asyncio.wait_for(follow, WAIT_S)
         assert after["seq"] == 31 and after["reason"] == "after"
         assert stream.reconnects >= 1
         await iterator.aclose()
@@ -190,4 +190,4 @@ async def test_a_cancelled_event_stream_leaves_no_waiter_behind(daemon: RunningD
         await waiting
     await iterator.aclose()
     left = lambda: asyncio.all_tasks() - before - {asyncio.current_task()}  # noqa: E731
-    assert await eventually(lambda: not left(), within_s=3), left()
+    assert await eventually(lambda: not left()), left()

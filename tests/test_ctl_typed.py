@@ -20,6 +20,7 @@ from typing import Any
 
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import WAIT_S
 from tests.rpc_harness import running_daemon
 from tests.test_policy import scene, wait_for
 
@@ -79,7 +80,7 @@ async def ctl(proxy: RecordingProxy, *args: str) -> tuple[int, list[str], list[s
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
     assert proc.returncode is not None
     return proc.returncode, out.decode().splitlines(), err.decode().splitlines()
 

@@ -15,7 +15,7 @@ from contrib.echo_agent.echo_agent import EchoAgent, Position, reply_for, save_p
 from convosd.client import ConvosdClient, error_from
 from convosd.storage.journal import Journal
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, member_count
+from tests.helpers import WAIT_S, eventually, member_count
 from tests.rpc_harness import member_cli, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ async def running_agent(socket: Path, state_file: Path) -> AsyncIterator[EchoAge
     task = asyncio.create_task(agent.run())
     try:
         ready = asyncio.create_task(agent.ready.wait())
-        await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, ready}, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         assert agent.ready.is_set(), task.result() if task.done() else "agent not ready"
         yield agent
@@ -162,7 +162,7 @@ async def test_busy_is_retried_with_the_same_key(tmp_path: Path) -> None:
     not_ready = {"code": -32021, "message": "starting", "data": {"kind": "NOT_READY"}}
     client = StubClient("c1", [busy, not_ready, busy])
     agent = stub_agent(tmp_path, client)
-    await asyncio.wait_for(agent.handle(message()), 10)
+    await asyncio.wait_for(agent.handle(message()), WAIT_S)
     assert agent.replies == 1 and agent.busy_retries == 2
     assert len(client.sends) == 4
     assert all(s == client.sends[0] for s in client.sends)
@@ -178,11 +178,11 @@ async def test_not_bound_and_other_conversations_are_skipped(tmp_path: Path) -> 
     not_bound = {"code": -32001, "message": "No active conversation", "data": {"kind": "NOT_BOUND"}}
     client = StubClient(None, [not_bound])
     agent = stub_agent(tmp_path, client)
-    await asyncio.wait_for(agent.handle(message()), 10)
+    await asyncio.wait_for(agent.handle(message()), WAIT_S)
     assert (agent.replies, agent.skipped, len(client.sends)) == (0, 1, 1)
     client.conversation_id = "c2"  # the journal replays a message of an exploded conversation
     signals = list(client.signals)
-    await asyncio.wait_for(agent.handle(message()), 10)
+    await asyncio.wait_for(agent.handle(message()), WAIT_S)
     assert (agent.replies, agent.skipped, len(client.sends)) == (0, 2, 1)
     assert client.signals == signals  # nothing in a conversation the message is not from
 
@@ -214,9 +214,9 @@ async def test_main_runs_and_stops_on_sigterm(net: FakeNetwork, tmp_path: Path) 
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            assert await eventually(state_file.exists, within_s=15)
+            assert await eventually(state_file.exists)
             proc.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(proc.communicate(), 10)
+            _, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
         finally:
             if proc.returncode is None:
                 proc.kill()

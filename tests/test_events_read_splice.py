@@ -85,7 +85,9 @@ async def test_read_answers_byte_for_byte_as_before(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(st.lists(st.one_of(st.none(), st.text()), min_size=1, max_size=5))
 async def test_any_content_reads_as_before(tmp_path: Path, contents: list[str | None]) -> None:

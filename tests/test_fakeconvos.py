@@ -24,7 +24,7 @@ import pytest
 from tests.fakeconvos import fc_invite
 from tests.fakeconvos.fc_spec import COMMANDS
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually_sync
+from tests.helpers import WAIT_S, eventually_sync
 
 NETWORK_ERROR_START = "[ApiError::Api] api client error api client at endpoint"
 PERMISSION_ERROR = "Commit validation error Insufficient permissions"
@@ -57,7 +57,7 @@ class Live:
         if is_stdout:
             self._queue.put(None)
 
-    def expect(self, predicate: Callable[[str], bool], within_s: float = 10.0) -> str:
+    def expect(self, predicate: Callable[[str], bool], within_s: float = WAIT_S) -> str:
         """The next stdout line matching ``predicate`` (earlier lines are kept in .lines)."""
         deadline = time.monotonic() + within_s
         while True:
@@ -76,7 +76,7 @@ class Live:
                 return line
 
     def expect_json(
-        self, predicate: Callable[[dict[str, Any]], bool], within_s: float = 10.0
+        self, predicate: Callable[[dict[str, Any]], bool], within_s: float = WAIT_S
     ) -> Any:
         def matches(line: str) -> bool:
             try:
@@ -87,7 +87,7 @@ class Live:
 
         return json.loads(self.expect(matches, within_s))
 
-    def wait(self, within_s: float = 10.0) -> int:
+    def wait(self, within_s: float = WAIT_S) -> int:
         """Wait for the exit; every stdout line it printed is then in .lines."""
         code = self.process.wait(timeout=within_s)
         for thread in self._threads:
@@ -99,7 +99,7 @@ class Live:
     def stop(self) -> None:
         FakeNetwork.stop(self.process, signal.SIGKILL)
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=WAIT_S)
 
 
 @contextlib.contextmanager
@@ -376,7 +376,7 @@ def test_offline_network_error_block_wraps_at_oclif_columns(
             env={**env, "OCLIF_COLUMNS": columns},
             capture_output=True,
             text=True,
-            timeout=10,
+            timeout=WAIT_S,
             stdin=subprocess.DEVNULL,
             check=False,
         )
@@ -424,7 +424,7 @@ def test_invites_decode_offline_and_garbage_fails_like_protobufjs(
             env=offline,
             capture_output=True,
             text=True,
-            timeout=10,
+            timeout=WAIT_S,
             stdin=subprocess.DEVNULL,
             check=False,
         )
@@ -1120,5 +1120,5 @@ def test_watcher_sigterm_kills_immediately(world: dict[str, Any]) -> None:
 def test_the_double_leaves_no_process_behind(world: dict[str, Any]) -> None:
     net = world["net"]
     streams = net.streams()
-    assert eventually_sync(lambda: net.streams() == [], within_s=5), streams
+    assert eventually_sync(lambda: net.streams() == []), streams
     assert os.access(net.executable, os.X_OK)

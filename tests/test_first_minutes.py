@@ -13,6 +13,7 @@ from pathlib import Path
 from convosd import discovery
 from convosd.config import ENV_KEYS
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import WAIT_S
 from tests.rpc_harness import running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ async def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, 
         stdin=asyncio.subprocess.DEVNULL,
         env=env,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -68,12 +69,12 @@ async def test_unknown_convosd_variable_is_warned_about_at_start(tmp_path: Path)
     seen: list[dict[str, object]] = []
     try:
         while not any(e.get("event") == "ready" for e in seen):
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            line = await asyncio.wait_for(proc.stdout.readline(), WAIT_S)
             assert line, f"convosd exited before ready: {seen}"
             seen.append(json.loads(line))
     finally:
         proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 30)
+        await asyncio.wait_for(proc.wait(), WAIT_S)
     warned = [e for e in seen if e.get("event") == "unknown_environment_variable"]
     assert warned and warned[0]["variable"] == "CONVOSD_DMPOLICY"
     assert warned[0]["nearest"] == "CONVOSD_DM_POLICY" and warned[0]["level"] == "warning"
@@ -209,7 +210,9 @@ async def test_follow_without_a_daemon_says_it_waits_on_a_terminal(tmp_path: Pat
         loop = asyncio.get_running_loop()
         seen = b""
         while b"waiting for the daemon" not in seen:
-            chunk = await asyncio.wait_for(loop.run_in_executor(None, os.read, master, 1024), 30)
+            chunk = await asyncio.wait_for(
+                loop.run_in_executor(None, os.read, master, 1024), WAIT_S
+            )
             assert chunk, seen
             seen += chunk
         assert proc.returncode is None  # it waits; it does not give up
@@ -241,7 +244,7 @@ async def ctl_on_terminal(socket: Path, *args: str) -> tuple[int, str]:
     )
     os.close(slave)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        _, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
     finally:
         os.close(master)
     assert proc.returncode is not None

@@ -31,6 +31,7 @@ from contrib.gateway.server import (
 )
 from convosd.client import error_from
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import WAIT_S
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 ALREADY_BOUND = (
@@ -50,7 +51,7 @@ class Http:
     """One keep-alive ``http.client`` connection, used from a thread: the loop keeps serving."""
 
     def __init__(self, port: int, token: str | None = None) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
         self.token = token
 
     async def __call__(
@@ -138,7 +139,7 @@ async def raw(gateway: Gateway, data: bytes, *, shut: bool = False) -> bytes:
         if shut:
             writer.write_eof()
         await writer.drain()
-        return await asyncio.wait_for(reader.read(), 10)
+        return await asyncio.wait_for(reader.read(), WAIT_S)
     finally:
         writer.close()
         await writer.wait_closed()
@@ -605,11 +606,11 @@ async def test_bodies_chunked_continue_and_413(daemon: RunningDaemon) -> None:
         reader, writer = await asyncio.open_connection(*gateway.address)
         try:
             writer.write(lock + b"Content-Length: 15\r\nExpect: 100-continue\r\n\r\n")
-            assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == (
+            assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT_S) == (
                 b"HTTP/1.1 100 Continue\r\n\r\n"
             )
             writer.write(b'{"unlock": "x"}')
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT_S)
             assert head.startswith(b"HTTP/1.1 400 ")
         finally:
             writer.close()
@@ -673,25 +674,27 @@ async def test_connection_cap_and_graceful_close(daemon: RunningDaemon) -> None:
     try:
         idle_reader, idle_writer = await asyncio.open_connection(*gateway.address)
         idle_writer.write(STATUS + b"\r\n")
-        head = await asyncio.wait_for(idle_reader.readuntil(b"\r\n\r\n"), 10)
+        head = await asyncio.wait_for(idle_reader.readuntil(b"\r\n\r\n"), WAIT_S)
         assert head.startswith(b"HTTP/1.1 200 ")
         await idle_reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
 
         busy_reader, busy_writer = await asyncio.open_connection(*gateway.address)
         busy_writer.write(b"GET /slow HTTP/1.1\r\n\r\n")
-        await asyncio.wait_for(entered.wait(), 10)
+        await asyncio.wait_for(entered.wait(), WAIT_S)
 
         code, headers, body = await raw_one(gateway, STATUS + b"\r\n")  # the third connection
         assert (code, body) == (503, {"error": "Too many connections"})
         assert headers["retry-after"] == "1"
 
         closing = asyncio.create_task(gateway.close())
-        assert await asyncio.wait_for(idle_reader.read(), 10) == b""  # idle: dropped at once
+        assert await asyncio.wait_for(idle_reader.read(), WAIT_S) == b""  # idle: dropped at once
         assert not closing.done()  # the request in flight gets its grace period
         release.set()
-        ((code, headers, body),) = parse_responses(await asyncio.wait_for(busy_reader.read(), 10))
+        ((code, headers, body),) = parse_responses(
+            await asyncio.wait_for(busy_reader.read(), WAIT_S)
+        )
         assert (code, body, headers["connection"]) == (200, {"slow": True}, "close")
-        await asyncio.wait_for(closing, 10)
+        await asyncio.wait_for(closing, WAIT_S)
         assert gateway.connections == 0
         for writer in (idle_writer, busy_writer):
             writer.close()
@@ -729,19 +732,19 @@ async def test_module_entry_point(daemon: RunningDaemon, tmp_path: Path) -> None
         assert proc.stderr is not None
         port = None
         while port is None:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+            line = (await asyncio.wait_for(proc.stderr.readline(), WAIT_S)).decode()
             assert line, "the gateway exited before listening"
             if "listening on http://127.0.0.1:" in line:
                 port = int(line.split("127.0.0.1:")[1].split()[0])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(STATUS + b"\r\n" + STATUS + b"Authorization: Bearer file-token\r\n\r\n")
         writer.write(STATUS + b"Authorization: Bearer file-token\r\nConnection: close\r\n\r\n")
-        replies = parse_responses(await asyncio.wait_for(reader.read(), 10))
+        replies = parse_responses(await asyncio.wait_for(reader.read(), WAIT_S))
         writer.close()
         await writer.wait_closed()
         assert [code for code, _, _ in replies] == [401, 200, 200]
         proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        _, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
         assert proc.returncode == 0, err.decode()
     finally:
         if proc.returncode is None:

@@ -25,7 +25,7 @@ from convosd.idempotency import SKEW_S, Outcome, PendingKey, reconcile
 from convosd.storage.schema import MIGRATIONS
 from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import network_messages
+from tests.helpers import WAIT_S, network_messages
 from tests.rpc_harness import RunningDaemon, running_daemon
 
 
@@ -43,7 +43,7 @@ async def client(daemon: RunningDaemon) -> AsyncIterator[Client]:
 
 
 async def send_until_settled(
-    client: Client, params: dict[str, Any], within_s: float = 20
+    client: Client, params: dict[str, Any], within_s: float = WAIT_S
 ) -> tuple[dict[str, Any], int]:
     """Repeat a keyed send as a client would: wait retryAfterS after each BUSY."""
     loop = asyncio.get_running_loop()

@@ -22,8 +22,8 @@ from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState
 from tests.conftest import CliFactory, cli_transport, fake_setup
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import WAIT_S, eventually, member_count, process_gone
 from tests.helpers import admitted as admitted_by
-from tests.helpers import eventually, member_count, process_gone
 
 
 class Harness:
@@ -52,7 +52,7 @@ class Harness:
         setup.prepare()
         cli = ConvosCli(
             setup,
-            timeout_s=20,
+            timeout_s=WAIT_S,
             environ={"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(self.net.path)},
             transport=cli_transport(),
         )
@@ -167,7 +167,7 @@ async def test_silent_stream_gap_is_recovered_by_the_backfill(harness: Harness) 
     harness.net.add_fault("stream_skip", command="conversation:stream", every=2)
     for i in range(10):
         await bob.send_text(cid, f"g{i}")
-    assert await eventually(lambda: len(texts(me)) == 10, within_s=15)
+    assert await eventually(lambda: len(texts(me)) == 10)
     assert sorted(texts(me)) == [f"g{i}" for i in range(10)]
     ids = [m["messageId"] for m in messages(me)]
     assert len(ids) == len(set(ids))
@@ -196,7 +196,7 @@ async def test_crash_loop_backs_off(harness: Harness) -> None:
     await me.start()
     await me.bind(created.conversation_id, inbox_id=created.inbox_id, how="created")
     stream = me.children[STREAM]
-    assert await eventually(lambda: stream.status.restarts >= 3, within_s=15)
+    assert await eventually(lambda: stream.status.restarts >= 3)
     assert stream.status.state in (ChildState.BACKOFF, ChildState.STARTING)
     assert me.health()[0] == "degraded"
     assert stream.status.last_exit is not None and stream.status.last_exit.code == 2
@@ -245,7 +245,7 @@ async def test_leftover_children_are_reaped_at_start(harness: Harness, tmp_path:
         assert ticks is not None
         me.store.record_child("stream", leftover.pid, ticks)
         await me.start()
-        assert leftover.wait(timeout=5) == -signal.SIGKILL
+        assert leftover.wait(timeout=WAIT_S) == -signal.SIGKILL
         assert me.store.recorded_children() == []
     finally:
         if leftover.poll() is None:
@@ -286,14 +286,14 @@ async def test_explode_by_the_creator_unbinds(harness: Harness, make_cli: CliFac
     await me.start()
     assert await eventually(both_running(me))
     await owner.explode(created.conversation_id)
-    assert await eventually(lambda: me.binding is None, within_s=15)
+    assert await eventually(lambda: me.binding is None)
     gone = [e.as_dict() for e in me.journal.read(0, 100) if e.type == "conversation_exploded"]
     assert len(gone) == 1
     assert (gone[0]["reason"], gone[0]["by"]) == ("exploded", created.inbox_id)
     assert me.children == {}
 
 
-async def eventually_async(probe: Callable[[], Any], within_s: float = 15.0) -> bool:
+async def eventually_async(probe: Callable[[], Any], within_s: float = WAIT_S) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while loop.time() < deadline:

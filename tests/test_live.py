@@ -20,7 +20,7 @@ from convosd.cli import ConvosCli
 from convosd.client import Client
 from convosd.timefmt import iso, parse_rfc3339
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import WAIT_S, eventually, eventually_async
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 
@@ -83,10 +83,7 @@ async def create_with(
         async def joined(n: int = index) -> bool:
             return len((await client.call("conversation.info"))["members"]) == n
 
-        for _ in range(300):
-            if await joined():
-                break
-            await asyncio.sleep(0.05)
+        assert await eventually_async(joined), f"{name} did not show in conversation.info"
         members[name] = cli
     return created, members
 
@@ -209,7 +206,7 @@ async def test_typing_and_mark_read_are_sent_not_journaled_nor_rate_limited(
     await bob.typing(cid)
     await bob.read_receipt(cid)
     await bob.send_text(cid, "visible")
-    await wait_for_event(client, "message", within_s=15, after=before)
+    await wait_for_event(client, "message", after=before)
     await daemon.instance.backfill()  # the backfill reads bob's typing and read receipt too
     new = await events(client, after=before)
     assert [(e["type"], e["content"]) for e in new] == [("message", "visible")]
@@ -259,10 +256,11 @@ async def test_member_remove_journals_member_left_once(
     conversation = daemon.instance.conversation
     assert conversation is not None
     await conversation.refresh_views()
-    for _ in range(100):
-        if any(e["type"] == "message" for e in await events(client, types=["message"])):
-            break
-        await asyncio.sleep(0.05)
+
+    async def renamed() -> bool:
+        return any(e["type"] == "message" for e in await events(client, types=["message"]))
+
+    assert await eventually_async(renamed)
     left = [e for e in await events(client) if e["type"] == "member_left"]
     assert [e["inboxId"] for e in left] == [bob]
     # the diff first, the call after: still once (the durable mark decides)
@@ -270,7 +268,7 @@ async def test_member_remove_journals_member_left_once(
     invite = await client.call("conversation.invite")
     await dave.join(invite["inviteSlug"], no_wait=True)
     dave_inbox = await inbox_of(dave)
-    assert await eventually(lambda: (dave_inbox, 1) in network_rows(net, cid)[1], within_s=15)
+    assert await eventually(lambda: (dave_inbox, 1) in network_rows(net, cid)[1])
     await conversation.refresh_views()  # dave is a member in the diff's view
     await daemon.instance.cli.remove_members(cid, [dave_inbox])  # behind the daemon's back
     await conversation.refresh_views()
@@ -345,7 +343,7 @@ async def test_own_scheduled_explosion_expires_and_unbinds_once(
     status = await client.call("status")
     assert status["conversationId"] == created["conversationId"] and status["expiresAt"] == at
     assert (await client.call("conversation.info"))["memberCount"] == 2  # bound until then
-    gone = await wait_for_event(client, "conversation_exploded", within_s=20)
+    gone = await wait_for_event(client, "conversation_exploded")
     assert (gone["by"], gone["reason"]) == (created["inboxId"], "expired")
     latency = parse_rfc3339(gone["at"]).timestamp() - parse_rfc3339(at).timestamp()
     assert 0 <= latency < 0.5  # the timer; the backfill interval is 0.5 s
@@ -365,12 +363,12 @@ async def test_scheduled_explosion_by_another_member_expires_the_binding(
     owner, cid, owner_inbox = await join_as_member(client, net, tmp_path)
     at = iso(time.time() + 3.0)
     await owner.explode_scheduled(cid, at)
-    assert await eventually(lambda: daemon.instance.expires_at == at, within_s=10)
+    assert await eventually(lambda: daemon.instance.expires_at == at)
     await daemon.instance.backfill()  # reads the ExplodeSettings message itself
     status = await client.call("status")
     assert status["conversationId"] == cid and status["expiresAt"] == at
     assert [e for e in await events(client) if e["type"] == "conversation_exploded"] == []
-    gone = await wait_for_event(client, "conversation_exploded", within_s=20)
+    gone = await wait_for_event(client, "conversation_exploded")
     assert (gone["by"], gone["reason"]) == (owner_inbox, "expired")
     latency = parse_rfc3339(gone["at"]).timestamp() - parse_rfc3339(at).timestamp()
     assert 0 <= latency < 0.5
@@ -393,7 +391,7 @@ async def test_expiry_after_a_restart(net: FakeNetwork, tmp_path: Path) -> None:
     assert await eventually(lambda: time.time() > deadline + 0.1)  # passes while down
     async with running_daemon(net, state) as running:
         c = await running.client()
-        gone = await wait_for_event(c, "conversation_exploded", within_s=20)
+        gone = await wait_for_event(c, "conversation_exploded")
         assert (gone["by"], gone["reason"]) == (created["inboxId"], "expired")
         assert await eventually(lambda: running.instance.conversation is None)
         # a second conversation whose time is still ahead when the daemon starts again
@@ -404,15 +402,15 @@ async def test_expiry_after_a_restart(net: FakeNetwork, tmp_path: Path) -> None:
         await c.close()
     async with running_daemon(net, state) as running:
         c = await running.client()
-        assert await eventually(lambda: running.instance.expires_at == later, within_s=10)
-        gone = await wait_for_event(c, "conversation_exploded", within_s=20, after=seq)
+        assert await eventually(lambda: running.instance.expires_at == later)
+        gone = await wait_for_event(c, "conversation_exploded", after=seq)
         assert (gone["conversationId"], gone["reason"]) == (second["conversationId"], "expired")
         assert parse_rfc3339(gone["at"]).timestamp() >= parse_rfc3339(later).timestamp()
         await c.close()
 
 
 async def wait_for_event(
-    client: Client, kind: str, *, within_s: float, after: int = 0
+    client: Client, kind: str, *, within_s: float = WAIT_S, after: int = 0
 ) -> dict[str, Any]:
     """The newest event of ``kind`` after seq ``after``, waiting for one to be journaled."""
     deadline = time.monotonic() + within_s
@@ -472,7 +470,7 @@ async def test_a_removed_member_with_a_valid_invite_comes_back_until_the_tag_rot
         assert await c.call("member.remove", {"inboxId": bob}) == {"removed": [bob]}
         await c.close()
     async with running_daemon(net, state) as running:  # the watcher starts again
-        assert await eventually(lambda: (bob, 1) in network_rows(net, cid)[1], within_s=15)
+        assert await eventually(lambda: (bob, 1) in network_rows(net, cid)[1])
         c = await running.client()
         assert await c.call("member.remove", {"inboxId": bob}) == {"removed": [bob]}
         assert await c.call("conversation.lock") == {"locked": True}
@@ -484,7 +482,7 @@ async def test_a_removed_member_with_a_valid_invite_comes_back_until_the_tag_rot
         carol = member_cli(net, tmp_path / "carol")
         await carol.join((await c.call("conversation.invite"))["inviteSlug"], no_wait=True)
         carol_inbox = await inbox_of(carol)
-        assert await eventually(lambda: (carol_inbox, 1) in network_rows(net, cid)[1], within_s=15)
+        assert await eventually(lambda: (carol_inbox, 1) in network_rows(net, cid)[1])
         assert (bob, 1) not in network_rows(net, cid)[1]
         left = [e["inboxId"] for e in await events(c) if e["type"] == "member_left"]
         assert left == [bob, bob]  # each removal once

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+from tests.helpers import WAIT_S
+
 PRELUDE = """
 import asyncio, io, sys
 from convosd import logging as convosd_logging
@@ -25,7 +27,7 @@ def run(code: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=WAIT_S,
         check=False,
     )
 

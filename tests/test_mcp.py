@@ -23,7 +23,7 @@ from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, member_count, network_messages
+from tests.helpers import WAIT_S, eventually, member_count, network_messages
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 from tests.test_attachments_send import KEY_ENV, PASS
 
@@ -169,7 +169,7 @@ async def test_send_read_wait(net: FakeNetwork, tmp_path: Path) -> None:
             # A wait that someone answers while it waits.
             waiting = asyncio.create_task(client.call_tool("wait_for_message", {"timeoutS": 20}))
             second = await bob.send_text(cid, "second")
-            woke = (await asyncio.wait_for(waiting, 30)).structured_content
+            woke = (await asyncio.wait_for(waiting, WAIT_S)).structured_content
             assert woke is not None
             assert [e.get("messageId") for e in woke["events"]] == [second.message_id]
 
@@ -489,7 +489,7 @@ async def test_the_cursor_starts_over_on_the_journal_a_reset_makes(
             sent = [await bob.send_text(new_cid, text) for text in texts]
             journal = daemon.instance.journal
             assert await eventually(
-                lambda: journal.message(sent[-1].message_id) is not None, within_s=30
+                lambda: journal.message(sent[-1].message_id) is not None, within_s=WAIT_S
             )
             new_last = journal.last_seq
             assert new_last > old["cursor"]  # the new journal passed the old cursor

@@ -28,7 +28,7 @@ from convosd.policy import (
     normalise_code,
 )
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import admitted, eventually
+from tests.helpers import WAIT_S, admitted, eventually
 from tests.rpc_harness import member_cli, running_daemon
 
 OWNER, ALICE, BOB = "o" * 64, "a" * 64, "b" * 64
@@ -103,10 +103,11 @@ class Scene:
     async def member(self, name: str) -> ConvosCli:
         cli = member_cli(self.net, self.root / name)
         await cli.join(self.slug, no_wait=True)
-        for _ in range(300):
-            if any(c.conversation_id == self.cid for c in await cli.list_conversations(sync=True)):
-                return cli
-        raise AssertionError(f"{name} was not admitted")
+        assert await eventually_async(
+            lambda: cli.list_conversations(sync=True),
+            lambda listed: any(c.conversation_id == self.cid for c in listed),
+        ), f"{name} was not admitted"
+        return cli
 
 
 @asynccontextmanager
@@ -237,7 +238,7 @@ async def test_members_admitted_through_our_invite_are_approved(
             created = await client.create(name="Ours")
             guest = member_cli(net, tmp_path / "guest")
             await guest.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=15)
+            assert await eventually(lambda: bool(admitted(daemon.instance)))
             await guest.send_text(created.conversation_id, "hello from an invitee")
             assert await eventually_async(
                 lambda: messages(client),
@@ -246,7 +247,7 @@ async def test_members_admitted_through_our_invite_are_approved(
             assert (await client.call("pairing.list"))["requests"] == []
 
 
-async def wait_for(client: ConvosdClient, predicate: Any, within_s: float = 20) -> None:
+async def wait_for(client: ConvosdClient, predicate: Any, within_s: float = WAIT_S) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while loop.time() < deadline:
@@ -256,7 +257,7 @@ async def wait_for(client: ConvosdClient, predicate: Any, within_s: float = 20) 
     raise AssertionError("condition not met in time")
 
 
-async def eventually_async(fetch: Any, check: Any, within_s: float = 20) -> bool:
+async def eventually_async(fetch: Any, check: Any, within_s: float = WAIT_S) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while loop.time() < deadline:
@@ -321,7 +322,7 @@ async def test_a_join_accepted_by_the_watchers_first_pass_is_approved(
     guest = member_cli(net, tmp_path / "guest")
     await guest.join(created.invite_slug, no_wait=True)  # nobody processes it yet
     async with running_daemon(net, state) as daemon:
-        assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=15)
+        assert await eventually(lambda: bool(admitted(daemon.instance)))
         await guest.send_text(created.conversation_id, "sent while you were away")
         async with await ConvosdClient.connect(daemon.socket) as client:
             assert await eventually_async(

@@ -22,7 +22,7 @@ from convosd import errors
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.redact import REDACTED, redact_line, redact_text
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, member_count
+from tests.helpers import WAIT_S, eventually, member_count
 from tests.rpc_harness import member_cli, running_daemon
 
 # Distinctive key material: byte 1 of each key, and the digest, are searched for.
@@ -135,7 +135,7 @@ def _cli(tmp_path: Path, script: Path) -> ConvosCli:
         passthrough=(),
     )
     setup.prepare()
-    return ConvosCli(setup, timeout_s=10, environ={"PATH": "/usr/bin:/bin"})
+    return ConvosCli(setup, timeout_s=WAIT_S, environ={"PATH": "/usr/bin:/bin"})
 
 
 async def test_one_shot_results_and_error_texts_are_redacted(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from convosd.rpc.server import RpcServer
 from convosd.rpc.sockets import prepare_socket_dir
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, needs_root, system_python
+from tests.helpers import WAIT_S, eventually, needs_root, system_python
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon, settings_for
 
 NOBODY = 65534
@@ -53,9 +53,7 @@ def rpc_lines(logs: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
 
 
 async def in_flight(daemon: RunningDaemon) -> bool:
-    return await eventually(
-        lambda: any(c.in_flight for c in server_of(daemon).connections), within_s=15
-    )
+    return await eventually(lambda: any(c.in_flight for c in server_of(daemon).connections))
 
 
 # --- the socket's directory (item 2, item 14) -------------------------------------------
@@ -107,7 +105,7 @@ async def test_a_socket_dir_planted_by_another_user_is_refused(
     planted.chmod(0o777)
     daemon = await start_daemon(net, settings, paths)
     with structlog.testing.capture_logs() as logs:
-        assert await asyncio.wait_for(daemon.run(), 30) == 1
+        assert await asyncio.wait_for(daemon.run(), WAIT_S) == 1
     assert not paths.socket.exists()
     error = next(e for e in logs if e["event"] == "socket_unusable")
     assert f"belongs to uid {NOBODY}" in error["error"] and "Remove it" in error["error"]
@@ -128,7 +126,7 @@ async def test_an_unsafe_default_socket_dir_is_refused(
         directory.chmod(0o777 if kind == "others_writable" else 0o770)
     daemon = await start_daemon(net, settings, paths)
     with structlog.testing.capture_logs() as logs:
-        assert await asyncio.wait_for(daemon.run(), 30) == 1
+        assert await asyncio.wait_for(daemon.run(), WAIT_S) == 1
     error = next(e for e in logs if e["event"] == "socket_unusable")["error"]
     expected = {
         "symlink": "is a symbolic link",
@@ -147,14 +145,14 @@ async def test_the_default_socket_dir_is_created_0700_and_reused(
         daemon = await start_daemon(net, settings, paths)
         task = asyncio.create_task(daemon.run())
         ready = asyncio.create_task(daemon.ready.wait())
-        await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, ready}, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         assert ready.done(), "the daemon did not start"
         info = paths.socket.parent.lstat()
         assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
         assert stat.S_IMODE(info.st_mode) == 0o700
         assert stat.S_IMODE(paths.socket.lstat().st_mode) == 0o600
         daemon.shutdown.set()
-        assert await asyncio.wait_for(task, 30) == 0
+        assert await asyncio.wait_for(task, WAIT_S) == 0
     paths.socket.parent.chmod(0o755)  # ours, readable by others: tightened, not refused
     prepare_socket_dir(paths.socket.parent, group=None, own=True)
     assert stat.S_IMODE(paths.socket.parent.stat().st_mode) == 0o700
@@ -177,7 +175,7 @@ async def test_with_socket_group_the_dir_is_0750_in_that_group(
     daemon = await start_daemon(net, settings, paths)
     task = asyncio.create_task(daemon.run())
     ready = asyncio.create_task(daemon.ready.wait())
-    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({task, ready}, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
     assert ready.done(), "the daemon did not start"
     try:
         directory = paths.socket.parent.stat()
@@ -186,7 +184,7 @@ async def test_with_socket_group_the_dir_is_0750_in_that_group(
         assert (stat.S_IMODE(sock.st_mode), sock.st_gid) == (0o660, group)
     finally:
         daemon.shutdown.set()
-        assert await asyncio.wait_for(task, 30) == 0
+        assert await asyncio.wait_for(task, WAIT_S) == 0
     shutil.rmtree(paths.socket.parent)  # and one it creates itself
     prepare_socket_dir(paths.socket.parent, group=group, own=True)
     directory = paths.socket.parent.stat()
@@ -236,7 +234,7 @@ async def test_a_symlink_swapped_in_after_bind_is_not_followed(
     )
     monkeypatch.setattr(sk, "socket", Swapping)
     with structlog.testing.capture_logs() as logs:
-        assert await asyncio.wait_for(daemon.run(), 30) == 1
+        assert await asyncio.wait_for(daemon.run(), WAIT_S) == 1
     after = victim.stat()
     assert (stat.S_IMODE(after.st_mode), after.st_gid) == (0o644, before.st_gid)
     error = next(e for e in logs if e["event"] == "socket_unusable")["error"]
@@ -275,7 +273,7 @@ async def test_a_peer_that_does_not_read_is_held_back_then_closed(tight: Running
         await other.close()
         with pytest.raises((ConnectionError, OSError)):
             # the daemon never took all of it: the write can only end by the connection closing
-            await asyncio.wait_for(pushed, 30)
+            await asyncio.wait_for(pushed, WAIT_S)
         assert hog.closed_by_daemon == "stalled"
         # The bound, plus the answers of the requests already running when reading stopped
         # (at most maxInFlightPerConnection, 64, of a few hundred bytes each).
@@ -299,7 +297,7 @@ async def test_a_slow_reader_is_paused_and_resumed_not_closed(tight: RunningDaem
     answered: set[int] = set()
     busy = 0
     while len(answered) + busy < count:
-        reply = json.loads(await asyncio.wait_for(reader.readline(), 20))
+        reply = json.loads(await asyncio.wait_for(reader.readline(), WAIT_S))
         if "result" in reply:
             answered.add(reply["id"])
         else:
@@ -413,7 +411,7 @@ async def sent_events(client: Client) -> list[dict[str, Any]]:
     return [e for e in read["events"] if e["type"] == "message_sent"]
 
 
-async def settled(client: Client, key: str, text: str, within_s: float = 20) -> str:
+async def settled(client: Client, key: str, text: str, within_s: float = WAIT_S) -> str:
     """The messageId a retry of the key gets once it is no longer in flight."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
@@ -445,7 +443,7 @@ async def test_a_send_whose_caller_went_away_finishes_and_records_its_key(
             writer.write(b"x" * 10_000 + b"\n")
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
-            reply = json.loads(await asyncio.wait_for(reader.readline(), 10))
+            reply = json.loads(await asyncio.wait_for(reader.readline(), WAIT_S))
             assert reply["error"]["code"] == -32700
         writer.close()
         client = await bound.client()
@@ -470,9 +468,9 @@ async def test_a_half_closed_peer_still_gets_its_answer(
         reader, writer = await asyncio.open_unix_connection(str(bound.socket))
         writer.write(request("message.send", 7, {"message": "half", "idempotencyKey": "k-half"}))
         writer.write_eof()
-        reply = json.loads(await asyncio.wait_for(reader.readline(), 20))
+        reply = json.loads(await asyncio.wait_for(reader.readline(), WAIT_S))
         assert reply["id"] == 7 and "messageId" in reply["result"]
-        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
         writer.close()
     assert rpc_lines(logs, "message.send")[0]["outcome"] == "ok"
 
@@ -518,16 +516,14 @@ async def test_a_join_whose_caller_went_away_continues_as_a_pending_join(
             assert await in_flight(daemon)
             writer.close()  # the caller goes away mid-join
             client = await daemon.client()
-            assert await eventually(
-                lambda: daemon.instance.store.pending_join() is not None, within_s=30
-            )
+            assert await eventually(lambda: daemon.instance.store.pending_join() is not None)
             status = await client.call("status")
             assert status["pending"] is True and status["conversationId"] is None
         join = rpc_lines(logs, "conversation.join")[0]
         assert (join["outcome"], join["completed_as"]) == ("cancelled", "ok")
         watcher = await owner.join_requests_spec(created.conversation_id).spawn()
         try:
-            assert await eventually(lambda: daemon.instance.binding is not None, within_s=30)
+            assert await eventually(lambda: daemon.instance.binding is not None)
         finally:
             os.killpg(watcher.pid, signal.SIGKILL)
             await watcher.wait()
@@ -606,7 +602,7 @@ async def test_admins_keep_slots_an_allowed_peer_cannot_take(
         )
         task = asyncio.create_task(daemon.run())
         ready = asyncio.create_task(daemon.ready.wait())
-        await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, ready}, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         assert ready.done(), "the daemon did not start"
         other = await asyncio.create_subprocess_exec(
             python,
@@ -624,14 +620,14 @@ async def test_admins_keep_slots_an_allowed_peer_cannot_take(
         )
         try:
             assert other.stdout is not None and other.stdin is not None
-            line = await asyncio.wait_for(other.stdout.readline(), 30)
+            line = await asyncio.wait_for(other.stdout.readline(), WAIT_S)
             assert json.loads(line) == ["result"] * 4 + ["BUSY"] * 2
             admins = [await Client.connect(paths.socket) for _ in range(2)]  # the reserved two
             for admin in admins:
                 assert (await admin.call("health"))["status"] in ("ok", "degraded")
             other.stdin.write(b"\n")
             await other.stdin.drain()
-            assert await asyncio.wait_for(other.wait(), 30) == 0
+            assert await asyncio.wait_for(other.wait(), WAIT_S) == 0
             for admin in admins:
                 await admin.close()
         finally:
@@ -639,7 +635,7 @@ async def test_admins_keep_slots_an_allowed_peer_cannot_take(
                 other.kill()
                 await other.wait()
             daemon.shutdown.set()
-            assert await asyncio.wait_for(task, 30) == 0
+            assert await asyncio.wait_for(task, WAIT_S) == 0
     finally:
         shutil.rmtree(shared, ignore_errors=True)
 
@@ -664,7 +660,7 @@ async def test_idle_connections_are_closed(net: FakeNetwork, tmp_path: Path) -> 
         await idle_writer.drain()
         subscriber = await daemon.client()
         await subscriber.call("events.subscribe", {})
-        assert await asyncio.wait_for(idle_reader.read(), 10) == b""
+        assert await asyncio.wait_for(idle_reader.read(), WAIT_S) == b""
         assert await eventually(lambda: len(server.connections) == 1)
         assert (await subscriber.call("health"))["status"] in ("ok", "degraded")
         await subscriber.close()

@@ -20,7 +20,7 @@ from convosd.rpc.peers import AccessPolicy, Peer
 from convosd.rpc.schemas import NoParams, StatusResult
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, eventually_async, process_gone
+from tests.helpers import WAIT_S, eventually, eventually_async, process_gone
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 STATUS_KEYS = {
@@ -63,7 +63,9 @@ async def events(client: Client, **params: Any) -> list[dict[str, Any]]:
     return list((await client.call("events.read", params))["events"])
 
 
-async def notifications(client: Client, count: int, within_s: float = 15) -> list[dict[str, Any]]:
+async def notifications(
+    client: Client, count: int, within_s: float = WAIT_S
+) -> list[dict[str, Any]]:
     return [await asyncio.wait_for(client.notifications.get(), within_s) for _ in range(count)]
 
 
@@ -254,9 +256,7 @@ async def test_lock_needs_super_admin_and_explode_the_creator(
         await client.call("conversation.lock")
     with pytest.raises(errors.PermissionDenied):
         await client.call("conversation.explode", {"confirm": True})
-    assert await eventually(
-        lambda: daemon.instance.owner_inbox_ids == [created.inbox_id], within_s=15
-    )
+    assert await eventually(lambda: daemon.instance.owner_inbox_ids == [created.inbox_id])
     bound = [e for e in await events(client) if e["type"] == "conversation_bound"]
     assert [b["how"] for b in bound] == ["joined"]
 
@@ -290,7 +290,7 @@ async def test_pending_join_binds_when_accepted(
         assert refused.value.extra == {"pending": True}
     watcher = await owner.join_requests_spec(created.conversation_id).spawn()
     try:
-        assert await eventually(lambda: daemon.instance.binding is not None, within_s=20)
+        assert await eventually(lambda: daemon.instance.binding is not None)
     finally:
         os.killpg(watcher.pid, signal.SIGKILL)
         await watcher.wait()
@@ -359,7 +359,7 @@ async def test_subscription_has_no_gap_under_concurrent_appends(
     last = journal.last_seq
     seen: dict[int, list[int]] = {s["subscription"]: [] for s in subs}
     while any(len(v) < last for v in seen.values()):
-        note = await asyncio.wait_for(client.notifications.get(), 15)
+        note = await asyncio.wait_for(client.notifications.get(), WAIT_S)
         seen[note["params"]["subscription"]].append(note["params"]["event"]["seq"])
     for seqs in seen.values():
         assert seqs == list(range(1, last + 1))
@@ -390,10 +390,10 @@ async def test_a_stalled_subscriber_overflows_alone(net: FakeNetwork, tmp_path: 
         got = await notifications(healthy, 20)
         assert [n["params"]["event"]["seq"] for n in got] == list(range(1, 21))
         hub = daemon.daemon.service.hub
-        assert await eventually(lambda: len(hub) == 1, within_s=15)  # the stalled one ended
+        assert await eventually(lambda: len(hub) == 1)  # the stalled one ended
         data = b""
         while b"subscription.ended" not in data:
-            chunk = await asyncio.wait_for(stalled_reader.read(1 << 20), 10)
+            chunk = await asyncio.wait_for(stalled_reader.read(1 << 20), WAIT_S)
             assert chunk
             data += chunk
         ended = next(json.loads(x) for x in data.split(b"\n") if b"subscription.ended" in x)
@@ -422,7 +422,7 @@ async def test_shutdown_answers_in_flight_and_ends_subscriptions(
         assert await daemon.stop() == 0
         with pytest.raises(errors.NotReady):
             await pending
-        ended = await asyncio.wait_for(c.notifications.get(), 5)
+        ended = await asyncio.wait_for(c.notifications.get(), WAIT_S)
         assert ended["method"] == "subscription.ended"
         assert ended["params"]["reason"] == "shutdown"
         await c.close()
@@ -529,7 +529,9 @@ async def test_systemd_notifications(net: FakeNetwork, tmp_path: Path) -> None:
 
     async def receive_until(needle: str) -> None:
         while not any(needle in m for m in messages):
-            messages.append((await asyncio.wait_for(loop.sock_recv(receiver, 4096), 10)).decode())
+            messages.append(
+                (await asyncio.wait_for(loop.sock_recv(receiver, 4096), WAIT_S)).decode()
+            )
 
     try:
         async with running_daemon(net, tmp_path / "d", notifier=notifier) as daemon:

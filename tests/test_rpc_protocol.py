@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from convosd.rpc import protocol
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, examples
+from tests.helpers import WAIT_S, eventually, examples
 from tests.rpc_harness import RunningDaemon, running_daemon
 
 
@@ -38,7 +38,7 @@ class Raw:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def recv(self, within_s: float = 10) -> Any:
+    async def recv(self, within_s: float = WAIT_S) -> Any:
         line = await asyncio.wait_for(self.reader.readline(), within_s)
         assert line, "connection closed"
         return json.loads(line)
@@ -148,7 +148,7 @@ async def test_over_long_line_is_answered_then_closed(raw: Raw) -> None:
     # what to do: the limit, and the way around it for a file
     assert "frameLimitBytes" in reply["error"]["message"]
     assert "by path" in reply["error"]["message"]
-    assert await asyncio.wait_for(raw.reader.read(), 5) == b""  # closed
+    assert await asyncio.wait_for(raw.reader.read(), WAIT_S) == b""  # closed
 
 
 async def test_out_of_order_answers_and_busy(daemon: RunningDaemon) -> None:
@@ -184,7 +184,7 @@ async def test_thousand_connections_at_once(daemon: RunningDaemon) -> None:
             conn.writer.write(b'{"jsonrpc":"2.0","method":"health","id":1}\n')
         served = busy = 0
         for conn in conns:
-            line = await asyncio.wait_for(conn.reader.readline(), 20)
+            line = await asyncio.wait_for(conn.reader.readline(), WAIT_S)
             reply = json.loads(line)
             if "result" in reply:
                 served += 1
@@ -205,7 +205,7 @@ async def test_thousand_connections_at_once(daemon: RunningDaemon) -> None:
 @settings(
     max_examples=examples(60),
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.binary(max_size=300))
 async def test_random_bytes_never_break_the_server(raw: Raw, data: bytes) -> None:
@@ -220,7 +220,7 @@ async def test_random_bytes_never_break_the_server(raw: Raw, data: bytes) -> Non
 @settings(
     max_examples=examples(40),
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     value=st.recursive(
@@ -292,7 +292,7 @@ async def test_a_number_with_too_many_digits_is_a_parse_error(
 @pytest.mark.parametrize("bad_id", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
 async def test_an_id_json_cannot_carry_is_answered_with_id_null(raw: Raw, bad_id: str) -> None:
     await raw.send(('{"jsonrpc":"2.0","method":"health","id":' + bad_id + "}\n").encode())
-    line = await asyncio.wait_for(raw.reader.readline(), 10)
+    line = await asyncio.wait_for(raw.reader.readline(), WAIT_S)
     reply = strict_json(line)
     assert (code(reply), reply["id"]) == (-32600, None)
     await raw.send(
@@ -301,7 +301,7 @@ async def test_an_id_json_cannot_carry_is_answered_with_id_null(raw: Raw, bad_id
             '{"jsonrpc":"2.0","method":"health","id":2}]\n'
         ).encode()
     )
-    replies = strict_json(await asyncio.wait_for(raw.reader.readline(), 10))
+    replies = strict_json(await asyncio.wait_for(raw.reader.readline(), WAIT_S))
     by_id = {r["id"]: r for r in replies}
     assert code(by_id[None]) == -32600 and "result" in by_id[2]
     assert (await raw.ask('{"jsonrpc":"2.0","method":"health","id":1.5}'))["id"] == 1.5

@@ -15,7 +15,7 @@ from convosd import bound
 from convosd.cli.streams import JoinAccepted, parse_watcher_line, stream_line_sender
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import admitted, eventually, eventually_async
+from tests.helpers import WAIT_S, admitted, eventually, eventually_async
 from tests.rpc_harness import member_cli, running_daemon
 
 
@@ -41,7 +41,7 @@ async def test_the_first_message_after_a_join_carries_the_joiners_name(
             created = await client.create(name="Names", profileName="Agent")
             bob = member_cli(net, tmp_path / "bob")
             joined = await bob.join(created.invite_slug, profile_name="Bob", no_wait=True)
-            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=30)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=WAIT_S)
             # Bob writes as soon as he is in (his CLI's join returns once admitted)
             await bob.send_text(created.conversation_id, "first")
             await bob.send_text(created.conversation_id, "second")
@@ -49,7 +49,7 @@ async def test_the_first_message_after_a_join_carries_the_joiners_name(
             async def both() -> bool:
                 return len(await messages(client)) == 2
 
-            assert await eventually_async(both, within_s=30)
+            assert await eventually_async(both, within_s=WAIT_S)
             got = await messages(client)
             assert [(m["content"], m["senderName"]) for m in got] == [
                 ("first", "Bob"),
@@ -79,9 +79,9 @@ async def test_a_name_set_after_the_join_shows_on_later_messages(
             cid = created.conversation_id
             carol = member_cli(net, tmp_path / "carol")
             await carol.join(created.invite_slug, no_wait=True)  # no profile name
-            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=30)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=WAIT_S)
             await carol.send_text(cid, "nameless")
-            assert await eventually_async(lambda: _has_text(client, "nameless"), within_s=30)
+            assert await eventually_async(lambda: _has_text(client, "nameless"), within_s=WAIT_S)
             await carol.update_profile(cid, name="Carol")
             sent = 0
 
@@ -94,7 +94,7 @@ async def test_a_name_set_after_the_join_shows_on_later_messages(
                 await carol.send_text(cid, f"again {sent}")
                 return False
 
-            assert await eventually_async(named, within_s=30, pause_s=0.5)
+            assert await eventually_async(named, within_s=WAIT_S, pause_s=0.5)
             first = (await messages(client))[0]
             assert (first["content"], first["senderName"]) == ("nameless", None)
 
@@ -114,10 +114,10 @@ async def test_a_profile_message_before_the_first_text_names_it(
             cid = created.conversation_id
             dave = member_cli(net, tmp_path / "dave")
             await dave.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=30)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=WAIT_S)
             await dave.update_profile(cid, name="Dave")
             await dave.send_text(cid, "hello")
-            assert await eventually_async(lambda: _has_text(client, "hello"), within_s=30)
+            assert await eventually_async(lambda: _has_text(client, "hello"), within_s=WAIT_S)
             [first] = await messages(client)
             assert first["senderName"] == "Dave"
 

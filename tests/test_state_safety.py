@@ -18,11 +18,11 @@ import pytest
 from convosd.client import ConvosdClient
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import admitted, eventually
+from tests.helpers import WAIT_S, admitted, eventually
 from tests.rpc_harness import member_cli, running_daemon
 
 
-async def poll(fetch: Any, check: Any, within_s: float = 20) -> Any:
+async def poll(fetch: Any, check: Any, within_s: float = WAIT_S) -> Any:
     """Poll the daemon over its socket until ``check(value)``; the last value either way."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
@@ -49,7 +49,7 @@ async def test_allowlist_does_not_approve_members_admitted_through_our_invite(
             created = await client.create(name="Ours")
             guest = member_cli(net, tmp_path / "guest")
             await guest.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=15)
+            assert await eventually(lambda: bool(admitted(daemon.instance)))
             await guest.send_text(created.conversation_id, "hello from an invitee")
             status = await poll(client.status, lambda s: s.policy.dropped)
             assert status.policy.dropped == {"not_allowed": 1}
@@ -224,7 +224,7 @@ async def test_a_same_millisecond_burst_is_backfilled_whole(
             created = await client.create(name="Busy")
             guest = member_cli(net, tmp_path / "guest")
             await guest.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=15)
+            assert await eventually(lambda: bool(admitted(daemon.instance)))
             net.add_fault(
                 "same_ms_burst",
                 command="conversation:send-text",
@@ -234,7 +234,7 @@ async def test_a_same_millisecond_burst_is_backfilled_whole(
             )
             await guest.send_text(created.conversation_id, "burst")
             await guest.send_text(created.conversation_id, "after")
-            got = await poll(lambda: texts(client), lambda t: len(t) == 251, within_s=40)
+            got = await poll(lambda: texts(client), lambda t: len(t) == 251)
             assert len(got) == 251 and got[-1] == "after"
             assert sorted(got[:250]) == sorted(["burst", *(f"burst #{i}" for i in range(2, 251))])
             health = await client.health()
@@ -305,12 +305,12 @@ async def test_a_state_dir_deleted_while_running_is_detected(
             # The running daemon stops its children and runs no CLI process any more (one
             # would create a new identity at the path), then takes the path again: only its
             # lock file is there, and a second daemon is refused.
-            assert await eventually(lambda: (state / "convosd.lock").exists(), within_s=10)
+            assert await eventually(lambda: (state / "convosd.lock").exists())
             children = (await client.call("status"))["children"]
             assert {c["state"] for c in children.values()} == {"stopped"}
             assert [p.name for p in state.iterdir()] == ["convosd.lock"]
             second = _daemon(net, state)
-            assert await asyncio.wait_for(second.run(), 30) == 1
+            assert await asyncio.wait_for(second.run(), WAIT_S) == 1
             assert (await client.health()).status == "down"  # still: the store is gone
 
 
@@ -325,7 +325,7 @@ async def test_a_zero_length_store_stops_the_daemon(net: FakeNetwork, tmp_path: 
     os.truncate(state / "convosd.db", 0)
     for leftover in ("convosd.db-wal", "convosd.db-shm"):
         (state / leftover).unlink(missing_ok=True)
-    assert await asyncio.wait_for(_daemon(net, state).run(), 30) == 1
+    assert await asyncio.wait_for(_daemon(net, state).run(), WAIT_S) == 1
     assert (state / "convosd.db").stat().st_size == 0  # refused, not turned into a new store
 
 

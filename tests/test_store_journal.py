@@ -22,6 +22,7 @@ from convosd.storage.pairing import PairingRequest
 from convosd.storage.schema import SCHEMA_VERSION
 from convosd.storage.store import Binding, Store, StoreError
 from convosd.storage.work import CountDrops, HoldMessage, OpenPairingRequest, SettleKey
+from tests.helpers import WAIT_S
 
 
 @pytest.fixture
@@ -86,7 +87,10 @@ def test_second_instance_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
             "except Exception as e:\n    print(e); sys.exit(1)\n"
         )
         out = subprocess.run(
-            [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=30
+            [sys.executable, "-c", code, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
         )
         assert out.returncode == 1
         assert out.stdout.strip() == f"state dir in use by pid {os.getpid()}"

@@ -21,6 +21,7 @@ import pytest
 
 from convosd.config import load_settings
 from convosd.instance import Instance
+from tests.helpers import WAIT_S
 
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
 # The repo's own entry point stands in for /opt/convosd/.venv/bin/convosd: verify fails on an
@@ -57,7 +58,7 @@ def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYSTEMD_")}
     env |= {"SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "cat", "LC_ALL": "C.UTF-8"}
     return subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=WAIT_S, check=False
     )
 
 

@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 
 from convosd import errors
 from convosd.tasks import TaskScope
+from tests.helpers import WAIT_S
 
 
 async def test_a_failing_task_is_logged_once() -> None:
@@ -86,5 +87,5 @@ async def test_a_task_closing_its_own_scope_is_not_awaited_by_itself() -> None:
     scope.spawn(other(), "other")
     await asyncio.sleep(0)
     closing = scope.spawn(closer(), "closer")
-    assert await asyncio.wait_for(closing, 10) == "done"
+    assert await asyncio.wait_for(closing, WAIT_S) == "done"
     assert other_cancelled.is_set()

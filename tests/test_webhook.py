@@ -21,7 +21,7 @@ from contrib.webhook.relay import Relay, RelayConfig, sign, verify
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually
+from tests.helpers import WAIT_S, eventually
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
@@ -206,17 +206,16 @@ async def test_every_event_in_order_through_faults_and_a_daemon_restart(
                 await bob.send_text(cid, f"before {n}")
             config = relay_config(tmp_path, daemon.socket, receiver.url)
             relay = await stack.enter_async_context(running_relay(config))
-            assert await eventually(lambda: len(receiver.accepted) >= 3, within_s=30)
+            assert await eventually(lambda: len(receiver.accepted) >= 3)
         # The daemon is down: members go on writing; the relay waits and reconnects.
         await bob.send_text(cid, "while down 1")
         await bob.send_text(cid, "while down 2")
         async with running_daemon(net, state) as daemon:
             await bob.send_text(cid, "after restart")
-            assert await eventually(lambda: messages_journaled(daemon) == 6, within_s=30)
+            assert await eventually(lambda: messages_journaled(daemon) == 6)
             journal_id, seqs = await journal_seqs(daemon.socket)
             assert await eventually(
                 lambda: receiver.accepted_seqs() == seqs and cursor_of(config)["after"] == seqs[-1],
-                within_s=30,
             ), (receiver.accepted_seqs(), seqs)
             contents = [json.loads(h.body).get("content") for h in receiver.accepted]
             assert "while down 2" in contents
@@ -262,7 +261,6 @@ async def test_dead_letters_and_type_filter(net: FakeNetwork, tmp_path: Path) ->
             _, seqs = await journal_seqs(daemon.socket, ["message"])
             assert await eventually(
                 lambda: config.state_file.exists() and cursor_of(config)["after"] == seqs[-1],
-                within_s=30,
             )
     assert {hit.event_type for hit in receiver.hits} == {"message"}
     assert [json.loads(h.body)["content"] for h in receiver.accepted] == ["one", "two"]
@@ -328,22 +326,23 @@ async def test_none_lost_across_a_relay_sigkill(net: FakeNetwork, tmp_path: Path
         assert await eventually(lambda: messages_journaled(daemon) == 4)
         proc = await start_relay(daemon.socket)
         try:
-            await asyncio.wait_for(killed.wait(), 30)
+            await asyncio.wait_for(killed.wait(), WAIT_S)
             assert await proc.wait() == -signal.SIGKILL
             for n in range(4, 7):
                 await bob.send_text(cid, f"m{n}")
             assert await eventually(lambda: messages_journaled(daemon) == 7)
             proc = await start_relay(daemon.socket)
             journal_id, seqs = await journal_seqs(daemon.socket)
-            assert await eventually(
-                lambda: sorted(set(receiver.accepted_seqs())) == seqs, within_s=30
-            ), (receiver.accepted_seqs(), seqs)
+            assert await eventually(lambda: sorted(set(receiver.accepted_seqs())) == seqs), (
+                receiver.accepted_seqs(),
+                seqs,
+            )
             # the relay saves its cursor once it has read the receiver's answer: an event in
             # flight at SIGTERM is delivered again after a restart (documented), so stop it
             # only once the last one is saved
             assert await eventually(lambda: saved_cursor() == (journal_id, seqs[-1]))
             proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -435,12 +434,12 @@ async def test_starts_at_the_journal_end_and_saves_it_at_once(
             tmp_path, daemon.socket, receiver.url, start="latest", types=["message"]
         )
         async with running_relay(config) as relay:
-            await asyncio.wait_for(relay.ready.wait(), 10)
+            await asyncio.wait_for(relay.ready.wait(), WAIT_S)
             # Saved before any delivery: a restart now would not start at a later "now".
             saved = cursor_of(config)
             assert saved["journalId"] == journal_id and saved["after"] >= old_seq
             await bob.send_text(cid, "new")
-            assert await eventually(lambda: len(receiver.accepted) == 1, within_s=30)
+            assert await eventually(lambda: len(receiver.accepted) == 1)
     assert json.loads(receiver.accepted[0].body)["content"] == "new"
 
 

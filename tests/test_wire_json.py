@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from convosd.jsonutil import dumps
 from convosd.rpc import protocol
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import WAIT_S
 from tests.rpc_harness import RunningDaemon, running_daemon
 
 json_values = st.recursive(
@@ -138,7 +139,7 @@ async def test_ids_come_back_byte_for_byte(daemon: RunningDaemon) -> None:
             (b"NaN", b'"id":null}'),  # refused (not a valid id), answered with null
         ]:
             writer.write(b'{"jsonrpc":"2.0","method":"nope","id":' + raw_id + b"}\n")
-            line = await asyncio.wait_for(reader.readline(), 10)
+            line = await asyncio.wait_for(reader.readline(), WAIT_S)
             assert line.endswith(echoed + b"\n"), line
             assert line == protocol.encode(json.loads(line), exotic=True)
     finally:
@@ -152,7 +153,7 @@ async def test_a_param_named_ctx_is_an_unknown_param(daemon: RunningDaemon) -> N
     reader, writer = await asyncio.open_unix_connection(str(daemon.socket), limit=1 << 20)
     try:
         writer.write(b'{"jsonrpc":"2.0","method":"status","params":{"ctx":1},"id":1}\n')
-        reply = json.loads(await asyncio.wait_for(reader.readline(), 10))
+        reply = json.loads(await asyncio.wait_for(reader.readline(), WAIT_S))
         assert reply["error"]["code"] == protocol.INVALID_PARAMS
         assert reply["error"]["data"]["kind"] == "INVALID_PARAMS"
     finally:

@@ -1,4 +1,6 @@
-"""Test helper for the fake ``convos`` double (stdlib only).
+"""Test helper for the fake ``convos`` double (the standard library and tests.helpers).
+
+A command it runs gets ``WAIT_S`` (tests/helpers.py) to finish unless the caller says less.
 
     net = FakeNetwork(tmp_path / "net")
     alice = net.create_identity_home(tmp_path)
@@ -21,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from tests.helpers import WAIT_S
 
 EXECUTABLE = Path(__file__).with_name("convos")
 
@@ -50,7 +54,7 @@ class FakeNetwork:
         self,
         home: str | os.PathLike[str],
         *argv: str,
-        timeout: float = 10,
+        timeout: float = WAIT_S,
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
@@ -65,7 +69,7 @@ class FakeNetwork:
             check=False,
         )
 
-    def run_json(self, home: str | os.PathLike[str], *argv: str, timeout: float = 10) -> Any:
+    def run_json(self, home: str | os.PathLike[str], *argv: str, timeout: float = WAIT_S) -> Any:
         """Run with --json, require exit 0, return the last JSON document on stdout."""
         args = list(argv)
         args.insert(args.index("--") if "--" in args else len(args), "--json")
@@ -98,7 +102,7 @@ class FakeNetwork:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+            process.wait(timeout=WAIT_S)
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
@@ -274,7 +278,7 @@ class FakeNetwork:
         path = self.path / f"{env}.sqlite3"
         if not path.exists():
             return []
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        with contextlib.closing(sqlite3.connect(path, timeout=WAIT_S)) as db:
             db.row_factory = sqlite3.Row
             rows = [dict(r) for r in db.execute("SELECT * FROM streams")]
         return [r for r in rows if _alive(r["pid"])]
@@ -286,14 +290,14 @@ class FakeNetwork:
         path = self.path / f"{env}.sqlite3"
         if not path.exists():
             return []
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        with contextlib.closing(sqlite3.connect(path, timeout=WAIT_S)) as db:
             db.row_factory = sqlite3.Row
             query = (
                 "SELECT id, conv_id, type_id, content FROM messages WHERE sender = ? ORDER BY seq"
             )
             return [dict(r) for r in db.execute(query, (inbox_id,))]
 
-    def wait_for_stream(self, pid: int, within_s: float = 10.0, env: str = "dev") -> bool:
+    def wait_for_stream(self, pid: int, within_s: float = WAIT_S, env: str = "dev") -> bool:
         """True once process ``pid`` is listening (its stream started), False on timeout."""
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:

@@ -2,8 +2,9 @@
 
 Every CLI child runs offline in its own throw-away workspace (``HOME``, ``CONVOS_HOME``, an
 existing empty env file, the workspace as cwd) with a clean environment, stdin from
-/dev/null, in its own process group, under a 30 s timeout. Runs are submitted to one thread
-pool so the slow ones (a network command waits ~3 s for its DNS error) overlap.
+/dev/null, in its own process group, under ``WAIT_S`` (tests/helpers.py: a Node start takes
+seconds on a loaded machine). Runs are submitted to one thread pool so the slow ones (a
+network command waits ~3 s for its DNS error) overlap.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import WAIT_S
+
 REPO = Path(__file__).resolve().parents[2]
 CLI_ROOT = REPO / "node_modules" / "@xmtp" / "convos-cli"
 CLI_BIN = CLI_ROOT / "bin" / "run.js"
 PARSE_HELPER = Path(__file__).with_name("parse_argv.mjs")
-TIMEOUT_S = 30.0
+TIMEOUT_S = WAIT_S
 #: The CLI version these contracts were observed on.
 CLI_VERSION = "0.10.15"
 #: `uname -m` -> the npm package that ships the pinned Node 22 (package.json).
@@ -197,8 +200,10 @@ def realcli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCli]:
 
 
 def result(future: Future[Run]) -> Run:
-    """The finished run; a run killed on timeout fails the test that needs it."""
-    run = future.result(timeout=TIMEOUT_S * 3)
+    """The finished run; a run killed on timeout fails the test that needs it. The wait has
+    no bound of its own: a run may queue behind many others in the pool, each bounded by
+    TIMEOUT_S, and the per-test timeout bounds them all."""
+    run = future.result()
     if run.exit_code is None:
         pytest.fail(f"the CLI did not finish in {TIMEOUT_S:.0f}s:\n{run.describe()}")
     return run

@@ -30,6 +30,7 @@ import pytest
 from convosd.cli.argv import ArgvBuilder, Invocation, UnsafeText
 from convosd.cli.runner import CliResult, CliRunner
 from convosd.cli.warm import WarmTransport
+from tests.helpers import WAIT_S
 from tests.realcli import test_argv_contract as argv_contract
 from tests.realcli import test_errors_contract as errors_contract
 from tests.realcli.conftest import CLI_BIN, RealCli, Workspace
@@ -139,7 +140,7 @@ async def _sequence(
         for case in cases:
             one_inv, warm_inv = case.invocation(one_ws), case.invocation(warm_ws)
             one, hot = await asyncio.gather(
-                oneshot.run(one_inv, timeout_s=30), warm.run(warm_inv, timeout_s=30)
+                oneshot.run(one_inv, timeout_s=WAIT_S), warm.run(warm_inv, timeout_s=WAIT_S)
             )
             expected, got = _normalised(one, one_ws), _normalised(hot, warm_ws)
             if expected != got:
