@@ -105,6 +105,9 @@ class DaemonSection(BaseModel):
     max_connections: PositiveInt = 256
     max_in_flight_per_connection: PositiveInt = 64
     subscriber_queue: PositiveInt = 1000
+    # Additions: caps on subscriptions (docs/PROTOCOL.md, Limits): BUSY past them.
+    max_subscriptions_per_connection: PositiveInt = 32
+    max_subscriptions: PositiveInt = 4096
     journal_max_age_days: PositiveFloat = 30.0
     journal_max_events: PositiveInt = 1_000_000
     cli_timeout_s: PositiveFloat = 60.0

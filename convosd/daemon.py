@@ -141,7 +141,12 @@ class Daemon:
             )
             instance = Instance(settings, paths, store=store, journal=journal, cli=cli)
             self.instance = instance
-            hub = SubscriptionHub(journal, queue_limit=daemon.subscriber_queue)
+            hub = SubscriptionHub(
+                journal,
+                queue_limit=daemon.subscriber_queue,
+                max_per_connection=daemon.max_subscriptions_per_connection,
+                max_total=daemon.max_subscriptions,
+            )
             service = ConvosService(instance, hub, join_timing=self.join_timing)
             self.service = service
             dispatcher = Dispatcher(service.methods(), not_ready=self.not_ready)
