@@ -31,6 +31,7 @@ def test_defaults_match_the_contract() -> None:
     assert (d.backfill_interval_s, d.backfill_window_s) == (60, 600)
     # additions (docs/PROTOCOL.md, Limits)
     assert (d.max_subscriptions_per_connection, d.max_subscriptions) == (32, 4096)
+    assert (d.max_attachment_bytes, d.max_attachment_store_bytes) == (10_485_760, 1 << 30)
     assert d.cli_env_passthrough == (
         "CONVOS_API_KEY",
         "CONVOS_UPLOAD_PROVIDER*",
