@@ -7,7 +7,7 @@ adapter's queue) reads the URL and key material from its own database, so they n
 through convosd. The file lands under :class:`~convosd.attachment_store.AttachmentStore`'s
 layout; a second call for the same message answers from disk without the CLI.
 
-Bounds, checked before the CLI runs (docs/PROTOCOL.md, "Downloads"):
+Bounds, checked before the CLI runs (docs/PROTOCOL.md, "Download bounds"):
 
 - the announced size (a remote attachment's ``contentLength``, the encrypted payload's,
   which is the file's plus at most :data:`ENCRYPTION_SLACK` bytes) against
@@ -136,9 +136,10 @@ class DownloadsApi:
 
     async def _check(
         self, store: AttachmentStore, message_id: str, message: dict[str, object]
-    ) -> int:
-        """Refuse before the CLI runs: the announced size, the URL, the folder's room.
-        Returns the announced size (0 when unknown)."""
+    ) -> None:
+        """Refuse before the CLI runs: the announced size (when the message tells it), the
+        URL, the folder's room. Two downloads checked at once may both find room: the
+        check after the CLI wrote (which counts every partial file) catches that."""
         meta = message.get("attachment")
         size = meta.get("size") if isinstance(meta, dict) else None
         announced = size if isinstance(size, int) and not isinstance(size, bool) else 0
@@ -161,7 +162,6 @@ class DownloadsApi:
                 if problem is not None:
                     raise _refused(message_id, problem)
         self._check_room(store, announced)
-        return announced
 
     @staticmethod
     async def _resolves_to(name: str) -> str | None:
