@@ -151,6 +151,19 @@ class AttachmentStore:
         if not (directory / META).exists():
             shutil.rmtree(directory, ignore_errors=True)
 
+    def total_bytes(self) -> int:
+        """The bytes of every regular file under ``attachments/`` (partial files included)."""
+        total = 0
+        for directory, _dirs, files in os.walk(self.root):
+            for name in files:
+                try:
+                    info = os.lstat(os.path.join(directory, name))
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+        return total
+
     def message_ids(self) -> list[str]:
         try:
             return sorted(p.name for p in self.root.iterdir() if _ID.match(p.name))

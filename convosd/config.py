@@ -105,6 +105,9 @@ class DaemonSection(BaseModel):
     max_connections: PositiveInt = 256
     max_in_flight_per_connection: PositiveInt = 64
     subscriber_queue: PositiveInt = 1000
+    # Additions: caps on subscriptions (docs/PROTOCOL.md, Limits): BUSY past them.
+    max_subscriptions_per_connection: PositiveInt = 32
+    max_subscriptions: PositiveInt = 4096
     journal_max_age_days: PositiveFloat = 30.0
     journal_max_events: PositiveInt = 1_000_000
     cli_timeout_s: PositiveFloat = 60.0
@@ -113,6 +116,8 @@ class DaemonSection(BaseModel):
     max_message_bytes: Annotated[int, Field(ge=1, le=102_400)] = 16_384
     send_rate_per_s: PositiveFloat = 5.0
     max_attachment_bytes: PositiveInt = 10_485_760
+    # Addition: what attachment.download may keep under <state dir>/attachments in all.
+    max_attachment_store_bytes: PositiveInt = 1_073_741_824
     join_retry_max_s: PositiveFloat = 86_400.0
     backfill_interval_s: PositiveFloat = 60.0
     backfill_window_s: PositiveFloat = 600.0

@@ -145,6 +145,8 @@ class Daemon:
                 journal,
                 queue_limit=daemon.subscriber_queue,
                 stall_timeout_s=daemon.output_stall_timeout_s,
+                max_per_connection=daemon.max_subscriptions_per_connection,
+                max_total=daemon.max_subscriptions,
             )
             service = ConvosService(instance, hub, join_timing=self.join_timing)
             self.service = service

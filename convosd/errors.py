@@ -232,12 +232,19 @@ class Busy(ConvosdError):
     kind = "BUSY"
     default_message = "Busy, retry later"
 
-    def __init__(self, message: str | None = None, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after_s: float | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """``data``: more of ``error.data`` (a cap's ``limit`` and ``max``)."""
         # rounded up to the millisecond: a wait of 0.0004 s is not "retry now" (0.0)
-        data = (
+        more = (
             {} if retry_after_s is None else {"retryAfterS": math.ceil(retry_after_s * 1000) / 1000}
         )
-        super().__init__(message, data=data)
+        super().__init__(message, data={**more, **(data or {})})
         self.retry_after_s = retry_after_s
 
     @classmethod

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from convosd import errors
-from convosd.jsonutil import has_lone_surrogate
+from convosd.text import name_problem
 
 #: bytes read from a caller's file at a time
 COPY_CHUNK = 1 << 20
@@ -61,7 +61,6 @@ _MIME = re.compile(
     rf"[A-Za-z0-9]{_TOKEN}{{0,126}}/[A-Za-z0-9]{_TOKEN}{{0,126}}"
     rf'(?:[ \t]*;[ \t]*{_TOKEN}+=(?:{_TOKEN}+|"[^"\\\x00-\x1f\x7f]*"))*'
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def invalid(param: str, problem: str) -> errors.InvalidParams:
@@ -74,19 +73,17 @@ def invalid(param: str, problem: str) -> errors.InvalidParams:
 
 def check_filename(name: str, param: str = "filename") -> str:
     """A file name the attachment may carry: one path component, 1..255 bytes of UTF-8,
-    no NUL or other control character, not ``.`` or ``..``."""
+    a name by convosd.text's rule (no NUL, control character, lone surrogate or bidi
+    override), not ``.`` or ``..``."""
     if not name:
         raise invalid(param, "is empty")
-    if "\x00" in name:
-        raise invalid(param, "contains NUL")
+    problem = name_problem(name)
+    if problem is not None:
+        raise invalid(param, problem)
     if "/" in name:
         raise invalid(param, "must be a file name, not a path (it contains '/')")
     if name in (".", ".."):
         raise invalid(param, f"cannot be {name!r}")
-    if _CONTROL.search(name):
-        raise invalid(param, "contains a control character")
-    if has_lone_surrogate(name):
-        raise invalid(param, "contains a lone surrogate (not valid UTF-8)")
     size = len(name.encode("utf-8"))
     if size > NAME_MAX:
         raise invalid(param, f"is {size} bytes of UTF-8; at most {NAME_MAX}")

@@ -54,7 +54,13 @@ class ConvosService:
         self.events = EventsApi(instance.journal, hub)
         self.pairing = PairingApi(instance.sender_policy)
         self.live = LiveApi(instance, instance.cli)
-        self.downloads = DownloadsApi(instance, instance.cli, instance.journal)
+        self.downloads = DownloadsApi(
+            instance,
+            instance.cli,
+            instance.journal,
+            max_file_bytes=instance.settings.daemon.max_attachment_bytes,
+            max_store_bytes=instance.settings.daemon.max_attachment_store_bytes,
+        )
 
     def clean_outbox(self) -> None:
         """Remove attachment copies a crash left behind (at start, before serving)."""

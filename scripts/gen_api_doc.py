@@ -277,7 +277,8 @@ def render(doc: dict[str, Any]) -> str:
         "",
         "## Errors",
         "",
-        "`error.data` always holds `{kind}`; `BUSY` may add `retryAfterS`, `EVENTS_EXPIRED` adds "
+        "`error.data` always holds `{kind}`; `BUSY` may add `retryAfterS` (and, from a cap on "
+        "subscriptions, `limit` naming the setting and `max`), `EVENTS_EXPIRED` adds "
         "`firstSeq`, `CLI_FAILED` adds `exitCode` and `error`, `INVALID_PARAMS` may add `errors`, "
         "`ALREADY_BOUND` adds `pending: true` while a join only awaits acceptance; an error the "
         "CLI caused keeps the CLI's own error line in `error`. The protocol around them: "

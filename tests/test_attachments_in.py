@@ -5,8 +5,10 @@ stored and when they go (retention, explode, reset), convosctl download."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from convosd import errors
 from convosd.attachment_store import MAX_NAME_BYTES, safe_filename
 from convosd.cli.attachment_meta import from_display
+from convosd.cli.attachment_url import address_problem, url_problem
 from convosd.client import ConvosdClient
 from convosd.ctl import main as ctl_main
 from tests.conftest import fake_setup
@@ -354,3 +357,160 @@ async def test_a_leaking_cli_reply_is_redacted_and_its_attachment_still_named(
         assert '"0":' not in content  # no Uint8Array left
         assert event["attachment"]["filename"] == "k.bin"
         assert event["attachment"]["size"] > len(b"secret bytes")
+
+
+# --- bounds on attachment.download (issue 25 item 8) -------------------------------------
+
+
+async def _refused_before_the_cli(
+    client: ConvosdClient, message_id: str, attachments: Path, problem: str
+) -> None:
+    with pytest.raises(errors.InvalidParams) as caught:
+        await client.download_attachment(message_id)
+    [found] = caught.value.extra["errors"]
+    assert found["param"] == "messageId" and problem in found["problem"], found
+    assert not (attachments / message_id).exists()
+
+
+async def test_a_download_past_the_size_limit_is_refused_announced_or_written(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """A member's 30 MB attachment (3x maxAttachmentBytes) was stored. The announced size
+    is refused before the CLI runs; a sender that announces less than it serves gets its
+    file removed once the CLI wrote it."""
+    state = tmp_path / "d"
+    limit = 20_000
+    async with running_daemon(net, state, max_attachment_bytes=limit) as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        attachments = state / "attachments"
+        big = net.send_remote_attachment(bob, cid, os.urandom(3 * limit), filename="big.bin")
+        liar = net.send_remote_attachment(
+            bob, cid, os.urandom(3 * limit), filename="liar.bin", content_length=100
+        )
+        fits = net.send_remote_attachment(bob, cid, os.urandom(limit), filename="fits.bin")
+        for message_id in (big, liar, fits):
+            await _journaled(daemon, message_id)
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await _refused_before_the_cli(client, big, attachments, "maxAttachmentBytes")
+            with pytest.raises(errors.InvalidParams) as caught:
+                await client.download_attachment(liar)
+            assert f"the file is {3 * limit} bytes" in caught.value.message
+            assert not (attachments / liar).exists()  # removed, partial and directory
+            got = await client.download_attachment(fits)
+            assert got.size == limit
+        assert sorted(p.name for p in attachments.iterdir()) == [fits]
+
+
+async def test_the_attachment_folder_is_bounded_and_a_download_past_it_refused(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    state = tmp_path / "d"
+    async with running_daemon(net, state, max_attachment_store_bytes=25_000) as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        attachments = state / "attachments"
+        ids = [
+            net.send_remote_attachment(bob, cid, os.urandom(10_000), filename=f"{n}.bin")
+            for n in range(3)
+        ]
+        liar = net.send_remote_attachment(
+            bob, cid, os.urandom(10_000), filename="liar.bin", content_length=10
+        )
+        for message_id in (*ids, liar):
+            await _journaled(daemon, message_id)
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            for message_id in ids[:2]:
+                await client.download_attachment(message_id)
+            with pytest.raises(errors.Busy) as full:  # 20,000 held + ~10,000 announced
+                await client.download_attachment(ids[2])
+            assert full.value.extra == {"limit": "maxAttachmentStoreBytes", "max": 25_000}
+            assert not (attachments / ids[2]).exists()
+            with pytest.raises(errors.Busy):  # announced 10 bytes, wrote 10,000
+                await client.download_attachment(liar)
+            assert not (attachments / liar).exists()
+            # what was stored stays (the folder is never emptied to make room)
+            assert sorted(p.name for p in attachments.iterdir()) == sorted(ids[:2])
+            assert (await client.download_attachment(ids[0])).size == 10_000
+
+
+HOSTILE_URLS = {
+    "http": ("http://uploads.example.com/x", "not https"),
+    "loopback": ("https://127.0.0.1/x", "loopback"),
+    "loopback-port": ("https://127.0.0.1:8443/x", "loopback"),
+    "loopback-decimal": ("https://2130706433/x", "loopback"),
+    "loopback-hex-short": ("https://0x7f.1/x", "loopback"),
+    "loopback-octal": ("https://0177.0.0.01/x", "loopback"),
+    "ipv6-loopback": ("https://[::1]/x", "loopback"),
+    "ipv4-mapped": ("https://[::ffff:127.0.0.1]/x", "loopback"),
+    "ipv4-mapped-hex": ("https://[::ffff:7f00:1]/x", "loopback"),
+    "private-10": ("https://10.1.2.3/x", "private"),
+    "private-192": ("https://192.168.1.1/x", "private"),
+    "shared-100-64": ("https://100.64.0.1/x", "private"),
+    "metadata": ("https://169.254.169.254/latest/meta-data/", "link-local"),
+    "ipv6-link-local": ("https://[fe80::1]/x", "link-local"),
+    "ipv6-unique-local": ("https://[fd00::1]/x", "private"),
+    "unspecified": ("https://0.0.0.0/x", "unspecified"),
+    "localhost": ("https://localhost/x", "local name"),
+    "localhost-dot": ("https://LocalHost./x", "local name"),
+    "sub-localhost": ("https://a.localhost/x", "local name"),
+    "backslash": ("https://127.0.0.1\\@uploads.example.com/x", "backslash"),
+    "credentials": ("https://user@uploads.example.com/x", "credentials"),
+    "percent-host": ("https://127.0.0.%31/x", "plain ASCII"),
+    "fullwidth-host": ("https://\uff11\uff12\uff17.0.0.1/x", "plain ASCII"),
+    "tab": ("https://127.0.0.1\t/x", "white space"),
+}
+
+
+async def test_a_url_that_is_not_https_to_a_public_host_is_refused_before_the_cli(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The real CLI fetches the URL the sender chose (redirects followed, 127.0.0.1 too);
+    the double "fetches" any URL too, so each of these would be stored without the check."""
+    state = tmp_path / "d"
+    async with running_daemon(net, state) as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        attachments = state / "attachments"
+        ids = {
+            name: net.send_remote_attachment(bob, cid, b"payload", filename="a.txt", url=url)
+            for name, (url, _) in HOSTILE_URLS.items()
+        }
+        ids["ambiguous"] = net.send_remote_attachment(
+            bob,
+            cid,
+            b"payload",
+            filename="a (1 bytes) https://uploads.example.com/x",
+            url="https://127.0.0.1/x",
+        )
+        ok = net.send_remote_attachment(bob, cid, b"fine", filename="ok.txt")
+        for message_id in (*ids.values(), ok):
+            await _journaled(daemon, message_id)
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            for name, message_id in ids.items():
+                problem = HOSTILE_URLS[name][1] if name in HOSTILE_URLS else "cannot be read"
+                await _refused_before_the_cli(client, message_id, attachments, problem)
+            assert (await client.download_attachment(ok)).size == 4  # a public https URL
+        assert sorted(p.name for p in attachments.iterdir()) == [ok]
+
+
+async def test_a_host_name_that_resolves_to_a_local_address_is_refused(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """This machine's own name resolves (through /etc/hosts) to a loopback or private
+    address: refused like the address itself."""
+    name = socket.gethostname().lower()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, 443)}
+    except OSError:
+        pytest.skip(f"{name} does not resolve here")
+    if url_problem(f"https://{name}/x").name is None or not all(
+        address_problem(ipaddress.ip_address(a.split("%")[0])) for a in addresses
+    ):
+        pytest.skip(f"{name} is not a plain name resolving only to local addresses here")
+    state = tmp_path / "d"
+    async with running_daemon(net, state) as daemon:
+        cid, bob = await _bound_with_bob(daemon, net, tmp_path)
+        message_id = net.send_remote_attachment(
+            bob, cid, b"payload", filename="a.txt", url=f"https://{name}:8443/x"
+        )
+        await _journaled(daemon, message_id)
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            await _refused_before_the_cli(client, message_id, state / "attachments", "resolves to")

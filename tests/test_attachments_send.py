@@ -431,6 +431,7 @@ def make_files(tmp: Path) -> dict[str, Path]:
         "empty": tmp / "empty.txt",
         "ok": tmp / "ok.txt",
         "missing": tmp / "missing.txt",
+        "rlo": tmp / "invoice\u202efdp.exe",
     }
     made["dir"].mkdir()
     os.mkfifo(made["fifo"])
@@ -439,6 +440,7 @@ def make_files(tmp: Path) -> dict[str, Path]:
     made["over"].write_bytes(b"o" * (LIMIT + 1))
     made["empty"].write_bytes(b"")
     made["ok"].write_bytes(b"ok")
+    made["rlo"].write_bytes(b"rlo")
     return made
 
 
@@ -477,6 +479,11 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "filename-dotdot": ({"data": X, "filename": ".."}, "filename", "cannot be '..'"),
     "filename-nul": ({"data": X, "filename": "a\x00b"}, "filename", "contains NUL"),
     "filename-newline": ({"data": X, "filename": "a\nb"}, "filename", "control character"),
+    "filename-c1-control": ({"data": X, "filename": "a\x85b"}, "filename", "control character"),
+    # "invoice\u202efdp.exe" shows as "invoiceexe.pdf": the bidi override is refused
+    "filename-rlo": ({"data": X, "filename": "invoice\u202efdp.exe"}, "filename", "U+202E"),
+    "filename-isolate": ({"data": X, "filename": "a\u2067b"}, "filename", "bidi"),
+    "path-named-with-rlo": ({"path": "@rlo"}, "path", "U+202E"),
     "mime-type-a-flag": ({"data": X, "filename": "a", "mimeType": "--json"}, "mimeType", "MIME"),
     "mime-type-no-subtype": ({"data": X, "filename": "a", "mimeType": "image"}, "mimeType", "/"),
     "path-directory": ({"path": "@dir"}, "path", "is a directory"),

@@ -29,6 +29,9 @@ def test_defaults_match_the_contract() -> None:
     assert (d.journal_max_age_days, d.journal_max_events, d.cli_timeout_s) == (30, 1000000, 60)
     assert (d.max_message_bytes, d.send_rate_per_s, d.join_retry_max_s) == (16384, 5, 86400)
     assert (d.backfill_interval_s, d.backfill_window_s) == (60, 600)
+    # additions (docs/PROTOCOL.md, Limits)
+    assert (d.max_subscriptions_per_connection, d.max_subscriptions) == (32, 4096)
+    assert (d.max_attachment_bytes, d.max_attachment_store_bytes) == (10_485_760, 1 << 30)
     assert d.cli_env_passthrough == (
         "CONVOS_API_KEY",
         "CONVOS_UPLOAD_PROVIDER*",

@@ -227,6 +227,76 @@ async def test_bad_typing_and_update_params_send_nothing(
     assert network_rows(net, cid) == before
 
 
+@pytest.mark.parametrize(
+    ("params", "param", "problem"),
+    [
+        ({"name": "\x00"}, "name", "U+0000"),  # the group was renamed to NUL
+        ({"name": "Desk\x00"}, "name", "U+0000"),
+        ({"name": "Desk\nBank"}, "name", "control character"),
+        ({"name": "Desk\x1b[2J"}, "name", "control character"),
+        ({"name": "Desk\x9b"}, "name", "control character"),
+        ({"name": "Desk\u202e"}, "name", "U+202E"),
+        ({"description": "notes\x00"}, "description", "U+0000"),
+    ],
+)
+async def test_update_refuses_nul_and_control_characters_as_message_send_does(
+    client: Client,
+    net: FakeNetwork,
+    tmp_path: Path,
+    params: dict[str, str],
+    param: str,
+    problem: str,
+) -> None:
+    """One rule for text (message.send's: no U+0000, no lone surrogate); a name is also one
+    line without control characters or bidi overrides. Nothing reaches the CLI."""
+    created, _ = await create_with(client, net, tmp_path)
+    before = network_rows(net, created["conversationId"])
+    with pytest.raises(errors.InvalidParams) as caught:
+        await client.call("conversation.update", params)
+    [found] = caught.value.extra["errors"]
+    assert found["param"] == param and problem in found["problem"], found
+    assert network_rows(net, created["conversationId"]) == before
+    assert (await client.call("conversation.info"))["name"] == "Team"
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "param"),
+    [
+        ("conversation.rename", {"name": "\x00"}, "name"),
+        ("conversation.rename", {"name": "a\u202eb"}, "name"),
+        ("profile.update", {"name": "Bot\x07"}, "name"),
+        ("conversation.create", {"name": "x\x00"}, "name"),
+        ("conversation.create", {"profileName": "x\u2066"}, "profileName"),
+        ("conversation.join", {"inviteUrl": "x", "profileName": "\r"}, "profileName"),
+    ],
+)
+async def test_every_name_a_caller_gives_follows_the_same_rule(
+    client: Client,
+    net: FakeNetwork,
+    tmp_path: Path,
+    method: str,
+    params: dict[str, str],
+    param: str,
+) -> None:
+    created, _ = await create_with(client, net, tmp_path)
+    before = network_rows(net, created["conversationId"])
+    with pytest.raises(errors.InvalidParams) as caught:
+        await client.call(method, params)
+    assert [e["param"] for e in caught.value.extra["errors"]] == [param]
+    assert network_rows(net, created["conversationId"]) == before
+
+
+async def test_names_keep_what_is_not_a_control_character(
+    client: Client, net: FakeNetwork, tmp_path: Path
+) -> None:
+    """Emoji joined by U+200D (a format character, not a control), right-to-left text and
+    its marks are names; multi-line descriptions are text."""
+    await create_with(client, net, tmp_path)
+    name = "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u05e9\u05dc\u05d5\u05dd\u200f"
+    done = await client.call("conversation.update", {"name": name, "description": "a\n\tb"})
+    assert done == {"name": name, "description": "a\n\tb"}
+
+
 async def test_update_name_and_description(
     client: Client, net: FakeNetwork, tmp_path: Path
 ) -> None:

@@ -665,3 +665,177 @@ async def test_idle_connections_are_closed(net: FakeNetwork, tmp_path: Path) -> 
         assert (await subscriber.call("health"))["status"] in ("ok", "degraded")
         await subscriber.close()
         idle_writer.close()
+
+
+# --- caps on subscriptions (issue 25 item 7) --------------------------------------------
+
+SUBSCRIBING_PEER = """
+import json, socket, sys
+path, plan = sys.argv[1], json.loads(sys.argv[2])  # subscriptions to ask for, per connection
+conns, answers = [], []
+for count in plan:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    lines = s.makefile("rb")
+    got = []
+    for i in range(count):
+        ask = {"jsonrpc": "2.0", "method": "events.subscribe", "params": {}, "id": i}
+        s.sendall(json.dumps(ask).encode() + b"\\n")
+        reply = json.loads(lines.readline())
+        got.append("ok" if "result" in reply else reply["error"]["data"].get("limit"))
+    answers.append(got)
+    conns.append(s)
+print(json.dumps(answers), flush=True)
+sys.stdin.readline()  # hold the subscriptions until told
+"""
+
+
+async def test_an_admin_connection_past_its_subscription_cap_gets_busy(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The test runs as the daemon's uid, an admin: the cap per connection holds for it too."""
+    async with running_daemon(
+        net, tmp_path / "d", max_subscriptions_per_connection=3, max_subscriptions=4
+    ) as daemon:
+        client = await daemon.client()
+        subs = [(await client.call("events.subscribe", {}))["subscription"] for _ in range(3)]
+        with pytest.raises(errors.Busy) as refused:
+            await client.call("events.subscribe", {})
+        assert refused.value.extra == {"limit": "maxSubscriptionsPerConnection", "max": 3}
+        assert refused.value.retry_after_s is None
+        other = await daemon.client()  # an admin goes past maxSubscriptions (4)
+        for _ in range(3):
+            await other.call("events.subscribe", {})
+        await client.call("events.unsubscribe", {"subscription": subs[0]})
+        await client.call("events.subscribe", {})  # room again on this connection
+        assert (await client.call("status"))["subscribers"] == 6
+        await other.close()
+        await client.close()
+
+
+@needs_root
+async def test_a_peer_that_is_not_an_admin_is_held_to_both_subscription_caps(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    python = system_python()
+    if python is None:
+        pytest.skip("no system python3 that another uid can run")
+    shared = Path(os.environ.get("TMPDIR", "/tmp")) / f"convosd-test-{os.getpid()}-{id(tmp_path)}"
+    shared.mkdir(mode=0o711)
+    try:
+        state = tmp_path / "d"
+        settings = settings_for(
+            net,
+            max_subscriptions_per_connection=3,
+            max_subscriptions=5,
+            allow_uids=(NOBODY,),
+            socket_group=str(NOBODY),
+        )
+        paths = Paths(socket=shared / "convosd.sock", state_dir=state, convos_home=state / "c")
+        daemon = Daemon(
+            settings,
+            paths,
+            notifier=Notifier({}),
+            environ={"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)},
+        )
+        task = asyncio.create_task(daemon.run())
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert ready.done(), "the daemon did not start"
+        other = await asyncio.create_subprocess_exec(
+            python,
+            "-I",
+            "-c",
+            SUBSCRIBING_PEER,
+            str(paths.socket),
+            "[4, 3]",
+            user=NOBODY,
+            group=NOBODY,
+            extra_groups=[],
+            cwd="/",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert other.stdout is not None and other.stdin is not None
+            line = await asyncio.wait_for(other.stdout.readline(), 30)
+            assert json.loads(line) == [
+                ["ok", "ok", "ok", "maxSubscriptionsPerConnection"],
+                ["ok", "ok", "maxSubscriptions"],
+            ]
+            admin = await Client.connect(paths.socket)  # root: past maxSubscriptions
+            await admin.call("events.subscribe", {})
+            assert (await admin.call("status"))["subscribers"] == 6
+            other.stdin.write(b"\n")
+            await other.stdin.drain()
+            assert await asyncio.wait_for(other.wait(), 30) == 0
+            await admin.close()
+        finally:
+            if other.returncode is None:
+                other.kill()
+                await other.wait()
+            daemon.shutdown.set()
+            assert await asyncio.wait_for(task, 30) == 0
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+SUBSCRIPTION_FLOOD = int(os.environ.get("SUBSCRIPTION_FLOOD", "3000"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_a_subscription_flood_from_one_connection_costs_bounded_memory(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """One connection asks for ``SUBSCRIPTION_FLOOD`` subscriptions (3,000 in the suite;
+    100,000 for the long run in the README), pipelined: maxSubscriptionsPerConnection (32)
+    are opened, the rest get BUSY. The daemon (its own process) is measured before and
+    after; the figures are printed for the record (before the cap: +167 MB for 100,000)."""
+    from tests.test_chaos import DaemonProcess, connect
+
+    daemon = DaemonProcess(net, tmp_path)
+    await daemon.start()
+    assert daemon.process is not None
+    pid = daemon.process.pid
+    try:
+        probe = await connect(daemon)
+        await probe.call("health")
+        await probe.close()
+        rss_before = vm_kb(pid, "VmRSS")
+        reader, writer = await asyncio.open_unix_connection(str(daemon.socket), limit=1 << 20)
+        answers: dict[str, int] = {}
+        step = 48  # pipelined, within maxInFlightPerConnection (64): no BUSY for that
+        for start in range(0, SUBSCRIPTION_FLOOD, step):
+            stop = min(SUBSCRIPTION_FLOOD, start + step)
+            writer.write(b"".join(request("events.subscribe", i, {}) for i in range(start, stop)))
+            await writer.drain()
+            while sum(answers.values()) < stop:
+                line = await asyncio.wait_for(reader.readline(), 60)
+                assert line, "the daemon closed the connection"
+                message = json.loads(line)
+                if "id" not in message:
+                    continue  # a notification of an open subscription
+                kind = "ok" if "result" in message else message["error"]["data"].get("limit")
+                answers[str(kind)] = answers.get(str(kind), 0) + 1
+        rss_after = vm_kb(pid, "VmRSS")
+        peak = vm_kb(pid, "VmHWM")
+        client = await connect(daemon)
+        subscribers = (await client.call("status"))["subscribers"]
+        await client.close()
+        writer.close()
+    finally:
+        if daemon.process.poll() is None:
+            daemon.process.send_signal(signal.SIGTERM)
+            daemon.process.wait(30)
+        daemon.log.close()
+    growth_mb = (rss_after - rss_before) / 1024
+    print(
+        f"\nsubscription flood: {SUBSCRIPTION_FLOOD:,} events.subscribe on one connection: "
+        f"{answers}; {subscribers} open; daemon RSS {rss_before / 1024:.1f} MB before, "
+        f"{rss_after / 1024:.1f} MB after (+{growth_mb:.1f} MB), peak {peak / 1024:.1f} MB",
+        file=sys.stderr,
+    )
+    assert answers == {"ok": 32, "maxSubscriptionsPerConnection": SUBSCRIPTION_FLOOD - 32}
+    assert subscribers == 32
+    assert growth_mb < 16, growth_mb

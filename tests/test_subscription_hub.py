@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from convosd import errors
 from convosd.events import NewEvent, event
 from convosd.rpc.subscriptions import Subscription, SubscriptionHub
 from convosd.storage.journal import Journal
@@ -208,3 +209,62 @@ async def test_a_reader_overtaken_by_retention_overflows(tmp_path: Path) -> None
         assert b'"reason":"overflow","lastSeq":10' in conn.notices[0]
     finally:
         store.close()
+
+
+def capped(hub: SubscriptionHub, per_connection: int, total: int) -> SubscriptionHub:
+    return SubscriptionHub(
+        hub.journal,
+        queue_limit=10,
+        max_per_connection=per_connection,
+        max_total=total,
+    )
+
+
+async def test_a_connection_past_its_cap_gets_busy_naming_the_cap(hub: SubscriptionHub) -> None:
+    """100,000 subscriptions from one connection cost the daemon 167 MB: each connection
+    may hold maxSubscriptionsPerConnection, admins included."""
+    hub = capped(hub, per_connection=3, total=100)
+    a, b = Conn(), Conn()
+    mine = [hub.open(a, 0, None) for _ in range(3)]
+    for admin in (False, True):
+        with pytest.raises(errors.Busy) as refused:
+            hub.open(a, 0, None, admin=admin)
+        assert refused.value.rpc_data() == {
+            "kind": "BUSY",
+            "limit": "maxSubscriptionsPerConnection",
+            "max": 3,
+        }
+        assert "events.unsubscribe" in refused.value.message
+    assert hub.count(a) == 3 and len(hub) == 3
+    hub.open(b, 0, None)  # another connection has its own
+    hub.end(mine[0], None)
+    hub.open(a, 0, None)  # room again once one ended
+    assert hub.count(a) == 3 and len(hub) == 4
+
+
+async def test_past_the_cap_in_all_only_admins_get_more(hub: SubscriptionHub) -> None:
+    hub = capped(hub, per_connection=2, total=5)
+    conns = [Conn() for _ in range(4)]
+    for conn in conns[:2]:
+        hub.open(conn, 0, None)
+        hub.open(conn, 0, None)
+    last = hub.open(conns[2], 0, None)
+    with pytest.raises(errors.Busy) as refused:
+        hub.open(conns[2], 0, None)
+    assert refused.value.rpc_data() == {
+        "kind": "BUSY",
+        "retryAfterS": 1.0,
+        "limit": "maxSubscriptions",
+        "max": 5,
+    }
+    assert len(hub) == 5
+    hub.open(conns[3], 0, None, admin=True)  # an admin peer goes past it...
+    hub.open(conns[3], 0, None, admin=True)
+    with pytest.raises(errors.Busy, match="maxSubscriptionsPerConnection"):
+        hub.open(conns[3], 0, None, admin=True)  # ...within its own connection's cap
+    hub.end(last, None)
+    with pytest.raises(errors.Busy, match="maxSubscriptions "):
+        hub.open(conns[2], 0, None)  # the admin's two still count
+    hub.end_of(conns[3])
+    hub.open(conns[2], 0, None)
+    assert len(hub) == 5

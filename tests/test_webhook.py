@@ -26,6 +26,8 @@ from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = b"a-test-secret-of-enough-length"
+ENDLESS = ("endless", "endless-chunked", "huge-length", "trickle")
+ENDLESS_CAP = 256 * 1024 * 1024  # "endless" bodies stop here: far past any sane bound
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Hit:
     signed: bool
     at: float
     answer: str = ""
+    closed_at: float | None = None  # when the relay closed an answer it stopped reading
+    bytes_out: int = 0  # bytes of the answer the receiver got written
 
 
 @dataclass
@@ -46,8 +50,12 @@ class Receiver:
     """An HTTP/1.1 endpoint on 127.0.0.1 that checks signatures and answers by ``plan``.
 
     ``plan(hit, tries)`` returns: ``ok``, an HTTP status (``500``), ``429:<retry-after>``,
-    ``timeout`` (no answer until the relay gives up on the request) or ``drop`` (close the
-    connection without an answer). ``tries`` counts this key's requests so far (1 = first).
+    ``timeout`` (no answer until the relay gives up on the request), ``drop`` (close the
+    connection without an answer), ``endless`` (a 200 with a body that never ends: up to
+    ``ENDLESS_CAP`` bytes, then silence), ``endless-chunked`` (the same, chunked),
+    ``huge-length`` (a 200 announcing a terabyte, then the endless body) or ``trickle`` (one
+    byte a second of an answer that never completes). ``tries`` counts this key's requests
+    so far (1 = first).
     """
 
     plan: Callable[[Hit, int], str] = lambda hit, tries: "ok"
@@ -74,6 +82,40 @@ class Receiver:
             writer.close()
         await asyncio.gather(*self.connections, return_exceptions=True)
         await self.server.wait_closed()
+
+    async def _endless(
+        self, hit: Hit, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer without end until the relay closes the connection; note when it did."""
+        try:
+            if hit.answer == "trickle":
+                # one byte a second of a header line that never ends; the pause is the
+                # behaviour under test, and it watches for the relay's close meanwhile
+                for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100_000:
+                    writer.write(bytes([byte]))
+                    hit.bytes_out += 1
+                    with contextlib.suppress(TimeoutError):
+                        if await asyncio.wait_for(reader.read(1), 1.0) == b"":
+                            break
+                return
+            head = {
+                "endless": b"HTTP/1.1 200 OK\r\n\r\n",
+                "endless-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "huge-length": b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n",
+            }[hit.answer]
+            writer.write(head)
+            chunk = b"x" * 65536
+            if hit.answer == "endless-chunked":
+                chunk = b"10000\r\n" + chunk + b"\r\n"
+            while hit.bytes_out < ENDLESS_CAP:
+                writer.write(chunk)
+                hit.bytes_out += len(chunk)
+                await writer.drain()
+            await reader.read()  # silence until the relay closes
+        except ConnectionError:
+            pass
+        finally:
+            hit.closed_at = time.monotonic()
 
     def accepted_seqs(self) -> list[int]:
         return [hit.seq for hit in self.accepted]
@@ -111,6 +153,9 @@ class Receiver:
                     break
                 if hit.answer == "timeout":
                     await reader.read()  # until the relay's request timeout closes it
+                    break
+                if hit.answer in ENDLESS:
+                    await self._endless(hit, reader, writer)
                     break
                 status, _, retry_after = hit.answer.partition(":")
                 status = "200" if status == "ok" else status
@@ -451,3 +496,72 @@ def test_corrupt_state_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
         {"CONVOSD_WEBHOOK_SECRET": "s" * 20},
     )
     assert code == 2 and "fix or remove it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("answer", ["endless", "endless-chunked", "huge-length"])
+async def test_an_endless_answer_is_cut_off_and_retried(
+    net: FakeNetwork, tmp_path: Path, answer: str
+) -> None:
+    """A receiver's answer is read up to MAX_ANSWER_BYTES: past it the attempt failed (the
+    relay read 3.7 GB in 20 s from an endless body before) and the event is retried."""
+
+    def plan(hit: Hit, tries: int) -> str:
+        return answer if tries == 1 else "ok"
+
+    async with Receiver(plan) as receiver, running_daemon(net, tmp_path / "d") as daemon:
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        await bob.send_text(cid, "hello")
+        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        config = relay_config(tmp_path, daemon.socket, receiver.url, types=["message"])
+        async with running_relay(config) as relay:
+            assert await eventually(lambda: len(receiver.accepted) == 1, within_s=30)
+    first = receiver.hits[0]
+    assert first.answer == answer and first.closed_at is not None
+    # the relay stopped reading: what got written is its bound plus the socket buffers
+    assert first.bytes_out < 32 * 1024 * 1024, first.bytes_out
+    assert relay.stats.delivered == 1 and relay.stats.retries == 1
+    assert relay.stats.by_outcome.get("AnswerTooLarge") == 1, relay.stats.by_outcome
+    assert relay.stats.dead_lettered == 0
+    assert json.loads(receiver.accepted[0].body)["content"] == "hello"
+
+
+async def test_a_trickling_receiver_fails_the_attempt_at_its_deadline(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """One byte a second never trips a per-read timeout: the whole attempt has a deadline
+    (``timeout_s``), and an event a receiver only trickles at is given up on in time."""
+
+    def plan(hit: Hit, tries: int) -> str:
+        content = json.loads(hit.body)["content"]
+        if content == "always trickled":
+            return "trickle"
+        return "trickle" if tries == 1 else "ok"
+
+    async with Receiver(plan) as receiver, running_daemon(net, tmp_path / "d") as daemon:
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        await bob.send_text(cid, "slow once")
+        await bob.send_text(cid, "always trickled")
+        await bob.send_text(cid, "after")
+        assert await eventually(lambda: messages_journaled(daemon) == 3)
+        config = relay_config(
+            tmp_path,
+            daemon.socket,
+            receiver.url,
+            types=["message"],
+            timeout_s=2.0,
+            give_up_after_s=5.0,
+        )
+        async with running_relay(config) as relay:
+            assert await eventually(lambda: relay.stats.delivered == 2, within_s=45)
+    trickled = [hit for hit in receiver.hits if hit.answer == "trickle"]
+    assert trickled and all(hit.closed_at is not None for hit in trickled)
+    for hit in trickled:
+        assert hit.closed_at is not None
+        # the deadline is 2 s; a busy machine may add some, never the trickle's length
+        assert hit.closed_at - hit.at < 2.0 + 4.0, hit.closed_at - hit.at
+        assert hit.bytes_out < 12
+    assert [json.loads(h.body)["content"] for h in receiver.accepted] == ["slow once", "after"]
+    dead = [json.loads(line) for line in config.dead_letter_path.read_text().splitlines()]
+    assert [d["event"]["content"] for d in dead] == ["always trickled"]
+    assert dead[0]["lastError"].startswith("TimeoutError") and dead[0]["attempts"] >= 2
+    assert dead[0]["gaveUpAt"] - dead[0]["firstAttemptAt"] < 5.0 + 2.0 + 4.0

@@ -65,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="latest",
         help="without a state file: relay only new events (default) or the whole journal",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per request")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="the deadline of one attempt: connect, send, read the answer (default 10)",
+    )
     parser.add_argument("--backoff-initial", type=float, default=0.5, metavar="S")
     parser.add_argument("--backoff-max", type=float, default=60.0, metavar="S")
     parser.add_argument(

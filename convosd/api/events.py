@@ -36,7 +36,7 @@ class EventsApi:
         after = journal.last_seq if p.after is None else p.after
         self._check_after(after)
         types = frozenset(p.types) if p.types else None
-        sub = self.hub.open(ctx.connection, after, types)
+        sub = self.hub.open(ctx.connection, after, types, admin=ctx.is_admin)
         ctx.after_response.append(lambda: self.hub.start(sub))
         position = journal.position
         return s.SubscribeResult(

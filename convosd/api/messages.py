@@ -34,7 +34,6 @@ from convosd.idempotency import (
     Verdict,
     reconcile,
 )
-from convosd.jsonutil import has_lone_surrogate
 from convosd.outbox import Outbox, Staged, check_filename, check_mime_type
 from convosd.ratelimit import TokenBucket
 from convosd.rpc import schemas as s
@@ -43,6 +42,7 @@ from convosd.storage.journal import Journal
 from convosd.storage.keys import IdempotencyKeys
 from convosd.storage.store import StoreError
 from convosd.storage.work import SettleKey
+from convosd.text import text_problem
 
 SentT = TypeVar("SentT")
 
@@ -110,10 +110,9 @@ class MessagesApi:
         limit = self.max_message_bytes
         if not text:
             raise errors.InvalidParams("message is empty")
-        if "\x00" in text:
-            raise errors.InvalidParams("message contains U+0000")
-        if has_lone_surrogate(text):
-            raise errors.InvalidParams("message contains a lone surrogate (not valid UTF-8)")
+        problem = text_problem(text)
+        if problem is not None:
+            raise errors.InvalidParams(f"message {problem}")
         size = len(text.encode("utf-8"))
         if size > limit:
             raise errors.InvalidParams(

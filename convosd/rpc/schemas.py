@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from convosd.events import EVENT_TYPES
+from convosd.text import check_name, check_text
 from convosd.timefmt import parse_rfc3339
 
 HexId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{1,256}$")]
@@ -26,7 +35,11 @@ EventType = Literal[
     "join_failed",
 ]
 assert set(EventType.__args__) == EVENT_TYPES  # type: ignore[attr-defined]
-ShortText = Annotated[str, Field(min_length=1, max_length=256)]
+#: a name (conversation, profile): convosd.text's rule for names (no NUL, control
+#: character, lone surrogate or bidi override)
+ShortText = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(check_name)]
+#: a description: convosd.text's rule for text (message.send's: no NUL, no lone surrogate)
+Description = Annotated[str, Field(max_length=1024), AfterValidator(check_text)]
 
 
 class Params(BaseModel):
@@ -47,7 +60,7 @@ class NoParams(Params):
 class CreateParams(Params):
     name: ShortText | None = None
     profile_name: ShortText | None = Field(default=None, alias="profileName")
-    description: Annotated[str, Field(max_length=1024)] | None = None
+    description: Description | None = None
     image_url: Annotated[str, Field(max_length=2048)] | None = Field(default=None, alias="imageUrl")
     permissions: Literal["all-members", "admin-only"] | None = None
 
@@ -108,7 +121,7 @@ class RemoveMemberParams(Params):
 
 class UpdateParams(Params):
     name: ShortText | None = None
-    description: Annotated[str, Field(max_length=1024)] | None = None
+    description: Description | None = None
 
     @model_validator(mode="after")
     def _one(self) -> UpdateParams:
@@ -158,7 +171,8 @@ class SendAttachmentParams(Params):
     filename: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
         default=None,
         description="the attachment's file name (one path component, at most 255 bytes of "
-        "UTF-8); required with data, with path the file's own name by default",
+        "UTF-8, no control character or bidi override); required with data, with path the "
+        "file's own name by default",
     )
     mime_type: Annotated[str, Field(min_length=3, max_length=255)] | None = Field(
         default=None,

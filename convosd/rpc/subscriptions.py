@@ -25,6 +25,11 @@ only when its reader is really behind: its queue is full and none of it has been
 for ``stall_timeout_s`` (``outputStallTimeoutS``), or retention removed events it has not
 had yet. A reader slower than the events come is not dropped: it reads the journal at its
 own pace, which is what it would get by subscribing again.
+
+Subscriptions are bounded (each costs memory and a turn of every fan-out):
+``maxSubscriptionsPerConnection`` per connection, ``maxSubscriptions`` in all (admin peers
+may go past the latter, within their own per-connection cap). Past either, ``open`` raises
+``BUSY`` whose ``data.limit`` names the setting.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from convosd import errors
 from convosd.jsonutil import dumps
 from convosd.rpc import protocol
 from convosd.storage.journal import Journal, JournalEvent
@@ -134,11 +140,20 @@ class SubscriptionHub:
     """
 
     def __init__(
-        self, journal: Journal, *, queue_limit: int, stall_timeout_s: float = 30.0
+        self,
+        journal: Journal,
+        *,
+        queue_limit: int,
+        stall_timeout_s: float = 30.0,
+        max_per_connection: int | None = None,
+        max_total: int | None = None,
     ) -> None:
+        """``max_per_connection``/``max_total``: the caps (None: none, for tools)."""
         self.journal = journal
         self.queue_limit = queue_limit
         self.stall_timeout_s = stall_timeout_s
+        self.max_per_connection = max_per_connection
+        self.max_total = max_total
         self._subscriptions: dict[int, Subscription] = {}
         self._by_outbox: dict[Outbox, dict[int, Subscription]] = {}
         self._ids = itertools.count(1)
@@ -149,9 +164,27 @@ class SubscriptionHub:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    def open(self, outbox: Outbox, after: int, types: frozenset[str] | None) -> Subscription:
+    def open(
+        self, outbox: Outbox, after: int, types: frozenset[str] | None, *, admin: bool = False
+    ) -> Subscription:
         """A subscription of ``outbox`` (a connection) that delivers nothing until
-        :meth:`start` (after the response)."""
+        :meth:`start` (after the response). BUSY past a cap; ``admin`` peers are held
+        only to the cap per connection."""
+        cap = self.max_per_connection
+        if cap is not None and self.count(outbox) >= cap:
+            raise errors.Busy(
+                f"this connection has {cap} subscriptions open, the most "
+                "maxSubscriptionsPerConnection allows: end one (events.unsubscribe) first",
+                data={"limit": "maxSubscriptionsPerConnection", "max": cap},
+            )
+        cap = self.max_total
+        if cap is not None and not admin and len(self._subscriptions) >= cap:
+            raise errors.Busy(
+                f"the daemon has {cap} subscriptions open, the most maxSubscriptions "
+                "allows: retry later",
+                retry_after_s=1.0,
+                data={"limit": "maxSubscriptions", "max": cap},
+            )
         sub = Subscription(next(self._ids), outbox, after, types, self.queue_limit)
         self._subscriptions[sub.id] = sub
         self._by_outbox.setdefault(outbox, {})[sub.id] = sub

@@ -193,10 +193,22 @@ class FakeNetwork:
         *,
         filename: str | None,
         mime_type: str = "application/octet-stream",
+        url: str | None = None,
+        content_length: int | None = None,
     ) -> str:
+        """``url``: where the payload is "uploaded" instead (any URL a sender may choose,
+        fetched by the double's download as by the real CLI's); ``content_length``: the
+        length the message announces instead of the payload's (a sender may lie)."""
         from . import fc_blob
 
         content = self.upload_remote(data, filename=filename, mime_type=mime_type)
+        if url is not None:
+            payload = fc_blob.fetch_upload(str(self.path), content["url"])
+            assert payload is not None
+            fc_blob.store_upload(str(self.path), url, payload)
+            content["url"] = url
+        if content_length is not None:
+            content["contentLength"] = content_length
         return self._send_as(home, conv_id, fc_blob.CT_REMOTE, content)
 
     def send_multi_remote_attachment(
