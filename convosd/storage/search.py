@@ -17,6 +17,9 @@ from dataclasses import dataclass
 MARK_OPEN, MARK_CLOSE = "«", "»"
 #: tokens in a snippet
 SNIPPET_TOKENS = 16
+#: the newest matches ranked by a search (its time is bounded by this, not by how many
+#: messages hold a word: BM25 costs about 10 µs a match here)
+CANDIDATES = 1000
 
 
 class SearchQueryError(ValueError):
@@ -40,8 +43,8 @@ class SearchIndex:
     def add(self, first_seq: int, last_seq: int) -> None:
         """Index the text of the events ``first_seq..last_seq`` (just inserted)."""
         self._db.execute(
-            "INSERT INTO search (rowid, text) SELECT seq, text FROM search_source "
-            "WHERE seq BETWEEN ? AND ? AND text IS NOT NULL",
+            "INSERT INTO search (rowid, text, sender, kind) SELECT seq, text, sender, kind "
+            "FROM search_source WHERE seq BETWEEN ? AND ? AND text IS NOT NULL",
             (first_seq, last_seq),
         )
 
@@ -65,30 +68,46 @@ class SearchIndex:
         sender: str | None,
         limit: int,
     ) -> list[Hit]:
-        """The best ``limit`` matches of ``match`` with ``after < seq < before``, best first.
+        """The best ``limit`` matches of ``match`` with ``after < seq < before``, best first:
+        ranked by BM25 among the newest :data:`CANDIDATES` matches (a word in nearly every
+        message would otherwise rank the whole journal: 1.5 s at 200,000 messages), newest
+        first on a tie. Snippets are made for the ``limit`` kept only.
 
         Raises SearchQueryError when FTS5 refuses ``match``."""
-        sql = [
-            "SELECT e.seq, e.type, e.body, snippet(search, 0, ?, ?, '…', ?), bm25(search) "
-            "FROM search JOIN events AS e ON e.seq = search.rowid "
-            "WHERE search MATCH ? AND search.rowid > ?"
-        ]
-        args: list[object] = [MARK_OPEN, MARK_CLOSE, SNIPPET_TOKENS, match, after]
-        if before is not None:
-            sql.append("AND search.rowid < ?")
-            args.append(before)
-        if types:
-            sql.append(f"AND e.type IN ({','.join('?' * len(types))})")
-            args.extend(sorted(types))
+        where = f"{{text}} : ({match})"
         if sender is not None:
-            sql.append("AND e.type = 'message' AND json_extract(e.body, '$.senderInboxId') = ?")
-            args.append(sender)
-        sql.append("ORDER BY bm25(search), e.seq DESC LIMIT ?")
-        args.append(limit)
+            where += ' AND {sender} : "' + sender.replace('"', '""') + '"'
+        if types is not None and len(types & {"message", "message_sent"}) == 1:
+            where += " AND {kind} : " + ("inbound" if "message" in types else "outbound")
+        sql = [
+            "SELECT rowid, bm25(search, 1.0, 0.0, 0.0) FROM search "
+            "WHERE search MATCH ? AND rowid > ?"
+        ]
+        args: list[object] = [where, after]
+        if before is not None:
+            sql.append("AND rowid < ?")
+            args.append(before)
+        sql.append("ORDER BY rowid DESC LIMIT ?")
+        args.append(CANDIDATES)
         try:
-            rows = self._db.execute(" ".join(sql), args).fetchall()
+            ranked = self._db.execute(
+                f"SELECT * FROM ({' '.join(sql)}) ORDER BY 2, 1 DESC LIMIT ?", (*args, limit)
+            ).fetchall()
+            hits = []
+            for seq, score in ranked:
+                snippet = self._db.execute(
+                    "SELECT snippet(search, 0, ?, ?, '…', ?) FROM search "
+                    "WHERE search MATCH ? AND rowid = ?",
+                    (MARK_OPEN, MARK_CLOSE, SNIPPET_TOKENS, where, seq),
+                ).fetchone()
+                row = self._db.execute(
+                    "SELECT type, body FROM events WHERE seq = ?", (seq,)
+                ).fetchone()
+                if row is not None:
+                    text = "" if snippet is None or snippet[0] is None else str(snippet[0])
+                    hits.append(Hit(int(seq), str(row[0]), str(row[1]), text, float(score)))
         except sqlite3.OperationalError as exc:
             if "fts5" in str(exc) or "syntax" in str(exc):
                 raise SearchQueryError(str(exc)) from None
             raise
-        return [Hit(int(r[0]), str(r[1]), str(r[2]), str(r[3] or ""), float(r[4])) for r in rows]
+        return hits
