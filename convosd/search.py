@@ -9,12 +9,73 @@ query can be an FTS5 syntax error.
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 #: the most terms (words and phrases) in one query
 MAX_TERMS = 32
 _TERM = re.compile(r'"([^"]*)"?|([^\s"]+)')
 _WORD_CHAR = re.compile(r"\w")
+
+
+#: BM25's parameters (as FTS5's bm25())
+K1, B = 1.2, 0.75
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    tokens: tuple[str, ...]  # as the index's tokenizer makes them (folded, no accents)
+    prefix: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    match: str  # the FTS5 MATCH expression
+    terms: tuple[Term, ...]
+
+
+def tokens(text: str) -> list[str]:
+    """``text`` cut and folded as the index's tokenizer (unicode61, remove_diacritics 2)
+    does: letters and digits, lower case, without accents."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _TOKEN.findall(bare)
+
+
+def score(terms: Sequence[Term], text: str, average_length: float) -> float:
+    """BM25's term-frequency and length part of ``text`` for ``terms`` (every result holds
+    every term, so the inverse document frequency is the same for all and left out):
+    higher is better."""
+    words = tokens(text)
+    length = len(words) or 1
+    norm = K1 * (1 - B + B * length / (average_length or 1))
+    total = 0.0
+    for term in terms:
+        count = _occurrences(term, words)
+        total += count * (K1 + 1) / (count + norm) if count else 0.0
+    return total
+
+
+def _occurrences(term: Term, words: list[str]) -> int:
+    size = len(term.tokens)
+    if not size:
+        return 0
+    count = 0
+    for i in range(len(words) - size + 1):
+        if all(
+            words[i + k] == tok or (term.prefix and k == size - 1 and words[i + k].startswith(tok))
+            for k, tok in enumerate(term.tokens)
+        ):
+            count += 1
+    return count
+
+
+def average(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else 0.0
 
 
 class QueryError(ValueError):
@@ -27,9 +88,15 @@ def _quoted(text: str) -> str:
 
 def match_expression(query: str) -> str:
     """The FTS5 MATCH expression of ``query``. Raises QueryError."""
+    return parse(query).match
+
+
+def parse(query: str) -> Query:
+    """``query`` as an FTS5 MATCH expression and its terms. Raises QueryError."""
     if "\x00" in query:
         raise QueryError("query must not contain U+0000")
     terms: list[str] = []
+    parsed: list[Term] = []
     for match in _TERM.finditer(query):
         phrase, word = match.group(1), match.group(2)
         text = phrase if phrase is not None else word
@@ -39,8 +106,9 @@ def match_expression(query: str) -> str:
         if not _WORD_CHAR.search(text):
             continue  # only punctuation: the tokenizer would index nothing of it
         terms.append(_quoted(text) + (" *" if prefix else ""))
+        parsed.append(Term(tuple(tokens(text)), prefix))
     if not terms:
         raise QueryError("query has no word to search for")
     if len(terms) > MAX_TERMS:
         raise QueryError(f"query has {len(terms)} terms; at most {MAX_TERMS}")
-    return " AND ".join(terms)
+    return Query(" AND ".join(terms), tuple(parsed))

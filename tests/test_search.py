@@ -15,7 +15,7 @@ from convosd import errors
 from convosd.client import Client
 from convosd.events import NewEvent, event
 from convosd.rpc.schemas import ContextResult, SearchResult
-from convosd.search import MAX_TERMS, QueryError, match_expression
+from convosd.search import MAX_TERMS, QueryError, match_expression, parse
 from convosd.storage.journal import Journal
 from convosd.storage.schema import MIGRATIONS
 from convosd.storage.store import Store
@@ -70,7 +70,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def find(journal: Journal, query: str, **kw: Any) -> list[int]:
-    return [hit.seq for hit in journal.search(match_expression(query), **kw)]
+    return [hit.seq for hit in journal.search(parse(query), **kw)]
 
 
 # --- the query language (pure) ------------------------------------------------------------
@@ -105,9 +105,9 @@ def test_finds_ranks_and_snippets(store: Store) -> None:
             sent(4, "I will check the Café deploy"),
         ]
     )
-    hits = journal.search(match_expression("deploy"))
+    hits = journal.search(parse("deploy"))
     assert hits[0].seq == 2 and {h.seq for h in hits} == {1, 2, 4}
-    assert hits == sorted(hits, key=lambda h: h.bm25)  # best (lowest bm25) first
+    assert hits == sorted(hits, key=lambda h: -h.score)  # best first
     assert "«deploy»" in hits[0].snippet
     assert find(journal, "cafe") == [4]  # accents and case do not matter
     assert find(journal, "deplo*") and find(journal, "dep*") == find(journal, "deploy")
@@ -239,7 +239,7 @@ def test_a_held_message_is_found_only_once_released(tmp_path: Path) -> None:
         journal.append(decision.events, writes=decision.writes)  # as the ingest commits it
         assert find(journal, "xylophone") == []
         policy.approve(decision.events[0].fields["code"])
-        (hit,) = journal.search(match_expression("xylophone"))
+        (hit,) = journal.search(parse("xylophone"))
         assert hit.type == "message" and '"messageId":"' + "f" * 64 in hit.body.replace(" ", "")
     finally:
         store.close()
@@ -346,3 +346,26 @@ async def test_hostile_queries_give_results_or_invalid_params(
         {"param": "query", "problem": "query has no word to search for"}
     ]
     assert (await client.call("events.search", {"query": "(deploy) -step"}))["results"]
+
+
+def test_score_counts_terms_phrases_prefixes_and_length() -> None:
+    from convosd.search import score
+
+    (deploy,) = parse("deploy").terms
+    assert score([deploy], "deploy deploy now", 3) > score([deploy], "deploy now please", 3)
+    assert score([deploy], "deploy now", 3) > score([deploy], "deploy now and then later", 3)
+    (phrase,) = parse('"Café deploy"').terms
+    assert score([phrase], "the cafe deploy", 3) > 0 == score([phrase], "deploy cafe", 3)
+    (prefix,) = parse("depl*").terms
+    assert score([prefix], "deployed", 1) > 0 == score([prefix], "redeploy", 1)
+
+
+def test_ranking_is_over_the_newest_matches_and_before_pages_back(store: Store) -> None:
+    from convosd.storage.search import CANDIDATES
+
+    journal = Journal(store)
+    journal.append([message(1, "alpha alpha alpha")])  # the best match, and the oldest
+    journal.append([message(i, f"alpha and filler words {i}") for i in range(2, CANDIDATES + 3)])
+    newest = find(journal, "alpha", limit=100)
+    assert 1 not in newest and max(newest) == CANDIDATES + 2
+    assert find(journal, "alpha", before=3, limit=2) == [1, 2]

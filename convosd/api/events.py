@@ -11,7 +11,7 @@ from convosd.jsonutil import RawJson
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.subscriptions import SubscriptionHub
-from convosd.search import QueryError, match_expression
+from convosd.search import QueryError, parse
 from convosd.storage.journal import Journal
 from convosd.storage.search import SearchQueryError
 
@@ -79,9 +79,9 @@ class EventsApi:
         """The best matches of ``query`` (FTS5, BM25), with snippets. A query FTS5 cannot
         read is -32602 naming ``query``, never an internal error."""
         try:
-            match = match_expression(p.query)
+            query = parse(p.query)
             hits = self.journal.search(
-                match,
+                query,
                 after=p.after,
                 before=p.before,
                 types=frozenset(p.types) if p.types else None,
@@ -98,7 +98,8 @@ class EventsApi:
         position = self.journal.position
         return {
             "results": [
-                {"event": json.loads(h.body), "snippet": h.snippet, "score": -h.bm25} for h in hits
+                {"event": json.loads(h.body), "snippet": h.snippet, "score": round(h.score, 4)}
+                for h in hits
             ],
             **position.as_dict(),
         }

@@ -195,7 +195,7 @@ METHOD_EXAMPLES: dict[str, tuple[dict[str, Any] | None, Any]] = {
                 {
                     "event": _MESSAGE_EVENT,
                     "snippet": "Can you «summarise» today's thread?",
-                    "score": 3.71,
+                    "score": 1.3412,
                 }
             ],
             "journalId": "5b0e1c9e2f7d",

@@ -357,11 +357,15 @@ class SearchHit(Result):
     snippet: str = Field(
         description="up to 16 words of the text around the match, matched words in « »"
     )
-    score: float = Field(description="relevance (BM25); higher is better")
+    score: float = Field(
+        description="relevance (BM25 among the newest 500 matches); higher is better"
+    )
 
 
 class SearchResult(Result):
-    results: list[SearchHit] = Field(description="best match first")
+    results: list[SearchHit] = Field(
+        description="best match first, ranked among the newest 500 matches (page back with before)"
+    )
     journal_id: str = Field(alias="journalId")
     first_seq: int = Field(alias="firstSeq")
     last_seq: int = Field(alias="lastSeq")

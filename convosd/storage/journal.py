@@ -19,6 +19,7 @@ from typing import Any
 
 from convosd.events import NewEvent
 from convosd.jsonutil import dumps
+from convosd.search import Query
 from convosd.storage.search import Hit
 from convosd.storage.store import Store, StoreError, new_journal_id
 from convosd.storage.work import Write, apply
@@ -224,7 +225,7 @@ class Journal:
 
     def search(
         self,
-        match: str,
+        query: Query,
         *,
         after: int = 0,
         before: int | None = None,
@@ -232,11 +233,11 @@ class Journal:
         sender: str | None = None,
         limit: int = 20,
     ) -> list[Hit]:
-        """The best ``limit`` events whose text matches ``match`` (an FTS5 expression from
-        :func:`convosd.search.match_expression`) with ``after < seq < before``, best first.
-        Raises SearchQueryError when FTS5 refuses ``match``."""
+        """The best ``limit`` events whose text matches ``query``
+        (:func:`convosd.search.parse`) with ``after < seq < before``, best first.
+        Raises SearchQueryError when FTS5 refuses it."""
         return self.store.search.query(
-            match, after=after, before=before, types=types, sender=sender, limit=limit
+            query, after=after, before=before, types=types, sender=sender, limit=limit
         )
 
     def around(

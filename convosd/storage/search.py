@@ -3,8 +3,8 @@
 Its rows are written in the journal's transactions (:meth:`add` from ``Journal.append``,
 :meth:`remove` from retention's trim, :meth:`clear` from a reset), so the index never holds
 an event the journal no longer has, nor misses one it has. What is text is the view
-``search_source`` (convosd.storage.schema). The MATCH expression comes from
-:func:`convosd.search.match_expression`, which quotes every term of the user's query.
+``search_source`` (convosd.storage.schema). The query comes from
+:func:`convosd.search.parse`, which quotes every term of the user's query.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from convosd.search import Query, average, score, tokens
+
 #: marks around a matched term in a snippet
 MARK_OPEN, MARK_CLOSE = "«", "»"
 #: tokens in a snippet
 SNIPPET_TOKENS = 16
-#: the newest matches ranked by a search (its time is bounded by this, not by how many
-#: messages hold a word: BM25 costs about 10 µs a match here)
-CANDIDATES = 1000
+#: the newest matches a search ranks (its time is bounded by this, not by how many
+#: messages hold a word)
+CANDIDATES = 500
 
 
 class SearchQueryError(ValueError):
@@ -32,8 +34,8 @@ class Hit:
     type: str
     body: str
     snippet: str
-    #: FTS5's bm25: lower is a better match
-    bm25: float
+    #: BM25 (:func:`convosd.search.score`): higher is a better match
+    score: float
 
 
 class SearchIndex:
@@ -60,7 +62,7 @@ class SearchIndex:
 
     def query(
         self,
-        match: str,
+        query: Query,
         *,
         after: int,
         before: int | None,
@@ -68,33 +70,36 @@ class SearchIndex:
         sender: str | None,
         limit: int,
     ) -> list[Hit]:
-        """The best ``limit`` matches of ``match`` with ``after < seq < before``, best first:
-        ranked by BM25 among the newest :data:`CANDIDATES` matches (a word in nearly every
-        message would otherwise rank the whole journal: 1.5 s at 200,000 messages), newest
-        first on a tie. Snippets are made for the ``limit`` kept only.
+        """The best ``limit`` matches of ``query`` with ``after < seq < before``, best first:
+        BM25 (:func:`convosd.search.score`) over the newest :data:`CANDIDATES` matches,
+        newest first on a tie. Neither FTS5's bm25() (its first call reads the whole list of
+        every term: 100 ms for a word in most of a million messages) nor a rank over every
+        match: the time is bounded by CANDIDATES, not by how common a word is. Snippets are
+        made for the ``limit`` kept only.
 
-        Raises SearchQueryError when FTS5 refuses ``match``."""
-        where = f"{{text}} : ({match})"
+        Raises SearchQueryError when FTS5 refuses the query."""
+        where = f"{{text}} : ({query.match})"
         if sender is not None:
             where += ' AND {sender} : "' + sender.replace('"', '""') + '"'
         if types is not None and len(types & {"message", "message_sent"}) == 1:
             where += " AND {kind} : " + ("inbound" if "message" in types else "outbound")
-        sql = [
-            "SELECT rowid, bm25(search, 1.0, 0.0, 0.0) FROM search "
-            "WHERE search MATCH ? AND rowid > ?"
-        ]
+        sql = "SELECT rowid, text FROM search WHERE search MATCH ? AND rowid > ?"
         args: list[object] = [where, after]
         if before is not None:
-            sql.append("AND rowid < ?")
+            sql += " AND rowid < ?"
             args.append(before)
-        sql.append("ORDER BY rowid DESC LIMIT ?")
+        sql += " ORDER BY rowid DESC LIMIT ?"
         args.append(CANDIDATES)
         try:
-            ranked = self._db.execute(
-                f"SELECT * FROM ({' '.join(sql)}) ORDER BY 2, 1 DESC LIMIT ?", (*args, limit)
-            ).fetchall()
+            candidates = self._db.execute(sql, args).fetchall()
+            lengths = [len(tokens(str(text))) for _, text in candidates]
+            mean = average(lengths)
+            scored = sorted(
+                ((score(query.terms, str(text), mean), int(seq)) for seq, text in candidates),
+                reverse=True,
+            )[:limit]
             hits = []
-            for seq, score in ranked:
+            for value, seq in scored:
                 snippet = self._db.execute(
                     "SELECT snippet(search, 0, ?, ?, '…', ?) FROM search "
                     "WHERE search MATCH ? AND rowid = ?",
@@ -105,7 +110,7 @@ class SearchIndex:
                 ).fetchone()
                 if row is not None:
                     text = "" if snippet is None or snippet[0] is None else str(snippet[0])
-                    hits.append(Hit(int(seq), str(row[0]), str(row[1]), text, float(score)))
+                    hits.append(Hit(seq, str(row[0]), str(row[1]), text, value))
         except sqlite3.OperationalError as exc:
             if "fts5" in str(exc) or "syntax" in str(exc):
                 raise SearchQueryError(str(exc)) from None
