@@ -369,3 +369,12 @@ def test_ranking_is_over_the_newest_matches_and_before_pages_back(store: Store) 
     newest = find(journal, "alpha", limit=100)
     assert 1 not in newest and max(newest) == CANDIDATES + 2
     assert find(journal, "alpha", before=3, limit=2) == [1, 2]
+
+
+def test_rebuild_indexes_what_the_journal_holds(store: Store) -> None:
+    journal = Journal(store, search_index=False)
+    journal.append([message(1, "unindexed words"), sent(2, "mine too")])
+    assert find(journal, "words") == []
+    with store.transaction():
+        store.search.rebuild()
+    assert find(journal, "words") == [1] and find(journal, "mine") == [2]
