@@ -41,33 +41,39 @@ class Query:
 def tokens(text: str) -> list[str]:
     """``text`` cut and folded as the index's tokenizer (unicode61, remove_diacritics 2)
     does: letters and digits, lower case, without accents."""
+    if text.isascii():
+        return _TOKEN.findall(text.lower())
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return _TOKEN.findall(bare)
 
 
-def score(terms: Sequence[Term], text: str, average_length: float) -> float:
-    """BM25's term-frequency and length part of ``text`` for ``terms`` (every result holds
-    every term, so the inverse document frequency is the same for all and left out):
-    higher is better."""
-    words = tokens(text)
-    length = len(words) or 1
-    norm = K1 * (1 - B + B * length / (average_length or 1))
+def score(terms: Sequence[Term], words: Sequence[str], average_length: float) -> float:
+    """BM25's term-frequency and length part of a text (its :func:`tokens`) for ``terms``
+    (every result holds every term, so the inverse document frequency is the same for all
+    and left out): higher is better."""
+    norm = K1 * (1 - B + B * (len(words) or 1) / (average_length or 1))
     total = 0.0
     for term in terms:
         count = _occurrences(term, words)
-        total += count * (K1 + 1) / (count + norm) if count else 0.0
+        if count:
+            total += count * (K1 + 1) / (count + norm)
     return total
 
 
-def _occurrences(term: Term, words: list[str]) -> int:
+def _occurrences(term: Term, words: Sequence[str]) -> int:
     size = len(term.tokens)
+    if size == 1 and not term.prefix:
+        return words.count(term.tokens[0])
+    if size == 1:
+        return sum(1 for word in words if word.startswith(term.tokens[0]))
     if not size:
         return 0
     count = 0
-    for i in range(len(words) - size + 1):
-        if all(
-            words[i + k] == tok or (term.prefix and k == size - 1 and words[i + k].startswith(tok))
+    first, last = term.tokens[0], size - 1
+    for i in range(len(words) - last):
+        if words[i] == first and all(
+            words[i + k] == tok or (term.prefix and k == last and words[i + k].startswith(tok))
             for k, tok in enumerate(term.tokens)
         ):
             count += 1

@@ -349,15 +349,16 @@ async def test_hostile_queries_give_results_or_invalid_params(
 
 
 def test_score_counts_terms_phrases_prefixes_and_length() -> None:
-    from convosd.search import score
+    from convosd.search import score, tokens
 
-    (deploy,) = parse("deploy").terms
-    assert score([deploy], "deploy deploy now", 3) > score([deploy], "deploy now please", 3)
-    assert score([deploy], "deploy now", 3) > score([deploy], "deploy now and then later", 3)
-    (phrase,) = parse('"Café deploy"').terms
-    assert score([phrase], "the cafe deploy", 3) > 0 == score([phrase], "deploy cafe", 3)
-    (prefix,) = parse("depl*").terms
-    assert score([prefix], "deployed", 1) > 0 == score([prefix], "redeploy", 1)
+    def of(terms: str, text: str, average: float) -> float:
+        return score(parse(terms).terms, tokens(text), average)
+
+    assert of("deploy", "deploy deploy now", 3) > of("deploy", "deploy now please", 3)
+    assert of("deploy", "deploy now", 3) > of("deploy", "deploy now and then later", 3)
+    assert of('"Café deploy"', "the CAFÉ deploy", 3) > 0 == of('"cafe deploy"', "deploy cafe", 3)
+    assert of("depl*", "deployed", 1) > 0 == of("depl*", "redeploy", 1)
+    assert tokens("Crème_brûlée x2") == ["creme", "brulee", "x2"]
 
 
 def test_ranking_is_over_the_newest_matches_and_before_pages_back(store: Store) -> None:

@@ -101,18 +101,21 @@ class SearchIndex:
         args.append(CANDIDATES)
         try:
             candidates = self._db.execute(sql, args).fetchall()
-            lengths = [len(tokens(str(text))) for _, text in candidates]
-            mean = average(lengths)
+            words = [tokens(str(text)) for _, text in candidates]
+            mean = average([len(w) for w in words])
             scored = sorted(
-                ((score(query.terms, str(text), mean), int(seq)) for seq, text in candidates),
+                (
+                    (score(query.terms, w, mean), int(seq))
+                    for (seq, _), w in zip(candidates, words, strict=True)
+                ),
                 reverse=True,
             )[:limit]
             hits = []
             for value, seq in scored:
                 snippet = self._db.execute(
                     "SELECT snippet(search, 0, ?, ?, '…', ?) FROM search "
-                    "WHERE search MATCH ? AND rowid = ?",
-                    (MARK_OPEN, MARK_CLOSE, SNIPPET_TOKENS, where, seq),
+                    "WHERE search MATCH ? AND rowid >= ? AND rowid <= ?",  # a seek: not "="
+                    (MARK_OPEN, MARK_CLOSE, SNIPPET_TOKENS, where, seq, seq),
                 ).fetchone()
                 row = self._db.execute(
                     "SELECT type, body FROM events WHERE seq = ?", (seq,)
