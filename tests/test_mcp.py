@@ -272,7 +272,7 @@ async def test_search_messages_and_get_message_context_tools(
             error = await call_error(client, "search_messages", query="( - )")
             assert error["kind"] == "INVALID_PARAMS" and "query" in error["text"]
             error = await call_error(client, "get_message_context", messageId="9" * 64)
-            assert error["kind"] == "NOT_FOUND"
+            assert error["kind"] == "NOT_FOUND" and "`search_messages`" in error["hint"]
 
 
 async def test_newer_daemon_tools_follow_discover(tmp_path: Path) -> None:

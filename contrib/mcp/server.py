@@ -494,6 +494,11 @@ def next_step(kind: str, data: Mapping[str, Any], ctx: ErrorContext) -> str:
     if kind == "NOT_FOUND":
         if ctx.tool.startswith("pairing_"):
             return "Check the code against " + ctx.admin("pairing_list") + "; do not retry it."
+        if ctx.tool == "get_message_context":
+            return (
+                "That message is not in the history (an unknown id, or trimmed by retention): "
+                "take a messageId from `search_messages` or `read_events`; do not retry it."
+            )
         return "Check the messageId: take it from an event of `read_events`; do not retry it."
     if kind == "PERMISSION_DENIED":
         return "The instance lacks that right in the conversation: ask a member who has it."
