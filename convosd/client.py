@@ -267,6 +267,39 @@ class ConvosdClient(Client):
     async def read_events(self, **params: Any) -> s.ReadResult:
         return await self._typed("events.read", s.ReadResult, _clean(params))
 
+    async def search(
+        self,
+        query: str,
+        *,
+        types: list[str] | None = None,
+        sender: str | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+    ) -> s.SearchResult:
+        """events.search: the best matches of ``query`` in the journal's message text."""
+        params = {
+            "query": query,
+            "types": types,
+            "sender": sender,
+            "after": after,
+            "before": before,
+            "limit": limit,
+        }
+        return await self._typed("events.search", s.SearchResult, _clean(params))
+
+    async def message_context(
+        self,
+        message_id: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        types: list[str] | None = None,
+    ) -> s.ContextResult:
+        """message.context: the events around a journaled message."""
+        params = {"messageId": message_id, "before": before, "after": after, "types": types}
+        return await self._typed("message.context", s.ContextResult, _clean(params))
+
     async def subscribe(self, **params: Any) -> s.SubscribeResult:
         return await self._typed("events.subscribe", s.SubscribeResult, _clean(params))
 

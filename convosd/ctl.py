@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from convosd import __version__, ctl_download, ctl_files, ctl_live, errors
+from convosd import __version__, ctl_download, ctl_files, ctl_live, ctl_search, errors
 from convosd.client import ConvosdClient, EventStream, RpcError
 from convosd.config import default_socket_path
 from convosd.discovery import Discovery, discover, unreachable_hint
@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reset", help="wipe identity, binding, journal and keys")
     p.add_argument("--yes", action="store_true", required=True)
     ctl_download.add_parser(sub)
+    ctl_search.add_parsers(sub)
     p = sub.add_parser("call", help="call any method")
     p.add_argument("method")
     p.add_argument("params", nargs="?", help="JSON object")
@@ -426,6 +427,8 @@ async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output
                 out.emit(s.dump(await client.pairing_deny(args.code)))
         elif command == "download":
             out.emit(await ctl_download.run(client, args))
+        elif command in ctl_search.COMMANDS:
+            out.emit(await ctl_search.run(client, args), ctl_search.human)
         elif command == "call":
             # any method, params and result as they are: the one raw call, by design
             try:

@@ -180,3 +180,26 @@ async def test_pairing_list_with_a_code_is_a_usage_error(net: FakeNetwork, tmp_p
         code, out, err = await ctl(proxy, "pairing", "list", "ABCDEFGH")
         assert (code, out, proxy.answers) == (2, [], [])
         assert err == ["convosctl: pairing list takes no CODE"]
+
+
+async def test_search_and_context_print_what_the_daemon_answered(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    from tests.test_search import message
+
+    async with (
+        running_daemon(net, tmp_path / "d") as daemon,
+        RecordingProxy(daemon.socket, tmp_path / "proxy.sock").running() as proxy,
+    ):
+        daemon.instance.journal.append(
+            [message(1, "hello from carol"), message(2, "bye", sender="ab" * 32)]
+        )
+        found = await shows_result(proxy, "search", "hello", "--type", "message", "--limit", "5")
+        [hit] = found["results"]
+        assert hit["event"]["content"] == "hello from carol" and "«hello»" in hit["snippet"]
+        by_sender = await shows_result(proxy, "search", "bye", "--sender", "ab" * 32)
+        assert [h["event"]["seq"] for h in by_sender["results"]] == [2]
+        assert await shows_error(proxy, "search", "- ( )") == "INVALID_PARAMS"
+        around = await shows_result(proxy, "context", f"{2:064x}", "--before", "1")
+        assert [e["seq"] for e in around["before"]] == [1] and around["message"]["seq"] == 2
+        assert await shows_error(proxy, "context", "9" * 64) == "NOT_FOUND"

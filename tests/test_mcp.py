@@ -248,6 +248,33 @@ async def test_download_attachment_tool(net: FakeNetwork, tmp_path: Path) -> Non
             assert error["kind"] == "NOT_FOUND"
 
 
+async def test_search_messages_and_get_message_context_tools(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    from tests.test_search import message
+
+    async with running_daemon(net, tmp_path / "d") as daemon:
+        daemon.instance.journal.append(
+            [message(1, "the deploy is friday"), message(2, "ok", sender="ab" * 32)]
+        )
+        async with mcp_session(daemon.socket) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            search, context = tools["search_messages"], tools["get_message_context"]
+            assert search.input_schema["required"] == ["query"]
+            assert "title" not in search.input_schema["properties"]["query"]
+            assert search.output_schema is not None and context.output_schema is not None
+            assert search.output_schema["required"][0] == "results"
+            found = await call(client, "search_messages", query="deploy", limit=5)
+            [hit] = found["results"]
+            assert hit["event"]["seq"] == 1 and hit["snippet"] == "the «deploy» is friday"
+            around = await call(client, "get_message_context", messageId=f"{1:064x}", after=1)
+            assert around["message"]["seq"] == 1 and [e["seq"] for e in around["after"]] == [2]
+            error = await call_error(client, "search_messages", query="( - )")
+            assert error["kind"] == "INVALID_PARAMS" and "query" in error["text"]
+            error = await call_error(client, "get_message_context", messageId="9" * 64)
+            assert error["kind"] == "NOT_FOUND" and "`search_messages`" in error["hint"]
+
+
 async def test_newer_daemon_tools_follow_discover(tmp_path: Path) -> None:
     typing_entry = {
         "name": "conversation.typing",

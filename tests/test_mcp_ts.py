@@ -185,3 +185,29 @@ async def test_the_typescript_client_s_roots_narrow_the_operator_s_folders(
         assert report["rootsAsked"] == 2
         [tool] = [t for t in report["tools"] if t["name"] == "send_attachment"]
         assert str(share) in tool["inputSchema"]["properties"]["path"]["description"]
+
+
+async def test_the_typescript_client_searches_and_reads_context(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The TypeScript client checks each structured result against the tool's output
+    schema: search_messages and get_message_context answer what they declare."""
+    from tests.test_search import message
+
+    async with running_daemon(net, tmp_path / "d") as daemon:
+        daemon.instance.journal.append([message(1, "ship it friday"), message(2, "ok")])
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("search_messages", {"query": "friday", "types": ["message"]}),  # 0
+            ("search_messages", {"query": '- ( ) "'}),  # 1 INVALID_PARAMS
+            ("get_message_context", {"messageId": f"{1:064x}", "after": 1}),  # 2
+            ("get_message_context", {"messageId": "9" * 64}),  # 3 NOT_FOUND
+        ]
+        report = await ts_client(daemon.socket, calls)
+        errors = check_errors_readable(report)
+        assert [r["tool"] for r in errors] == ["search_messages", "get_message_context"]
+        results = report["results"]
+        [hit] = results[0]["structuredContent"]["results"]
+        assert hit["snippet"] == "ship it «friday»"
+        assert "INVALID_PARAMS" in results[1]["text"] and "`query`" in results[1]["text"]
+        assert [e["seq"] for e in results[2]["structuredContent"]["after"]] == [2]
+        assert "NOT_FOUND" in results[3]["text"]

@@ -238,6 +238,41 @@ TOOLS: tuple[ToolSpec, ...] = (
         None,
         needs_discover=True,
     ),
+    ToolSpec(
+        "search_messages",
+        "events.search",
+        "Search the conversation's history (messages from members and your own sends) for "
+        "words; best match first, each with a snippet (matched words in « ») and the whole "
+        'event. All words must appear; "a phrase" in double quotes; a word ending in * is '
+        "a prefix. Use get_message_context on a result's messageId to read around it.",
+        s.SearchParams,
+        s.SearchResult,
+        needs_discover=True,
+        describe={
+            "query": 'Words to find, e.g. deploy friday, "release notes", or invoi* '
+            "(case and accents do not matter; at most 32 terms).",
+            "types": 'Only "message" (from members) or "message_sent" (yours).',
+            "sender": "Only messages from this inboxId.",
+            "after": "Only events with seq greater than this.",
+            "before": "Only events with seq less than this.",
+            "limit": "At most this many results (1..100, default 20).",
+        },
+    ),
+    ToolSpec(
+        "get_message_context",
+        "message.context",
+        "The events just before and after a message (by messageId, e.g. from "
+        "search_messages or read_events): what was said around it.",
+        s.ContextParams,
+        s.ContextResult,
+        needs_discover=True,
+        describe={
+            "messageId": "The messageId of a message in the history.",
+            "before": "At most this many events before it (0..100, default 5).",
+            "after": "At most this many events after it (0..100, default 5).",
+            "types": "Only these event types around it (default: all).",
+        },
+    ),
     # --- admin: only with allow_admin ---------------------------------------------------
     ToolSpec(
         "create_conversation",
@@ -459,6 +494,11 @@ def next_step(kind: str, data: Mapping[str, Any], ctx: ErrorContext) -> str:
     if kind == "NOT_FOUND":
         if ctx.tool.startswith("pairing_"):
             return "Check the code against " + ctx.admin("pairing_list") + "; do not retry it."
+        if ctx.tool == "get_message_context":
+            return (
+                "That message is not in the history (an unknown id, or trimmed by retention): "
+                "take a messageId from `search_messages` or `read_events`; do not retry it."
+            )
         return "Check the messageId: take it from an event of `read_events`; do not retry it."
     if kind == "PERMISSION_DENIED":
         return "The instance lacks that right in the conversation: ask a member who has it."

@@ -1,4 +1,5 @@
-"""events.*: read the journal, or subscribe to it (replay then live)."""
+"""events.*: read the journal, subscribe to it (replay then live), search it; and
+message.context, the events around a message."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from convosd.jsonutil import RawJson
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.subscriptions import SubscriptionHub
+from convosd.search import QueryError, parse
 from convosd.storage.journal import Journal
+from convosd.storage.search import SearchQueryError
 
 
 class EventsApi:
@@ -70,4 +73,47 @@ class EventsApi:
             "journalId": position.journal_id,
             "firstSeq": position.first_seq,
             "lastSeq": position.last_seq,
+        }
+
+    async def search(self, ctx: CallContext, p: s.SearchParams) -> dict[str, Any]:
+        """The best matches of ``query`` (FTS5, BM25), with snippets. A query FTS5 cannot
+        read is -32602 naming ``query``, never an internal error."""
+        try:
+            query = parse(p.query)
+            hits = self.journal.search(
+                query,
+                after=p.after,
+                before=p.before,
+                types=frozenset(p.types) if p.types else None,
+                sender=p.sender,
+                limit=p.limit,
+            )
+        except (QueryError, SearchQueryError) as exc:
+            # FTS5's own text may quote the query: never echoed
+            problem = str(exc) if isinstance(exc, QueryError) else "the index cannot read it"
+            raise errors.InvalidParams(
+                f"Invalid params: query: {problem}",
+                data={"errors": [{"param": "query", "problem": problem}]},
+            ) from None
+        position = self.journal.position
+        return {
+            "results": [
+                {"event": json.loads(h.body), "snippet": h.snippet, "score": round(h.score, 4)}
+                for h in hits
+            ],
+            **position.as_dict(),
+        }
+
+    async def context(self, ctx: CallContext, p: s.ContextParams) -> dict[str, Any]:
+        found = self.journal.around(
+            p.message_id, p.before, p.after, frozenset(p.types) if p.types else None
+        )
+        if found is None:
+            raise errors.NotFound(f"No message {p.message_id} in the journal")
+        earlier, message, later = found
+        return {
+            "before": [e.as_dict() for e in earlier],
+            "message": message.as_dict(),
+            "after": [e.as_dict() for e in later],
+            **self.journal.position.as_dict(),
         }

@@ -190,6 +190,20 @@ def method_table(
         ),
         m("events.read", s.ReadParams, s.ReadResult, events.read, "Read the journal."),
         m(
+            "events.search",
+            s.SearchParams,
+            s.SearchResult,
+            events.search,
+            "Search the journal's message text (ranked, with snippets).",
+        ),
+        m(
+            "message.context",
+            s.ContextParams,
+            s.ContextResult,
+            events.context,
+            "The events around a message in the journal.",
+        ),
+        m(
             "pairing.list",
             s.NoParams,
             s.PairingListResult,

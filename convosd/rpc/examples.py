@@ -188,6 +188,40 @@ METHOD_EXAMPLES: dict[str, tuple[dict[str, Any] | None, Any]] = {
         {"after": 41, "limit": 100},
         {"events": [_MESSAGE_EVENT], "journalId": "5b0e1c9e2f7d", "firstSeq": 1, "lastSeq": 42},
     ),
+    "events.search": (
+        {"query": "summar*", "types": ["message"], "limit": 20},
+        {
+            "results": [
+                {
+                    "event": _MESSAGE_EVENT,
+                    "snippet": "Can you «summarise» today's thread?",
+                    "score": 1.3412,
+                }
+            ],
+            "journalId": "5b0e1c9e2f7d",
+            "firstSeq": 1,
+            "lastSeq": 42,
+        },
+    ),
+    "message.context": (
+        {"messageId": MESSAGE, "before": 1, "after": 1},
+        {
+            "before": [
+                {
+                    "seq": 41,
+                    "type": "member_joined",
+                    "at": "2026-05-04T09:14:40.002Z",
+                    "conversationId": CONVERSATION,
+                    "inboxId": OWNER,
+                }
+            ],
+            "message": _MESSAGE_EVENT,
+            "after": [],
+            "journalId": "5b0e1c9e2f7d",
+            "firstSeq": 1,
+            "lastSeq": 42,
+        },
+    ),
     "pairing.list": (
         None,
         {

@@ -24,26 +24,27 @@ class EventRows:
     def insert(self, rows: Sequence[Row]) -> None:
         self._db.executemany("INSERT INTO events (seq, type, at, body) VALUES (?, ?, ?, ?)", rows)
 
-    def trim_some(self, up_to_seq: int, older_than: float, limit: int) -> int:
+    def trim_some(self, up_to_seq: int, older_than: float, limit: int) -> list[int]:
         """Remove at most ``limit`` of the events with ``seq <= up_to_seq`` or journaled
-        before ``older_than`` (by count first, then by age; each through its index). Fewer
-        than ``limit`` removed: none is left."""
-        removed = int(
-            self._db.execute(
-                "DELETE FROM events WHERE seq IN "
-                "(SELECT seq FROM events WHERE seq <= ? ORDER BY seq LIMIT ?)",
-                (up_to_seq, limit),
-            ).rowcount
-        )
-        if removed < limit:
-            removed += int(
-                self._db.execute(
-                    "DELETE FROM events WHERE seq IN "
-                    "(SELECT seq FROM events WHERE at < ? ORDER BY at LIMIT ?)",
-                    (older_than, limit - removed),
-                ).rowcount
+        before ``older_than`` (by count first, then by age; each through its index). Returns
+        the seqs removed (the search index drops the same ones in the same transaction);
+        fewer than ``limit``: none is left."""
+        seqs = [
+            int(row[0])
+            for row in self._db.execute(
+                "SELECT seq FROM events WHERE seq <= ? ORDER BY seq LIMIT ?", (up_to_seq, limit)
             )
-        return removed
+        ]
+        if len(seqs) < limit:
+            seqs += [
+                int(row[0])
+                for row in self._db.execute(
+                    "SELECT seq FROM events WHERE at < ? AND seq > ? ORDER BY at LIMIT ?",
+                    (older_than, up_to_seq, limit - len(seqs)),
+                )
+            ]
+        self._db.executemany("DELETE FROM events WHERE seq = ?", ((seq,) for seq in seqs))
+        return seqs
 
     def clear(self) -> None:
         self._db.execute("DELETE FROM events")
@@ -78,6 +79,32 @@ class EventRows:
             tuple(message_ids),
         )
         return {str(row[0]) for row in rows}
+
+    def message_seq(self, message_id: str) -> int | None:
+        """The seq of the ``message`` or ``message_sent`` event of ``message_id`` (through
+        the (type, messageId) index); None when not journaled, or trimmed."""
+        row = self._db.execute(
+            "SELECT MAX(seq) FROM events WHERE type IN ('message', 'message_sent') "
+            "AND json_extract(body, '$.messageId') = ?",
+            (message_id,),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def read_before(
+        self, before: int, limit: int, types: frozenset[str] | None = None
+    ) -> list[tuple[int, str, str]]:
+        """``(seq, type, body)`` of the last ``limit`` events with ``seq < before``, in
+        order, optionally of ``types``."""
+        where, args = "seq < ?", list[object]([before])
+        if types:
+            where += f" AND type IN ({','.join('?' * len(types))})"
+            args += sorted(types)
+        rows: list[tuple[int, str, str]] = self._db.execute(
+            f"SELECT seq, type, body FROM events WHERE {where} ORDER BY seq DESC LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        rows.reverse()
+        return rows
 
     def read(
         self, after: int, limit: int, types: frozenset[str] | None = None

@@ -19,6 +19,8 @@ from typing import Any
 
 from convosd.events import NewEvent
 from convosd.jsonutil import dumps
+from convosd.search import Query
+from convosd.storage.search import Hit
 from convosd.storage.store import Store, StoreError, new_journal_id
 from convosd.storage.work import Write, apply
 from convosd.timefmt import iso
@@ -58,8 +60,11 @@ class Journal:
         max_events: int = 1_000_000,
         max_age_s: float = 30 * 86400,
         clock: Callable[[], float] = time.time,
+        search_index: bool = True,
     ) -> None:
         self.store = store
+        #: index message text for events.search (False only to measure the index's cost)
+        self.search_index = search_index
         self.max_events = max_events
         self.max_age_s = max_age_s
         self.clock = clock
@@ -123,6 +128,8 @@ class Journal:
             with self.store.transaction():
                 if rows:
                     self.store.events.insert(rows)
+                    if self.search_index:
+                        self.store.search.add(rows[0][0], seq)
                     self.store.meta.set("last_seq", str(seq))
                     if max_sent_at != self.max_sent_at:
                         self.store.meta.set("max_sent_at", max_sent_at)
@@ -164,7 +171,9 @@ class Journal:
         while journal_id == self.journal_id:
             try:
                 with self.store.transaction():
-                    removed = self.store.events.trim_some(cutoff_seq, cutoff_at, chunk)
+                    seqs = self.store.events.trim_some(cutoff_seq, cutoff_at, chunk)
+                    self.store.search.remove(seqs)
+                    removed = len(seqs)
             except sqlite3.Error as exc:
                 raise StoreError(f"journal trim failed: {exc}") from exc
             if removed:
@@ -178,6 +187,7 @@ class Journal:
         """A new journal: every event gone, a new ``journalId``, ``seq`` from 1."""
         with self.store.transaction():
             self.store.events.clear()
+            self.store.search.clear()
             self.journal_id = new_journal_id()
             self.store.meta.set("journal_id", self.journal_id)
             self.store.meta.set("last_seq", "0")
@@ -212,3 +222,39 @@ class Journal:
     ) -> list[JournalEvent]:
         """Events with ``seq > after`` in order, at most ``limit``, optionally of ``types``."""
         return [JournalEvent(*row) for row in self.store.events.read(after, limit, types)]
+
+    def search(
+        self,
+        query: Query,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        types: frozenset[str] | None = None,
+        sender: str | None = None,
+        limit: int = 20,
+    ) -> list[Hit]:
+        """The best ``limit`` events whose text matches ``query``
+        (:func:`convosd.search.parse`) with ``after < seq < before``, best first.
+        Raises SearchQueryError when FTS5 refuses it."""
+        return self.store.search.query(
+            query, after=after, before=before, types=types, sender=sender, limit=limit
+        )
+
+    def around(
+        self, message_id: str, before: int, after: int, types: frozenset[str] | None = None
+    ) -> tuple[list[JournalEvent], JournalEvent, list[JournalEvent]] | None:
+        """The ``message`` or ``message_sent`` event of ``message_id`` with at most
+        ``before`` events before it and ``after`` after it (optionally of ``types``); None
+        when it is not in the journal."""
+        events = self.store.events
+        seq = events.message_seq(message_id)
+        if seq is None:
+            return None
+        earlier = events.read_before(seq, before, types) if before else []
+        at = events.read(seq - 1, 1)
+        later = events.read(seq, after, types) if after else []
+        return (
+            [JournalEvent(*row) for row in earlier],
+            JournalEvent(*at[0]),
+            [JournalEvent(*row) for row in later],
+        )

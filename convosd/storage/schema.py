@@ -95,6 +95,42 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX events_message_id ON events (type, json_extract(body, '$.messageId'));
     """,
+    # History search (events.search): an FTS5 index of the text of message and message_sent
+    # events, rowid = seq. What is indexed is the view search_source, the one rule both the
+    # journal's writes and this backfill use. text: the content of text and markdown, a
+    # reply's own text (without the quoted message the CLI's display string starts with), an
+    # attachment's filename; never a reaction, a group update or an attachment's display
+    # string. sender (a message's senderInboxId) and kind (inbound | outbound) are there for
+    # the filters only (a column filter in MATCH, BM25 weight 0). Only fields every client
+    # already reads in the event. Existing journals are indexed here, in the migration.
+    """
+    CREATE VIRTUAL TABLE search USING fts5 (
+        text, sender, kind, tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE VIEW search_source AS
+    SELECT seq, NULLIF(trim(coalesce(CASE
+            WHEN ct IN ('text', 'markdown') THEN content
+            WHEN ct = 'reply' AND type = 'message_sent' THEN content
+            WHEN ct = 'reply' AND instr(content, ref || '): ') > 0
+                THEN substr(content, instr(content, ref || '): ') + length(ref) + 3)
+            WHEN ct = 'reply' AND instr(content, ref || ': ') > 0
+                THEN substr(content, instr(content, ref || ': ') + length(ref) + 2)
+            WHEN ct = 'reply' THEN content
+        END, '') || ' ' || coalesce(filename, '')), '') AS text,
+        CASE WHEN type = 'message' THEN sender END AS sender,
+        CASE WHEN type = 'message' THEN 'inbound' ELSE 'outbound' END AS kind
+    FROM (
+        SELECT seq, type,
+            json_extract(body, '$.contentType') AS ct,
+            json_extract(body, '$.content') AS content,
+            json_extract(body, '$.replyTo') AS ref,
+            json_extract(body, '$.attachment.filename') AS filename,
+            json_extract(body, '$.senderInboxId') AS sender
+        FROM events WHERE type IN ('message', 'message_sent')
+    );
+    INSERT INTO search (rowid, text, sender, kind)
+        SELECT seq, text, sender, kind FROM search_source WHERE text IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

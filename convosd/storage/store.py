@@ -31,6 +31,7 @@ from convosd.storage.keys import IdempotencyKeys
 from convosd.storage.meta import Meta
 from convosd.storage.pairing import PairingState
 from convosd.storage.schema import MIGRATIONS, SCHEMA_VERSION, statements
+from convosd.storage.search import SearchIndex
 from convosd.storage.seen import SeenIds
 
 DB_NAME = "convosd.db"
@@ -78,6 +79,7 @@ class Store:
         self.seen_ids = SeenIds(connection)
         self.keys = IdempotencyKeys(connection)
         self.pairing = PairingState(connection)
+        self.search = SearchIndex(connection)
         #: (dev, inode) of the state dir and of the store file, taken at open
         self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
         #: the pending join's row as last written here (None: none), so reading it costs no
