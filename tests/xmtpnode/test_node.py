@@ -328,3 +328,12 @@ async def test_welcomes_key_packages_and_identity(running: RunningNode) -> None:
     entries = logs.responses[0].commit_log_entries
     assert [e.serialized_commit_log_entry for e in entries] == [b"\x00", b"\x01"]
     assert logs.responses[0].paging_info.id_cursor == entries[-1].sequence_id
+
+
+def test_no_namespace_is_a_reason_not_a_silent_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the tools are missing, open_namespace says why (the tier skips with it)."""
+    from tests.xmtpnode import netns
+
+    monkeypatch.setattr(netns.shutil, "which", lambda name: None)
+    reason = netns.open_namespace()
+    assert isinstance(reason, str) and "unshare" in reason and "ip" in reason
