@@ -100,15 +100,40 @@ async def peer_sees(peer: Peer, cid: str, message_id: str) -> dict[str, Any]:
 
 
 async def test_warm_end_to_end(xmtp_node: LocalNode, peer: Peer, tmp_path: Path) -> None:
-    async with real_daemon(xmtp_node, tmp_path / "state", "warm") as daemon:
+    state = tmp_path / "state"
+    async with real_daemon(xmtp_node, state, "warm") as daemon:
         client = await daemon.client()
         try:
-            await scenario_warm(client, peer)
+            cid = await scenario_warm(client, peer)
+            # the daemon stops while the peer is sending, and starts again on its state
+            texts = [f"restart {n}" for n in range(4)]
+            sending = asyncio.create_task(send_texts(peer, cid, texts))
+            await wait_events(client, lambda es: message_events(es, texts[0]), texts[0])
+        finally:
+            await client.close()
+    await sending
+    async with real_daemon(xmtp_node, state, "warm") as daemon:
+        client = await daemon.client()
+        try:
+            events = await wait_events(
+                client,
+                lambda es: all(message_events(es, text) for text in texts),
+                "every text sent across the daemon's restart",
+            )
+            for text in texts:
+                assert len(message_events(events, text)) == 1, text
+            await children_running(client)
+            assert (await client.call("health"))["status"] == "ok"
         finally:
             await client.close()
 
 
-async def scenario_warm(client: Client, peer: Peer) -> None:
+async def send_texts(peer: Peer, cid: str, texts: list[str]) -> None:
+    for text in texts:
+        await asyncio.to_thread(peer.json, "conversation", "send-text", cid, text)
+
+
+async def scenario_warm(client: Client, peer: Peer) -> str:
     status = await client.call("status")
     assert status["env"] == "local" and status["conversationId"] is None
     assert all(c["state"] == "stopped" for c in status["children"].values())
@@ -179,6 +204,7 @@ async def scenario_warm(client: Client, peer: Peer) -> None:
 
     # the stream child SIGKILLed during traffic: nothing lost, nothing twice
     await stream_kill_during_traffic(client, peer, cid)
+    return str(cid)
 
 
 async def stream_listening(client: Client, watch: Stream) -> None:
@@ -202,11 +228,7 @@ async def stream_kill_during_traffic(client: Client, peer: Peer, cid: str) -> No
     old_pid = before["children"]["stream"]["pid"]
     texts = [f"burst {n}" for n in range(4)]
 
-    async def send_all() -> None:
-        for text in texts:
-            await asyncio.to_thread(peer.json, "conversation", "send-text", cid, text)
-
-    sending = asyncio.create_task(send_all())
+    sending = asyncio.create_task(send_texts(peer, cid, texts))
     await wait_events(client, lambda es: message_events(es, texts[0]), "the first burst text")
     os.kill(old_pid, signal.SIGKILL)
     assert await eventually(lambda: process_gone(old_pid), within_s=WAIT_S)
