@@ -8,13 +8,19 @@ import base64
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from convosd.client import Client
 from tests.helpers import eventually_async
 from tests.realnode.conftest import WAIT_S, journal, real_daemon, wait_events
-from tests.realnode.test_daemon_real import admit_peer, children_running, peer_sees
+from tests.realnode.test_daemon_real import (
+    admit_peer,
+    children_running,
+    message_events,
+    peer_sees,
+)
 from tests.xmtpnode.harness import LocalNode, Peer
 
 pytestmark = pytest.mark.timeout(900)
@@ -41,15 +47,18 @@ def files_text(root: Path, skip: Path) -> str:
     )
 
 
-async def test_join_a_real_creator_then_attachments(
+async def test_join_a_real_creator_pairing_then_attachments(
     xmtp_node: LocalNode, peer: Peer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """We join a real creator's conversation under dmPolicy = pairing: the creator and a
+    second member it admitted are strangers to us, so their first messages are held."""
     theirs = await asyncio.to_thread(
         peer.json, "conversations", "create", "--name", "Theirs", "--profile-name", "Creator"
     )
     cid = theirs["conversationId"]
     state = tmp_path / "state"
-    async with real_daemon(xmtp_node, state, "warm") as daemon:
+    strangers = [Peer(xmtp_node, tmp_path / name, name) for name in ("ann", "dan")]
+    async with real_daemon(xmtp_node, state, "warm", convos={"dm_policy": "pairing"}) as daemon:
         client = await daemon.client()
         try:
             # pending until the creator processes the request, then bound
@@ -72,6 +81,7 @@ async def test_join_a_real_creator_then_attachments(
             assert [e["how"] for e in events if e["type"] == "conversation_bound"] == ["joined"]
             await children_running(client)
 
+            await pairing_with_real_senders(client, peer, strangers, cid, theirs["invite"]["slug"])
             await attachments_both_ways(client, peer, cid, tmp_path)
             events_after = await journal(client)
         finally:
@@ -81,6 +91,66 @@ async def test_join_a_real_creator_then_attachments(
     assert not key_material_named(json.dumps(events_after))
     assert not key_material_named(files_text(state, state / "convos"))
     assert not key_material_named(logs.out + logs.err)
+
+
+async def pairing_with_real_senders(
+    client: Client, creator: Peer, strangers: list[Peer], cid: str, slug: str
+) -> None:
+    """Two members the creator admitted (not us): their messages are held until approved
+    (then released in order) or denied (then dropped). The creator's own pass."""
+    joining = [
+        asyncio.create_task(
+            asyncio.to_thread(
+                stranger.json, "conversations", "join", slug, "--timeout", "240", timeout_s=300
+            )
+        )
+        for stranger in strangers
+    ]
+
+    async def creator_admits_them() -> bool:
+        await asyncio.to_thread(
+            creator.json, "conversations", "process-join-requests", "--conversation", cid
+        )
+        return all(task.done() for task in joining)
+
+    assert await eventually_async(creator_admits_them, within_s=WAIT_S, pause_s=2.0)
+    approved_inbox, denied_inbox = [(await task)["inboxId"] for task in joining]
+    to_approve, to_deny = strangers
+
+    held = ["held a1", "held a2", "held a3"]
+    for text in held:
+        await asyncio.to_thread(to_approve.json, "conversation", "send-text", cid, text)
+    await asyncio.to_thread(to_deny.json, "conversation", "send-text", cid, "held d1")
+    await asyncio.to_thread(creator.json, "conversation", "send-text", cid, "creator passes")
+    requested: list[dict[str, Any]] = []
+
+    async def two_requests() -> bool:
+        requested[:] = (await client.call("pairing.list"))["requests"]
+        return len(requested) == 2 and sum(r["held"] for r in requested) == 4
+
+    if not await eventually_async(two_requests, within_s=WAIT_S, pause_s=0.5):
+        tail = [
+            (e["type"], e.get("content"), e.get("senderInboxId")) for e in await journal(client)
+        ]
+        pytest.fail(f"requests {requested}; journal {tail}")
+    events = await wait_events(
+        client, lambda es: message_events(es, "creator passes"), "the creator's text"
+    )
+    assert {e["senderInboxId"] for e in events if e["type"] == "pairing_requested"} == {
+        approved_inbox,
+        denied_inbox,
+    }
+    assert not [e for e in events if e["type"] == "message" and e["content"].startswith("held")]
+    codes = {r["senderInboxId"]: r["code"] for r in requested}
+    assert (await client.call("pairing.approve", {"code": codes[approved_inbox]}))["released"] == 3
+    denied = await client.call("pairing.deny", {"code": codes[denied_inbox]})
+    assert denied["senderInboxId"] == denied_inbox
+    events = await journal(client)
+    released = [
+        e["content"] for e in events if e["type"] == "message" and e["content"].startswith("held")
+    ]
+    assert released == held  # in order, and the denied sender's never
+    assert (await client.call("pairing.list"))["requests"] == []
 
 
 async def attachments_both_ways(client: Client, peer: Peer, cid: str, tmp_path: Path) -> None:
