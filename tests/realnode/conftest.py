@@ -29,7 +29,7 @@ from tests.xmtpnode.netns import Namespace, open_namespace
 
 #: Waits on the real network: generous (a loaded 2-core machine; the CLI's join polls
 #: welcomes every 2 s), and always on a condition.
-WAIT_S = 120.0
+WAIT_S = 300.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
