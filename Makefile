@@ -63,9 +63,13 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-# The unit-file checks need systemd-analyze (Debian's systemd package); only the tests do.
+# The unit-file checks need systemd-analyze (Debian's systemd package); the real-node tier
+# (tests/realnode: the real CLI against tests/xmtpnode in a private network namespace) needs
+# unshare/nsenter (util-linux) and ip (iproute2). Only the tests do. Without a namespace the
+# tier is skipped and pytest's summary says why.
 test-tools:
 	@command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
+	@command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2)
 
 # The daemon's tests run on both CLI transports (tests/conftest.py reads
 # CONVOSD_TEST_CLI_TRANSPORT): the whole suite on the warm one, the default, then the daemon,

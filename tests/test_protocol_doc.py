@@ -63,7 +63,18 @@ def test_the_topics_a_client_needs_are_covered() -> None:
 
 def test_the_repository_cites_no_document_outside_it() -> None:
     tracked = subprocess.run(
-        ["git", "grep", "-l", "CONTR" + "ACT"],
+        # the vendored third-party files of tests/xmtpnode are exempt: the MIT licence text
+        # ("ACTION OF CONTR" "ACT") and libxmtp's schema (smart-contract names) say it verbatim
+        [
+            "git",
+            "grep",
+            "-l",
+            "CONTR" + "ACT",
+            "--",
+            ".",
+            ":!tests/xmtpnode/LICENSE",
+            ":!tests/xmtpnode/proto_descriptor.bin",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
