@@ -118,6 +118,9 @@ class DaemonSection(BaseModel):
     max_attachment_bytes: PositiveInt = 10_485_760
     # Addition: what attachment.download may keep under <state dir>/attachments in all.
     max_attachment_store_bytes: PositiveInt = 1_073_741_824
+    # Addition: hosts attachment.download may fetch from although they are local (a local
+    # XMTP node's asset server in development): names or IP literals, https still required.
+    attachment_trusted_hosts: tuple[str, ...] = ()
     join_retry_max_s: PositiveFloat = 86_400.0
     backfill_interval_s: PositiveFloat = 60.0
     backfill_window_s: PositiveFloat = 600.0

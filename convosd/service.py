@@ -60,6 +60,7 @@ class ConvosService:
             instance.journal,
             max_file_bytes=instance.settings.daemon.max_attachment_bytes,
             max_store_bytes=instance.settings.daemon.max_attachment_store_bytes,
+            trusted_hosts=instance.settings.daemon.attachment_trusted_hosts,
         )
 
     def clean_outbox(self) -> None:

@@ -79,3 +79,18 @@ def test_urls_the_cli_may_not_fetch_are_refused(url: str, problem: str) -> None:
 def test_a_host_name_is_handed_back_to_be_resolved() -> None:
     assert url_problem("https://Uploads.Example.com./x").name == "uploads.example.com"
     assert url_problem("https://8.8.8.8/x").name is None
+
+
+def test_a_trusted_host_skips_the_locality_rules_and_no_other() -> None:
+    """attachmentTrustedHosts (a local node's asset server): its host may be local; the URL
+    must still be https, plain and without credentials, and other local hosts stay refused."""
+    trusted = frozenset({"localhost", "127.0.0.1", "::1"})
+    for url in ("https://localhost:4443/a", "https://LOCALHOST./a", "https://127.0.0.1/a"):
+        assert url_problem(url, trusted).problem is None, url
+        assert url_problem(url, trusted).name is None  # nothing left to resolve
+    assert url_problem("https://[::1]:4443/a", trusted).problem is None
+    assert "not https" in (url_problem("http://localhost:4443/a", trusted).problem or "")
+    assert "credentials" in (url_problem("https://u@localhost/a", trusted).problem or "")
+    assert "local name" in (url_problem("https://printer.local/a", trusted).problem or "")
+    assert "loopback" in (url_problem("https://127.0.0.2/a", trusted).problem or "")
+    assert "local name" in (url_problem("https://localhost/a").problem or "")

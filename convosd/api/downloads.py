@@ -75,12 +75,14 @@ class DownloadsApi:
         *,
         max_file_bytes: int,
         max_store_bytes: int,
+        trusted_hosts: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.cli = cli
         self.journal = journal
         self.max_file_bytes = max_file_bytes
         self.max_store_bytes = max_store_bytes
+        self.trusted_hosts = frozenset(h.lower().strip("[]").rstrip(".") for h in trusted_hosts)
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def download(self, ctx: CallContext, p: s.DownloadParams) -> s.DownloadResult:
@@ -154,7 +156,7 @@ class DownloadsApi:
             url = remote_url(content) if isinstance(content, str) else None
             if url is None:
                 raise _refused(message_id, "its URL cannot be read from the message")
-            verdict = url_problem(url)
+            verdict = url_problem(url, self.trusted_hosts)
             if verdict.problem is not None:
                 raise _refused(message_id, verdict.problem)
             if verdict.name is not None:

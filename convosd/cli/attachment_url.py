@@ -20,7 +20,9 @@ WHATWG URL parser Node uses read differently is refused, not guessed:
   multicast addresses are refused;
 - ``localhost`` and names under ``.localhost``, ``.local``, ``.internal`` and ``.arpa`` are
   refused; any other name is returned for the caller to resolve (its addresses must be
-  global too).
+  global too);
+- a host the operator trusts (``attachmentTrustedHosts``: a local XMTP node's asset server
+  in development) skips the locality rules, not the others (https, syntax, credentials).
 """
 
 from __future__ import annotations
@@ -108,8 +110,9 @@ def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
     return None
 
 
-def url_problem(url: str) -> UrlVerdict:
-    """Whether the CLI may fetch ``url`` (see the module's rules)."""
+def url_problem(url: str, trusted: frozenset[str] = frozenset()) -> UrlVerdict:
+    """Whether the CLI may fetch ``url`` (see the module's rules). ``trusted``: lower-case
+    host names and IP literals (IPv6 without brackets) whose locality is not refused."""
     if len(url) > MAX_URL:
         return UrlVerdict(f"the URL is longer than {MAX_URL} characters")
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url) or "\\" in url:
@@ -130,6 +133,8 @@ def url_problem(url: str) -> UrlVerdict:
             address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(literal)
         except ValueError:
             return UrlVerdict("the URL's host is not a valid IPv6 literal")
+        if literal.lower() in trusted:
+            return UrlVerdict(None)
         problem = address_problem(address)
         return UrlVerdict(f"the URL's host is {problem}" if problem else None)
     host, _, port = authority.partition(":")
@@ -138,6 +143,8 @@ def url_problem(url: str) -> UrlVerdict:
     if not host or not _HOST.match(host):
         return UrlVerdict("the URL's host is not plain ASCII letters, digits, '-' and '.'")
     host = host.lower()
+    if host.rstrip(".") in trusted:
+        return UrlVerdict(None)
     ipv4 = _ipv4_whatwg(host)
     if ipv4 is False:
         return UrlVerdict("the URL's host is not a valid IPv4 address")

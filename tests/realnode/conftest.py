@@ -78,6 +78,8 @@ def real_settings(node: LocalNode, transport: str, **overrides: Any) -> Settings
         "cli_env_passthrough": CLI_ENV_PASSTHROUGH,
         "cli_transport": transport,
         "backfill_interval_s": 2.0,
+        # the node's asset store is https://localhost:4443: local, so refused unless trusted
+        "attachment_trusted_hosts": ("localhost",),
         "shutdown_grace_s": 5.0,
         **overrides,
     }
