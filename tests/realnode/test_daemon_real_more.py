@@ -118,7 +118,19 @@ async def pairing_with_real_senders(
     to_approve, to_deny = strangers
 
     held = ["held a1", "held a2", "held a3"]
-    for text in held:
+    await asyncio.to_thread(to_approve.json, "conversation", "send-text", cid, held[0])
+
+    async def first_request() -> bool:
+        return len((await client.call("pairing.list"))["requests"]) == 1
+
+    # The first request makes the daemon post its notice, its first message in this group,
+    # which the node shows preceded by a commit. A member's next two messages, sent right
+    # then, were stored on the node after that commit but never surfaced by our CLI, on its
+    # stream or in `messages --sync` (2 of 3 lost in 2 of 3 runs): an open finding
+    # (docs/LOCAL_NODE.md), not what this test is about, so the member writes on once the
+    # notice is out.
+    assert await eventually_async(first_request, within_s=WAIT_S, pause_s=0.5)
+    for text in held[1:]:
         await asyncio.to_thread(to_approve.json, "conversation", "send-text", cid, text)
     await asyncio.to_thread(to_deny.json, "conversation", "send-text", cid, "held d1")
     await asyncio.to_thread(creator.json, "conversation", "send-text", cid, "creator passes")
