@@ -142,5 +142,11 @@ async def scheduled_explosion(client: Client) -> None:
     assert time.time() >= at.timestamp()
     (exploded,) = [e for e in events if e["type"] == "conversation_exploded"]
     assert exploded["reason"] == "expired", exploded
-    status = await client.call("status")
-    assert status["conversationId"] is None and status["expiresAt"] is None, status
+    # the daemon journals the explosion, then unbinds (stopping its children): wait for it
+    after: dict[str, Any] = {}
+
+    async def unbound() -> bool:
+        after.update(await client.call("status"))
+        return after["conversationId"] is None and after["expiresAt"] is None
+
+    assert await eventually_async(unbound, within_s=WAIT_S, pause_s=0.2), after
