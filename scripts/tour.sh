@@ -125,8 +125,25 @@ bob() {
       "$PY" "$FAKE" "$@" --env dev --json
   fi
 }
+# Bob's request reaches whoever watches for it: wait until the daemon's stream and
+# join-request children run (on the real CLI they take seconds to start).
+children_running() {
+  "$CTL" --json status | "$PY" -c '
+import json, sys
+children = json.load(sys.stdin)["children"].values()
+sys.exit(0 if children and all(c["state"] == "running" for c in children) else 1)'
+}
+deadline=$((SECONDS + WAIT_S))
+until children_running; do
+  [ "$SECONDS" -lt "$deadline" ] || die "the daemon's children not running after ${WAIT_S}s"
+  sleep 0.2
+done
 mkdir -p "$TOUR_DIR/bob"
-bob conversations join "$slug" --profile-name Bob --timeout "$WAIT_S" >/dev/null
+joined=$(bob conversations join "$slug" --profile-name Bob --timeout "$WAIT_S")
+case "$joined" in
+  *'"status": "joined"'* | *'"status":"joined"'*) ;;
+  *) die "Bob was not admitted within ${WAIT_S}s: $joined" ;;
+esac
 echo "Bob is a member of $conversation"
 
 step "Bob writes; the agent sees the event"
