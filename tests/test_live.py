@@ -119,8 +119,9 @@ def test_double_typing_read_receipts_remove_and_explode_status(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
     """The real 0.10.15's output shapes and errors; typing indicators and read receipts are
-    listed by ``messages`` and never printed by ``stream``; a scheduled explosion by one member
-    shows in every member's ``explode-status``."""
+    never printed by ``stream``; ``messages`` lists the typing indicators but (like the real
+    CLI on a node) no read receipt, which shows in ``last-read-times``; a scheduled explosion
+    by one member shows in every member's ``explode-status``."""
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     created = net.run_json(alice, "conversations", "create", "--name", "T")
     cid = created["conversationId"]
@@ -142,8 +143,10 @@ def test_double_typing_read_receipts_remove_and_explode_status(
         assert by_id[typing["messageId"]]["content"] == '{"isTyping":true}'
         assert by_id[typing["messageId"]]["contentType"]["authorityId"] == "convos.org"
         assert by_id[stop["messageId"]]["content"] == '{"isTyping":false}'
-        assert by_id[receipt["messageId"]]["contentType"]["typeId"] == "readReceipt"
-        assert by_id[receipt["messageId"]]["content"] == "{}"
+        # like the real CLI on a node: a read receipt is never listed, last-read-times has it
+        assert receipt["messageId"] not in by_id
+        read = net.run_json(alice, "conversation", "last-read-times", cid)
+        assert list(read["readTimes"]) == [net.run_json(bob, "identity", "list")[0]["inboxId"]]
         line = json.loads(stream.stdout.readline())  # type: ignore[union-attr]
         assert line["id"] == text["messageId"]  # the silent signals were not printed
     finally:

@@ -3,10 +3,11 @@ receipts, removing members and the explode status.
 
 Ported from ``dist/commands/conversation/{send-typing-indicator,send-read-receipt,
 remove-members,explode-status}.js``. Typing indicators (``convos.org/typing_indicator:1.0``)
-and read receipts (``xmtp.org/readReceipt:1.0``) are stored like other messages (libxmtp keeps
-them; the real ``agent serve`` skips them on catch-up for that reason): ``conversation
-messages`` lists them (content ``{"isTyping":true}`` and ``{}``, the JSON.stringify
-fallback), ``conversation stream`` does not (``isDisplayableMessage`` filters both).
+and read receipts (``xmtp.org/readReceipt:1.0``) are stored like other messages, but (as on
+the real CLI against a node) ``conversation messages`` lists only the typing indicators
+(content ``{"isTyping":true}``, the JSON.stringify fallback): a read receipt shows only in
+``conversation last-read-times``. ``conversation stream`` prints neither
+(``isDisplayableMessage`` filters both).
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ def cmd_send_read_receipt(ctx: Ctx) -> None:
         lambda: client.store.send(conv_id, client.inbox_id, CT_READ_RECEIPT, {})
     )
     ctx.output({"success": True, "messageId": message_id, "conversationId": conv_id})
+
+
+@command("conversation:last-read-times")
+def cmd_last_read_times(ctx: Ctx) -> None:
+    """Each member's latest read receipt, in ns (``{readTimes: {inboxId: ns}}``)."""
+    client = ctx.client()
+    conv_id = ctx.args["id"]
+    conv = _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
+    _require_group(conv)
+    read_times: dict[str, int] = {}
+    for message in client.store.messages_sent(conv_id, client.inbox_id, descending=False):
+        if message.content_type[:2] == CT_READ_RECEIPT[:2]:
+            read_times[message.sender] = message.sent_ns
+    ctx.output({"readTimes": read_times})
 
 
 @command("conversation:remove-members")

@@ -1750,6 +1750,8 @@ def cmd_conversation_messages(ctx: Ctx) -> None:
     ):
         if flags.get("delivery-status") and flags["delivery-status"] != "published":
             continue
+        if message.content_type[:2] == ("xmtp.org", "readReceipt"):
+            continue  # libxmtp keeps no listed message for a receipt: last-read-times shows it
         if flags.get("kind"):
             is_membership = message.kind == KIND_MEMBERSHIP
             if is_membership != (flags["kind"] == "membership-change"):
