@@ -81,6 +81,12 @@ async def test_join_a_real_creator_pairing_then_attachments(
             assert [e["how"] for e in events if e["type"] == "conversation_bound"] == ["joined"]
             await children_running(client)
 
+            # Our first message in a group we joined goes out after a commit of our client's
+            # (the node shows it). Members' messages sent around that moment were stored on
+            # the node but never surfaced by our CLI (2 of 3 lost, 3 runs in 4): an open
+            # finding (docs/LOCAL_NODE.md), not what this test is about, so our first
+            # message goes out before the strangers join.
+            await client.call("message.send", {"message": "hello from the agent"})
             await pairing_with_real_senders(client, peer, strangers, cid, theirs["invite"]["slug"])
             await attachments_both_ways(client, peer, cid, tmp_path)
             events_after = await journal(client)
@@ -118,19 +124,7 @@ async def pairing_with_real_senders(
     to_approve, to_deny = strangers
 
     held = ["held a1", "held a2", "held a3"]
-    await asyncio.to_thread(to_approve.json, "conversation", "send-text", cid, held[0])
-
-    async def first_request() -> bool:
-        return len((await client.call("pairing.list"))["requests"]) == 1
-
-    # The first request makes the daemon post its notice, its first message in this group,
-    # which the node shows preceded by a commit. A member's next two messages, sent right
-    # then, were stored on the node after that commit but never surfaced by our CLI, on its
-    # stream or in `messages --sync` (2 of 3 lost in 2 of 3 runs): an open finding
-    # (docs/LOCAL_NODE.md), not what this test is about, so the member writes on once the
-    # notice is out.
-    assert await eventually_async(first_request, within_s=WAIT_S, pause_s=0.5)
-    for text in held[1:]:
+    for text in held:
         await asyncio.to_thread(to_approve.json, "conversation", "send-text", cid, text)
     await asyncio.to_thread(to_deny.json, "conversation", "send-text", cid, "held d1")
     await asyncio.to_thread(creator.json, "conversation", "send-text", cid, "creator passes")
