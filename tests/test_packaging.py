@@ -118,7 +118,7 @@ def test_the_readme_tour_snippet_sets_tour_dir_before_using_it(tmp_path: Path) -
     a shell, the network went to ``/net`` and the state to ``/state``. Its lines up to the
     daemon's start, run in a shell without TOUR_DIR, must set up paths under the default."""
     readme = (REPO / "README.md").read_text()
-    start = readme.index("What it does, step by step")
+    start = readme.index("What it does on the double, step by step")
     snippet = readme[start:].split("```sh\n", 1)[1].split("```", 1)[0]
     lines = snippet.splitlines()
     first_use = next(i for i, line in enumerate(lines) if "TOUR_DIR" in line)
