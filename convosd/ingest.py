@@ -211,11 +211,17 @@ class Ingest:
             events.extend(decision.events)
             writes.extend(decision.writes)
             after.extend(decision.after)
+            if message.content_type.type_id == "group_updated" and fate in (
+                Fate.JOURNALED,
+                Fate.OWN,
+            ):
+                # The members changed, whoever changed them: our own join-request
+                # watcher's add is a group_updated of our own inbox, and it is what
+                # makes the newcomer a member_joined.
+                group_updates.append(message)
             if fate is Fate.JOURNALED:
                 name = self.sender_name(message.sender_inbox_id)
                 events.append(message_event(message, self.conversation_id, name))
-                if message.content_type.type_id == "group_updated":
-                    group_updates.append(message)
             elif fate is Fate.IGNORED:
                 specials.append(message)
         try:

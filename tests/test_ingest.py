@@ -97,6 +97,24 @@ def test_own_messages_are_seen_never_journaled(journal: Journal) -> None:
     assert ingest.stats.by_fate == {"own": 1, "journaled": 1}
 
 
+def test_a_group_update_of_our_own_makes_the_members_looked_at(journal: Journal) -> None:
+    """Our join-request watcher's add is a group_updated sent by our own inbox: not
+    journaled, but the members changed (the newcomer's member_joined depends on it)."""
+    updates: list[str] = []
+    ingest = make(journal, on_group_updated=lambda m: updates.append(m.id))
+    ingest.on_stream_lines(
+        [
+            line(1, sender=OWN, type_id="group_updated", content="Agent added Bob"),
+            line(2, sender=OWN),
+            line(3, type_id="group_updated", content="Bob left"),
+        ]
+    )
+    assert updates == [f"{1:064x}", f"{3:064x}"]
+    assert journaled_ids(journal) == [f"{3:064x}"]
+    ingest.on_stream_lines([line(1, sender=OWN, type_id="group_updated")])  # seen: once
+    assert len(updates) == 2
+
+
 def test_silent_types_are_not_message_events(journal: Journal) -> None:
     ingest = make(journal)
     ingest.on_stream_lines(
