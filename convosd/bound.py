@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -43,6 +44,7 @@ from convosd.pairing import SenderPolicy
 from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store, StoreError
 from convosd.storage.work import MarkDeparted
+from convosd.supervisor.backoff import BackoffPolicy
 from convosd.supervisor.child import SupervisedChild
 from convosd.tasks import TaskScope
 
@@ -54,6 +56,8 @@ NAMES_WAIT_S = 5.0
 HELD_LINES_MAX = 10_000
 #: how often a sender whose profile had no name is looked up again
 NAMELESS_RETRY_S = 5.0
+#: a members/profiles/expiry read that failed is tried again after these delays
+REFRESH_RETRY = BackoffPolicy(initial_s=1.0, factor=2.0, cap_s=30.0, jitter=0.2)
 
 #: ``(by, reason)``: the conversation is gone (explode or removal seen by this object)
 GoneHook = Callable[[str | None, str], Coroutine[Any, Any, None]]
@@ -96,6 +100,7 @@ class BoundConversation:
         self.admitted: set[str] = set()  # inboxes accepted by our own join-request child
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()
+        self._rng = random.Random()
         self._profiles_at = 0.0
         #: the names joiners gave in their join requests (our watcher reports them): what
         #: they are called until a profile message of theirs says otherwise
@@ -425,14 +430,34 @@ class BoundConversation:
         )
 
     async def _refresh_loop(self, key: str, initial: bool) -> None:
+        failures = 0
         while True:
             self._refresh_again.discard(key)
-            if key == "members":
-                await self.refresh_views(initial=initial)
-            elif key == "expiry":
-                await self.check_expiry()
-            else:
-                await self.refresh_profiles()
+            try:
+                if key == "members":
+                    await self.refresh_views(initial=initial)
+                elif key == "expiry":
+                    await self.check_expiry()
+                else:
+                    await self.refresh_profiles()
+            except errors.ConvosdError as exc:
+                # A view that could not be read is read again until it is: member_joined
+                # and member_left, the owners and the names come from it, and nothing else
+                # may ask for it again (our own watcher's add is seen once).
+                failures += 1
+                delay = REFRESH_RETRY.delay(failures, self._rng)
+                self.log.warning(
+                    "view_refresh_failed",
+                    view=key,
+                    error=type(exc).__name__,
+                    attempt=failures,
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                if self.closed:
+                    return
+                continue
+            failures = 0
             initial = False
             if key not in self._refresh_again or self.closed:
                 return

@@ -161,6 +161,32 @@ async def test_sigkill_of_the_stream_loses_nothing(harness: Harness) -> None:
     assert me.children[STREAM].status.restarts >= kills
 
 
+async def test_a_members_read_that_fails_is_read_again_until_member_joined(
+    harness: Harness,
+) -> None:
+    """The members view is read when our watcher admits someone and when its add shows as
+    our own group_updated; each read can fail (here the network, three times): the view is
+    read again with backoff until it answers, so the newcomer's member_joined is not lost."""
+    me = harness.open()
+    created = await me.cli.create(name="Team")
+    await me.start()
+    await me.bind(created.conversation_id, inbox_id=created.inbox_id, how="created")
+    assert await eventually(both_running(me))
+    assert await eventually(lambda: me.conversation is not None and me.conversation.members)
+    harness.net.add_fault("unreachable", command="conversation:members", count=3)
+    bob = harness.make_cli("bob")
+    await bob.join(created.invite.slug, no_wait=True)
+    bob_inbox = (await bob.probe())[0].inbox_id
+
+    def joined() -> list[str]:
+        return [
+            e.as_dict()["inboxId"] for e in me.journal.read(0, 100) if e.type == "member_joined"
+        ]
+
+    assert await eventually(lambda: joined() == [bob_inbox])
+    assert harness.net.faults() == []  # all three failures happened
+
+
 async def test_silent_stream_gap_is_recovered_by_the_backfill(harness: Harness) -> None:
     me = harness.open()
     cid, bob = await created_and_joined(harness, me)
