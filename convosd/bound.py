@@ -241,9 +241,9 @@ class BoundConversation:
         for line in lines:
             item = parse_watcher_line(line)
             if isinstance(item, JoinAccepted):
-                # Its own conversation's only (an event naming none is ours). An acceptance
-                # is printed just before the member is added: if adding fails, the approval
-                # is harmless (the sender is not a member and cannot write).
+                # Its own conversation's only (an event naming none is ours). The CLI
+                # prints an acceptance once its addMembers returned; the add is also seen as
+                # our own group_updated, which reads the members again (member_joined).
                 if item.conversation_id in (None, self.binding.conversation_id):
                     self._admit(item.joiner_inbox_id, item.profile_name)
             elif isinstance(item, WatcherStreamEnded):

@@ -47,11 +47,6 @@ def files_text(root: Path, skip: Path) -> str:
     )
 
 
-@pytest.mark.skip(
-    reason="open defect (docs/LOCAL_NODE.md): members a real creator admitted were not seen "
-    "by our client (no member_joined, no pairing request) in the last fresh-clone run, and "
-    "members' messages around our first message were lost in 3 of 4 runs; cause not found yet"
-)
 async def test_join_a_real_creator_pairing_then_attachments(
     xmtp_node: LocalNode, peer: Peer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -86,13 +81,10 @@ async def test_join_a_real_creator_pairing_then_attachments(
             assert [e["how"] for e in events if e["type"] == "conversation_bound"] == ["joined"]
             await children_running(client)
 
-            # Our first message in a group we joined goes out after a commit of our client's
-            # (the node shows it). Members' messages sent around that moment were stored on
-            # the node but never surfaced by our CLI (2 of 3 lost, 3 runs in 4): an open
-            # finding (docs/LOCAL_NODE.md), not what this test is about, so our first
-            # message goes out before the strangers join.
-            await client.call("message.send", {"message": "hello from the agent"})
+            # Our first message here is the pairing notice: our client's first commit in a
+            # group it joined goes out while the strangers write (docs/LOCAL_NODE.md).
             await pairing_with_real_senders(client, peer, strangers, cid, theirs["invite"]["slug"])
+            await client.call("message.send", {"message": "hello from the agent"})
             await attachments_both_ways(client, peer, cid, tmp_path)
             events_after = await journal(client)
         finally:

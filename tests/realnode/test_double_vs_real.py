@@ -83,12 +83,6 @@ async def scenario(client: Client, join: Join, send: Send, react: React) -> list
     return await journal(client)
 
 
-@pytest.mark.skip(
-    reason="open defect (docs/LOCAL_NODE.md): on the real CLI the peer our watcher admitted "
-    "never became member_joined within 300 s in 2 of the last 3 fresh-clone runs (the backfill "
-    "read its messages, none was journaled); passed in the run before and on its branch; cause "
-    "not found yet"
-)
 async def test_the_double_journals_what_the_real_cli_does(
     xmtp_node: LocalNode, peer: Peer, tmp_path: Path
 ) -> None:
