@@ -748,3 +748,14 @@ async def test_tools_option_exposes_only_the_tools_named(
         assert mcp_main(["--socket", str(tmp_path / "x.sock"), "--tools", option]) == 2
         err = capsys.readouterr().err
         assert said in err and "--tools" in err
+
+
+def test_the_sdk_looks_input_schemas_up_in_the_fixed_table(tmp_path: Path) -> None:
+    """The SDK's HTTP transport checks Mcp-Param headers against a tool's input schema:
+    with the list fixed, it looks the schema up instead of running tools/list (which
+    asks the daemon); a tool not offered has none."""
+    app = ConvosdMcp(tmp_path / "x.sock", tools="read-only,send_message")
+    lookup = app.server.get_tool_input_schema
+    assert lookup is not None
+    assert lookup("send_message") == app.offered["send_message"][1].input_schema
+    assert lookup("react") is None and lookup("nope") is None

@@ -1,8 +1,8 @@
 """convosd as MCP tools: an MCP server (official ``mcp`` SDK, low-level ``Server``) over the socket.
 
-Every tool is one daemon call through :class:`convosd.client.ConvosdClient`; the input
-schemas are the daemon's own pydantic params models (:mod:`convosd.rpc.schemas`), the output
-schemas its result models. Two tools keep state:
+Every tool but two is one daemon call through :class:`convosd.client.ConvosdClient`; the
+input schemas are the daemon's own pydantic params models (:mod:`convosd.rpc.schemas`), the
+output schemas its result models. Two tools keep state:
 
 - ``read_events`` keeps a cursor (the last seq it showed, and the journal it belongs to),
   so an agent that calls it twice never sees an event twice; ``since`` moves the cursor
@@ -237,6 +237,9 @@ class ConvosdMcp:
             "convosd",
             version="0.1.0",
             instructions=instructions(self.exposed),
+            # the list is fixed: the SDK's HTTP transport may look a schema up here
+            # instead of running tools/list
+            get_tool_input_schema=self._input_schema,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
         )
@@ -247,6 +250,10 @@ class ConvosdMcp:
         schema = tool_of(spec).input_schema
         description = paths.attachment_schema(schema, self.allow_paths)
         return tool_of(spec, description=description, schema=schema)
+
+    def _input_schema(self, name: str) -> Json | None:
+        offered = self.offered.get(name)
+        return offered[1].input_schema if offered is not None else None
 
     def error_context(self, tool: str) -> ErrorContext:
         return ErrorContext(tool, self.allow_admin, self._left_out)
