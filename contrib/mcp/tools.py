@@ -6,17 +6,12 @@ the daemon's state (reachable or not, older or newer), so a client that lists th
 (most do) keeps a true list, and the server declares ``tools.listChanged: false``. A tool that
 an older daemon does not offer stays listed and answers ``METHOD_NOT_FOUND``.
 
-Annotations (hints for clients, docs: README.md, Tools):
-
-- ``readOnlyHint``: the tool changes nothing in the conversation or the daemon.
-- ``destructiveHint``: the tool can remove or irrevocably invalidate something that calling
-  a tool again cannot bring back (members, invites, held messages, the identity and journal).
-  These tools take ``confirm: true`` (:attr:`ToolSpec.confirm`); every other writing tool only
-  adds (a message, a reaction or its removal, a receipt, an invite) or ends a step that can
-  be taken again (``cancel_join``: join again).
-- ``idempotentHint``: the same call again has no further effect.
-- ``openWorldHint``: the tool reaches the XMTP network and the other members (through the
-  convos CLI) or a remote server; false: the daemon's local state only.
+Annotations (README.md, Tools): ``readOnlyHint`` changes nothing in the conversation or
+the daemon; ``destructiveHint`` can remove or irrevocably invalidate something no tool call
+brings back (members, invites, held messages, the identity and journal), and such a tool
+takes ``confirm: true``; ``idempotentHint`` the same call again has no further effect;
+``openWorldHint`` reaches the XMTP network and the members (through the CLI) or a remote
+server, not only the daemon's local state.
 """
 
 from __future__ import annotations
@@ -74,8 +69,8 @@ class ToolSpec:
     describe: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # destructive <=> confirmation, so neither can be set without the other
-        assert bool(self.confirm) == bool(self.hints.destructive_hint), self.name
+        if bool(self.confirm) != bool(self.hints.destructive_hint):
+            raise ValueError(f"{self.name}: destructive and confirm go together")
 
     @property
     def read_only(self) -> bool:
