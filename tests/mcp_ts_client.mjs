@@ -6,7 +6,8 @@
 //    "roots": [{"uri": "file:///...", "name": "..."}] | null,   (null: no roots capability)
 //    "calls": [{"tool": "...", "arguments": {...}}, ...]}
 // stdout: one JSON object
-//   {"tools": [{"name", "inputSchema", "outputSchema"}],
+//   {"capabilities": {...the server's},
+//    "tools": [{"name", "description", "inputSchema", "outputSchema", "annotations"}],
 //    "results": [{"tool", "threw": null | "message", "isError", "text", "structuredContent",
 //                 "meta"}],
 //    "rootsAsked": N}
@@ -39,8 +40,9 @@ const transport = new StdioClientTransport({
   stderr: "inherit",
 });
 await client.connect(transport);
-const out = { tools: [], results: [], rootsAsked: 0 };
+const out = { capabilities: null, tools: [], results: [], rootsAsked: 0 };
 try {
+  out.capabilities = client.getServerCapabilities() ?? null;
   // listTools first: the client keeps each tool's output schema and checks results with it.
   const listed = await client.listTools();
   out.tools = listed.tools.map((t) => ({
@@ -48,6 +50,7 @@ try {
     description: t.description,
     inputSchema: t.inputSchema,
     outputSchema: t.outputSchema ?? null,
+    annotations: t.annotations ?? null,
   }));
   for (const call of spec.calls) {
     const entry = { tool: call.tool, threw: null, isError: null, text: null };

@@ -19,6 +19,7 @@ from mcp import StdioServerParameters
 from contrib.mcp.__main__ import allowed_folders
 from contrib.mcp.__main__ import main as mcp_main
 from contrib.mcp.server import ERROR_META, TOOLS, ConvosdMcp, ErrorContext, error_result
+from contrib.mcp.tools import exposed_tools
 from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
@@ -28,16 +29,14 @@ from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 from tests.test_attachments_send import KEY_ENV, PASS
 
 REPO = Path(__file__).resolve().parent.parent
-BASE_TOOLS = {
-    "send_message",
-    "react",
-    "read_events",
-    "wait_for_message",
-    "conversation_info",
-    "create_invite",
-}
 ADMIN_TOOLS = {t.name for t in TOOLS if t.admin}
-GATED_TOOLS = {t.name for t in TOOLS if t.needs_discover}
+#: every tool a server without --allow-admin lists, whatever the daemon's state
+BASE_TOOLS = {t.name for t in TOOLS} - ADMIN_TOOLS
+READ_ONLY_TOOLS = {"read_events", "wait_for_message", "conversation_info"} | {
+    "search_messages",
+    "get_message_context",
+}
+DESTRUCTIVE_TOOLS = {"lock_conversation", "explode_conversation", "pairing_deny", "reset_daemon"}
 
 
 @contextlib.asynccontextmanager
@@ -88,15 +87,10 @@ async def bound_daemon(
 
 async def test_tools_schemas_and_admin_flag(net: FakeNetwork, tmp_path: Path) -> None:
     async with running_daemon(net, tmp_path / "d") as daemon:
-        async with await ConvosdClient.connect(daemon.socket) as direct:
-            methods = {m["name"] for m in (await direct.discover())["methods"]}
-        # the gated tools this daemon offers (typing and read receipts, at least)
-        offered = {t.name for t in TOOLS if t.needs_discover and t.method in methods}
-        assert {"set_typing", "mark_read"} <= offered
         async with mcp_session(daemon.socket) as client:
             listed = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert set(listed) == BASE_TOOLS | offered  # no admin tools
-            assert "download_attachment" in listed
+            assert set(listed) == BASE_TOOLS  # no admin tools
+            assert {"download_attachment", "set_typing", "mark_read"} <= set(listed)
             send = listed["send_message"]
             assert send.description and "reply" in send.description
             assert send.input_schema["required"] == ["message"]
@@ -125,7 +119,7 @@ async def test_tools_schemas_and_admin_flag(net: FakeNetwork, tmp_path: Path) ->
 
         async with mcp_session(daemon.socket, allow_admin=True) as client:
             listed = {tool.name for tool in (await client.list_tools()).tools}
-            assert listed == BASE_TOOLS | ADMIN_TOOLS | offered
+            assert listed == BASE_TOOLS | ADMIN_TOOLS
             created = await call(client, "create_conversation", name="Made by MCP")
             assert created["conversationId"] and created["inviteUrl"]
             assert await call(client, "set_typing") == {"ok": True}
@@ -195,11 +189,16 @@ async def listed_on_network(net: FakeNetwork, daemon: RunningDaemon) -> list[dic
 
 
 class FakeDaemon:
-    """A socket that answers like a newer daemon: rpc.discover lists section-7 methods."""
+    """A socket that answers like a daemon offering only ``methods`` (``status`` and
+    ``rpc.discover`` always): -32601 for any other, ``results[method]`` or ``{"ok": true}``
+    for those; it records every call."""
 
-    def __init__(self, socket: Path, methods: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, socket: Path, methods: list[str], results: dict[str, Any] | None = None
+    ) -> None:
         self.socket = socket
         self.methods = methods
+        self.results = results or {}
         self.calls: list[tuple[str, Any]] = []
         self.server: asyncio.Server | None = None
 
@@ -212,22 +211,24 @@ class FakeDaemon:
         self.server.close()
         await self.server.wait_closed()
 
+    def _answer(self, method: str) -> dict[str, Any]:
+        if method == "rpc.discover":
+            listed = [{"name": name, "params": []} for name in self.methods]
+            return {"result": {"openrpc": "1.3.2", "methods": listed}}
+        if method == "status":
+            return {"result": {"journal": {"journalId": "j1", "firstSeq": 1, "lastSeq": 0}}}
+        if method in self.methods:
+            return {"result": self.results.get(method, {"ok": True})}
+        return {"error": {"code": -32601, "message": "Method not found"}}
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
             while line := await reader.readline():
                 request = json.loads(line)
                 method, params = request["method"], request.get("params")
                 self.calls.append((method, params))
-                if method == "rpc.discover":
-                    result: Any = {"openrpc": "1.3.2", "methods": self.methods}
-                elif method == "status":
-                    result = {"journal": {"journalId": "j1", "firstSeq": 1, "lastSeq": 0}}
-                else:
-                    result = {"ok": True}
-                writer.write(
-                    json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}).encode()
-                    + b"\n"
-                )
+                answer = {"jsonrpc": "2.0", "id": request["id"]} | self._answer(method)
+                writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
         writer.close()
 
@@ -275,33 +276,25 @@ async def test_search_messages_and_get_message_context_tools(
             assert error["kind"] == "NOT_FOUND" and "`search_messages`" in error["hint"]
 
 
-async def test_newer_daemon_tools_follow_discover(tmp_path: Path) -> None:
-    typing_entry = {
-        "name": "conversation.typing",
-        "params": [
-            {"name": "typing", "required": False, "schema": {"type": "boolean", "default": True}}
-        ],
-    }
-    mark_read = {"name": "message.markRead", "params": []}
-    async with FakeDaemon(tmp_path / "new.sock", [{"name": "status", "params": []}]) as fake:
-        async with mcp_session(fake.socket) as client:
-            listed = {tool.name for tool in (await client.list_tools()).tools}
-            assert not listed & GATED_TOOLS
-            error = await call_error(client, "set_typing")
-            assert error["kind"] == "METHOD_NOT_FOUND" and "set_typing" in error["message"]
-            assert "upgrade" in error["hint"]
-        assert ("conversation.typing", None) not in fake.calls
-
-    async with FakeDaemon(tmp_path / "newer.sock", [typing_entry, mark_read]) as fake:
-        async with mcp_session(fake.socket) as client:
-            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert {"set_typing", "mark_read"} <= set(tools)
-            assert not {"send_attachment", "download_attachment"} & set(tools)
-            assert tools["set_typing"].input_schema["properties"] == {
-                "typing": {"type": "boolean", "default": True}
-            }
-            assert await call(client, "set_typing", typing=False) == {"ok": True}
+async def test_the_tool_list_does_not_change_with_the_daemon(tmp_path: Path) -> None:
+    """Issue 23, item 1: clients list the tools once (and again only on list_changed). The
+    list came from the daemon's rpc.discover, so a server started before its daemon, or
+    beside an older one, listed fewer tools and never told: the model never saw them. It
+    is fixed at start from the server's options; the server says listChanged: false; a
+    tool the daemon lacks answers METHOD_NOT_FOUND."""
+    socket = tmp_path / "d.sock"
+    async with mcp_session(socket) as client:
+        tools = client.server_capabilities.tools
+        assert tools is not None and not tools.list_changed
+        down = (await client.list_tools()).tools
+        assert {tool.name for tool in down} == BASE_TOOLS
+        async with FakeDaemon(socket, ["message.markRead"]) as fake:
+            assert (await client.list_tools()).tools == down
             assert await call(client, "mark_read") == {"ok": True}
+            error = await call_error(client, "set_typing", typing=False)
+            assert error["kind"] == "METHOD_NOT_FOUND" and "set_typing" in error["message"]
+            assert "upgrade" in error["hint"] and not METHOD_NAME.search(error["text"])
+            assert (await client.list_tools()).tools == down
         assert ("conversation.typing", {"typing": False}) in fake.calls
         assert ("message.markRead", None) in fake.calls
 
@@ -323,7 +316,7 @@ async def test_stdio_entry_point(net: FakeNetwork, tmp_path: Path) -> None:
         )
         async with McpClient(params) as client:
             listed = {tool.name for tool in (await client.list_tools()).tools}
-            assert listed - GATED_TOOLS == BASE_TOOLS  # (and what this daemon offers of those)
+            assert listed == BASE_TOOLS
             info = await call(client, "conversation_info")
             assert info["conversationId"] == cid and info["memberCount"] == 2
             sent = await call(client, "send_message", message="over stdio")
@@ -445,7 +438,13 @@ def test_every_error_text_names_tools_not_daemon_methods() -> None:
         and issubclass(c, errors.ConvosdError)
         and c is not errors.ConvosdError
     ]
-    kinds = {c.kind for c in classes} | {"METHOD_NOT_FOUND"}
+    # and the server's own kinds
+    kinds = {c.kind for c in classes} | {
+        "METHOD_NOT_FOUND",
+        "CONFIRMATION_REQUIRED",
+        "ADMIN_DISABLED",
+        "NOT_EXPOSED",
+    }
     messages = {c.default_message for c in classes} | {errors.AlreadyBound.pending_message}
     datas: list[dict[str, Any]] = [
         {},
@@ -456,14 +455,19 @@ def test_every_error_text_names_tools_not_daemon_methods() -> None:
     ]
     tool_names = {t.name for t in TOOLS}
     seen = 0
+    settings = [
+        (allow_admin, exposed)
+        for allow_admin in (False, True)
+        for exposed in (None, exposed_tools("read-only", TOOLS, allow_admin=allow_admin))
+    ]
     for kind in sorted(kinds):
         for tool in sorted(tool_names):
-            for allow_admin in (False, True):
+            for allow_admin, exposed in settings:
                 if tool in ADMIN_TOOLS and not allow_admin:
                     continue  # not callable: ADMIN_DISABLED
                 for data in datas:
                     for message in sorted(messages):
-                        ctx = ErrorContext(tool, allow_admin)
+                        ctx = ErrorContext(tool, allow_admin, exposed)
                         result = error_result(kind, message, data=data, ctx=ctx)
                         assert result.structured_content is None
                         [content] = result.content
@@ -475,6 +479,10 @@ def test_every_error_text_names_tools_not_daemon_methods() -> None:
                         admin_named = named & ADMIN_TOOLS
                         if admin_named and not allow_admin:
                             assert "--allow-admin" in text, text
+                        offered = exposed or tool_names
+                        left_out = (named & tool_names) - ADMIN_TOOLS - offered - {tool}
+                        if left_out:  # a next step this server does not offer: say so
+                            assert "--tools" in text, text
                         seen += 1
     assert seen > 1000
     pending = error_result(
@@ -507,7 +515,7 @@ async def test_the_cursor_starts_over_on_the_journal_a_reset_makes(
             old_messages = await call(waiter, "wait_for_message", timeoutS=5)
             assert [e["content"] for e in old_messages["events"]] == [f"old {i}" for i in range(5)]
 
-            assert await call(reader, "reset_daemon") == {"clean": True}
+            assert await call(reader, "reset_daemon", confirm=True) == {"clean": True}
             created = await call(reader, "create_conversation", name="Again")
             await bob.join(created["inviteSlug"], no_wait=True)
             new_cid = created["conversationId"]
@@ -557,3 +565,197 @@ def test_allow_path_takes_existing_absolute_folders_only(
             allowed_folders([bad], "")
         assert mcp_main(["--socket", str(tmp_path / "x.sock"), "--allow-path", bad]) == 2
         assert "--allow-path" in capsys.readouterr().err
+
+
+def titles(schema: Any, *, under_properties: bool = False) -> list[str]:
+    """Every ``title`` keyword in a JSON schema (a property named "title" is not one)."""
+    if isinstance(schema, list):
+        return [t for item in schema for t in titles(item)]
+    if not isinstance(schema, dict):
+        return []
+    found = []
+    for key, value in schema.items():
+        if key == "title" and not under_properties:
+            found.append(str(value))
+        if key in ("default", "const", "enum", "examples"):
+            continue
+        found += titles(value, under_properties=key in ("properties", "$defs"))
+    return found
+
+
+async def test_every_tool_has_an_output_schema_annotations_and_no_title_noise(
+    tmp_path: Path,
+) -> None:
+    """Issue 23, item 1: what MCP clients expect of each tool. Each has an output schema
+    (its structuredContent is checked against it by the SDK clients, in every other test),
+    the four annotations set, no pydantic ``title`` anywhere, no daemon method in any text;
+    destructive tools (and only those) require ``confirm``."""
+    async with mcp_session(tmp_path / "none.sock", allow_admin=True) as client:
+        listed = (await client.list_tools()).tools
+    assert {tool.name for tool in listed} == BASE_TOOLS | ADMIN_TOOLS
+    assert len(listed) == len(TOOLS) == 21
+    for tool in listed:
+        assert tool.output_schema is not None and tool.output_schema["type"] == "object"
+        hints = tool.annotations
+        assert hints is not None, tool.name
+        flags = (
+            hints.read_only_hint,
+            hints.destructive_hint,
+            hints.idempotent_hint,
+            hints.open_world_hint,
+        )
+        assert all(isinstance(flag, bool) for flag in flags), (tool.name, flags)
+        if hints.read_only_hint:
+            assert (hints.destructive_hint, hints.idempotent_hint) == (False, True), tool.name
+        assert titles(tool.input_schema) == [] and titles(tool.output_schema) == [], tool.name
+        text = json.dumps([tool.description, tool.input_schema, tool.output_schema])
+        assert not METHOD_NAME.search(text), (tool.name, METHOD_NAME.findall(text))
+        confirm = tool.input_schema["properties"].get("confirm")
+        if hints.destructive_hint:
+            assert confirm is not None and confirm["const"] is True, tool.name
+            assert "confirm" in tool.input_schema["required"], tool.name
+        else:
+            assert confirm is None, tool.name
+    read_only = {
+        tool.name for tool in listed if tool.annotations and tool.annotations.read_only_hint
+    }
+    assert read_only == READ_ONLY_TOOLS | {"pairing_list"}
+    destructive = {t.name for t in listed if t.annotations and t.annotations.destructive_hint}
+    assert destructive == DESTRUCTIVE_TOOLS
+
+
+def readme_annotations() -> dict[str, tuple[bool, bool, bool, bool]]:
+    """The README's tools table: per tool, its four annotation columns (✓ or blank)."""
+    rows = {}
+    text = (REPO / "contrib" / "mcp" / "README.md").read_text()
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and re.fullmatch(r"`[a-z_]+`", cells[0]):
+            flags = cells[1:5]
+            assert set(flags) <= {"✓", ""}, line
+            rows[cells[0].strip("`")] = tuple(flag == "✓" for flag in flags)
+    return rows  # type: ignore[return-value]
+
+
+def test_the_readme_tools_table_shows_each_tool_s_annotations() -> None:
+    documented = readme_annotations()
+    assert set(documented) == {t.name for t in TOOLS}
+    for spec in TOOLS:
+        hints = spec.hints
+        actual = (
+            hints.read_only_hint,
+            hints.destructive_hint,
+            hints.idempotent_hint,
+            hints.open_world_hint,
+        )
+        assert documented[spec.name] == actual, spec.name
+
+
+async def test_destructive_tools_take_an_explicit_confirmation(tmp_path: Path) -> None:
+    """Issue 23, item 1: explode, reset, lock and pairing_deny did what they were asked
+    at once (explode and reset confirmed on the model's behalf). Without ``confirm: true``
+    each is refused with a readable error, before the daemon is asked."""
+    done = {
+        "conversation.explode": {"exploded": True, "membersRemoved": 1},
+        "daemon.reset": {"clean": True},
+        "conversation.lock": {"locked": True},
+        "pairing.deny": {"senderInboxId": "ab" * 32},
+    }
+    async with FakeDaemon(tmp_path / "d.sock", list(done), done) as fake:
+        async with mcp_session(fake.socket, allow_admin=True) as client:
+            tries: list[tuple[str, dict[str, Any]]] = [
+                ("explode_conversation", {}),
+                ("reset_daemon", {"confirm": False}),
+                ("lock_conversation", {"unlock": True}),
+                ("pairing_deny", {"code": "K7QX2MPA", "confirm": "yes"}),
+            ]
+            for tool, arguments in tries:
+                error = await call_error(client, tool, **arguments)
+                assert error["kind"] == "CONFIRMATION_REQUIRED", error
+                assert "Parameter at fault: `confirm`" in error["text"]
+                assert f"call `{tool}` again with confirm: true" in error["hint"]
+                assert "for good" in error["message"]
+            assert [m for m, _ in fake.calls if m in done] == []
+
+            assert (
+                await call(client, "explode_conversation", confirm=True)
+                == done["conversation.explode"]
+            )
+            assert await call(client, "reset_daemon", confirm=True) == {"clean": True}
+            assert await call(client, "lock_conversation", confirm=True) == {"locked": True}
+            await call(client, "pairing_deny", code="K7QX2MPA", confirm=True)
+        # the daemon's own confirm where it has one; none where it takes none
+        assert [(m, p) for m, p in fake.calls if m in done] == [
+            ("conversation.explode", {"confirm": True}),
+            ("daemon.reset", {"confirm": True}),
+            ("conversation.lock", None),
+            ("pairing.deny", {"code": "K7QX2MPA"}),
+        ]
+
+
+async def test_tools_option_exposes_only_the_tools_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23, item 3: --tools read-only, or a list of tools (groups and names mixed);
+    the rest are neither listed nor callable (an error that names --tools), and the next
+    steps of errors say when a tool they name is not offered."""
+    sent = {"messageId": "ab" * 32}
+    methods = ["message.send", "events.read"]
+    async with FakeDaemon(tmp_path / "d.sock", methods, {"message.send": sent}) as fake:
+        async with mcp_session(fake.socket, tools="read-only") as client:
+            assert {t.name for t in (await client.list_tools()).tools} == READ_ONLY_TOOLS
+            assert "send_message" not in (client.instructions or "")
+            error = await call_error(client, "send_message", message="hi")
+            assert error["kind"] == "NOT_EXPOSED" and "--tools read-only" in error["message"]
+            assert "--tools" in error["hint"]
+            error = await call_error(client, "pairing_list")
+            assert error["kind"] == "ADMIN_DISABLED"
+        assert ("message.send", {"message": "hi"}) not in fake.calls
+
+        async with mcp_session(fake.socket, allow_admin=True, tools="read-only") as client:
+            listed = {t.name for t in (await client.list_tools()).tools}
+            assert listed == READ_ONLY_TOOLS | {"pairing_list"}
+
+        async with mcp_session(fake.socket, tools=" send_message, read_events ") as client:
+            listed = {t.name for t in (await client.list_tools()).tools}
+            assert listed == {"send_message", "read_events"}
+            assert await call(client, "send_message", message="hi") == sent
+            error = await call_error(client, "react", messageId="ab", emoji="👍")
+            assert error["kind"] == "NOT_EXPOSED"
+        assert ("message.send", {"message": "hi"}) in fake.calls
+
+        async with mcp_session(fake.socket, tools="read-only,send_message") as client:
+            listed = {t.name for t in (await client.list_tools()).tools}
+            assert listed == READ_ONLY_TOOLS | {"send_message"}
+
+    # A next step that names a tool left out says how the operator offers it.
+    ctx = ConvosdMcp(tmp_path / "x.sock", tools="read-only").error_context("conversation_info")
+    [text] = error_result("LOCKED", "The conversation is locked", ctx=ctx).content
+    assert isinstance(text, types.TextContent)
+    assert "`create_invite` (not exposed: the operator must add it to this server's --tools)" in (
+        text.text
+    )
+
+    # Unknown names, or admin tools without --allow-admin, stop the server at start.
+    bad = {
+        "read-only,sned_message": "no tool named 'sned_message'",
+        "reset_daemon": "reset_daemon is an admin tool",
+        ",": "names no tool",
+    }
+    for option, said in bad.items():
+        with pytest.raises(ValueError, match=re.escape(said)):
+            ConvosdMcp(tmp_path / "x.sock", tools=option)
+        assert mcp_main(["--socket", str(tmp_path / "x.sock"), "--tools", option]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "--tools" in err
+
+
+def test_the_sdk_looks_input_schemas_up_in_the_fixed_table(tmp_path: Path) -> None:
+    """The SDK's HTTP transport checks Mcp-Param headers against a tool's input schema:
+    with the list fixed, it looks the schema up instead of running tools/list (which
+    asks the daemon); a tool not offered has none."""
+    app = ConvosdMcp(tmp_path / "x.sock", tools="read-only,send_message")
+    lookup = app.server.get_tool_input_schema
+    assert lookup is not None
+    assert lookup("send_message") == app.offered["send_message"][1].input_schema
+    assert lookup("react") is None and lookup("nope") is None

@@ -110,9 +110,9 @@ async def test_the_typescript_client_reads_every_tool_error(
             ("send_message", {"message": "hi", "replyTo": "zz"}),  # 9 INVALID_PARAMS
             ("send_message", {"message": "hello from ts"}),  # 10
             ("read_events", {}),  # 11
-            ("lock_conversation", {}),  # 12
+            ("lock_conversation", {"confirm": True}),  # 12
             ("create_invite", {}),  # 13 LOCKED
-            ("lock_conversation", {"unlock": True}),  # 14
+            ("lock_conversation", {"unlock": True, "confirm": True}),  # 14
             ("send_attachment", {"path": "/etc/hostname"}),  # 15 no path without --allow-path
             ("send_attachment", {"data": "aGk=", "filename": "hi.txt"}),  # 16 UPLOAD_UNAVAILABLE
             ("pairing_approve", {"code": "nope"}),  # 17 NOT_FOUND or INVALID_PARAMS
@@ -211,3 +211,92 @@ async def test_the_typescript_client_searches_and_reads_context(
         assert "INVALID_PARAMS" in results[1]["text"] and "`query`" in results[1]["text"]
         assert [e["seq"] for e in results[2]["structuredContent"]["after"]] == [2]
         assert "NOT_FOUND" in results[3]["text"]
+
+
+#: a tool's four MCP annotations, as the TypeScript client reads them
+HINTS = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
+
+
+async def test_the_typescript_client_lists_annotated_tools_and_checks_every_result(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """Issue 23, item 1, as a TypeScript-SDK client sees it: every tool has an output
+    schema and its four annotations; the client checks each result's structuredContent
+    against the output schema itself (a mismatch throws, and a throw fails this test);
+    the list is declared stable (listChanged false); destructive tools want confirm."""
+    from tests.test_search import message
+
+    async with running_daemon(net, tmp_path / "d") as daemon:
+        async with await daemon.client() as client:
+            await client.call("conversation.create", {"name": "Annotated"})
+        journal = daemon.instance.journal
+        journal.append([message(1, "ship it friday")])
+        hello = f"{1:064x}"
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("read_events", {"limit": 100}),  # 0
+            ("wait_for_message", {"timeoutS": 0.2}),  # 1
+            ("send_message", {"message": "hello from ts"}),  # 2
+            ("react", {"messageId": hello, "emoji": "👍"}),  # 3
+            ("conversation_info", {}),  # 4
+            ("create_invite", {"singleUse": True}),  # 5
+            ("set_typing", {"typing": False}),  # 6
+            ("mark_read", {}),  # 7
+            ("search_messages", {"query": "friday"}),  # 8
+            ("get_message_context", {"messageId": hello}),  # 9
+            ("pairing_list", {}),  # 10
+            ("explode_conversation", {}),  # 11 CONFIRMATION_REQUIRED
+            ("reset_daemon", {"confirm": "yes"}),  # 12 CONFIRMATION_REQUIRED
+            ("lock_conversation", {"confirm": True}),  # 13
+        ]
+        report = await ts_client(
+            daemon.socket, calls, server_args=("--allow-admin", "--start", "beginning")
+        )
+        errors = check_errors_readable(report)
+        assert [r["tool"] for r in errors] == ["explode_conversation", "reset_daemon"]
+        for refused in errors:
+            assert refused["text"].startswith("CONFIRMATION_REQUIRED"), refused["text"]
+            assert "`confirm`" in refused["text"] and "confirm: true" in refused["text"]
+        assert daemon.instance.binding is not None  # nothing was exploded or reset
+        results = report["results"]
+        for i, result in enumerate(results):
+            if i not in (11, 12):
+                assert isinstance(result["structuredContent"], dict), result
+        assert results[0]["structuredContent"]["events"]
+        assert results[8]["structuredContent"]["results"][0]["event"]["messageId"] == hello
+        assert results[13]["structuredContent"] == {"locked": True}
+
+        assert not (report["capabilities"]["tools"] or {}).get("listChanged")
+        tools = {t["name"]: t for t in report["tools"]}
+        assert len(tools) == 21
+        for tool in tools.values():
+            assert tool["outputSchema"]["type"] == "object", tool["name"]
+            assert set(tool["annotations"]) >= set(HINTS), tool["name"]
+            assert all(isinstance(tool["annotations"][h], bool) for h in HINTS), tool["name"]
+            assert "title" not in json.dumps([tool["inputSchema"], tool["outputSchema"]])
+        destructive = {n for n, t in tools.items() if t["annotations"]["destructiveHint"]}
+        assert destructive == {
+            "lock_conversation",
+            "explode_conversation",
+            "pairing_deny",
+            "reset_daemon",
+        }
+        for name in destructive:
+            assert "confirm" in tools[name]["inputSchema"]["required"], name
+
+        # --tools read-only: only the read-only tools, and the others say why not.
+        report = await ts_client(
+            daemon.socket,
+            [("send_message", {"message": "no"}), ("conversation_info", {})],
+            server_args=("--tools", "read-only"),
+        )
+        assert {t["name"] for t in report["tools"]} == {
+            "read_events",
+            "wait_for_message",
+            "conversation_info",
+            "search_messages",
+            "get_message_context",
+        }
+        assert all(t["annotations"]["readOnlyHint"] for t in report["tools"])
+        [refused] = check_errors_readable(report)
+        assert refused["text"].startswith("NOT_EXPOSED") and "--tools" in refused["text"]
+        assert report["results"][1]["structuredContent"]["name"] == "Annotated"

@@ -1,5 +1,5 @@
 """``python -m contrib.mcp [--socket PATH] [--allow-admin] [--allow-path DIR]...
-[--start latest|beginning]``.
+[--start latest|beginning] [--tools read-only|TOOL,...]``.
 
 Serves MCP on stdin/stdout (the stdio transport); logs go to stderr. Exit 2: bad arguments.
 """
@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from contrib.mcp.server import MAX_WAIT_S, ConvosdMcp, serve_stdio
+from contrib.mcp.server import MAX_WAIT_S, TOOLS, ConvosdMcp, serve_stdio
+from contrib.mcp.tools import ALL, READ_ONLY
 from contrib.socket_path import UntrustedSocket, socket_path
 
 #: more folders for --allow-path, separated by ':'
@@ -44,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="let send_attachment name a file (path) inside DIR (repeatable; also "
         f"${ALLOW_PATHS_ENV}, folders separated by ':'); without it, the tool takes the "
         "file's bytes only and has no path parameter. A client's MCP roots narrow it further",
+    )
+    parser.add_argument(
+        "--tools",
+        default=ALL,
+        metavar="LIST",
+        help=f"the tools to offer, comma-separated: tool names and the groups {READ_ONLY} "
+        f"(the tools that change nothing) and {ALL} (the default), e.g. --tools {READ_ONLY} "
+        "or --tools send_message,read_events; the others are neither listed nor callable. "
+        "An unknown name stops the server at start. Tools: " + ", ".join(t.name for t in TOOLS),
     )
     parser.add_argument(
         "--start",
@@ -88,16 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         socket = socket_path(args.socket)
         folders = allowed_folders(args.allow_path, os.environ.get(ALLOW_PATHS_ENV, ""))
+        app = ConvosdMcp(
+            socket,
+            allow_admin=args.allow_admin,
+            allow_paths=folders,
+            start=args.start,
+            max_wait_s=args.max_wait,
+            tools=args.tools,
+        )
     except (UntrustedSocket, ValueError) as exc:
         sys.stderr.write(f"convosd-mcp: {exc}\n")
         return 2
-    app = ConvosdMcp(
-        socket,
-        allow_admin=args.allow_admin,
-        allow_paths=folders,
-        start=args.start,
-        max_wait_s=args.max_wait,
-    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_stdio(app))
     return 0
