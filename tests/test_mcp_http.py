@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from contrib.mcp.http import (
     Guard,
     HttpConfigError,
     allowlists,
+    bind_socket,
     host_names,
     http_settings,
     parse_bind,
@@ -204,6 +206,30 @@ def test_the_token_is_compared_whole() -> None:
     assert guard.token_ok(f"Bearer {TOKEN}") and guard.token_ok(f"bearer  {TOKEN} ")
     for wrong in (None, "", TOKEN, f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x", f"Basic {TOKEN}"):
         assert not guard.token_ok(wrong), wrong
+
+
+async def test_answers_are_not_held_back_by_nagle(tmp_path: Path) -> None:
+    """The connections the HTTP server accepts have TCP_NODELAY: a listening socket made
+    with proto 0 made asyncio leave Nagle's algorithm on, and each answer's second write
+    waited for the client's delayed ACK (40 ms a request on a kept-alive connection)."""
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=bind_socket("127.0.0.1", 0))
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert await asyncio.wait_for(accepted, WAIT_S) != 0
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
 
 def test_a_cursor_is_opaque_and_checked() -> None:

@@ -325,7 +325,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     if host == "localhost":
         host = "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named: asyncio sets TCP_NODELAY on the connections it accepts only when the
+    # listening socket says IPPROTO_TCP; with proto 0, Nagle's algorithm held each answer's
+    # second write for the client's delayed ACK: 40 ms per request on a kept-alive connection
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

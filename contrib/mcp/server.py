@@ -984,14 +984,19 @@ class ConvosdMcp:
         return Cursor(max(0, int(journal["firstSeq"]) - 1), journal["journalId"])
 
     @contextlib.asynccontextmanager
-    async def _position(self, given: str | None) -> AsyncIterator[Cursor]:
+    async def _position(
+        self, given: str | None, *, since: int | None = None
+    ) -> AsyncIterator[Cursor]:
         """The cursor one call reads from and moves: its own when the call passes one (or
         when this server keeps no session cursor: HTTP), else the session's, held under its
-        lock for the call."""
+        lock for the call. ``since`` replaces the seq (of the current journal)."""
         if given is not None:
-            yield decode_cursor(given)
+            cursor = decode_cursor(given)
+            if since is not None:
+                cursor = Cursor(since)
+            yield cursor
         elif not self.session_cursor:
-            yield await self._start_position()
+            yield Cursor(since) if since is not None else await self._start_position()
         else:
             await self.anchor()
             async with self._cursor_lock:
@@ -1014,7 +1019,7 @@ class ConvosdMcp:
         return self._new_journal(cursor, status["journal"]["journalId"])
 
     async def read_events(self, params: ReadToolParams) -> Json:
-        async with self._position(params.cursor) as cursor:
+        async with self._position(params.cursor, since=params.since) as cursor:
             if params.since is not None:
                 cursor.seq = params.since
             skipped_to: int | None = None
