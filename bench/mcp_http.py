@@ -7,10 +7,11 @@
   (``python -m contrib.mcp``, as a desktop client runs it) and over Streamable HTTP
   (``python -m contrib.mcp --http``, token and Host checked), on the current protocol
   (2026-07-28: one POST, one JSON answer) and on the handshake era (2025-11-25, the
-  TypeScript SDK's: an SSE answer), and the same daemon call made with ``convosd.client``
-  in this process. The calls go round robin (one of each kind per round), so load on the
-  machine falls on all alike. Printed: p50/p99 of each, what HTTP adds to stdio, and the
-  ratio HTTP/stdio.
+  TypeScript SDK's: an SSE answer); the current-protocol request also sent by hand
+  on a kept-alive ``http.client`` connection (no SDK client: what the server costs); and
+  the same daemon call made with ``convosd.client`` in this process. The calls go round
+  robin (one of each kind per round), so load on the machine falls on all alike. Printed:
+  p50/p99 of each, what HTTP adds to stdio, and the ratio HTTP/stdio.
 - Concurrency: 3 HTTP clients at once, each with its own cursor from the journal's start,
   read its ``--events`` messages in pages of 7, 33 and 100: each must see every event
   once, in order (checked), and the wall time is printed.
@@ -24,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
+import json
 import os
 import re
 import secrets
@@ -165,6 +168,7 @@ async def run(calls: int, events: int) -> None:
                 "stdio": [],
                 "http": [],
                 "http-legacy": [],
+                "http-raw": [],
                 "client": [],
             }
             with http_server(sock, token_file) as url:
@@ -180,6 +184,39 @@ async def run(calls: int, events: int) -> None:
                         assert result.structured_content is not None
                         assert len(result.structured_content["events"]) == 10
 
+                    port = int(url.split(":")[2].split("/")[0])
+                    raw = http.client.HTTPConnection("127.0.0.1", port)
+                    version = "2026-07-28"
+                    meta = {
+                        "io.modelcontextprotocol/protocolVersion": version,
+                        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+                        "io.modelcontextprotocol/clientCapabilities": {},
+                    }
+                    body = json.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": 1,
+                            "method": "tools/call",
+                            "params": {"name": "read_events", "arguments": read, "_meta": meta},
+                        }
+                    ).encode()
+                    headers = {
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                        "Accept": "application/json, text/event-stream",
+                        "Mcp-Protocol-Version": version,
+                        "Mcp-Method": "tools/call",
+                        "Mcp-Name": "read_events",
+                    }
+
+                    async def by_hand() -> None:
+                        # blocking, on purpose: nothing else runs meanwhile, and a thread
+                        # hop would add its own latency
+                        raw.request("POST", "/mcp", body=body, headers=headers)
+                        answer = raw.getresponse()
+                        text = answer.read()
+                        assert answer.status == 200 and text.count(b'\\"seq\\"') == 10, text
+
                     async def plain() -> None:
                         assert len((await direct.read_events(after=events - 10, limit=10)).events)
 
@@ -187,13 +224,15 @@ async def run(calls: int, events: int) -> None:
                         ("stdio", lambda: tool(over_stdio)),
                         ("http", lambda: tool(over_http)),
                         ("http-legacy", lambda: tool(over_legacy)),
+                        ("http-raw", by_hand),
                         ("client", plain),
                     ]
                     for _ in range(10):  # warm up: imports, discover, connections
                         for _name, call in kinds:
                             await call()
                     for i in range(calls):
-                        for name, call in kinds[i % 4 :] + kinds[: i % 4]:
+                        turn = i % len(kinds)
+                        for name, call in kinds[turn:] + kinds[:turn]:
                             samples[name].append(await timed(call))
 
                     # 3 clients at once, each its own cursor over the whole journal
@@ -223,6 +262,7 @@ async def run(calls: int, events: int) -> None:
                         started = time.perf_counter()
                         shown = await asyncio.gather(reader(a, 7), reader(b, 33), reader(c, 100))
                         concurrent_s = time.perf_counter() - started
+                    raw.close()
             await direct.close()
         finally:
             daemon.terminate()

@@ -357,6 +357,11 @@ async def test_python_sdk_clients_each_keep_their_own_cursor(
         error = await call_error(modern, "read_events", cursor=beyond)
         assert "`cursor`" in error["text"] and "past the end" in error["text"]
 
+        # since: a seq of the current journal, with or without a cursor
+        for cursor in ({}, {"cursor": woke["nextCursor"]}):
+            back = await call(modern, "read_events", since=0, limit=100, **cursor)
+            assert [e["seq"] for e in back["events"]] == list(range(1, journal.last_seq + 1))
+
         elsewhere = encode_cursor(Cursor(journal.last_seq, "f" * 32))
         over = await call(modern, "read_events", cursor=elsewhere, limit=100)
         assert over["journalChanged"] is True
@@ -465,6 +470,33 @@ async def test_three_http_clients_over_1000_events_each_see_every_one_once(
             assert contents[i] == expected, i
             assert seen[i] == sorted(set(seen[i])), i  # none twice, in order
             assert seen[i] == list(range(start_seq + 1, journal.last_seq + 1))  # none missed
+
+
+async def test_roots_over_http(net: FakeNetwork, tmp_path: Path) -> None:
+    """What the README says of roots over HTTP: a current-protocol client's roots narrow
+    --allow-path (input_required); a handshake-era client cannot be asked for them over
+    stateless HTTP, so only --allow-path holds (the daemon then refuses for want of an
+    upload provider here: the path itself was let through)."""
+    share = tmp_path / "share"
+    (share / "sub").mkdir(parents=True)
+    (share / "top.txt").write_bytes(b"top")
+
+    async def list_roots(context: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri=(share / "sub").as_uri(), name="sub")])
+
+    async with running_daemon(net, tmp_path / "d") as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as direct:
+            await direct.create(name="Roots")
+        async with mcp_http_server(daemon.socket, "--allow-path", str(share)) as url:
+            outcome = {}
+            for mode in ("auto", "legacy"):
+                async with http_client(url, list_roots_callback=list_roots, mode=mode) as client:
+                    error = await call_error(client, "send_attachment", path=str(share / "top.txt"))
+                    outcome[mode] = error["kind"], "client's roots" in error["text"]
+            assert outcome == {
+                "auto": ("INVALID_PARAMS", True),
+                "legacy": ("UPLOAD_UNAVAILABLE", False),
+            }
 
 
 # --- the TypeScript SDK's client ------------------------------------------------------------
