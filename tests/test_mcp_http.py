@@ -327,7 +327,9 @@ async def test_python_sdk_clients_each_keep_their_own_cursor(
         tools = {t.name: t for t in (await modern.list_tools()).tools}
         assert "cursor" in tools["read_events"].input_schema["properties"]
         assert "cursor" in tools["wait_for_message"].input_schema["properties"]
-        assert "session" not in (tools["read_events"].description or "")
+        for name in ("read_events", "wait_for_message"):
+            description = tools[name].description or ""
+            assert "session" not in description and "journal's end" in description
 
         start = await call(modern, "read_events")
         assert start["events"] == [] and start["journalId"] == daemon.instance.journal.journal_id

@@ -381,12 +381,16 @@ STATELESS_DESCRIPTIONS = {
     "read_events": "Read the conversation's events (messages from members, your own sends, "
     "members joining or leaving, ...), oldest first. Pass the nextCursor of your last "
     "read_events or wait_for_message as cursor to see only newer events, never one twice; "
-    "without cursor, reading starts where this server starts new readers. Use since to go "
-    "back.",
+    "without cursor, {start}. Use since to go back.",
     "wait_for_message": "Wait until the next message arrives (or timeoutS passes) and return "
     "it with any other new events of the types asked for. Pass the nextCursor of your last "
     "read_events or wait_for_message as cursor: nothing is missed or shown twice between "
-    "calls; without cursor, it waits for events after now.",
+    "calls; without cursor, {start}.",
+}
+#: where a call without cursor starts, by ``start`` (no session cursor)
+STATELESS_START = {
+    "latest": "it starts at the journal's end (only events from now on) on every call",
+    "beginning": "it starts at the journal's beginning on every call",
 }
 
 
@@ -802,7 +806,9 @@ class ConvosdMcp:
                 continue
             description = spec.description
             if not self.session_cursor:
-                description = STATELESS_DESCRIPTIONS.get(spec.name, description)
+                stateless = STATELESS_DESCRIPTIONS.get(spec.name)
+                if stateless is not None:
+                    description = stateless.format(start=STATELESS_START[self.start])
             if spec.params is not None:
                 schema = input_schema(spec)
             else:
