@@ -39,7 +39,14 @@ from contrib.mcp.http import (
     http_settings,
     parse_bind,
 )
-from contrib.mcp.server import ERROR_META, ConvosdMcp, Cursor, decode_cursor, encode_cursor
+from contrib.mcp.server import (
+    ERROR_META,
+    MAX_WAIT_S,
+    ConvosdMcp,
+    Cursor,
+    decode_cursor,
+    encode_cursor,
+)
 from convosd import errors
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
@@ -441,7 +448,12 @@ async def test_three_http_clients_over_1000_events_each_see_every_one_once(
                 cursor = encode_cursor(Cursor(start_seq, journal.journal_id))
                 while len(contents[i]) < total:
                     if len(seen[i]) % 3 == i % 3:
-                        got = await call(client, "wait_for_message", cursor=cursor, timeoutS=WAIT_S)
+                        got = await call(
+                            client,
+                            "wait_for_message",
+                            cursor=cursor,
+                            timeoutS=min(WAIT_S, MAX_WAIT_S),
+                        )
                     else:
                         got = await call(client, "read_events", cursor=cursor, limit=page)
                     seen[i] += [e["seq"] for e in got["events"]]
