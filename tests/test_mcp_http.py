@@ -188,6 +188,8 @@ def test_the_http_flags_refuse_an_unsafe_start(
     assert parse_bind("[::1]:9") == ("::1", 9)
     assert host_names("127.0.0.1", 8765) == ["127.0.0.1:8765", "localhost:8765"]
     assert host_names("::1", 80) == ["[::1]:80", "localhost:80", "[::1]", "localhost"]
+    assert host_names("localhost", 9) == ["localhost:9", "127.0.0.1:9"]
+    assert host_names("0.0.0.0", 9) == [] and host_names("10.1.2.3", 9) == ["10.1.2.3:9"]
     hosts, origins = allowlists("127.0.0.1", 5, ["Proxy.Example"], ["https://app.example"])
     assert hosts == {"127.0.0.1:5", "localhost:5", "proxy.example"}
     assert origins == {

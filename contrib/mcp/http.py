@@ -101,7 +101,7 @@ def host_names(host: str, port: int) -> list[str]:
             names.append(_hostport("127.0.0.1", port))
     if port == 80:  # a client leaves out the default port
         names += [name.rsplit(":", 1)[0] for name in names]
-    return names
+    return list(dict.fromkeys(names))
 
 
 def allowlists(
