@@ -2,18 +2,21 @@
 // Claude Code and the MCP Inspector use it. tests/test_mcp_ts.py runs it with the pinned Node.
 //
 // stdin: one JSON object
-//   {"command": "...", "args": [...], "cwd": "...", "env": {...},
+//   {"command": "...", "args": [...], "cwd": "...", "env": {...},      (stdio), or
+//   {"url": "http://.../mcp", "headers": {...}, "sessionId": "..." | null,  (Streamable HTTP)
 //    "roots": [{"uri": "file:///...", "name": "..."}] | null,   (null: no roots capability)
 //    "calls": [{"tool": "...", "arguments": {...}}, ...]}
+// An argument "$nextCursor" is replaced by the nextCursor of the last result that had one.
 // stdout: one JSON object
 //   {"capabilities": {...the server's},
 //    "tools": [{"name", "description", "inputSchema", "outputSchema", "annotations"}],
 //    "results": [{"tool", "threw": null | "message", "isError", "text", "structuredContent",
 //                 "meta"}],
-//    "rootsAsked": N}
-// Each call's throw is caught and reported: the test counts them.
+//    "rootsAsked": N, "connectError": null | "message"}
+// Each call's throw is caught and reported: the test counts them; so is a failed connect.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ListRootsRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 
 async function readStdin() {
@@ -32,15 +35,27 @@ if (spec.roots !== null) {
     return { roots: spec.roots };
   });
 }
-const transport = new StdioClientTransport({
-  command: spec.command,
-  args: spec.args,
-  cwd: spec.cwd,
-  env: { ...process.env, ...spec.env },
-  stderr: "inherit",
-});
-await client.connect(transport);
-const out = { capabilities: null, tools: [], results: [], rootsAsked: 0 };
+const transport = spec.url
+  ? new StreamableHTTPClientTransport(new URL(spec.url), {
+      requestInit: { headers: spec.headers ?? {} },
+      sessionId: spec.sessionId ?? undefined,
+    })
+  : new StdioClientTransport({
+      command: spec.command,
+      args: spec.args,
+      cwd: spec.cwd,
+      env: { ...process.env, ...spec.env },
+      stderr: "inherit",
+    });
+const out = { capabilities: null, tools: [], results: [], rootsAsked: 0, connectError: null };
+try {
+  await client.connect(transport);
+} catch (error) {
+  out.connectError = String(error && error.message ? error.message : error);
+  process.stdout.write(JSON.stringify(out) + "\n");
+  process.exit(0);
+}
+let nextCursor = null;
 try {
   out.capabilities = client.getServerCapabilities() ?? null;
   // listTools first: the client keeps each tool's output schema and checks results with it.
@@ -55,7 +70,11 @@ try {
   for (const call of spec.calls) {
     const entry = { tool: call.tool, threw: null, isError: null, text: null };
     try {
-      const result = await client.callTool({ name: call.tool, arguments: call.arguments ?? {} });
+      const args = Object.fromEntries(
+        Object.entries(call.arguments ?? {}).map(([k, v]) => [k, v === "$nextCursor" ? nextCursor : v]),
+      );
+      const result = await client.callTool({ name: call.tool, arguments: args });
+      nextCursor = result.structuredContent?.nextCursor ?? nextCursor;
       entry.isError = result.isError === true;
       entry.text = (result.content ?? [])
         .filter((c) => c.type === "text")

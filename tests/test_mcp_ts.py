@@ -55,6 +55,11 @@ async def ts_client(
         "roots": roots,
         "calls": [{"tool": tool, "arguments": arguments} for tool, arguments in calls],
     }
+    return await run_ts_client(spec, home=socket.parent)
+
+
+async def run_ts_client(spec: dict[str, Any], *, home: Path) -> dict[str, Any]:
+    """Run ``tests/mcp_ts_client.mjs`` on ``spec`` (its header says what it takes)."""
     process = await asyncio.create_subprocess_exec(
         str(pinned_node()),
         str(SCRIPT),
@@ -62,7 +67,7 @@ async def ts_client(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(socket.parent)},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)},
         start_new_session=True,
     )
     try:

@@ -1,7 +1,9 @@
 """``python -m contrib.mcp [--socket PATH] [--allow-admin] [--allow-path DIR]...
-[--start latest|beginning] [--tools read-only|TOOL,...]``.
+[--start latest|beginning] [--tools read-only|TOOL,...] [--http [HOST:]PORT --token-file FILE
+[--allow-host NAME]... [--allow-origin ORIGIN]... [--allow-non-loopback]]``.
 
-Serves MCP on stdin/stdout (the stdio transport); logs go to stderr. Exit 2: bad arguments.
+Serves MCP on stdin/stdout (the stdio transport), or with ``--http`` over Streamable HTTP
+(:mod:`contrib.mcp.http`); logs go to stderr. Exit 2: bad arguments.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from contrib.mcp.http import TOKEN_ENV, HttpConfigError, HttpSettings, http_settings, serve_http
 from contrib.mcp.server import MAX_WAIT_S, TOOLS, ConvosdMcp, serve_stdio
 from contrib.mcp.tools import ALL, READ_ONLY
 from contrib.socket_path import UntrustedSocket, socket_path
@@ -26,7 +29,8 @@ ALLOW_PATHS_ENV = "CONVOSD_MCP_ALLOW_PATHS"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m contrib.mcp",
-        description="An MCP server (stdio) with tools for convosd's conversation.",
+        description="An MCP server (stdio, or Streamable HTTP with --http) with tools for "
+        "convosd's conversation.",
     )
     parser.add_argument(
         "--socket", help="convosd's socket (default: $CONVOSD_SOCKET, else convosd's default path)"
@@ -59,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--start",
         choices=("latest", "beginning"),
         default="latest",
-        help="where read_events starts: new events only (default) or the whole journal",
+        help="where a reader without a cursor starts: new events only (default) or the whole "
+        "journal (stdio: once per session; HTTP: on every call without a cursor)",
     )
     parser.add_argument(
         "--max-wait",
@@ -69,6 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the longest wait_for_message may block (default {MAX_WAIT_S:g})",
     )
     parser.add_argument("--log-level", default="WARNING")
+    http = parser.add_argument_group("Streamable HTTP (instead of stdio)")
+    http.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve MCP over Streamable HTTP at http://HOST:PORT/mcp (stateless: clients pass "
+        "read_events' nextCursor back); HOST defaults to 127.0.0.1, PORT 0 picks a free port",
+    )
+    http.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"the bearer token clients must send (default: ${TOKEN_ENV}); required with --http",
+    )
+    http.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME:PORT",
+        help="also accept this Host header (repeatable; default: the bound loopback names)",
+    )
+    http.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept this Origin header (repeatable; default: http:// and each Host)",
+    )
+    http.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="let --http bind an address other machines reach (it binds loopback only "
+        "without this flag)",
+    )
     return parser
 
 
@@ -95,9 +132,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,  # stdout carries the protocol
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    http: HttpSettings | None = None
     try:
         socket = socket_path(args.socket)
         folders = allowed_folders(args.allow_path, os.environ.get(ALLOW_PATHS_ENV, ""))
+        if args.http is not None:
+            http = http_settings(
+                args.http,
+                token_file=args.token_file,
+                environ=os.environ,
+                allow_hosts=args.allow_host,
+                allow_origins=args.allow_origin,
+                allow_non_loopback=args.allow_non_loopback,
+            )
+        elif args.token_file or args.allow_host or args.allow_origin or args.allow_non_loopback:
+            raise HttpConfigError(
+                "--token-file, --allow-host, --allow-origin and --allow-non-loopback go with --http"
+            )
         app = ConvosdMcp(
             socket,
             allow_admin=args.allow_admin,
@@ -105,12 +156,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             start=args.start,
             max_wait_s=args.max_wait,
             tools=args.tools,
+            # HTTP: requests stand alone and clients share the server, so no cursor is kept
+            # for them; each passes its own
+            session_cursor=http is None,
         )
     except (UntrustedSocket, ValueError) as exc:
         sys.stderr.write(f"convosd-mcp: {exc}\n")
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_stdio(app))
+        if http is not None:
+            try:
+                asyncio.run(serve_http(app, http, log_level=args.log_level))
+            except OSError as exc:  # the address is taken, or not ours
+                sys.stderr.write(f"convosd-mcp: --http {args.http}: {exc.strerror or exc}\n")
+                return 1
+        else:
+            asyncio.run(serve_stdio(app))
     return 0
 
 

@@ -2,18 +2,21 @@
 
 Every tool but two is one daemon call through :class:`convosd.client.ConvosdClient`; the
 input schemas are the daemon's own pydantic params models (:mod:`convosd.rpc.schemas`), the
-output schemas its result models. Two tools keep state:
+output schemas its result models. Two tools read from a position in the journal:
 
-- ``read_events`` keeps a cursor (the last seq it showed, and the journal it belongs to),
-  so an agent that calls it twice never sees an event twice; ``since`` moves the cursor
-  back (or forward) first. Every read compares ``journalId``: a reset's new journal is
-  shown from its seq 1 (``journalChanged``).
+- ``read_events`` returns the events after a cursor (the journal and the last seq shown)
+  and ``nextCursor``, which the client passes back as ``cursor`` to go on: never an event
+  twice; ``since`` moves the position back (or forward) first. Every read compares
+  ``journalId``: a reset's new journal (or a cursor from another journal) is shown from its
+  seq 1 (``journalChanged``).
 - ``wait_for_message`` long-polls: a subscription after the same cursor, until the next
   matching event or a timeout.
 
-The cursor belongs to the server process, which is one MCP session on stdio (a desktop
-client starts one server per conversation with the model). It starts at the journal's end
-when the session's first request arrives (``start="latest"``) or at its beginning.
+The cursor is the client's (an opaque string), so requests need no session: over HTTP
+several clients each keep their own. A call without one uses the server's session cursor
+on stdio (the process is one client's session: it starts at the journal's end when the
+session's first request arrives, ``start="latest"``, or at its beginning); without a
+session cursor (``session_cursor=False``, HTTP) it starts there on every call.
 
 The tool table (:mod:`contrib.mcp.tools`) is fixed at start from the server's options only
 (``allow_admin``, ``tools``, ``allow_paths``): the list never changes with the daemon's
@@ -29,10 +32,13 @@ the result's ``_meta["convosd/error"]``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -70,11 +76,21 @@ MAX_EVENTS = 100
 # --- the input models of the stateful tools (built from the daemon's own field types) ----
 
 
+CURSOR_PARAM = (
+    "nextCursor from your last read_events or wait_for_message, as it was: go on after "
+    "the events it returned (each client keeps its own)."
+)
+#: the longest cursor taken (one of ours is about 60 characters)
+MAX_CURSOR_CHARS = 256
+
+
 class ReadToolParams(s.Params):
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR_CHARS, description=CURSOR_PARAM)
     since: Annotated[int, Field(ge=0)] | None = Field(
         default=None,
-        description="Go back (or forward): show the events after this seq instead of after "
-        "the last one already shown; reading goes on from there. 0 = from the start.",
+        description="Go back (or forward): show the events after this seq of the current "
+        "journal instead (cursor is then ignored); reading goes on from there. 0 = from "
+        "the start.",
     )
     limit: Annotated[int, Field(ge=1, le=MAX_EVENTS)] = Field(
         default=50, description="At most this many events (1..100)."
@@ -87,6 +103,7 @@ class ReadToolParams(s.Params):
 
 
 class WaitToolParams(s.Params):
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR_CHARS, description=CURSOR_PARAM)
     timeout_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = Field(
         default=DEFAULT_WAIT_S,
         alias="timeoutS",
@@ -104,11 +121,16 @@ JOURNAL_CHANGED = (
 )
 
 
+NEXT_CURSOR = (
+    "Pass it as cursor to the next read_events or wait_for_message to go on after these "
+    "events (opaque: the journal and the seq)."
+)
+
+
 class EventsOut(BaseModel):
     events: list[dict[str, Any]] = Field(description="Journal events, oldest first (seq order).")
-    cursor: int = Field(
-        description="The seq of the last event shown; the next call goes on after it."
-    )
+    cursor: int = Field(description="The seq of the last event shown.")
+    next_cursor: str = Field(alias="nextCursor", description=NEXT_CURSOR)
     journal_id: str = Field(alias="journalId")
     last_seq: int = Field(alias="lastSeq", description="The journal's newest seq right now.")
     more: bool = Field(description="More events are waiting: call read_events again.")
@@ -127,7 +149,8 @@ class EventsOut(BaseModel):
 
 class WaitOut(BaseModel):
     events: list[dict[str, Any]]
-    cursor: int
+    cursor: int = Field(description="The seq of the last event shown.")
+    next_cursor: str = Field(alias="nextCursor", description=NEXT_CURSOR)
     timed_out: bool = Field(alias="timedOut")
     journal_changed: bool = Field(
         default=False, alias="journalChanged", description=JOURNAL_CHANGED
@@ -140,19 +163,22 @@ STATEFUL_TOOLS: tuple[ToolSpec, ...] = (
         "read_events",
         "",
         "Read the conversation's new events (messages from members, your own sends, members "
-        "joining or leaving, ...), oldest first. The server remembers what it showed you: "
-        "calling it again shows only newer events, never one twice. Use since to go back.",
+        "joining or leaving, ...), oldest first. Pass the nextCursor of your last call as "
+        "cursor to see only newer events, never one twice; without cursor, the server goes "
+        "on after what it last showed this session. Use since to go back.",
         ReadToolParams,
         EventsOut,
-        # the conversation and the daemon stay as they are (only this server's cursor moves)
+        # the conversation and the daemon stay as they are (only a cursor moves: the
+        # client's, or this server's session cursor)
         reads(),
     ),
     ToolSpec(
         "wait_for_message",
         "",
         "Wait until the next message arrives (or timeoutS passes) and return it with any "
-        "other new events of the types asked for. Shares the cursor with read_events: what "
-        "one returned, the other will not return again.",
+        "other new events of the types asked for. Takes and returns the same cursor as "
+        "read_events (pass its nextCursor): what one returned, the other will not return "
+        "again.",
         WaitToolParams,
         WaitOut,
         reads(),
@@ -169,6 +195,25 @@ __all__ = [
     "error_result",
     "serve_stdio",
 ]
+
+
+#: the stateful tools' descriptions where the server keeps no session cursor (HTTP: every
+#: request stands alone, and several clients share the server)
+STATELESS_DESCRIPTIONS = {
+    "read_events": "Read the conversation's events (messages from members, your own sends, "
+    "members joining or leaving, ...), oldest first. Pass the nextCursor of your last "
+    "read_events or wait_for_message as cursor to see only newer events, never one twice; "
+    "without cursor, {start}. Use since to go back.",
+    "wait_for_message": "Wait until the next message arrives (or timeoutS passes) and return "
+    "it with any other new events of the types asked for. Pass the nextCursor of your last "
+    "read_events or wait_for_message as cursor: nothing is missed or shown twice between "
+    "calls; without cursor, {start}.",
+}
+#: where a call without cursor starts, by ``start`` (no session cursor)
+STATELESS_START = {
+    "latest": "it starts at the journal's end (only events from now on) on every call",
+    "beginning": "it starts at the journal's beginning on every call",
+}
 
 
 def instructions(exposed: frozenset[str]) -> str:
@@ -196,6 +241,43 @@ class Cursor:
     journal_id: str | None = None
 
 
+#: inside a cursor: ``c1:<journalId>:<seq>``, then base64url without padding (opaque to
+#: clients: the format may change with its version tag)
+_CURSOR = re.compile(r"c1:([0-9A-Za-z_-]{1,64}):(0|[1-9][0-9]{0,17})")
+BAD_CURSOR = (
+    "is not a cursor this server returned: pass nextCursor from the last read_events or "
+    "wait_for_message as it was, or leave cursor out to start again"
+)
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """A position a client keeps and passes back: the journal and the last seq shown."""
+    assert cursor.journal_id is not None and cursor.seq is not None
+    raw = f"c1:{cursor.journal_id}:{cursor.seq}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(text: str) -> Cursor:
+    """The position ``text`` names; INVALID_PARAMS naming ``cursor`` for anything that is
+    not one of :func:`encode_cursor`'s."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise tool_param_error("cursor", BAD_CURSOR) from None
+    found = _CURSOR.fullmatch(raw)
+    if found is None or encode_cursor(Cursor(int(found[2]), found[1])) != text:
+        raise tool_param_error("cursor", BAD_CURSOR)
+    return Cursor(int(found[2]), found[1])
+
+
+def _past_the_end() -> errors.InvalidParams:
+    return tool_param_error(
+        "cursor",
+        "points past the end of the daemon's journal (not a cursor this server returned): "
+        "pass nextCursor as it was, or leave cursor out to start again",
+    )
+
+
 class ConvosdMcp:
     """The MCP server's state: the daemon connection, the tools it exposes, the cursor.
 
@@ -211,6 +293,7 @@ class ConvosdMcp:
         start: Start = "latest",
         max_wait_s: float = MAX_WAIT_S,
         tools: str = ALL,
+        session_cursor: bool = True,
     ) -> None:
         self.socket = socket
         self.allow_admin = allow_admin
@@ -225,6 +308,9 @@ class ConvosdMcp:
         #: error texts tell which tools --tools left out (None: it left out none)
         every = self.exposed == exposed_tools(ALL, TOOLS, allow_admin=allow_admin)
         self._left_out: frozenset[str] | None = None if every else self.exposed
+        #: a cursor kept in this process for the calls that pass none (stdio: the process
+        #: is one client's session); without it (HTTP) such a call starts at ``start``
+        self.session_cursor = session_cursor
         self.cursor = Cursor()
         self._client: ConvosdClient | None = None
         self._connect_lock = asyncio.Lock()
@@ -245,6 +331,9 @@ class ConvosdMcp:
         )
 
     def _tool(self, spec: ToolSpec) -> types.Tool:
+        stateless = STATELESS_DESCRIPTIONS.get(spec.name)
+        if stateless is not None and not self.session_cursor:
+            return tool_of(spec, description=stateless.format(start=STATELESS_START[self.start]))
         if spec.name != "send_attachment":
             return tool_of(spec)
         schema = tool_of(spec).input_schema
@@ -378,80 +467,104 @@ class ConvosdMcp:
     # --- the cursor ----------------------------------------------------------------------
 
     async def _anchor_quietly(self) -> None:
+        if not self.session_cursor:
+            return
         with contextlib.suppress(DaemonUnreachable, errors.ConvosdError):
             await self.anchor()
 
     async def anchor(self) -> None:
-        """Fix the cursor at the session's start: the journal's end (or its start)."""
+        """Fix the session's cursor at the session's start: the journal's end (or its start)."""
         async with self._cursor_lock:
             if self.cursor.seq is not None:
                 return
-            status = await self.call("status")
-            journal = status["journal"]
-            self.cursor.journal_id = journal["journalId"]
-            if self.start == "latest":
-                self.cursor.seq = int(journal["lastSeq"])
-            else:
-                self.cursor.seq = max(0, int(journal["firstSeq"]) - 1)
+            start = await self._start_position()
+            self.cursor.journal_id, self.cursor.seq = start.journal_id, start.seq
 
-    def _new_journal(self, journal_id: str) -> bool:
+    async def _start_position(self) -> Cursor:
+        """Where a reader without a cursor starts: the journal's end (``start="latest"``)
+        or just before its oldest event."""
+        journal = (await self.call("status"))["journal"]
+        if self.start == "latest":
+            return Cursor(int(journal["lastSeq"]), journal["journalId"])
+        return Cursor(max(0, int(journal["firstSeq"]) - 1), journal["journalId"])
+
+    @contextlib.asynccontextmanager
+    async def _position(
+        self, given: str | None, *, since: int | None = None
+    ) -> AsyncIterator[Cursor]:
+        """The cursor one call reads from and moves: its own when the call passes one (or
+        when this server keeps no session cursor: HTTP), else the session's, held under its
+        lock for the call. ``since`` replaces the seq (of the current journal)."""
+        if given is not None:
+            cursor = decode_cursor(given)
+            if since is not None:
+                cursor = Cursor(since)
+            yield cursor
+        elif not self.session_cursor:
+            yield Cursor(since) if since is not None else await self._start_position()
+        else:
+            await self.anchor()
+            async with self._cursor_lock:
+                yield self.cursor
+
+    @staticmethod
+    def _new_journal(cursor: Cursor, journal_id: str) -> bool:
         """``journal_id`` is not the cursor's journal (a reset): start it from seq 0."""
-        if self.cursor.journal_id is None or journal_id == self.cursor.journal_id:
-            self.cursor.journal_id = journal_id
+        if cursor.journal_id is None or journal_id == cursor.journal_id:
+            cursor.journal_id = journal_id
             return False
         log.info("the daemon's journal changed (a reset): reading it from its start")
-        self.cursor.journal_id = journal_id
-        self.cursor.seq = 0
+        cursor.journal_id = journal_id
+        cursor.seq = 0
         return True
 
-    async def _journal_changed(self) -> bool:
+    async def _journal_changed(self, cursor: Cursor) -> bool:
         """After ``after > lastSeq``: a reset replaced the journal; start at its seq 0."""
         status = await self.call("status")
-        journal_id = status["journal"]["journalId"]
-        if journal_id != self.cursor.journal_id:
-            self.cursor.journal_id = journal_id
-            self.cursor.seq = 0
-            return True
-        return False
+        return self._new_journal(cursor, status["journal"]["journalId"])
 
     async def read_events(self, params: ReadToolParams) -> Json:
-        await self.anchor()
-        async with self._cursor_lock:
+        async with self._position(params.cursor, since=params.since) as cursor:
             if params.since is not None:
-                self.cursor.seq = params.since
+                cursor.seq = params.since
             skipped_to: int | None = None
             changed = False
             for _ in range(3):
-                request: Json = {"after": self.cursor.seq, "limit": params.limit}
+                request: Json = {"after": cursor.seq, "limit": params.limit}
                 if params.types:
                     request["types"] = list(params.types)
                 try:
                     result = await self.call("events.read", request)
                 except errors.EventsExpired as exc:
-                    self.cursor.seq = skipped_to = max(0, exc.first_seq - 1)
+                    cursor.seq = skipped_to = max(0, exc.first_seq - 1)
                     continue
                 except errors.InvalidParams:
-                    if params.since is not None or not await self._journal_changed():
+                    if params.since is not None:
+                        raise
+                    if not await self._journal_changed(cursor):
+                        if params.cursor is not None:
+                            raise _past_the_end() from None
                         raise
                     changed = True
                     continue
                 # A reset makes a new journal whose seqs start over: the cursor's seq means
                 # nothing there (the new journal may well have passed it), so every read
                 # compares journalId and starts the new journal from its seq 0.
-                if params.since is None and self._new_journal(result["journalId"]):
+                if params.since is None and self._new_journal(cursor, result["journalId"]):
                     changed = True
                     continue
                 break
             else:  # pragma: no cover - the journal moved under us three times
                 raise errors.Busy("the journal changed while reading; call again")
             events = result["events"]
-            self.cursor.journal_id = result["journalId"]
+            cursor.journal_id = result["journalId"]
             if events:
-                self.cursor.seq = int(events[-1]["seq"])
-            assert self.cursor.seq is not None
+                cursor.seq = int(events[-1]["seq"])
+            assert cursor.seq is not None
             out = EventsOut(
                 events=events,
-                cursor=self.cursor.seq,
+                cursor=cursor.seq,
+                nextCursor=encode_cursor(cursor),
                 journalId=result["journalId"],
                 lastSeq=result["lastSeq"],
                 more=len(events) >= params.limit,
@@ -461,9 +574,8 @@ class ConvosdMcp:
             return out.model_dump(by_alias=True)
 
     async def wait_for_message(self, params: WaitToolParams) -> Json:
-        await self.anchor()
         timeout = min(params.timeout_s, self.max_wait_s)
-        async with self._cursor_lock:
+        async with self._position(params.cursor) as cursor:
             # Its own connection: its notifications are its own, and a timeout that closes
             # it drops the subscription with it.
             try:
@@ -471,23 +583,29 @@ class ConvosdMcp:
             except OSError as exc:
                 raise DaemonUnreachable(self.socket, exc.strerror or type(exc).__name__) from exc
             try:
-                events, changed = await self._wait_on(sub_client, params.types, timeout)
+                events, changed = await self._wait_on(
+                    sub_client, cursor, params.types, timeout, given=params.cursor is not None
+                )
             except ConnectionError as exc:
                 raise DaemonUnreachable(self.socket, "the connection closed") from exc
             finally:
                 await sub_client.close()
             if events:
-                self.cursor.seq = int(events[-1]["seq"])
-            assert self.cursor.seq is not None
+                cursor.seq = int(events[-1]["seq"])
+            assert cursor.seq is not None
             out = WaitOut(
-                events=events, cursor=self.cursor.seq, timedOut=not events, journalChanged=changed
+                events=events,
+                cursor=cursor.seq,
+                nextCursor=encode_cursor(cursor),
+                timedOut=not events,
+                journalChanged=changed,
             )
             return out.model_dump(by_alias=True)
 
     async def _wait_on(
-        self, client: Client, kinds: Sequence[str], wait_s: float
+        self, client: Client, cursor: Cursor, kinds: Sequence[str], wait_s: float, *, given: bool
     ) -> tuple[list[Json], bool]:
-        """The events after the cursor of ``kinds`` (waiting up to ``wait_s`` for the first)
+        """The events after ``cursor`` of ``kinds`` (waiting up to ``wait_s`` for the first)
         and whether the journal changed (a reset) since the cursor was set."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
@@ -495,17 +613,19 @@ class ConvosdMcp:
         for _ in range(3):
             try:
                 sub = await client.call(
-                    "events.subscribe", {"after": self.cursor.seq, "types": list(kinds)}
+                    "events.subscribe", {"after": cursor.seq, "types": list(kinds)}
                 )
             except errors.EventsExpired as exc:
-                self.cursor.seq = max(0, exc.first_seq - 1)
+                cursor.seq = max(0, exc.first_seq - 1)
                 continue
             except errors.InvalidParams:
-                if not await self._journal_changed():
+                if not await self._journal_changed(cursor):
+                    if given:
+                        raise _past_the_end() from None
                     raise
                 changed = True
                 continue
-            if self._new_journal(sub["journalId"]):  # as read_events: from the new seq 0
+            if self._new_journal(cursor, sub["journalId"]):  # as read_events: from the new seq 0
                 changed = True
                 await client.call("events.unsubscribe", {"subscription": sub["subscription"]})
                 continue
@@ -528,7 +648,7 @@ class ConvosdMcp:
             if note.get("method") == "subscription.ended":
                 break
             event = note_params.get("event", {})
-            if isinstance(event.get("seq"), int) and event["seq"] > (self.cursor.seq or 0):
+            if isinstance(event.get("seq"), int) and event["seq"] > (cursor.seq or 0):
                 events.append(event)
         return events, changed
 
