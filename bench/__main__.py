@@ -16,6 +16,10 @@ MODULES = [
     ("One adapter call vs the double run directly", ["bench.adapter_cost", "--runs", "30"]),
     ("Warm CLI transport vs one-shot, real CLI offline", ["bench.warm", "--mixed", "1000"]),
     ("MCP tool calls vs the Python client; webhook relay", ["bench.mcp_relay"]),
+    (
+        "Webhook relay: Standard Webhooks vs the old signing",
+        ["bench.webhook_signing", "--events", "500", "--rounds", "2"],
+    ),
     ("Typing/read receipts vs the double directly; expiry latency", ["bench.live"]),
     ("5 MiB attachments sent and downloaded vs the double", ["bench.attachments", "--runs", "3"]),
 ]
