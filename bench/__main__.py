@@ -18,7 +18,7 @@ MODULES = [
     ("MCP tool calls vs the Python client; webhook relay", ["bench.mcp_relay"]),
     (
         "Webhook relay: Standard Webhooks vs the old signing",
-        ["bench.webhook_signing", "--events", "500", "--rounds", "2"],
+        ["bench.webhook_signing", "--events", "1000", "--rounds", "1"],
     ),
     ("Typing/read receipts vs the double directly; expiry latency", ["bench.live"]),
     ("5 MiB attachments sent and downloaded vs the double", ["bench.attachments", "--runs", "3"]),

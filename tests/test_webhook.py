@@ -428,6 +428,8 @@ async def test_none_lost_across_a_relay_sigkill(net: FakeNetwork, tmp_path: Path
                 proc.kill()
                 await proc.wait()
 
+    # every request, before the kill and after it, verified with the standardwebhooks library
+    assert receiver.hits and all(hit.signed for hit in receiver.hits)
     order = receiver.accepted_seqs()
     # In order; a duplicate only of the event acknowledged just before the kill (whose cursor
     # had not been saved yet), delivered again with the same key and body.
