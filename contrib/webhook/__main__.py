@@ -38,7 +38,8 @@ EVENT_TYPES = sorted(EventType.__args__)  # type: ignore[attr-defined]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m contrib.webhook",
-        description="POST every convosd event, signed, in order, to a URL (at-least-once).",
+        description="POST every convosd event, signed (Standard Webhooks), in order, to a URL "
+        "(at-least-once).",
         # no prefix matching: `--secret VALUE` must fail, not be read as --secret-file
         allow_abbrev=False,
     )
