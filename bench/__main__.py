@@ -17,6 +17,10 @@ MODULES = [
     ("Warm CLI transport vs one-shot, real CLI offline", ["bench.warm", "--mixed", "1000"]),
     ("MCP tool calls vs the Python client; webhook relay", ["bench.mcp_relay"]),
     ("MCP over Streamable HTTP vs stdio; 3 clients, own cursors", ["bench.mcp_http"]),
+    (
+        "Webhook relay: Standard Webhooks vs the old signing",
+        ["bench.webhook_signing", "--events", "1000", "--rounds", "1"],
+    ),
     ("Typing/read receipts vs the double directly; expiry latency", ["bench.live"]),
     ("5 MiB attachments sent and downloaded vs the double", ["bench.attachments", "--runs", "3"]),
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import http.client
 import json
@@ -45,11 +46,13 @@ from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
 
 REPO = Path(__file__).resolve().parent.parent
-SECRET = b"bench-secret-of-enough-length"
+SECRET = "whsec_" + base64.b64encode(b"bench-secret-of-enough-length").decode()
+KEY = b"bench-secret-of-enough-length"
 
 RECEIVER = r"""
-import asyncio, hashlib, hmac, json, signal, sys
-secret, mode = sys.argv[1].encode(), sys.argv[2]
+import asyncio, json, signal, sys
+from standardwebhooks import Webhook, WebhookVerificationError
+webhook, mode = Webhook(sys.argv[1]), sys.argv[2]
 stats = {"requests": 0, "accepted": 0, "badSignatures": 0, "answers": {}}
 keys = {}
 def answer_for(n):
@@ -72,11 +75,10 @@ async def handle(reader, writer):
                     headers[k.strip().lower()] = v.strip()
             body = await reader.readexactly(int(headers["content-length"]))
             stats["requests"] += 1
-            ts = headers["x-convosd-timestamp"]
-            mac = hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256)
-            good = "sha256=" + mac.hexdigest()
             answer = answer_for(stats["requests"])
-            if not hmac.compare_digest(good, headers["x-convosd-signature"]):
+            try:
+                webhook.verify(body, headers, json_parse=False)
+            except WebhookVerificationError:
                 stats["badSignatures"] += 1
                 answer = "401"
             stats["answers"][answer] = stats["answers"].get(answer, 0) + 1
@@ -91,7 +93,7 @@ async def handle(reader, writer):
             await writer.drain()
             if status == "200":
                 stats["accepted"] += 1
-                key = headers["idempotency-key"]
+                key = headers["webhook-id"]
                 keys[key] = keys.get(key, 0) + 1
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -144,7 +146,7 @@ def fill_journal(state: Path, n: int) -> None:
 class Receiver:
     def __init__(self, mode: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", RECEIVER, SECRET.decode(), mode],
+            [sys.executable, "-c", RECEIVER, SECRET, mode],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -165,7 +167,7 @@ async def relay_run(
     config = RelayConfig(
         socket=socket,
         url=url,
-        secret=SECRET,
+        secrets=[KEY],
         state_file=root / name / "cursor.json",
         start="beginning",
         **options,
@@ -194,9 +196,9 @@ def plain_posts(url: str, bodies: list[bytes]) -> float:
             body=body,
             headers={
                 "Content-Type": "application/json",
-                "X-Convosd-Timestamp": "0",
-                "X-Convosd-Signature": "x",
-                "Idempotency-Key": "k",
+                "webhook-id": "k",
+                "webhook-timestamp": "0",
+                "webhook-signature": "v1,AAAA",
             },
         )
         conn.getresponse().read()

@@ -23,6 +23,7 @@ Loopback only; bounded in time (``--seconds`` + ``--deliver-within`` + 20 s per 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -39,7 +40,7 @@ from convosd.client import SyncClient
 from tests.fakeconvos.network import FakeNetwork
 
 REPO = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret-of-enough-length"
+SECRET = "whsec_" + base64.b64encode(b"bench-secret-of-enough-length").decode()
 
 RECEIVER = r"""
 import asyncio, json, signal, sys, time
@@ -61,7 +62,7 @@ async def handle(reader, writer):
             if at - started >= bad_s:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
-                stats["accepted"].add(headers["idempotency-key"])
+                stats["accepted"].add(headers["webhook-id"])
                 continue
             attempt = {"mode": mode, "bytes": 0}
             stats["attempts"].append(attempt)

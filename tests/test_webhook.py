@@ -1,10 +1,18 @@
-"""The webhook relay (contrib/webhook) against a local receiver that fails on purpose."""
+"""The webhook relay (contrib/webhook) against a local receiver that fails on purpose.
+
+The receiver verifies every request with the ``standardwebhooks`` package (the Standard
+Webhooks verifier), not with code of ours.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
+import logging
 import os
 import signal
 import sys
@@ -15,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from contrib.webhook.__main__ import main
-from contrib.webhook.relay import Relay, RelayConfig, sign, verify
+from contrib.webhook.__main__ import build_parser, config_from, main
+from contrib.webhook.relay import Relay, RelayConfig, request_headers
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
@@ -25,7 +34,16 @@ from tests.helpers import WAIT_S, eventually
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
-SECRET = b"a-test-secret-of-enough-length"
+
+
+def new_secret(fill: int) -> str:
+    return "whsec_" + base64.b64encode(bytes([fill]) * 32).decode()
+
+
+SECRET = new_secret(1)  # what the relay and the receiver share, as an operator writes it
+KEY = bytes([1]) * 32  # its key: the base64-decoded part
+OLD_SECRET, NEW_SECRET = new_secret(2), new_secret(3)  # a rotation
+OLD_KEY, NEW_KEY = bytes([2]) * 32, bytes([3]) * 32
 ENDLESS = ("endless", "endless-chunked", "huge-length", "trickle")
 ENDLESS_CAP = 256 * 1024 * 1024  # "endless" bodies stop here: far past any sane bound
 
@@ -34,12 +52,13 @@ ENDLESS_CAP = 256 * 1024 * 1024  # "endless" bodies stop here: far past any sane
 class Hit:
     """One request the receiver got."""
 
-    key: str
+    key: str  # webhook-id
     seq: int
     event_type: str
     body: bytes
     signed: bool
     at: float
+    headers: dict[str, str] = field(default_factory=dict)
     answer: str = ""
     closed_at: float | None = None  # when the relay closed an answer it stopped reading
     bytes_out: int = 0  # bytes of the answer the receiver got written
@@ -48,6 +67,9 @@ class Hit:
 @dataclass
 class Receiver:
     """An HTTP/1.1 endpoint on 127.0.0.1 that checks signatures and answers by ``plan``.
+
+    A request is ``signed`` when ``standardwebhooks.Webhook(secret).verify`` accepts it with
+    every one of ``secrets`` alone (a receiver may know only one of a rotation's secrets).
 
     ``plan(hit, tries)`` returns: ``ok``, an HTTP status (``500``), ``429:<retry-after>``,
     ``timeout`` (no answer until the relay gives up on the request), ``drop`` (close the
@@ -59,6 +81,7 @@ class Receiver:
     """
 
     plan: Callable[[Hit, int], str] = lambda hit, tries: "ok"
+    secrets: list[str | bytes] = field(default_factory=lambda: [SECRET])
     hits: list[Hit] = field(default_factory=list)
     accepted: list[Hit] = field(default_factory=list)
     server: asyncio.Server | None = None
@@ -136,15 +159,14 @@ class Receiver:
                 body = await reader.readexactly(int(headers["content-length"]))
                 event = json.loads(body)
                 hit = Hit(
-                    key=headers["idempotency-key"],
+                    key=headers["webhook-id"],
                     seq=event["seq"],
-                    event_type=headers["x-convosd-event-type"],
+                    event_type=event["type"],
                     body=body,
-                    signed=verify(
-                        SECRET, headers["x-convosd-timestamp"], body, headers["x-convosd-signature"]
-                    )
+                    signed=all(verified(secret, body, headers) for secret in self.secrets)
                     and headers["content-type"] == "application/json",
                     at=time.monotonic(),
+                    headers=headers,
                 )
                 tries = sum(1 for h in self.hits if h.key == hit.key) + 1
                 self.hits.append(hit)
@@ -174,11 +196,20 @@ class Receiver:
                 await writer.wait_closed()
 
 
+def verified(secret: str | bytes, body: bytes, headers: dict[str, str]) -> bool:
+    """The receiver's check: the Standard Webhooks verifier, with one secret."""
+    try:
+        Webhook(secret).verify(body, headers, json_parse=False)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
 def relay_config(tmp_path: Path, socket: Path, url: str, **overrides: Any) -> RelayConfig:
     options: dict[str, Any] = {
         "socket": socket,
         "url": url,
-        "secret": SECRET,
+        "secrets": [KEY],
         "state_file": tmp_path / "relay" / "cursor.json",
         "start": "beginning",
         "timeout_s": 0.5,
@@ -191,8 +222,8 @@ def relay_config(tmp_path: Path, socket: Path, url: str, **overrides: Any) -> Re
 
 
 @contextlib.asynccontextmanager
-async def running_relay(config: RelayConfig) -> AsyncIterator[Relay]:
-    relay = Relay(config)
+async def running_relay(config: RelayConfig, **relay_options: Any) -> AsyncIterator[Relay]:
+    relay = Relay(config, **relay_options)
     task = asyncio.create_task(relay.run())
     try:
         yield relay
@@ -268,6 +299,7 @@ async def test_every_event_in_order_through_faults_and_a_daemon_restart(
     assert seqs == list(range(1, len(seqs) + 1))
     assert all(hit.signed for hit in receiver.hits)
     assert all(hit.key == f"{journal_id}:{hit.seq}" for hit in receiver.hits)
+    assert all(json.loads(hit.body)["journalId"] == journal_id for hit in receiver.hits)
     # Redeliveries only of unacknowledged attempts, with the same key and the same body.
     for hit in receiver.hits:
         first = next(h for h in receiver.hits if h.key == hit.key)
@@ -315,7 +347,10 @@ async def test_dead_letters_and_type_filter(net: FakeNetwork, tmp_path: Path) ->
         ("rejected", "HTTP 400"),
     ]
     assert dead[0]["attempts"] > 1 and dead[1]["attempts"] == 1  # a 400 is not retried
-    assert dead[0]["idempotencyKey"].endswith(f":{dead[0]['seq']}")
+    assert dead[0]["webhookId"].endswith(f":{dead[0]['seq']}")
+    assert dead[0]["idempotencyKey"] == dead[0]["webhookId"]  # the old name, for one release
+    # the event as POSTed: what a replay sends
+    assert dead[0]["event"]["journalId"] == dead[0]["journalId"]
     assert relay.stats.dead_lettered == 2 and relay.stats.delivered == 2
 
 
@@ -331,7 +366,7 @@ async def test_none_lost_across_a_relay_sigkill(net: FakeNetwork, tmp_path: Path
     async def start_relay(socket: Path) -> asyncio.subprocess.Process:
         env = {
             **os.environ,
-            "CONVOSD_WEBHOOK_SECRET": SECRET.decode(),
+            "CONVOSD_WEBHOOK_SECRET": SECRET,
             "CONVOSD_SOCKET": str(socket),
         }
         return await asyncio.create_subprocess_exec(
@@ -393,6 +428,8 @@ async def test_none_lost_across_a_relay_sigkill(net: FakeNetwork, tmp_path: Path
                 proc.kill()
                 await proc.wait()
 
+    # every request, before the kill and after it, verified with the standardwebhooks library
+    assert receiver.hits and all(hit.signed for hit in receiver.hits)
     order = receiver.accepted_seqs()
     # In order; a duplicate only of the event acknowledged just before the kill (whose cursor
     # had not been saved yet), delivered again with the same key and body.
@@ -408,14 +445,47 @@ async def test_none_lost_across_a_relay_sigkill(net: FakeNetwork, tmp_path: Path
     assert saved == {"journalId": journal_id, "after": seqs[-1]}
 
 
+SHORT_KEY_SECRET = "whsec_" + base64.b64encode(b"k" * 16).decode()
+GOOD_ENV = {"CONVOSD_WEBHOOK_SECRET": SECRET}
+
+
 @pytest.mark.parametrize(
     ("argv", "environ", "message"),
     [
-        (["--url", "ftp://example.com/x"], {"CONVOSD_WEBHOOK_SECRET": "s" * 20}, "bad webhook URL"),
-        (["--url", "http:///nohost"], {"CONVOSD_WEBHOOK_SECRET": "s" * 20}, "bad webhook URL"),
-        (["--url", "http://h:99999/"], {"CONVOSD_WEBHOOK_SECRET": "s" * 20}, "bad webhook URL"),
+        (["--url", "ftp://example.com/x"], GOOD_ENV, "bad webhook URL"),
+        (["--url", "http:///nohost"], GOOD_ENV, "bad webhook URL"),
+        (["--url", "http://h:99999/"], GOOD_ENV, "bad webhook URL"),
         (["--url", "http://127.0.0.1:9/"], {}, "no signing secret"),
-        (["--url", "http://127.0.0.1:9/"], {"CONVOSD_WEBHOOK_SECRET": "short"}, "too short"),
+        (
+            ["--url", "http://127.0.0.1:9/"],
+            {"CONVOSD_WEBHOOK_SECRET": "  \n "},
+            "no signing secret",
+        ),
+        (
+            ["--url", "http://127.0.0.1:9/"],
+            {"CONVOSD_WEBHOOK_SECRET": "an-old-plain-secret-text"},
+            "is not in the Standard Webhooks form whsec_<base64>",
+        ),
+        (
+            ["--url", "http://127.0.0.1:9/"],
+            {"CONVOSD_WEBHOOK_SECRET": "whsec_not*base64*at*all*!"},
+            "the secret in $CONVOSD_WEBHOOK_SECRET is not valid base64",
+        ),
+        (
+            ["--url", "http://127.0.0.1:9/"],
+            {"CONVOSD_WEBHOOK_SECRET": SHORT_KEY_SECRET},
+            "its key is 16 bytes, use at least 24",
+        ),
+        (
+            ["--url", "http://127.0.0.1:9/"],
+            {"CONVOSD_WEBHOOK_SECRET": f"{SECRET} {SHORT_KEY_SECRET}"},
+            "secret #2 in $CONVOSD_WEBHOOK_SECRET is too short",
+        ),
+        (
+            ["--url", "http://127.0.0.1:9/", "--legacy-signature"],
+            {"CONVOSD_WEBHOOK_SECRET": "tiny-secret"},
+            "too short: use at least 16 characters",
+        ),
         (
             ["--url", "http://127.0.0.1:9/", "--secret-file", "/nonexistent/secret"],
             {},
@@ -423,7 +493,7 @@ async def test_none_lost_across_a_relay_sigkill(net: FakeNetwork, tmp_path: Path
         ),
         (
             ["--url", "http://127.0.0.1:9/", "--types", "message,bogus"],
-            {"CONVOSD_WEBHOOK_SECRET": "s" * 20},
+            GOOD_ENV,
             "unknown event type(s) bogus",
         ),
     ],
@@ -437,8 +507,12 @@ def test_bad_url_or_secret_exit_2(
 ) -> None:
     code = main([*argv, "--state-file", str(tmp_path / "c.json")], environ)
     assert code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
     assert not (tmp_path / "c.json").exists()
+    for value in environ.values():  # no secret, nor a part of one, in the error
+        for part in (value, *value.split(), *(v.removeprefix("whsec_") for v in value.split())):
+            assert part.strip() == "" or part not in err, part
 
 
 def test_no_secret_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -448,23 +522,22 @@ def test_no_secret_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> No
     assert "unrecognized arguments: --secret" in capsys.readouterr().err
 
 
-def test_signature_scheme_matches_the_readme() -> None:
-    """The README's receiver snippet, run against a signature the relay makes."""
+def test_the_readme_snippet_verifies_the_relays_requests() -> None:
+    """The README's receiver snippet (the standardwebhooks library), run against headers the
+    relay makes."""
     readme = (REPO / "contrib" / "webhook" / "README.md").read_text()
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "from standardwebhooks import" in snippet
     namespace: dict[str, Any] = {}
     exec(snippet, namespace)
-    body = b'{"seq":1,"type":"message"}'
-    timestamp = str(int(time.time()))
-    headers = {
-        "X-Convosd-Timestamp": timestamp,
-        "X-Convosd-Signature": sign(SECRET, timestamp, body),
-    }
-    assert namespace["verify_convosd"](SECRET, headers, body) is True
-    assert namespace["verify_convosd"](SECRET, headers, body + b" ") is False
-    old = str(int(time.time()) - 3600)
-    stale = {"X-Convosd-Timestamp": old, "X-Convosd-Signature": sign(SECRET, old, body)}
-    assert namespace["verify_convosd"](SECRET, stale, body) is False
+    verify_convosd = namespace["verify_convosd"]
+    body = b'{"seq":1,"type":"message","journalId":"j"}'
+    headers = request_headers([KEY], "j:1", int(time.time()), body, event_type="message")
+    assert verify_convosd(SECRET, headers, body) == json.loads(body)
+    assert verify_convosd(SECRET, headers, body + b" ") is None
+    assert verify_convosd(OLD_SECRET, headers, body) is None
+    stale = request_headers([KEY], "j:1", int(time.time()) - 3600, body, event_type="message")
+    assert verify_convosd(SECRET, stale, body) is None
 
 
 async def test_starts_at_the_journal_end_and_saves_it_at_once(
@@ -491,10 +564,7 @@ async def test_starts_at_the_journal_end_and_saves_it_at_once(
 def test_corrupt_state_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "c.json"
     state.write_text("{not json")
-    code = main(
-        ["--url", "http://127.0.0.1:9/", "--state-file", str(state)],
-        {"CONVOSD_WEBHOOK_SECRET": "s" * 20},
-    )
+    code = main(["--url", "http://127.0.0.1:9/", "--state-file", str(state)], GOOD_ENV)
     assert code == 2 and "fix or remove it" in capsys.readouterr().err
 
 
@@ -565,3 +635,173 @@ async def test_a_trickling_receiver_fails_the_attempt_at_its_deadline(
     assert [d["event"]["content"] for d in dead] == ["always trickled"]
     assert dead[0]["lastError"].startswith("TimeoutError") and dead[0]["attempts"] >= 2
     assert dead[0]["gaveUpAt"] - dead[0]["firstAttemptAt"] < 5.0 + 2.0 + 4.0
+
+
+def tampered(hit: Hit, **changes: str) -> dict[str, str]:
+    return {**hit.headers, **changes}
+
+
+async def test_standard_webhooks_requests_and_what_a_receiver_refuses(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """Every request verifies with the standardwebhooks library; a tampered body, a replay
+    under another id and an old timestamp do not."""
+    async with Receiver() as receiver, running_daemon(net, tmp_path / "d") as daemon:
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        await bob.send_text(cid, "one")
+        await bob.send_text(cid, "two")
+        assert await eventually(lambda: messages_journaled(daemon) == 2)
+        journal_id, seqs = await journal_seqs(daemon.socket, ["message"])
+        config = relay_config(tmp_path, daemon.socket, receiver.url, types=["message"])
+        async with running_relay(config):
+            assert await eventually(lambda: receiver.accepted_seqs() == seqs)
+    assert len(receiver.hits) == 2 and all(hit.signed for hit in receiver.hits)
+    for hit, text in zip(receiver.hits, ("one", "two"), strict=True):
+        event = Webhook(SECRET).verify(hit.body, hit.headers)
+        assert event["content"] == text and event["journalId"] == journal_id
+        assert hit.headers["webhook-id"] == f"{journal_id}:{event['seq']}"
+        assert abs(int(hit.headers["webhook-timestamp"]) - time.time()) < WAIT_S
+        assert hit.headers["webhook-signature"].count("v1,") == 1
+        # the old headers only with --legacy-signature
+        assert not {"idempotency-key", "x-convosd-signature", "x-convosd-timestamp"} & set(
+            hit.headers
+        )
+    hit = receiver.hits[0]
+    refused: dict[str, tuple[bytes, dict[str, str]]] = {
+        "tampered body": (hit.body.replace(b"one", b"One"), hit.headers),
+        "replayed with another id": (hit.body, tampered(hit, **{"webhook-id": f"{journal_id}:9"})),
+        "another event's id": (hit.body, tampered(hit, **{"webhook-id": receiver.hits[1].key})),
+        "timestamp moved back": (
+            hit.body,
+            tampered(hit, **{"webhook-timestamp": str(int(time.time()) - 3600)}),
+        ),
+        "signature of another request": (
+            hit.body,
+            tampered(hit, **{"webhook-signature": receiver.hits[1].headers["webhook-signature"]}),
+        ),
+    }
+    for what, (body, headers) in refused.items():
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET).verify(body, headers)
+            pytest.fail(what)
+    # signed as the relay signs, but an hour old: the library's 5-minute window refuses it
+    old = request_headers([KEY], hit.key, int(time.time()) - 3600, hit.body, event_type="message")
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(SECRET).verify(hit.body, old)
+
+
+async def test_a_relay_with_a_slow_clock_is_refused(net: FakeNetwork, tmp_path: Path) -> None:
+    """webhook-timestamp is the relay's clock at each attempt: ten minutes slow, every
+    request is outside the receiver's window (a 401 here, final: dead-lettered)."""
+    async with Receiver() as receiver, running_daemon(net, tmp_path / "d") as daemon:
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        await bob.send_text(cid, "late")
+        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        config = relay_config(tmp_path, daemon.socket, receiver.url, types=["message"])
+        async with running_relay(config, clock=lambda: time.time() - 600) as relay:
+            assert await eventually(lambda: relay.stats.dead_lettered == 1)
+    (hit,) = receiver.hits
+    assert not hit.signed and hit.answer == "401" and receiver.accepted == []
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(SECRET).verify(hit.body, hit.headers)
+
+
+async def test_rotation_every_secret_signs_and_none_is_logged(
+    net: FakeNetwork, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two secrets in the file (old, new): each request carries both signatures, and a
+    receiver with either secret alone verifies it. No secret reaches a log line."""
+    caplog.set_level(logging.DEBUG)
+    secret_file = tmp_path / "secrets"
+    secret_file.write_text(f"{OLD_SECRET}\n{NEW_SECRET}\n")
+    async with (
+        Receiver(
+            lambda hit, tries: "500" if tries == 1 else "ok", secrets=[OLD_SECRET, NEW_SECRET]
+        ) as receiver,
+        running_daemon(net, tmp_path / "d") as daemon,
+    ):
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        await bob.send_text(cid, "rotating")
+        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        args = build_parser().parse_args(
+            [
+                "--url",
+                receiver.url,
+                "--state-file",
+                str(tmp_path / "relay" / "cursor.json"),
+                "--secret-file",
+                str(secret_file),
+                "--types",
+                "message",
+                "--start",
+                "beginning",
+                "--backoff-initial",
+                "0.01",
+            ]
+        )
+        config = config_from(args, {"CONVOSD_SOCKET": str(daemon.socket)})
+        assert config.secrets == [OLD_KEY, NEW_KEY]
+        async with running_relay(config) as relay:
+            assert await eventually(lambda: len(receiver.accepted) == 1)
+    assert relay.stats.retries == 1  # a retry was logged, with the secrets nowhere in it
+    assert len(receiver.hits) == 2 and all(hit.signed for hit in receiver.hits)
+    for hit in receiver.hits:
+        signatures = hit.headers["webhook-signature"].split(" ")
+        assert len(signatures) == 2 and all(sig.startswith("v1,") for sig in signatures)
+        assert verified(OLD_SECRET, hit.body, hit.headers)
+        assert verified(NEW_SECRET, hit.body, hit.headers)
+        assert not verified(SECRET, hit.body, hit.headers)  # a third secret does not
+    # after the rotation's last step (the old secret removed) the old one no longer verifies
+    hit = receiver.hits[-1]
+    ts = int(time.time())
+    after = request_headers([NEW_KEY], hit.key, ts, hit.body, event_type="message")
+    assert verified(NEW_SECRET, hit.body, after) and not verified(OLD_SECRET, hit.body, after)
+    logged = caplog.text + repr(config) + repr(relay.stats)
+    assert "delivery of" in caplog.text  # the retry's line is there
+    for secret in (OLD_SECRET, NEW_SECRET):
+        assert secret.removeprefix("whsec_")[:12] not in logged
+    for key in (OLD_KEY, NEW_KEY):
+        assert repr(key)[:12] not in logged and key.hex()[:12] not in logged
+
+
+async def test_legacy_signature_flag_adds_the_old_headers(net: FakeNetwork, tmp_path: Path) -> None:
+    """--legacy-signature (deprecated): the old Idempotency-Key and X-Convosd-* headers as
+    before, from a plain old secret, beside Standard Webhooks headers signed with it."""
+    plain = "an-old-plain-secret-text"
+    async with (
+        Receiver(secrets=[plain.encode()]) as receiver,
+        running_daemon(net, tmp_path / "d") as daemon,
+    ):
+        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+        await bob.send_text(cid, "legacy")
+        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        args = build_parser().parse_args(
+            [
+                "--url",
+                receiver.url,
+                "--state-file",
+                str(tmp_path / "relay" / "cursor.json"),
+                "--types",
+                "message",
+                "--start",
+                "beginning",
+                "--legacy-signature",
+            ]
+        )
+        config = config_from(
+            args, {"CONVOSD_SOCKET": str(daemon.socket), "CONVOSD_WEBHOOK_SECRET": plain}
+        )
+        assert config.legacy_signature and config.secrets == [plain.encode()]
+        async with running_relay(config):
+            assert await eventually(lambda: len(receiver.accepted) == 1)
+    (hit,) = receiver.hits
+    headers = hit.headers
+    assert hit.signed  # the webhook-* headers, keyed with the old secret's text
+    assert headers["idempotency-key"] == headers["webhook-id"] == hit.key
+    assert headers["x-convosd-event-type"] == "message"
+    assert headers["x-convosd-timestamp"] == headers["webhook-timestamp"]
+    # the old receiver's check, as the README gave it before
+    mac = hmac.new(
+        plain.encode(), headers["x-convosd-timestamp"].encode() + b"." + hit.body, hashlib.sha256
+    )
+    assert hmac.compare_digest("sha256=" + mac.hexdigest(), headers["x-convosd-signature"])

@@ -1,8 +1,11 @@
 """``python -m contrib.webhook --url URL --state-file PATH [--secret-file FILE] ...``.
 
-The signing secret comes from ``--secret-file`` or ``$CONVOSD_WEBHOOK_SECRET``, never from
-the command line (it would show in ``ps``). SIGTERM/SIGINT: stop, exit 0 (an event in flight
-is delivered again on the next start). Exit 2: a bad URL, secret, state file or option.
+The signing secrets (``whsec_<base64>``, one or more: each signs) come from ``--secret-file``
+or ``$CONVOSD_WEBHOOK_SECRET``, never from the command line (it would show in ``ps``), and
+never reach a log or an error message. ``--legacy-signature`` (deprecated, for one release)
+adds the old ``Idempotency-Key`` and ``X-Convosd-*`` headers. SIGTERM/SIGINT: stop, exit 0
+(an event in flight is delivered again on the next start). Exit 2: a bad URL, secret, state
+file or option.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from contrib.webhook.relay import (
     RelayConfig,
     check_url,
     load_cursor,
-    load_secret,
+    load_secrets,
 )
 from convosd.rpc.schemas import EventType
 
@@ -35,7 +38,8 @@ EVENT_TYPES = sorted(EventType.__args__)  # type: ignore[attr-defined]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m contrib.webhook",
-        description="POST every convosd event, signed, in order, to a URL (at-least-once).",
+        description="POST every convosd event, signed (Standard Webhooks), in order, to a URL "
+        "(at-least-once).",
         # no prefix matching: `--secret VALUE` must fail, not be read as --secret-file
         allow_abbrev=False,
     )
@@ -47,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret-file",
         type=Path,
         metavar="FILE",
-        help="the signing secret (default: $CONVOSD_WEBHOOK_SECRET); at least 16 characters",
+        help="the signing secrets, whsec_<base64>, one a line; each signs every request "
+        "(default: $CONVOSD_WEBHOOK_SECRET, space-separated)",
+    )
+    parser.add_argument(
+        "--legacy-signature",
+        action="store_true",
+        help="DEPRECATED, removed in the next release: also send the old Idempotency-Key and "
+        "X-Convosd-* headers (signed with the first secret) and accept a plain old secret",
     )
     parser.add_argument(
         "--socket", help="convosd's socket (default: $CONVOSD_SOCKET, else convosd's default path)"
@@ -103,7 +114,7 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> RelayCo
     return RelayConfig(
         socket=socket_path(args.socket, environ),
         url=args.url,
-        secret=load_secret(args.secret_file, dict(environ)),
+        secrets=load_secrets(args.secret_file, dict(environ), legacy=args.legacy_signature),
         state_file=args.state_file,
         dead_letter=args.dead_letter,
         types=types,
@@ -112,11 +123,17 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> RelayCo
         backoff_initial_s=args.backoff_initial,
         backoff_max_s=args.backoff_max,
         give_up_after_s=args.give_up_after,
+        legacy_signature=args.legacy_signature,
     )
 
 
 async def run(config: RelayConfig) -> int:
     loop = asyncio.get_running_loop()
+    if config.legacy_signature:
+        log.warning(
+            "--legacy-signature is deprecated and goes in the next release: move the receiver "
+            "to the Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature)"
+        )
     relay = Relay(config)
     task = asyncio.create_task(relay.run())
     stop = asyncio.Event()

@@ -5,20 +5,26 @@ with :class:`convosd.client.EventStream` from a cursor it keeps in a state file,
 that cursor (written atomically: temp file, fsync, rename) only after the receiver
 acknowledged the event with a 2xx, or after the event went to the dead-letter file. An event
 in flight when the relay dies is delivered again after the restart, with the same
-``Idempotency-Key``.
+``webhook-id``.
 
-Each request::
+Each request follows Standard Webhooks (https://www.standardwebhooks.com/)::
 
     POST <url>
     Content-Type: application/json
-    Idempotency-Key: <journalId>:<seq>
-    X-Convosd-Event-Type: <event type>
-    X-Convosd-Timestamp: <unix seconds>
-    X-Convosd-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>
+    webhook-id: <journalId>:<seq>
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")> [v1,<...> ...]
 
-    <the event, as JSON>
+    <the event, as JSON, with "journalId" added>
 
-The timestamp and signature are fresh on every attempt. One attempt (connect, send, read the
+One ``v1,`` signature per secret (several during a rotation), space-separated. A secret is
+``whsec_<base64>``; its key is the decoded bytes. With ``legacy_signature`` (deprecated, for
+one release) the request also carries the old headers: ``Idempotency-Key`` (the same value
+as ``webhook-id``), ``X-Convosd-Event-Type``, ``X-Convosd-Timestamp`` and
+``X-Convosd-Signature: sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>``, keyed with the
+first secret.
+
+The timestamp and signatures are fresh on every attempt. One attempt (connect, send, read the
 answer) has one deadline, ``timeout_s``, and at most ``MAX_ANSWER_BYTES`` of its answer are
 read. Network errors, an attempt past its deadline, an answer past that size, 408, 429
 and 5xx are retried with exponential backoff and jitter (a ``Retry-After`` is honoured); any
@@ -29,6 +35,8 @@ dead-letter file (JSON lines) and the relay goes on with the next one.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import email.utils
 import hashlib
@@ -71,40 +79,127 @@ def check_url(url: str) -> urllib.parse.SplitResult:
     return parts
 
 
-def load_secret(secret_file: Path | None, environ: dict[str, str] | os._Environ[str]) -> bytes:
-    """The signing secret: the file's content (stripped) or ``$CONVOSD_WEBHOOK_SECRET``."""
+SECRET_PREFIX = "whsec_"
+MIN_KEY_BYTES = 24
+"""A ``whsec_`` secret's key is at least this long (Standard Webhooks: 24 to 64 bytes)."""
+MIN_LEGACY_SECRET_CHARS = 16
+SECRET_ENV = "CONVOSD_WEBHOOK_SECRET"
+NEW_SECRET_HINT = (
+    "make one with: python3 -c 'import base64, os; "
+    'print("whsec_" + base64.b64encode(os.urandom(32)).decode())\''
+)
+
+
+def secret_key(text: str, where: str, *, legacy: bool) -> bytes:
+    """The HMAC key of one secret. Error texts name where it came from, never its content."""
+    if text.startswith(SECRET_PREFIX):
+        encoded = text[len(SECRET_PREFIX) :]
+        try:
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigProblem(
+                f"the {where} is not valid base64 after {SECRET_PREFIX!r}: {NEW_SECRET_HINT}"
+            ) from None
+        if len(key) < MIN_KEY_BYTES:
+            raise ConfigProblem(
+                f"the {where} is too short: its key is {len(key)} bytes, use at least "
+                f"{MIN_KEY_BYTES}; {NEW_SECRET_HINT}"
+            )
+        return key
+    if not legacy:
+        raise ConfigProblem(
+            f"the {where} is not in the Standard Webhooks form whsec_<base64>: {NEW_SECRET_HINT} "
+            "(or keep a plain old secret for this release with --legacy-signature, deprecated)"
+        )
+    if len(text) < MIN_LEGACY_SECRET_CHARS:
+        raise ConfigProblem(
+            f"the {where} is too short: use at least {MIN_LEGACY_SECRET_CHARS} characters"
+        )
+    return text.encode()
+
+
+def load_secrets(
+    secret_file: Path | None,
+    environ: dict[str, str] | os._Environ[str],
+    *,
+    legacy: bool = False,
+) -> list[bytes]:
+    """The signing keys, from the file or ``$CONVOSD_WEBHOOK_SECRET``, in the order given.
+
+    One or more secrets separated by whitespace (one a line in a file): each signs every
+    request. A secret is ``whsec_<base64>`` (the key is the decoded part); with ``legacy``
+    (``--legacy-signature``) a plain secret of the old scheme, at least 16 characters, is
+    accepted too (the key is its text). Nothing in an error names a secret's content.
+    """
     if secret_file is not None:
         try:
-            text = secret_file.read_text(encoding="utf-8").strip()
+            text = secret_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigProblem(
                 f"cannot read the secret file {secret_file}: {exc.strerror}"
             ) from exc
+        except UnicodeDecodeError:
+            raise ConfigProblem(f"the secret file {secret_file} is not UTF-8 text") from None
         where = str(secret_file)
     else:
-        text = environ.get("CONVOSD_WEBHOOK_SECRET", "").strip()
-        where = "$CONVOSD_WEBHOOK_SECRET"
-        if not text:
-            raise ConfigProblem(
-                "no signing secret: give --secret-file FILE or set CONVOSD_WEBHOOK_SECRET"
-            )
-    if len(text) < 16:
-        raise ConfigProblem(f"the secret in {where} is too short: use at least 16 characters")
-    return text.encode()
+        text = environ.get(SECRET_ENV, "")
+        where = f"${SECRET_ENV}"
+    tokens = text.split()
+    if not tokens:
+        if secret_file is not None:
+            raise ConfigProblem(f"no signing secret in {where}")
+        raise ConfigProblem(f"no signing secret: give --secret-file FILE or set {SECRET_ENV}")
+    return [
+        secret_key(
+            token,
+            f"secret in {where}" if len(tokens) == 1 else f"secret #{n} in {where}",
+            legacy=legacy,
+        )
+        for n, token in enumerate(tokens, 1)
+    ]
 
 
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+def sign_v1(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
+    """One Standard Webhooks signature: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
+
+
+def sign_legacy(key: bytes, timestamp: str, body: bytes) -> str:
+    """The deprecated ``X-Convosd-Signature``: ``sha256=`` + hex HMAC of ``timestamp.body``."""
+    digest = hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
 
-def verify(
-    secret: bytes, timestamp: str, body: bytes, signature: str, *, max_age_s: float = 300
-) -> bool:
-    """The receiver's check (as in the README): signature, then the timestamp's age."""
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature):
-        return False
-    return abs(time.time() - int(timestamp)) <= max_age_s
+def request_headers(
+    keys: list[bytes],
+    msg_id: str,
+    timestamp: int,
+    body: bytes,
+    *,
+    event_type: str,
+    legacy: bool = False,
+) -> dict[str, str]:
+    """The headers of one attempt: Standard Webhooks, one signature per key; the old ones too
+    with ``legacy``."""
+    ts = str(timestamp)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": ts,
+        "webhook-signature": " ".join(sign_v1(key, msg_id, ts, body) for key in keys),
+    }
+    if legacy:
+        headers.update(
+            {
+                "Idempotency-Key": msg_id,
+                "X-Convosd-Event-Type": event_type,
+                "X-Convosd-Timestamp": ts,
+                "X-Convosd-Signature": sign_legacy(keys[0], ts, body),
+            }
+        )
+    return headers
 
 
 # --- the cursor ----------------------------------------------------------------------------
@@ -379,7 +474,8 @@ class Poster:
 class RelayConfig:
     socket: Path
     url: str
-    secret: bytes
+    # the signing keys, in order (never in a repr: configs and stats get logged)
+    secrets: list[bytes] = field(repr=False)
     state_file: Path
     dead_letter: Path | None = None  # default: <state_file>.dead.jsonl
     types: list[str] | None = None
@@ -389,6 +485,12 @@ class RelayConfig:
     backoff_max_s: float = 60.0
     give_up_after_s: float = 3600.0
     max_answer_bytes: int = MAX_ANSWER_BYTES
+    # deprecated, for one release: the old Idempotency-Key and X-Convosd-* headers too
+    legacy_signature: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.secrets:
+            raise ConfigProblem("no signing secret")
 
     @property
     def dead_letter_path(self) -> Path:
@@ -410,6 +512,7 @@ class Relay:
         config: RelayConfig,
         *,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.poster = Poster(config.url, config.timeout_s, config.max_answer_bytes)
@@ -417,6 +520,7 @@ class Relay:
         self.cursor: Cursor | None = None
         self.ready = asyncio.Event()
         self._sleep = sleep
+        self._clock = clock
 
     async def _initial_cursor(self) -> Cursor:
         saved = load_cursor(self.config.state_file)
@@ -471,23 +575,31 @@ class Relay:
         cap = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2.0**attempt)
         return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter"
 
+    def payload(self, journal_id: str, event: Json) -> Json:
+        """What is POSTed for ``event``: the event with ``journalId`` added."""
+        return {**event, "journalId": journal_id}
+
+    def headers(self, msg_id: str, timestamp: int, body: bytes, event_type: str) -> dict[str, str]:
+        """The headers of one attempt (``bench.webhook_signing`` puts the old scheme here)."""
+        return request_headers(
+            self.config.secrets,
+            msg_id,
+            timestamp,
+            body,
+            event_type=event_type,
+            legacy=self.config.legacy_signature,
+        )
+
     async def deliver(self, journal_id: str, event: Json) -> None:
         key = f"{journal_id}:{event['seq']}"
-        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = self.payload(journal_id, event)
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.give_up_after_s
         first_at = time.time()
         attempt = 0
         while True:
-            timestamp = str(int(time.time()))
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-                "Idempotency-Key": key,
-                "X-Convosd-Event-Type": str(event.get("type")),
-                "X-Convosd-Timestamp": timestamp,
-                "X-Convosd-Signature": sign(self.config.secret, timestamp, body),
-            }
+            headers = self.headers(key, int(self._clock()), body, str(event.get("type")))
             self.stats.attempts += 1
             outcome = await self.poster.post(body, headers)
             label = "ok" if outcome.ok else outcome.error.split(":")[0]
@@ -501,7 +613,7 @@ class Relay:
                 else self._backoff(attempt)
             )
             if not outcome.retry or loop.time() + wait > deadline:
-                self._dead_letter(key, journal_id, event, attempt + 1, outcome.error, first_at)
+                self._dead_letter(key, journal_id, payload, attempt + 1, outcome.error, first_at)
                 return
             log.info("delivery of %s failed (%s); retrying in %.2fs", key, outcome.error, wait)
             self.stats.retries += 1
@@ -512,7 +624,8 @@ class Relay:
         self, key: str, journal_id: str, event: Json, attempts: int, error: str, first_at: float
     ) -> None:
         record = {
-            "idempotencyKey": key,
+            "webhookId": key,
+            "idempotencyKey": key,  # the old name of webhookId, kept for one release
             "journalId": journal_id,
             "seq": event["seq"],
             "type": event.get("type"),
