@@ -41,9 +41,12 @@ node_modules/.installed: package.json package-lock.json
 	  "is not supported (x86_64 and aarch64 are)" >&2; exit 1; }
 	touch $@
 
-# The CLI probe (README, How convosd runs the CLI) on the pinned Node: `convos identity list
-# --json` must exit 0.
+# The repository's patches of the installed CLI (patches/, scripts/patch_cli.py): each tied to
+# one exact CLI version and to its files' SHA-256 before and after; any other version or file
+# fails here, loudly. Then the CLI probe (README, How convosd runs the CLI) on the pinned
+# Node: `convos identity list --json` must exit 0.
 setup: $(VENV)/.installed node_modules/.installed
+	$(PYTHON) scripts/patch_cli.py
 	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
 	  echo "node: $$($(NODE) --version) ($(NODE))" && \
 	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \
