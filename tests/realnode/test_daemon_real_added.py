@@ -10,13 +10,12 @@ import json
 import subprocess
 import time
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from convosd.client import Client
 from tests.helpers import eventually_async
 from tests.realnode.conftest import WAIT_S, real_daemon, wait_events
 from tests.realnode.test_daemon_real import children_running, message_events
@@ -240,7 +239,7 @@ async def test_app_data_fields_survive_what_convosd_writes(
             await after("lock", {1})
             assert await client.call("conversation.lock", {"unlock": True}) == {"locked": False}
             await after("unlock", {1})
-            when = datetime.now(timezone.utc) + timedelta(days=1)
+            when = datetime.now(UTC) + timedelta(days=1)
             at = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             scheduled = await client.call("conversation.explode", {"confirm": True, "at": at})
             assert scheduled["exploded"] is False
