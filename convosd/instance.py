@@ -29,6 +29,7 @@ from convosd.attachment_store import AttachmentStore
 from convosd.bound import STREAM, WATCHER, BoundConversation
 from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliVersion
+from convosd.cli.versions import keeps_unknown_app_data
 from convosd.config import Paths, Settings
 from convosd.events import event
 from convosd.health import HealthInputs, HealthStatus, evaluate
@@ -116,6 +117,17 @@ class Instance:
     async def start(self) -> None:
         """Reap leftovers, check the CLI, then resume, attach or stay unbound."""
         self._reap_leftovers()
+        if keeps_unknown_app_data(self.settings.daemon.cli) is False:
+            self.log.warning(
+                "cli_drops_app_metadata",
+                cli=" ".join(self.settings.daemon.cli),
+                problem="this convos CLI rewrites a group's appData without the fields it does "
+                "not know (lock, unlock, explode --scheduled, a profile image): the apps' "
+                "metadata is lost",
+                fix="apply the repository's patch: python3 scripts/patch_cli.py --root "
+                "<the directory holding its node_modules> (make setup does it for the "
+                "repository's own CLI)",
+            )
         # no CLI process of ours runs yet: a lock left by one the last daemon stopped goes
         await self.cli.clear_identity_lock(unless=lambda: False)
         await self.probe_cli()
