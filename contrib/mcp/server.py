@@ -291,9 +291,18 @@ TOOLS: tuple[ToolSpec, ...] = (
         admin=True,
     ),
     ToolSpec(
+        "await_add",
+        "conversation.awaitAdd",
+        "ADMIN. Wait to be added to a conversation by an allowed inbox (from, default the "
+        "daemon's allowFrom); answers the instance's inbox id to hand to whoever adds it.",
+        s.AwaitAddParams,
+        s.AwaitAddResult,
+        admin=True,
+    ),
+    ToolSpec(
         "cancel_join",
         "conversation.cancelJoin",
-        "ADMIN. Cancel a join that waits for acceptance.",
+        "ADMIN. Cancel a join that waits for acceptance, or stop waiting to be added.",
         s.NoParams,
         s.CancelJoinResult,
         admin=True,
@@ -477,6 +486,13 @@ def next_step(kind: str, data: Mapping[str, Any], ctx: ErrorContext) -> str:
             + " joins one by invite; or the operator sets it up (convosctl setup INVITE)."
         )
     if kind == "ALREADY_BOUND":
+        if data.get("awaitingAdd"):
+            return (
+                "The instance waits to be added to a conversation: wait for it "
+                '(`wait_for_message` with types ["conversation_bound"]) or stop waiting with '
+                + ctx.admin("cancel_join")
+                + "."
+            )
         if data.get("pending"):
             return (
                 "A join waits for the creator's acceptance: wait for it (`wait_for_message` "
