@@ -4,6 +4,7 @@ denied, counted), and can be cancelled, resumed after a restart, configured, and
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,9 +15,11 @@ import pytest
 from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import Client
+from convosd.ctl import _awaiting_human
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, eventually_async
+from tests.helpers import WAIT_S, eventually, eventually_async
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
+from tests.test_ctl_client import ctl
 
 FAST = {"await_add_poll_s": 0.2}
 
@@ -246,3 +249,28 @@ async def test_an_earlier_conversation_is_never_bound_again(
     add(net, tmp_path / "owner", second, waiting["inboxId"])
     assert await eventually(lambda: daemon.instance.binding is not None)
     assert daemon.instance.binding.conversation_id == second
+
+
+async def test_convosctl_await_add_prints_the_inbox_id_and_waits(
+    daemon: RunningDaemon, net: FakeNetwork, tmp_path: Path
+) -> None:
+    owner, group = await owner_with_group(net, tmp_path, "owner")
+    owner_inbox = (await owner.identity_list())[0].inbox_id
+    assert owner_inbox is not None
+    code, answer, _ = await ctl(daemon.socket, "await-add", "--from", owner_inbox)
+    inbox = daemon.instance.identity_inbox_id
+    assert code == 0 and inbox is not None and answer["inboxId"] == inbox
+    human = _awaiting_human(answer)  # what a terminal shows
+    assert f"inbox id  {inbox}" in human and f"add-members CONVERSATION_ID {inbox}" in human
+    code, _, err = await ctl(daemon.socket, "create", "x", json_out=False)
+    assert code == 1 and "convosctl cancel-join" in err and "waits to be added" in err
+    code, cancelled, _ = await ctl(daemon.socket, "cancel-join")
+    assert code == 0 and cancelled == {"cancelled": True}
+    # --wait: the answer, then the binding once the owner adds it
+    waiting = asyncio.create_task(ctl(daemon.socket, "await-add", "--from", owner_inbox, "--wait"))
+    assert await eventually(lambda: daemon.instance.store.pending_join() is not None)
+    add(net, tmp_path / "owner", group, inbox)
+    code, lines, err = await asyncio.wait_for(waiting, WAIT_S)
+    assert code == 0, err
+    assert lines[0]["inboxId"] == inbox and lines[0]["from"] == [owner_inbox]
+    assert lines[1] == {"status": "added", "conversationId": group}
