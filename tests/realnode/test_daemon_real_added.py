@@ -255,3 +255,28 @@ async def test_app_data_fields_survive_what_convosd_writes(
             print("\nappData fields per operation: " + json.dumps(report))
         finally:
             await client.close()
+
+
+async def test_the_cli_rewrites_app_data_from_its_local_copy(
+    xmtp_node: LocalNode, peer: Peer, tmp_path: Path
+) -> None:
+    """Why convosd syncs before lock, unlock and explode --scheduled: the CLI reads the
+    group's appData from its local copy without a sync, so a copy older than another
+    member's write loses that write (the patch cannot help: it never saw it)."""
+    member = Peer(xmtp_node, tmp_path / "member", "member")
+    cid = (await asyncio.to_thread(peer.json, "conversations", "create", "--name", "G"))[
+        "conversationId"
+    ]
+    await asyncio.to_thread(member.json, "identity", "create")
+    inbox = (await asyncio.to_thread(member.json, "identity", "info"))["properties"]["inboxId"]
+    await asyncio.to_thread(peer.json, "conversation", "add-members", cid, inbox)
+    kept = {}
+    for synced in (False, True):
+        await run_tool(member, "write", cid)
+        if synced:
+            await asyncio.to_thread(peer.json, "conversation", "sync", cid)
+        await asyncio.to_thread(peer.json, "conversation", "lock", cid, "--force")
+        now = decode_app_data((await run_tool(member, "read", cid))["appData"])
+        kept[synced] = {8, 9, 10} <= set(by_field(now))
+        await asyncio.to_thread(peer.json, "conversation", "lock", cid, "--unlock")
+    assert kept == {False: False, True: True}
