@@ -16,7 +16,7 @@ NODE := node_modules/node-linux-$(NODE_ARCH)/bin/node
 RUN_STATE ?= $(CURDIR)/.state
 RUN_SOCKET ?=
 
-.PHONY: help setup run test test-tools lint typecheck unit clean
+.PHONY: help setup run test test-tools lint typecheck unit clean check-cli
 
 help:
 	@echo "make run    set everything up and start convosd in the foreground"
@@ -90,6 +90,13 @@ unit: setup test-tools
 	if [ -n "$$failed" ]; then echo "make unit: failed on:$$failed" >&2; exit 1; fi
 
 test: setup lint typecheck unit
+
+# Another CLI version before pinning it (README, Upgrading the CLI): installs it in a scratch
+# copy, names every command, argument and flag that changed, says whether the CLI patch
+# applies, and runs the real-CLI and real-node tiers on it, naming each failed test.
+check-cli: setup test-tools
+	@test -n "$(VERSION)" || { echo "usage: make check-cli VERSION=0.10.22" >&2; exit 2; }
+	$(PY) scripts/check_cli.py $(VERSION)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
