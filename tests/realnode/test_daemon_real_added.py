@@ -40,7 +40,7 @@ async def test_added_by_a_real_creator_and_a_strangers_add_refused(
     )
     spam = await asyncio.to_thread(stranger.json, "conversations", "create", "--name", "Spam")
     state = tmp_path / "state"
-    async with real_daemon(xmtp_node, state, "warm", await_add_poll_s=1.0) as daemon:
+    async with real_daemon(xmtp_node, state, "warm") as daemon:  # awaitAddPollS 2 s
         client = await daemon.client()
         try:
             waiting = await client.call(
