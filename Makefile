@@ -16,7 +16,7 @@ NODE := node_modules/node-linux-$(NODE_ARCH)/bin/node
 RUN_STATE ?= $(CURDIR)/.state
 RUN_SOCKET ?=
 
-.PHONY: help setup run test test-tools lint typecheck unit clean
+.PHONY: help setup run test test-tools lint typecheck unit clean check-cli
 
 help:
 	@echo "make run    set everything up and start convosd in the foreground"
@@ -41,9 +41,12 @@ node_modules/.installed: package.json package-lock.json
 	  "is not supported (x86_64 and aarch64 are)" >&2; exit 1; }
 	touch $@
 
-# The CLI probe (README, How convosd runs the CLI) on the pinned Node: `convos identity list
-# --json` must exit 0.
+# The repository's patches of the installed CLI (patches/, scripts/patch_cli.py): each tied to
+# one exact CLI version and to its files' SHA-256 before and after; any other version or file
+# fails here, loudly. Then the CLI probe (README, How convosd runs the CLI) on the pinned
+# Node: `convos identity list --json` must exit 0.
 setup: $(VENV)/.installed node_modules/.installed
+	$(PYTHON) scripts/patch_cli.py
 	@probe_home=$$(mktemp -d) && trap 'rm -rf "$$probe_home"' EXIT && \
 	  echo "node: $$($(NODE) --version) ($(NODE))" && \
 	  if HOME="$$probe_home" CONVOS_HOME="$$probe_home/convos" CONVOS_SKIP_NEW_VERSION_CHECK=true \
@@ -87,6 +90,13 @@ unit: setup test-tools
 	if [ -n "$$failed" ]; then echo "make unit: failed on:$$failed" >&2; exit 1; fi
 
 test: setup lint typecheck unit
+
+# Another CLI version before pinning it (README, Upgrading the CLI): installs it in a scratch
+# copy, names every command, argument and flag that changed, says whether the CLI patch
+# applies, and runs the real-CLI and real-node tiers on it, naming each failed test.
+check-cli: setup test-tools
+	@test -n "$(VERSION)" || { echo "usage: make check-cli VERSION=0.10.22" >&2; exit 2; }
+	$(PY) scripts/check_cli.py $(VERSION)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

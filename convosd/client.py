@@ -187,6 +187,11 @@ class ConvosdClient(Client):
             "conversation.join", s.JoinResult, _clean({"inviteUrl": invite_url, **params})
         )
 
+    async def await_add(self, **params: Any) -> s.AwaitAddResult:
+        """Wait to be added (params: ``from``, ``timeoutS``, ``profileName``); the answer
+        carries the inbox id to hand to whoever adds the instance."""
+        return await self._typed("conversation.awaitAdd", s.AwaitAddResult, _clean(params))
+
     async def cancel_join(self) -> s.CancelJoinResult:
         return await self._typed("conversation.cancelJoin", s.CancelJoinResult)
 

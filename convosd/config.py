@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
@@ -62,6 +63,9 @@ class ConvosSection(BaseModel):
     owner_conversation_id: str | None = None
     dm_policy: DmPolicy = "pairing"
     allow_from: tuple[str, ...] = ()
+    # Addition: an unbound instance waits to be added by one of allowFrom (docs/PROTOCOL.md,
+    # Being added), as conversation.awaitAdd does.
+    await_add: bool = False
 
     @field_validator("allow_from")
     @classmethod
@@ -70,6 +74,15 @@ class ConvosSection(BaseModel):
             if not _INBOX_ID.match(item):
                 raise ValueError(f"{item!r} is not an inbox id (64 lowercase hex characters)")
         return value
+
+    @model_validator(mode="after")
+    def _await_add_needs_adders(self) -> ConvosSection:
+        if self.await_add and not self.allow_from:
+            raise ValueError(
+                "awaitAdd needs allowFrom: the inbox ids that may add the instance (an add "
+                "by anyone else is refused)"
+            )
+        return self
 
     @field_validator("owner_conversation_id", "identity_id")
     @classmethod
@@ -128,6 +141,8 @@ class DaemonSection(BaseModel):
     join_poll_min_s: PositiveFloat = 15.0
     join_poll_max_s: PositiveFloat = 120.0
     join_resend_s: PositiveFloat = 1800.0
+    # Addition: how often an instance waiting to be added looks for new groups.
+    await_add_poll_s: PositiveFloat = 2.0
     # Additions: bounds on what one connection may hold (see the README's "The socket").
     admin_reserved_connections: Annotated[int, Field(ge=0, validate_default=True)] = 4
     max_output_bytes_per_connection: Annotated[int, Field(ge=4096)] = 1_048_576
@@ -220,6 +235,7 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     "CONVOSD_IDENTITY_ID": ("convos", "identity_id"),
     "CONVOSD_OWNER_CONVERSATION_ID": ("convos", "owner_conversation_id"),
     "CONVOSD_ALLOW_FROM": ("convos", "allow_from"),
+    "CONVOSD_AWAIT_ADD": ("convos", "await_add"),
 }
 
 
@@ -423,7 +439,10 @@ def _describe(
     model = _SECTIONS[section]
     for err in exc.errors(include_url=False):
         loc = [str(part) for part in err["loc"]]
-        field = loc[0] if loc else "?"
+        if not loc:  # a rule across keys
+            problems.append(f"[{section}] {err['msg'].removeprefix('Value error, ')}")
+            continue
+        field = loc[0]
         info = model.model_fields.get(field)
         key = info.alias if info is not None and info.alias else field
         where = origin.get((section, field), "default")

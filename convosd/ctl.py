@@ -87,10 +87,15 @@ class Output:
 _CTL_HINTS = {
     "NOT_BOUND": (
         "bind this instance first: `convosctl create [NAME]` starts a conversation, "
-        "`convosctl join INVITE` joins one, `convosctl setup INVITE` joins the owner's"
+        "`convosctl join INVITE` joins one, `convosctl setup INVITE` joins the owner's, "
+        "`convosctl await-add` waits to be added to one"
     ),
     "ALREADY_BOUND_PENDING": (
         "a join awaits acceptance: wait (`convosctl status` shows pending), "
+        "or `convosctl cancel-join`"
+    ),
+    "ALREADY_BOUND_AWAITING": (
+        "the instance waits to be added: wait (`convosctl status` shows awaitingAdd), "
         "or `convosctl cancel-join`"
     ),
     "LOCKED": "`convosctl unlock`, then `convosctl invite`",
@@ -100,7 +105,9 @@ _CTL_HINTS = {
 
 
 def _next_step(kind: str, data: dict[str, Any]) -> str | None:
-    if kind == "ALREADY_BOUND" and data.get("pending"):
+    if kind == "ALREADY_BOUND" and data.get("awaitingAdd"):
+        kind = "ALREADY_BOUND_AWAITING"
+    elif kind == "ALREADY_BOUND" and data.get("pending"):
         kind = "ALREADY_BOUND_PENDING"
     return _CTL_HINTS.get(kind) or errors.hint_for(kind)
 
@@ -147,6 +154,16 @@ def _status_human(out: Output) -> Callable[[Any], str]:
         return _pairs(head) + "\n\n" + _table(rows, ["child", "state", "pid", "restarts", "error"])
 
     return render
+
+
+def _awaiting_human(result: dict[str, Any]) -> str:
+    adders = ", ".join(result["from"])
+    return (
+        f"inbox id  {result['inboxId']}\n"
+        f"waiting to be added by {adders} until {result['until'] or 'cancelled'}\n"
+        "hand the inbox id over; the one adding runs, for example:\n"
+        f"  convos conversation add-members CONVERSATION_ID {result['inboxId']}"
+    )
 
 
 def _info_human(info: dict[str, Any]) -> str:
@@ -252,7 +269,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("invite")
     p.add_argument("--profile-name")
     p.add_argument("--timeout", type=int, default=60, help="seconds the request waits")
-    sub.add_parser("cancel-join", help="forget a pending join")
+    p = sub.add_parser(
+        "await-add",
+        help="wait to be added to a conversation; prints the inbox id to hand over",
+        description="Wait to be added to a conversation by an allowed inbox (--from, else "
+        "the daemon's allowFrom). Prints the instance's inbox id: whoever adds it runs e.g. "
+        "`convos conversation add-members CONVERSATION_ID INBOX_ID`. Adds by anyone else "
+        "are refused. `convosctl cancel-join` stops waiting.",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument(
+        "--from",
+        dest="from_",
+        action="append",
+        metavar="INBOX_ID",
+        help="an inbox id whose add is accepted (repeatable; default: allowFrom)",
+    )
+    p.add_argument("--timeout", type=_positive, help="seconds to wait (default: joinRetryMaxS)")
+    p.add_argument("--profile-name", help="profile name of an identity made now")
+    p.add_argument("--wait", action="store_true", help="then wait until the instance is added")
+    sub.add_parser("cancel-join", help="forget a pending join, or stop waiting to be added")
     sub.add_parser("info", help="the bound conversation")
     p = sub.add_parser("invite", help="a new invite")
     p.add_argument("--expires-in", type=int)
@@ -384,6 +420,14 @@ async def _dispatch(client: ConvosdClient, args: argparse.Namespace, out: Output
                 )
         elif command == "create":
             out.emit(s.dump(await client.create(name=args.name, profileName=args.profile_name)))
+        elif command == "await-add":
+            awaiting = await client.await_add(
+                **{"from": args.from_, "timeoutS": args.timeout, "profileName": args.profile_name}
+            )
+            out.emit(s.dump(awaiting), _awaiting_human)
+            if args.wait:
+                bound = await _spinning(out, "waiting to be added...", _wait_bound(client, "added"))
+                out.emit(bound)
         elif command == "cancel-join":
             out.emit(s.dump(await client.cancel_join()))
         elif command == "info":
@@ -482,13 +526,14 @@ def _join_shown(result: s.JoinResult) -> dict[str, Any]:
     return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-async def _wait_bound(client: ConvosdClient) -> dict[str, Any]:
+async def _wait_bound(client: ConvosdClient, how: str = "joined") -> dict[str, Any]:
     while True:
         status = await client.status()
         if status.conversation_id is not None:
-            return {"status": "joined", "conversationId": status.conversation_id}
+            return {"status": how, "conversationId": status.conversation_id}
         if not status.pending:
-            raise errors.NotFound("the join is no longer pending (cancelled or failed)")
+            what = "the wait to be added" if how == "added" else "the join"
+            raise errors.NotFound(f"{what} is no longer pending (cancelled or failed)")
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(client.closed.wait(), 1.0)
         if client.closed.is_set():

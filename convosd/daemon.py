@@ -187,7 +187,7 @@ class Daemon:
                 return EXIT_FAILED
             if settings.convos.enabled:
                 await instance.start()
-                service.pending.start()
+                await service.start_waits()
                 instance.spawn_task(service.reconcile_keys(), "reconcile-keys")
             else:
                 await instance.probe_cli()
@@ -225,6 +225,7 @@ class Daemon:
         self.notifier.stopping()
         await server.close(self.settings.daemon.shutdown_grace_s)
         await service.pending.stop()
+        await service.adds.stop()
         await instance.close()
         log.info("stopped")
 

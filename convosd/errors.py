@@ -112,10 +112,20 @@ class AlreadyBound(ConvosdError):
         "A join is pending acceptance: cancel it with conversation.cancelJoin"
     )
 
+    awaiting_message: ClassVar[str] = (
+        "The instance waits to be added (conversation.awaitAdd): cancel it with "
+        "conversation.cancelJoin"
+    )
+
     @classmethod
     def join_pending(cls) -> AlreadyBound:
         """Not bound yet, but a join waits for acceptance: the way out is cancelJoin."""
         return cls(cls.pending_message, data={"pending": True})
+
+    @classmethod
+    def add_awaited(cls) -> AlreadyBound:
+        """Not bound yet, but the instance waits to be added: the way out is cancelJoin."""
+        return cls(cls.awaiting_message, data={"pending": True, "awaitingAdd": True})
 
 
 class InviteInvalid(ConvosdError):
@@ -310,11 +320,13 @@ _HINTS: dict[str, str] = {
         "request may be retried."
     ),
     "NOT_BOUND": (
-        "Bind the instance first: conversation.create, conversation.join with an invite, or "
-        "(operators) convosctl setup INVITE for the owner's conversation."
+        "Bind the instance first: conversation.create, conversation.join with an invite, "
+        "conversation.awaitAdd (then have it added), or (operators) convosctl setup INVITE "
+        "for the owner's conversation."
     ),
     "ALREADY_BOUND": (
-        "With data.pending: a join awaits acceptance; wait for conversation_bound, or call "
+        "With data.pending: a join awaits acceptance (or, with data.awaitingAdd, the "
+        "instance waits to be added); wait for conversation_bound, or call "
         "conversation.cancelJoin. Otherwise the instance is bound for good: use another "
         "instance for another conversation (or daemon.reset to start over)."
     ),

@@ -38,7 +38,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "member_joined": ("inboxId",),
     "member_left": ("inboxId",),
     "pairing_requested": ("code", "senderInboxId", "senderName"),
-    "conversation_bound": ("how",),
+    "conversation_bound": ("how", "by"),
     "conversation_locked": ("locked",),
     "conversation_exploded": ("by", "reason"),
     "join_failed": ("reason",),

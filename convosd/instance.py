@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Coroutine
@@ -28,6 +29,7 @@ from convosd.attachment_store import AttachmentStore
 from convosd.bound import STREAM, WATCHER, BoundConversation
 from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliVersion
+from convosd.cli.versions import keeps_unknown_app_data
 from convosd.config import Paths, Settings
 from convosd.events import event
 from convosd.health import HealthInputs, HealthStatus, evaluate
@@ -43,6 +45,8 @@ from convosd.timefmt import iso
 PROBE_INTERVAL_S = 60.0
 PROFILE_REFRESH_S = 300.0
 TRIM_INTERVAL_S = 3600.0
+#: how many earlier conversations of the identity are remembered (see past_conversation_ids)
+PAST_CONVERSATIONS_KEPT = 100
 
 
 class Instance:
@@ -113,6 +117,17 @@ class Instance:
     async def start(self) -> None:
         """Reap leftovers, check the CLI, then resume, attach or stay unbound."""
         self._reap_leftovers()
+        if keeps_unknown_app_data(self.settings.daemon.cli) is False:
+            self.log.warning(
+                "cli_drops_app_metadata",
+                cli=" ".join(self.settings.daemon.cli),
+                problem="this convos CLI rewrites a group's appData without the fields it does "
+                "not know (lock, unlock, explode --scheduled, a profile image): the apps' "
+                "metadata is lost",
+                fix="apply the repository's patch: python3 scripts/patch_cli.py --root "
+                "<the directory holding its node_modules> (make setup does it for the "
+                "repository's own CLI)",
+            )
         # no CLI process of ours runs yet: a lock left by one the last daemon stopped goes
         await self.cli.clear_identity_lock(unless=lambda: False)
         await self.probe_cli()
@@ -261,8 +276,10 @@ class Instance:
         how: str,
         creator_inbox_id: str | None = None,
         invite_tag: str | None = None,
+        by: str | None = None,
     ) -> Binding:
-        """Record the binding, journal ``conversation_bound`` and start the children."""
+        """Record the binding, journal ``conversation_bound`` and start the children.
+        ``by``: who added the instance (``how: "added"``)."""
         if self.binding is not None:
             raise errors.AlreadyBound()
         binding = Binding(
@@ -286,8 +303,8 @@ class Instance:
                 self.store.meta.set("pending_as_owner", None)
         self.env_mismatch = None
         self.binding_mismatch = None
-        self.journal.append([event("conversation_bound", conversation_id, how=how)])
-        self.log.info("bound", conversation_id=conversation_id, how=how)
+        self.journal.append([event("conversation_bound", conversation_id, how=how, by=by)])
+        self.log.info("bound", conversation_id=conversation_id, how=how, by=by)
         await self._activate(binding, announce=True)
         return binding
 
@@ -338,6 +355,8 @@ class Instance:
             await conversation.close()
         self.conversation = None
         self.binding_mismatch = None  # it described the binding that is gone
+        if binding is not None:
+            self._remember_past(binding.conversation_id)
         self.store.clear_binding()
         self.log.info("unbound", reason=reason, conversation_id=binding and binding.conversation_id)
         self.changed()
@@ -348,11 +367,34 @@ class Instance:
             with contextlib.suppress(errors.NotReady):  # the state dir is gone: no CLI
                 await self.cli.clear_identity_lock(unless=lambda: self.conversation is not None)
 
+    def past_conversation_ids(self) -> set[str]:
+        """The conversations this identity was bound to before (a wait to be added never
+        binds to one of them again: the instance may still be a member)."""
+        raw = self.store.meta.get("past_conversation_ids")
+        return set(json.loads(raw)) if raw else set()
+
+    def _remember_past(self, conversation_id: str) -> None:
+        past = list(json.loads(self.store.meta.get("past_conversation_ids") or "[]"))
+        if conversation_id not in past:
+            past = [*past, conversation_id][-PAST_CONVERSATIONS_KEPT:]
+            self.store.meta.set("past_conversation_ids", json.dumps(past))
+
+    @property
+    def adds_refused(self) -> int:
+        """Adds by inboxes not allowed to add the instance, refused so far (this identity)."""
+        return int(self.store.meta.get("adds_refused") or 0)
+
+    def count_refused_add(self) -> None:
+        self.store.meta.set("adds_refused", str(self.adds_refused + 1))
+
     def forget_after_reset(self) -> None:
         """``daemon.reset`` wiped the CLI home and the state: drop every check it made
         obsolete at once (health right after the reset reflects the clean state). A binding
         saved for another env (never loaded, so never unbound) goes too."""
         self.store.clear_binding()
+        # they belonged to the identity the reset removed
+        self.store.meta.set("past_conversation_ids", None)
+        self.store.meta.set("adds_refused", None)
         self.env_mismatch = None
         self.binding_mismatch = None
         self.identity_mismatch = None  # the identity it compared is gone
@@ -447,7 +489,7 @@ class Instance:
             return []
         binding = conversation.binding
         owners = set(self.settings.convos.allow_from)
-        if binding.how in ("joined", "attached"):
+        if binding.how in ("joined", "attached", "added"):
             owners |= conversation.super_admins
             if binding.creator_inbox_id:
                 owners.add(binding.creator_inbox_id)  # a super admin, known at once
@@ -546,6 +588,22 @@ class Instance:
             "subscribers": subscribers,
             "policy": policy or self.sender_policy.counts(),
             "expiresAt": self.expires_at,
+            "awaitingAdd": self._awaiting_add(),
+            "addsRefused": self.adds_refused,
+        }
+
+    def _awaiting_add(self) -> dict[str, Any] | None:
+        """The wait to be added (``conversation.awaitAdd``), or None."""
+        record = self.store.pending_join()
+        if record is None or record.get("kind") != "awaitAdd":
+            return None
+        chosen = record.get("from")
+        return {
+            "inboxId": record.get("inboxId") or self.identity_inbox_id,
+            "from": sorted(chosen) if chosen else sorted(self.settings.convos.allow_from),
+            "since": iso(record["startedAt"]),
+            "until": iso(record["until"]) if record.get("until") is not None else None,
+            "refused": len(record.get("refused") or ()),
         }
 
     def running_children(self) -> bool:

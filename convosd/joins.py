@@ -47,7 +47,9 @@ class PendingJoin:
 
     @property
     def record(self) -> dict[str, Any] | None:
-        return self.instance.store.pending_join()
+        record = self.instance.store.pending_join()
+        # the pending row may hold a wait to be added instead (convosd.adds)
+        return None if record is None or record.get("kind") is not None else record
 
     def start(self) -> None:
         if self.record is not None and (self.task is None or self.task.done()):
@@ -58,7 +60,8 @@ class PendingJoin:
     async def cancel(self) -> bool:
         """Forget the pending join; True if there was one."""
         had = self.record is not None
-        self.instance.store.set_pending_join(None)
+        if had:
+            self.instance.store.set_pending_join(None)
         if self.task is not None:
             self.task.cancel()
             if self.task is not asyncio.current_task():

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import structlog
 
+from convosd.adds import AddTiming, AwaitAdd
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
 from convosd.api.downloads import DownloadsApi
@@ -34,13 +35,20 @@ class ConvosService:
         hub: SubscriptionHub,
         *,
         join_timing: JoinTiming | None = None,
+        add_timing: AddTiming | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hub = hub
+        self.instance = instance
         self.pending = PendingJoin(instance, join_timing or JoinTiming())
+        self.adds = AwaitAdd(
+            instance,
+            add_timing or AddTiming(poll_s=instance.settings.daemon.await_add_poll_s),
+            clock=clock,
+        )
         keys = instance.store.keys
         self.status = StatusApi(instance, hub)
-        self.binding = BindingApi(instance, hub, self.pending, clock=clock)
+        self.binding = BindingApi(instance, hub, self.pending, self.adds, clock=clock)
         self.conversation = ConversationApi(instance, instance.cli, instance.journal, keys)
         paths = instance.paths
         outbox = Outbox(
@@ -68,6 +76,25 @@ class ConvosService:
         left = self.messages.outbox.clean()
         if left:
             log.warning("outbox_leftovers_removed", count=left)
+
+    async def start_waits(self) -> None:
+        """At start: resume a pending join or a wait to be added; with ``awaitAdd``
+        configured, an instance that is unbound, waits for nothing and has no
+        ``ownerConversationId`` starts waiting (its watch makes the identity if needed)."""
+        instance = self.instance
+        self.pending.start()
+        self.adds.start()
+        convos = instance.settings.convos
+        if (
+            convos.await_add
+            and instance.binding is None
+            and instance.store.pending_join() is None
+            and convos.owner_conversation_id is None
+            and instance.env_mismatch is None
+        ):
+            await self.adds.begin(
+                allowed_from=None, timeout_s=None, profile_name=None, identity_now=False
+            )
 
     @property
     def bucket(self) -> TokenBucket:

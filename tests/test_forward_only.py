@@ -16,7 +16,7 @@ import pytest
 from convosd import errors
 from convosd.cli import check_bindings, check_version
 from convosd.cli.models import CliVersion
-from convosd.cli.versions import installed_bindings_version, semver_key
+from convosd.cli.versions import installed_bindings_version, keeps_unknown_app_data, semver_key
 from convosd.client import Client
 from tests.fakeconvos.network import FakeNetwork
 from tests.rpc_harness import running_daemon
@@ -92,6 +92,29 @@ def test_the_repository_pin_reports_its_bindings() -> None:
     if not cli.is_file():
         pytest.skip("node_modules not installed: run make setup")
     assert installed_bindings_version(("node", str(cli))) == NEW
+
+
+def test_an_unpatched_cli_that_drops_app_data_is_told_apart(tmp_path: Path) -> None:
+    run = fake_cli_package(tmp_path / "pkg", NEW, tmp_path / "argv.log")
+    package = run.parent.parent
+    manifest = json.loads((package / "package.json").read_text())
+    (package / "package.json").write_text(json.dumps({**manifest, "version": "0.10.15"}))
+    metadata = package / "dist" / "utils" / "metadata.js"
+    metadata.parent.mkdir(parents=True)
+    metadata.write_text("export function serializeAppData() {}\n")
+    assert keeps_unknown_app_data((sys.executable, str(run))) is False
+    metadata.write_text('const UNKNOWN_FIELDS = Symbol.for("convos-cli.appData.unknownFields");\n')
+    assert keeps_unknown_app_data((sys.executable, str(run))) is True
+    (package / "package.json").write_text(json.dumps({**manifest, "version": "0.10.22"}))
+    assert keeps_unknown_app_data((sys.executable, str(run))) is None
+    assert keeps_unknown_app_data((sys.executable, str(REPO / "tests" / "x.py"))) is None
+
+
+def test_the_repository_cli_is_patched_to_keep_app_data() -> None:
+    cli = REPO / "node_modules" / "@xmtp" / "convos-cli" / "bin" / "run.js"
+    if not cli.is_file():
+        pytest.skip("node_modules not installed: run make setup")
+    assert keeps_unknown_app_data(("node", str(cli))) is True
 
 
 async def test_home_used_by_newer_bindings_is_refused_and_never_opened(

@@ -593,7 +593,7 @@ async def test_every_tool_has_an_output_schema_annotations_and_no_title_noise(
     async with mcp_session(tmp_path / "none.sock", allow_admin=True) as client:
         listed = (await client.list_tools()).tools
     assert {tool.name for tool in listed} == BASE_TOOLS | ADMIN_TOOLS
-    assert len(listed) == len(TOOLS) == 21
+    assert len(listed) == len(TOOLS) == 22
     for tool in listed:
         assert tool.output_schema is not None and tool.output_schema["type"] == "object"
         hints = tool.annotations

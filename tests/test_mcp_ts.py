@@ -272,7 +272,7 @@ async def test_the_typescript_client_lists_annotated_tools_and_checks_every_resu
 
         assert not (report["capabilities"]["tools"] or {}).get("listChanged")
         tools = {t["name"]: t for t in report["tools"]}
-        assert len(tools) == 21
+        assert len(tools) == 22
         for tool in tools.values():
             assert tool["outputSchema"]["type"] == "object", tool["name"]
             assert set(tool["annotations"]) >= set(HINTS), tool["name"]

@@ -42,6 +42,8 @@ STATUS_KEYS = {
     "subscribers",
     "policy",
     "expiresAt",
+    "awaitingAdd",
+    "addsRefused",
 }
 CHILD_KEYS = {"state", "pid", "restarts", "since", "lastExit", "lastError", "nextRetryAt"}
 
@@ -473,6 +475,7 @@ async def test_rpc_discover_lists_every_method(client: Client) -> None:
         "pairing.deny",
         "conversation.create",
         "conversation.join",
+        "conversation.awaitAdd",
         "conversation.cancelJoin",
         "conversation.lock",
         "conversation.explode",

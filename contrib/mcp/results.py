@@ -89,6 +89,14 @@ def next_step(kind: str, data: Mapping[str, Any], ctx: ErrorContext) -> str:
             + " joins one by invite; or the operator sets it up (convosctl setup INVITE)."
         )
     if kind == "ALREADY_BOUND":
+        if data.get("awaitingAdd"):
+            return (
+                "The instance waits to be added to a conversation: wait for it ("
+                + ctx.ref("wait_for_message")
+                + ' with types ["conversation_bound"]) or stop waiting with '
+                + ctx.ref("cancel_join")
+                + "."
+            )
         if data.get("pending"):
             return (
                 "A join waits for the creator's acceptance: wait for it ("

@@ -229,9 +229,21 @@ DAEMON_TOOLS: tuple[ToolSpec, ...] = (
         admin=True,
     ),
     ToolSpec(
+        "await_add",
+        "conversation.awaitAdd",
+        "ADMIN. Wait to be added to a conversation by an allowed inbox (from, default the "
+        "daemon's allowFrom); answers the instance's inbox id to hand to whoever adds it.",
+        s.AwaitAddParams,
+        s.AwaitAddResult,
+        # again while waiting: ALREADY_BOUND (awaitingAdd), nothing more happens
+        writes(destructive=False, idempotent=True, open_world=True),
+        admin=True,
+    ),
+    ToolSpec(
         "cancel_join",
         "conversation.cancelJoin",
-        "ADMIN. Cancel a join that waits for acceptance (join_conversation can ask again).",
+        "ADMIN. Cancel a join that waits for acceptance, or stop waiting to be added "
+        "(join_conversation or await_add can ask again).",
         s.NoParams,
         s.CancelJoinResult,
         writes(destructive=False, idempotent=True, open_world=False),

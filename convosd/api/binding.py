@@ -1,7 +1,8 @@
-"""What binds and unbinds: conversation.create/join/cancelJoin, daemon.reset.
+"""What binds and unbinds: conversation.create/join/awaitAdd/cancelJoin, daemon.reset.
 
-They hold one lock, so two of them never interleave; create and join refuse while bound
-or while a join is pending (ALREADY_BOUND).
+They hold one lock, so two of them never interleave; create, join and awaitAdd refuse while
+bound or while a join is pending (ALREADY_BOUND); the pending row holds either a pending join
+or a wait to be added, and cancelJoin ends either.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from convosd import errors
+from convosd.adds import AwaitAdd, is_await
 from convosd.api.guards import not_bound_or_pending
 from convosd.cli.models import JoinJoined
 from convosd.instance import Instance
@@ -30,12 +32,14 @@ class BindingApi:
         instance: Instance,
         hub: SubscriptionHub,
         pending: PendingJoin,
+        adds: AwaitAdd,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.instance = instance
         self.hub = hub
         self.pending = pending
+        self.adds = adds
         self.clock = clock
         self.join_retry_max_s = instance.settings.daemon.join_retry_max_s
         self._binding_lock = asyncio.Lock()
@@ -123,9 +127,41 @@ class BindingApi:
             retry_until=iso(retry_until),
         )
 
+    async def await_add(self, ctx: CallContext, p: s.AwaitAddParams) -> s.AwaitAddResult:
+        """Wait to be added by one of ``from`` (else ``allowFrom``): makes the identity if
+        there is none and answers at once with its inbox id; the watch binds later
+        (``conversation_bound {how: "added", by}``). A second call while the instance waits
+        answers that wait as it is."""
+        async with self._binding_lock:
+            instance = self.instance
+            if instance.binding is not None:
+                raise errors.AlreadyBound()
+            record = instance.store.pending_join()
+            if record is not None and not is_await(record):
+                raise errors.AlreadyBound.join_pending()
+            if record is None:
+                allowed = p.from_ or list(instance.settings.convos.allow_from)
+                if not allowed:
+                    raise errors.InvalidParams(
+                        "nobody may add the instance: pass from (inbox ids) or set allowFrom",
+                        data={"errors": [{"param": "from", "problem": "missing"}]},
+                    )
+                timeout_s = p.timeout_s if p.timeout_s is not None else self.join_retry_max_s
+                record = await self.adds.begin(
+                    allowed_from=p.from_, timeout_s=timeout_s, profile_name=p.profile_name
+                )
+        until = record.get("until")
+        return s.AwaitAddResult(
+            status="awaiting_add",
+            inbox_id=record.get("inboxId") or instance.identity_inbox_id or "",
+            from_=sorted(self.adds.allowed(record)),
+            until=iso(until) if until is not None else None,
+        )
+
     async def cancel_join(self, ctx: CallContext, _p: s.NoParams) -> s.CancelJoinResult:
         if self.instance.store.pending_join() is None:
             raise errors.NotFound("No pending join to cancel")
+        await self.adds.cancel()
         await self.pending.cancel()
         self.instance.store.meta.set("pending_as_owner", None)
         self.instance.changed()
@@ -134,6 +170,7 @@ class BindingApi:
     async def reset(self, ctx: CallContext, _p: s.ConfirmParams) -> s.ResetResult:
         async with self._binding_lock:
             instance = self.instance
+            await self.adds.cancel()
             await self.pending.cancel()
             if instance.binding is not None:
                 await instance.unbind(reason="reset")

@@ -89,6 +89,9 @@ class ConversationApi:
         permissions = await cli.permissions(cid)
         if own_inbox(self.host) not in permissions.super_admins:
             raise errors.PermissionDenied("Locking and unlocking need super-admin rights")
+        # The CLI rotates the tag in the group's metadata from its local copy without a sync:
+        # bring that copy up to date first, or what another member wrote last is lost.
+        await cli.sync_conversation(cid)
         await cli.lock(cid, unlock=p.unlock)
         locked = not p.unlock
         self.journal.append([event("conversation_locked", cid, locked=locked)])
@@ -108,6 +111,7 @@ class ConversationApi:
         if info.conversation.creator_inbox_id != own:
             raise errors.PermissionDenied("Only the conversation's creator can explode it")
         if when is not None:
+            await cli.sync_conversation(cid)  # as for lock: the metadata is read locally
             await cli.explode_scheduled(cid, iso(when))
             self.host.explosion_scheduled(when, own)
             result = s.ExplodeResult(exploded=False, scheduled_at=iso(when))

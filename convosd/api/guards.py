@@ -33,10 +33,14 @@ def bound_id(view: BindingView) -> str:
 
 
 def not_bound_or_pending(view: BindingView, pending_join: Callable[[], object | None]) -> None:
-    """ALREADY_BOUND when bound, or when a join is pending (``pending_join()`` not None)."""
+    """ALREADY_BOUND when bound, or when a join is pending or the instance waits to be added
+    (``pending_join()`` not None: the pending row holds either)."""
     if view.binding is not None:
         raise errors.AlreadyBound()
-    if pending_join() is not None:
+    record = pending_join()
+    if isinstance(record, dict) and record.get("kind") == "awaitAdd":
+        raise errors.AlreadyBound.add_awaited()
+    if record is not None:
         raise errors.AlreadyBound.join_pending()
 
 

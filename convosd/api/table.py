@@ -64,11 +64,19 @@ def method_table(
             admin=True,
         ),
         m(
+            "conversation.awaitAdd",
+            s.AwaitAddParams,
+            s.AwaitAddResult,
+            binding.await_add,
+            "Wait to be added to a conversation by an allowed inbox; answers the inbox id.",
+            admin=True,
+        ),
+        m(
             "conversation.cancelJoin",
             s.NoParams,
             s.CancelJoinResult,
             binding.cancel_join,
-            "Forget a pending join.",
+            "Forget a pending join, or stop waiting to be added.",
             admin=True,
         ),
         m(

@@ -28,6 +28,7 @@ from convosd.cli import models
 from convosd.cli.argv import (
     REPEATABLE_COMMANDS,
     ArgvBuilder,
+    ConsentChoice,
     Direction,
     Env,
     Invocation,
@@ -100,6 +101,7 @@ _JOIN = TypeAdapter(models.JoinResult)
 #: counts too. Others (``--version``, ``identity list``, local reads) succeed offline.
 NETWORK_COMMANDS = frozenset(
     {
+        "identity:info",
         "conversations:create",
         "conversations:join",
         "conversations:process-join-requests",
@@ -330,6 +332,16 @@ class ConvosCli:
         return result
 
     @_queued
+    async def identity_create(self, *, profile_name: str | None = None) -> models.IdentityCreated:
+        invocation = self.argv.identity_create(profile_name=profile_name)
+        return await self._model(invocation, models.IdentityCreated)
+
+    @_queued
+    async def identity_info(self) -> models.IdentityInfo:
+        """The identity's inbox id (``identity info`` registers a new identity first)."""
+        return await self._model(self.argv.identity_info(), models.IdentityInfo)
+
+    @_queued
     async def clear_identity_lock(self, *, unless: Callable[[], bool]) -> bool:
         """Remove the CLI's identity lock file left by a CLI process this daemon stopped,
         unless ``unless()`` says a child may be running by the time this call has its turn
@@ -550,6 +562,17 @@ class ConvosCli:
     async def read_receipt(self, conversation_id: str) -> models.ReadReceiptResult:
         invocation = self.argv.read_receipt(conversation_id)
         return await self._model(invocation, models.ReadReceiptResult)
+
+    @_queued
+    async def sync_conversation(self, conversation_id: str) -> models.SyncResult:
+        return await self._model(self.argv.sync_conversation(conversation_id), models.SyncResult)
+
+    @_queued
+    async def update_consent(
+        self, conversation_id: str, state: ConsentChoice
+    ) -> models.ConsentUpdated:
+        invocation = self.argv.update_consent(conversation_id, state)
+        return await self._model(invocation, models.ConsentUpdated)
 
     @_queued
     async def remove_members(

@@ -31,6 +31,7 @@ from typing import Literal
 Env = Literal["production", "dev", "local"]
 Permissions = Literal["all-members", "admin-only"]
 Direction = Literal["ascending", "descending"]
+ConsentChoice = Literal["allowed", "denied", "unknown"]
 
 _HEX = re.compile(r"^[0-9a-fA-F]{1,256}$")
 
@@ -76,6 +77,8 @@ REPEATABLE_COMMANDS = frozenset(
         "conversation:send-typing-indicator",
         "conversation:send-read-receipt",
         "conversation:sync",
+        # this inbox's own consent for a group: seen by no other member, the same state twice
+        "conversation:update-consent",
     }
 )
 
@@ -111,7 +114,11 @@ class ArgvBuilder:
         return self._make(("identity", "list"))
 
     def identity_info(self) -> Invocation:
+        """``identity info``: builds the client, so it registers a new identity's inbox."""
         return self._make(("identity", "info"))
+
+    def identity_create(self, *, profile_name: str | None = None) -> Invocation:
+        return self._make(("identity", "create"), _text_flags({"--profile-name": profile_name}))
 
     def reset(self) -> Invocation:
         return self._make(("reset",), ["--force"])
@@ -307,6 +314,14 @@ class ArgvBuilder:
 
     def read_receipt(self, conversation_id: str) -> Invocation:
         return self._conversation("send-read-receipt", conversation_id)
+
+    def sync_conversation(self, conversation_id: str) -> Invocation:
+        """``conversation sync``: the group's latest state from the network (a
+        read-modify-write of its metadata then starts from what others wrote last)."""
+        return self._conversation("sync", conversation_id)
+
+    def update_consent(self, conversation_id: str, state: ConsentChoice) -> Invocation:
+        return self._conversation("update-consent", conversation_id, None, [state])
 
     def remove_members(self, conversation_id: str, inbox_ids: list[str]) -> Invocation:
         for inbox_id in inbox_ids:

@@ -76,6 +76,40 @@ class IdentityEntry(_Out):
     created_at: str | None = Field(default=None, alias="createdAt")
 
 
+class IdentityProperties(_Out):
+    id: str
+    inbox_id: str = Field(alias="inboxId")
+    installation_id: str | None = Field(default=None, alias="installationId")
+    is_registered: bool | None = Field(default=None, alias="isRegistered")
+
+
+class IdentityInfo(_Out):
+    """``identity info``: ``{properties: {id, address, inboxId, ...}, client: {...}}``."""
+
+    properties: IdentityProperties
+
+
+class IdentityCreated(_Out):
+    """``identity create`` (no inbox id yet: the inbox is registered by the first client)."""
+
+    id: str
+
+
+class SyncResult(_Out):
+    """``conversation sync``."""
+
+    success: bool
+    conversation_id: str = Field(alias="conversationId")
+
+
+class ConsentUpdated(_Out):
+    """``conversation update-consent``."""
+
+    success: bool
+    conversation_id: str = Field(alias="conversationId")
+    consent_state: str = Field(alias="consentState")
+
+
 class ResetResult(_Out):
     success: bool
     message: str | None = None

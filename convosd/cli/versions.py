@@ -109,6 +109,33 @@ def installed_bindings_version(executable: Sequence[str]) -> str | None:
     return None
 
 
+#: the CLI versions that drop the appData fields they do not know unless patched (patches/)
+DROPS_UNKNOWN_APP_DATA = ("0.10.15",)
+#: what the repository's patch puts in the CLI's metadata code
+APP_DATA_PATCH_MARK = "convos-cli.appData.unknownFields"
+
+
+def keeps_unknown_app_data(executable: Sequence[str]) -> bool | None:
+    """Whether the CLI started by ``executable`` keeps the appData fields it does not know:
+    False for a version that drops them and is not patched (README, The patch), True when
+    the patch is in, None when the CLI is not found or is another version."""
+    for word in reversed(executable):
+        path = shutil.which(word) if os.sep not in word else word
+        if path is None:
+            continue
+        package = _package_dir(os.path.realpath(path))
+        if package is None:
+            continue
+        if _manifest(package / "package.json").get("version") not in DROPS_UNKNOWN_APP_DATA:
+            return None
+        try:
+            code = (package / "dist" / "utils" / "metadata.js").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        return APP_DATA_PATCH_MARK in code
+    return None
+
+
 def _package_dir(path: str) -> Path | None:
     for directory in Path(path).parents:
         if _manifest(directory / "package.json").get("name") == CLI_PACKAGE:

@@ -80,6 +80,8 @@ METHOD_EXAMPLES: dict[str, tuple[dict[str, Any] | None, Any]] = {
             "subscribers": 1,
             "policy": {"held": 0, "dropped": {}},
             "expiresAt": None,
+            "awaitingAdd": None,
+            "addsRefused": 0,
         },
     ),
     "health": (
@@ -114,6 +116,15 @@ METHOD_EXAMPLES: dict[str, tuple[dict[str, Any] | None, Any]] = {
             "status": "pending_acceptance",
             "creatorInboxId": OWNER,
             "retryUntil": "2026-05-05T09:15:02.481Z",
+        },
+    ),
+    "conversation.awaitAdd": (
+        {"from": [OWNER], "timeoutS": 86400},
+        {
+            "status": "awaiting_add",
+            "inboxId": INBOX,
+            "from": [OWNER],
+            "until": "2026-05-05T09:15:02.481Z",
         },
     ),
     "conversation.cancelJoin": (None, {"cancelled": True}),
@@ -294,7 +305,8 @@ EVENT_EXAMPLES: dict[str, dict[str, Any]] = {
         "type": "conversation_bound",
         "at": AT,
         "conversationId": CONVERSATION,
-        "how": "joined",
+        "how": "added",
+        "by": OWNER,
     },
     "conversation_locked": {
         "seq": 47,

@@ -77,6 +77,27 @@ class JoinParams(Params):
     )
 
 
+InboxId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class AwaitAddParams(Params):
+    from_: Annotated[list[InboxId], Field(min_length=1, max_length=256)] | None = Field(
+        default=None,
+        alias="from",
+        description="the inbox ids whose add the instance accepts (default: allowFrom)",
+    )
+    timeout_s: Annotated[int, Field(ge=1, le=31_536_000)] | None = Field(
+        default=None,
+        alias="timeoutS",
+        description="how long to wait for the add (default: joinRetryMaxS); then join_failed",
+    )
+    profile_name: ShortText | None = Field(
+        default=None,
+        alias="profileName",
+        description="the default profile name of an identity made now (identity create)",
+    )
+
+
 class InviteParams(Params):
     expires_in_s: Annotated[int, Field(ge=1, le=365 * 86400)] | None = Field(
         default=None, alias="expiresInS"
@@ -276,6 +297,24 @@ class JoinResult(Result):
     conversation_id: str | None = Field(default=None, alias="conversationId")
     creator_inbox_id: str | None = Field(default=None, alias="creatorInboxId")
     retry_until: str | None = Field(default=None, alias="retryUntil")
+
+
+class AwaitAddResult(Result):
+    """The instance waits to be added: its inbox id (to hand to whoever adds it), who may
+    add it, and until when it waits."""
+
+    status: Literal["awaiting_add"]
+    inbox_id: str = Field(alias="inboxId")
+    from_: list[str] = Field(alias="from")
+    until: str | None
+
+
+class AwaitingAddOut(Result):
+    inbox_id: str | None = Field(alias="inboxId")
+    from_: list[str] = Field(alias="from")
+    since: str
+    until: str | None
+    refused: int
 
 
 class CancelJoinResult(Result):
@@ -480,6 +519,16 @@ class StatusResult(Result):
         default=None,
         alias="expiresAt",
         description="when the conversation's scheduled explosion happens (null: none)",
+    )
+    awaiting_add: AwaitingAddOut | None = Field(
+        default=None,
+        alias="awaitingAdd",
+        description="the wait to be added (conversation.awaitAdd), null when none",
+    )
+    adds_refused: int = Field(
+        default=0,
+        alias="addsRefused",
+        description="adds by inboxes not allowed to add the instance, refused so far",
     )
 
 

@@ -15,6 +15,8 @@ MetaKey = Literal[
     "owner_identity_id",  # the identity that conversation belongs to
     "pending_as_owner",  # set while a pending join would bind as the owner's conversation
     "departed",  # {conversationId, inboxIds}: whose member_left is journaled (not back since)
+    "past_conversation_ids",  # the conversations the identity was bound to (a JSON list)
+    "adds_refused",  # adds by inboxes not allowed to add the instance, refused so far
 ]
 
 

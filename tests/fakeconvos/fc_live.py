@@ -1,10 +1,11 @@
 """Commands of a live conversation (@xmtp/convos-cli 0.10.15): typing indicators, read
-receipts, removing members and the explode status.
+receipts, adding and removing members, consent and the explode status.
 
 Ported from ``dist/commands/conversation/{send-typing-indicator,send-read-receipt,
-remove-members,explode-status}.js``. Typing indicators (``convos.org/typing_indicator:1.0``)
-and read receipts (``xmtp.org/readReceipt:1.0``) are stored like other messages, but (as on
-the real CLI against a node) ``conversation messages`` lists only the typing indicators
+add-members,remove-members,consent-state,update-consent,explode-status}.js``. Typing
+indicators (``convos.org/typing_indicator:1.0``) and read receipts
+(``xmtp.org/readReceipt:1.0``) are stored like other messages, but (as on the real CLI
+against a node) ``conversation messages`` lists only the typing indicators
 (content ``{"isTyping":true}``, the JSON.stringify fallback): a read receipt shows only in
 ``conversation last-read-times``. ``conversation stream`` prints neither
 (``isDisplayableMessage`` filters both).
@@ -30,6 +31,8 @@ from fc_store import CT_EXPLODE
 
 CT_TYPING = ("convos.org", "typing_indicator", 1, 0)
 CT_READ_RECEIPT = ("xmtp.org", "readReceipt", 1, 0)
+#: ``update-consent``'s STATE argument and the ConsentState it sets
+CONSENT_STATES = {"unknown": 0, "allowed": 1, "denied": 2}
 
 
 @command("conversation:send-typing-indicator")
@@ -92,6 +95,53 @@ def cmd_remove_members(ctx: Ctx) -> None:
             "count": len(inbox_ids),
         }
     )
+
+
+@command("conversation:add-members")
+def cmd_add_members(ctx: Ctx) -> None:
+    """``group.addMembers(inboxIds)``: one commit; an inbox that already is a member is left
+    as it is. The added member sees that commit (``Somebody added Somebody``, sent by the
+    adder) as the first message of the group, and the group with consent Unknown."""
+    inbox_ids = list(ctx.parsed.argv[1:])
+    if not inbox_ids:
+        raise CLIError("At least one inbox ID is required")
+    client = ctx.client()
+    conv_id = ctx.args["id"]
+    conv = _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
+    _require_group(conv)
+    store = client.store
+    for inbox_id in inbox_ids:
+        _unexpected_group_error(lambda i=inbox_id: store.add_member(conv_id, client.inbox_id, i))
+    ctx.output(
+        {
+            "success": True,
+            "conversationId": conv_id,
+            "addedInboxIds": inbox_ids,
+            "count": len(inbox_ids),
+        }
+    )
+
+
+@command("conversation:consent-state")
+def cmd_consent_state(ctx: Ctx) -> None:
+    """The numeric ``ConsentState`` (0 Unknown, 1 Allowed, 2 Denied), as the real one prints."""
+    client = ctx.client()
+    conv_id = ctx.args["id"]
+    _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
+    state = client.store.consent(conv_id, client.inbox_id)
+    ctx.output({"conversationId": conv_id, "consentState": state})
+
+
+@command("conversation:update-consent")
+def cmd_update_consent(ctx: Ctx) -> None:
+    """Sets this inbox's consent for the conversation; a Denied conversation is no longer
+    listed by ``conversations list`` (with or without ``--include-inactive``)."""
+    client = ctx.client()
+    conv_id = ctx.args["id"]
+    _group(ctx, client, conv_id, f"Conversation not found: {conv_id}")
+    state = ctx.args["state"]
+    client.store.set_consent(conv_id, client.inbox_id, CONSENT_STATES[state])
+    ctx.output({"success": True, "conversationId": conv_id, "consentState": state})
 
 
 @command("conversation:explode-status")

@@ -1305,6 +1305,8 @@ def cmd_conversations_list(ctx: Ctx) -> None:
         active = store.is_active(conv["id"], client.inbox_id)
         if not active and not ctx.flags.get("include-inactive"):
             continue
+        if store.consent(conv["id"], client.inbox_id) == 2:
+            continue  # libxmtp lists Unknown and Allowed conversations only, by default
         is_group = conv["kind"] == "group"
         rows.append(
             {

@@ -229,6 +229,20 @@ BUILDER_CASES: list[tuple[str, Build, dict[str, Any], dict[str, Any]]] = [
     ),
     ("identity-list", lambda b: b.identity_list(), {}, {}),
     ("identity-info", lambda b: b.identity_info(), {}, {}),
+    ("identity-create", lambda b: b.identity_create(), {}, {}),
+    (
+        "identity-create-profile",
+        lambda b: b.identity_create(profile_name="Scout"),
+        {},
+        {"profile-name": "Scout"},
+    ),
+    (
+        "update-consent",
+        lambda b: b.update_consent(CID, "denied"),
+        {"id": CID, "state": "denied"},
+        {},
+    ),
+    ("conversation-sync", lambda b: b.sync_conversation(CID), {"id": CID}, {}),
     ("reset", lambda b: b.reset(), {}, {"force": True}),
     (
         "update-description",
