@@ -311,7 +311,7 @@ function startRole(request) {
   contexts.run(context, async () => {
     let exitCode;
     try {
-      exitCode = await runOne(request.argv, context);
+      exitCode = await runOne(request.start, context);
     } catch (error) {
       process.stderr.write(`convosd worker: ${error?.stack ?? error}\n`);
       exitCode = 70;
