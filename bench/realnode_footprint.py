@@ -1,10 +1,13 @@
 """Memory of the process tree with live XMTP clients: convosd on the real CLI against the
 local node (tests/xmtpnode), a real peer admitted, then N sends.
 
-``.venv/bin/python -m bench.realnode_footprint --sends 1000`` (needs a private network
-namespace: root or user namespaces). Prints RSS and PSS (``/proc/<pid>/smaps_rollup``) of the
-daemon, the warm worker, the stream child and the join-request watcher, idle and after the
-sends. Not in ``python -m bench``: it takes minutes on the real CLI.
+``.venv/bin/python -m bench.realnode_footprint --sends 1000 [--cli-host both]`` (needs a
+private network namespace: root or user namespaces). Prints RSS and PSS
+(``/proc/<pid>/smaps_rollup``) of the daemon, the warm worker, the stream child and the
+join-request watcher, idle and after the sends; with ``cliHost = "single"`` the stream and the
+watcher are roles of the worker (one process, counted once). ``--cli-host both`` runs
+``separate`` then ``single`` in the same invocation. Not in ``python -m bench``: it takes
+minutes on the real CLI.
 """
 
 from __future__ import annotations
@@ -38,15 +41,16 @@ def rollup(pid: int) -> tuple[int, int]:
 
 
 async def pids(client: Client, daemon_pid: int) -> dict[str, int]:
+    """Name → pid, one entry per process (roles of the worker share its entry)."""
     status = await client.call("status")
-    found = {"daemon": daemon_pid}
+    named: dict[int, list[str]] = {daemon_pid: ["daemon"]}
     worker = (status.get("cli") or {}).get("worker") or {}
     if worker.get("pid"):
-        found["worker"] = worker["pid"]
+        named.setdefault(worker["pid"], []).append("worker")
     for name, child in status["children"].items():
         if child["pid"]:
-            found[name] = child["pid"]
-    return found
+            named.setdefault(child["pid"], []).append(name)
+    return {"+".join(names): pid for pid, names in named.items()}
 
 
 def table(title: str, found: dict[str, int]) -> None:
@@ -56,9 +60,9 @@ def table(title: str, found: dict[str, int]) -> None:
         rss, pss = rollup(pid)
         total_rss += rss
         total_pss += pss
-        print(f"  {name:<13} pid {pid:<7} RSS {rss / 1024:7.1f} MiB  PSS {pss / 1024:7.1f} MiB")
+        print(f"  {name:<28} pid {pid:<7} RSS {rss / 1024:7.1f} MiB  PSS {pss / 1024:7.1f} MiB")
     print(
-        f"  {'total':<13} {'':<11} RSS {total_rss / 1024:7.1f} MiB  PSS {total_pss / 1024:7.1f} MiB"
+        f"  {'total':<28} {'':<11} RSS {total_rss / 1024:7.1f} MiB  PSS {total_pss / 1024:7.1f} MiB"
     )
 
 
@@ -72,7 +76,7 @@ def start_daemon(root: Path, socket: Path, env: dict[str, str]) -> subprocess.Po
     )
 
 
-async def run(sends: int) -> int:
+async def run(sends: int, host: str) -> int:
     namespace = open_namespace()
     if isinstance(namespace, str):
         print(f"skipped: {namespace}")
@@ -90,6 +94,7 @@ async def run(sends: int) -> int:
         "CONVOSD_CLI_ENV_PASSTHROUGH": "CONVOS_API_KEY,NODE_EXTRA_CA_CERTS",
         "CONVOSD_CLI": " ".join((nsenter, *node.enter[1:], str(pinned_node()), str(CLI_BIN))),
         "CONVOSD_LOG_LEVEL": "warning",
+        "CONVOSD_CLI_HOST": host,
     }
     socket = root / "d.sock"
     daemon = start_daemon(root, socket, env)
@@ -128,14 +133,15 @@ async def run(sends: int) -> int:
 
         assert await eventually_async(two_members, within_s=120, pause_s=1.0)
         await asyncio.sleep(10)  # settle: the first refreshes after the admission
-        table(f"idle, bound, 1 peer ({joined['status']})", await pids(client, daemon.pid))
+        found = await pids(client, daemon.pid)
+        table(f"cliHost={host}: idle, bound, 1 peer ({joined['status']})", found)
         started = time.monotonic()
         for n in range(sends):
             await client.call("message.send", {"message": f"footprint {n}"})
         elapsed = time.monotonic() - started
         print(f"{sends} sends in {elapsed:.1f}s ({sends / elapsed:.1f}/s, warm transport)")
         await asyncio.sleep(5)
-        table(f"after {sends} sends", await pids(client, daemon.pid))
+        table(f"cliHost={host}: after {sends} sends", await pids(client, daemon.pid))
         await client.close()
     finally:
         kill_group(daemon, grace_s=30)
@@ -148,8 +154,14 @@ async def run(sends: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sends", type=int, default=1000)
+    parser.add_argument("--cli-host", choices=("single", "separate", "both"), default="both")
     args = parser.parse_args()
-    return asyncio.run(run(args.sends))
+    hosts = ("separate", "single") if args.cli_host == "both" else (args.cli_host,)
+    for host in hosts:
+        code = asyncio.run(run(args.sends, host))
+        if code:
+            return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import structlog
 from convosd import errors, reaper
 from convosd.cli import ConvosCli
 from convosd.cli.models import CliMessage, PermissionLevel
-from convosd.cli.runner import signal_group
 from convosd.cli.streams import (
     JoinAccepted,
     WatcherError,
@@ -249,9 +248,9 @@ class BoundConversation:
             elif isinstance(item, WatcherStreamEnded):
                 self.log.warning("watcher_stream_ended", reason=item.reason)
                 child = self.children.get(WATCHER)
-                if child is not None and child.pid is not None:
+                if child is not None:
                     # It idles after stream_ended: make it exit, the supervisor restarts it.
-                    signal_group(child.pid, signal.SIGINT)
+                    child.interrupt()
             elif isinstance(item, WatcherError):
                 self.log.info(
                     "watcher_error", has_message_id=item.has_message_id, error=item.message

@@ -126,6 +126,10 @@ class DaemonSection(BaseModel):
     cli_timeout_s: PositiveFloat = 60.0
     # Addition: how one-shot CLI commands run (README, How convosd runs the CLI).
     cli_transport: Literal["warm", "oneshot"] = "warm"
+    # Addition: where the stream and the join-request watcher run with the warm transport:
+    # "single" hosts them in the warm worker (one Node process), "separate" starts a process
+    # each (README, How convosd runs the CLI).
+    cli_host: Literal["single", "separate"] = "separate"
     max_message_bytes: Annotated[int, Field(ge=1, le=102_400)] = 16_384
     send_rate_per_s: PositiveFloat = 5.0
     max_attachment_bytes: PositiveInt = 10_485_760

@@ -138,6 +138,7 @@ class Daemon:
                 timeout_s=daemon.cli_timeout_s,
                 environ=self.environ,
                 transport=transport_factory(daemon.cli_transport),
+                host=daemon.cli_host,
             )
             instance = Instance(settings, paths, store=store, journal=journal, cli=cli)
             self.instance = instance

@@ -3,7 +3,9 @@
 ``CONVOSD_TEST_CLI_TRANSPORT`` (``warm``, the default, or ``oneshot``) chooses how the CLI
 double runs under every adapter and daemon the tests build: its worker mode or one process
 per command. It is the one seam: the fixtures below, ``tests.rpc_harness`` and the
-subprocess daemons read :data:`CLI_TRANSPORT`.
+subprocess daemons read :data:`CLI_TRANSPORT`. ``CONVOSD_TEST_CLI_HOST`` (``separate``, the
+default, or ``single``) is ``cliHost`` the same way (:data:`CLI_HOST`): where the stream and
+the join-request watcher run, the real-CLI tier (tests/realnode) included.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ if CLI_TRANSPORT not in ("warm", "oneshot"):
     raise RuntimeError(f"CONVOSD_TEST_CLI_TRANSPORT={CLI_TRANSPORT!r}: use warm or oneshot")
 
 
+CLI_HOST = os.environ.get("CONVOSD_TEST_CLI_HOST", "separate")
+if CLI_HOST not in ("single", "separate"):
+    raise RuntimeError(f"CONVOSD_TEST_CLI_HOST={CLI_HOST!r}: use single or separate")
+
+
 def cli_transport() -> TransportFactory | None:
     """The ``transport=`` of every adapter the tests build (see the module's docstring)."""
     return transport_factory(CLI_TRANSPORT)
@@ -85,7 +92,13 @@ async def make_cli(net: FakeNetwork, tmp_path: Path) -> AsyncIterator[CliFactory
         setup = fake_setup(net, tmp_path / name, env)
         setup.prepare()
         environ = {"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(net.path)}
-        cli = ConvosCli(setup, timeout_s=timeout_s, environ=environ, transport=cli_transport())
+        cli = ConvosCli(
+            setup,
+            timeout_s=timeout_s,
+            environ=environ,
+            transport=cli_transport(),
+            host=CLI_HOST,  # type: ignore[arg-type]
+        )
         made.append(cli)
         return cli
 

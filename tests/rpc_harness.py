@@ -15,7 +15,7 @@ from convosd.config import Paths, Settings, load_settings
 from convosd.daemon import Daemon
 from convosd.joins import JoinTiming
 from convosd.systemd import Notifier
-from tests.conftest import CLI_TRANSPORT, fake_setup
+from tests.conftest import CLI_HOST, CLI_TRANSPORT, fake_setup
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S
 
@@ -26,6 +26,7 @@ def settings_for(net: FakeNetwork, **overrides: Any) -> Settings:
         "cli": (sys.executable, net.executable),
         "cli_env_passthrough": ("FAKECONVOS_*",),
         "cli_transport": CLI_TRANSPORT,
+        "cli_host": CLI_HOST,
         "backfill_interval_s": 0.5,
         "shutdown_grace_s": 2.0,
         **overrides,

@@ -25,7 +25,7 @@ import pytest
 
 from convosd import errors
 from convosd.client import ConvosdClient
-from tests.conftest import CLI_TRANSPORT
+from tests.conftest import CLI_HOST, CLI_TRANSPORT
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, eventually, eventually_async, process_gone
 from tests.rpc_harness import member_cli
@@ -53,6 +53,7 @@ class DaemonProcess:
             "CONVOSD_CLI": f"{sys.executable} {self.net.executable}",
             "CONVOSD_CLI_ENV_PASSTHROUGH": "FAKECONVOS_*",
             "CONVOSD_CLI_TRANSPORT": CLI_TRANSPORT,
+            "CONVOSD_CLI_HOST": CLI_HOST,
             "CONVOSD_SEND_RATE_PER_S": "1000",
             "CONVOSD_BACKFILL_INTERVAL_S": "1",
             "CONVOSD_SHUTDOWN_GRACE_S": "1",

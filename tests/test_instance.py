@@ -20,7 +20,7 @@ from convosd.instance import STREAM, WATCHER, Instance
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState
-from tests.conftest import CliFactory, cli_transport, fake_setup
+from tests.conftest import CLI_HOST, CliFactory, cli_transport, fake_setup
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, eventually, member_count, process_gone
 from tests.helpers import admitted as admitted_by
@@ -55,6 +55,7 @@ class Harness:
             timeout_s=WAIT_S,
             environ={"PATH": "/usr/bin:/bin", "FAKECONVOS_NETWORK": str(self.net.path)},
             transport=cli_transport(),
+            host=CLI_HOST,  # type: ignore[arg-type]
         )
         store = Store.open(state)
         instance = Instance(

@@ -18,7 +18,7 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -43,6 +43,7 @@ from convosd.cli.output import (
     not_run_again,
 )
 from convosd.cli.queue import CliQueue
+from convosd.cli.roles import RoleSpec
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
 from convosd.cli.transport import CliTransport, TransportFactory
 from convosd.cli.upload import provider_configured
@@ -156,8 +157,11 @@ class ConvosCli:
         timeout_s: float = 60.0,
         environ: Mapping[str, str] | None = None,
         transport: TransportFactory | None = None,
+        host: Literal["single", "separate"] = "separate",
     ) -> None:
         self.setup = setup
+        #: where the long-lived commands run: roles of the warm worker, or their own processes
+        self.host = host
         self.timeout_s = timeout_s
         self.argv = ArgvBuilder(env=setup.env, env_file=setup.env_file)
         env = child_environment(
@@ -297,14 +301,20 @@ class ConvosCli:
             return []
         return self._validate(invocation, adapter, value)
 
-    def long_lived(self, invocation: Invocation) -> SpawnSpec:
+    def long_lived(self, invocation: Invocation) -> SpawnSpec | RoleSpec:
+        """How to start a long-lived command: a role of the warm worker with ``cliHost =
+        "single"`` (:mod:`convosd.cli.roles`), else its own process."""
         self._admit(invocation)
-        return self._processes.spec(invocation)
+        spec = self._processes.spec(invocation)
+        start_role = getattr(self._transport, "start_role", None)
+        if self.host == "single" and start_role is not None:
+            return RoleSpec(start_role, invocation, spec)
+        return spec
 
-    def stream_spec(self, conversation_id: str) -> SpawnSpec:
+    def stream_spec(self, conversation_id: str) -> SpawnSpec | RoleSpec:
         return self.long_lived(self.argv.stream(conversation_id))
 
-    def join_requests_spec(self, conversation_id: str) -> SpawnSpec:
+    def join_requests_spec(self, conversation_id: str) -> SpawnSpec | RoleSpec:
         return self.long_lived(self.argv.process_join_requests_watch(conversation_id))
 
     # --- version and identity -----------------------------------------------------------

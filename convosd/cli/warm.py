@@ -40,6 +40,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import time
@@ -53,6 +54,7 @@ from convosd import errors
 from convosd.cli.argv import REPEATABLE_COMMANDS, Invocation
 from convosd.cli.output import not_run_again
 from convosd.cli.redact import redact_text
+from convosd.cli.roles import RoleProcess
 from convosd.cli.runner import (
     KILL_GRACE_S,
     CliResult,
@@ -142,7 +144,13 @@ def _script_of(executable: Sequence[str]) -> str:
 
 
 class _Worker:
-    """One running worker: the process, the channel, and its stderr tail."""
+    """One running worker: the process, the channel, and its stderr tail.
+
+    Once the worker said it is ready, one task (the *pump*) reads every frame: the answer to
+    a request goes to the call that waits for it (``answers``, by id), a role's output to
+    that role (``roles``, by the id of the request that started it). When the channel ends
+    or breaks, every waiting call fails with the problem and every role ends with the
+    worker's exit status."""
 
     def __init__(
         self,
@@ -155,6 +163,13 @@ class _Worker:
         self.writer = writer
         self.stray = bytearray()
         self.started = time.monotonic()
+        #: whether the worker's ready frame says it hosts roles
+        self.hosts_roles = False
+        self.answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.roles: dict[int, RoleProcess] = {}
+        #: why the channel ended or broke (None while it works)
+        self.broken: str | None = None
+        self.pump: asyncio.Task[None] | None = None
         self.drains = [
             asyncio.ensure_future(self._drain(process.stdout)),
             asyncio.ensure_future(self._drain(process.stderr)),
@@ -167,9 +182,19 @@ class _Worker:
             self.stray += chunk
             del self.stray[:-_STRAY_TAIL]
 
+    def end_roles(self, code: int) -> None:
+        roles, self.roles = self.roles, {}
+        for role in roles.values():
+            role.finish(code)
+
     async def stop(self, grace_s: float) -> int:
         self.writer.close()
         code = await stop_process_group(self.process, grace_s=grace_s)
+        if self.pump is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.pump), 1.0)
+            self.pump.cancel()
+        self.end_roles(code)
         for drain in self.drains:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(drain, 1.0)
@@ -201,9 +226,13 @@ class WarmTransport:
         self._stale: str | None = None
         self._fingerprint: tuple[str, str | None] | None = None
         self._closed = False
+        #: one worker at a time is started (a command and a role may ask at once)
+        self._lock = asyncio.Lock()
         self._spawns = 0
         self.fallbacks = 0
         self.commands = 0
+        #: roles started in a worker (``cliHost = "single"``)
+        self.roles_started = 0
         #: the worker's heap after its last command, when it says (bench/warm.py)
         self.heap_used: int | None = None
         self.last_error: str | None = self._unavailable
@@ -289,17 +318,20 @@ class WarmTransport:
         return result
 
     async def _ready_worker(self) -> _Worker:
-        worker = self._worker
-        if worker is not None and self._stale is not None:
-            log.info("cli_worker_restart", reason=self._stale)
-            self._stale = None
-            await self._stop_worker()
-            worker = None
-        if worker is not None and worker.process.returncode is not None:
-            raise ProtocolError(f"the worker exited with {worker.process.returncode}")
-        if worker is None:
-            worker = await self._spawn()
-        return worker
+        async with self._lock:
+            worker = self._worker
+            if worker is not None and self._stale is not None:
+                log.info("cli_worker_restart", reason=self._stale)
+                self._stale = None
+                await self._stop_worker()
+                worker = None
+            if worker is not None and worker.process.returncode is not None:
+                raise ProtocolError(f"the worker exited with {worker.process.returncode}")
+            if worker is not None and worker.broken is not None:
+                raise ProtocolError(worker.broken)
+            if worker is None:
+                worker = await self._spawn()
+            return worker
 
     async def _spawn(self) -> _Worker:
         assert self._command is not None
@@ -335,6 +367,8 @@ class WarmTransport:
             raise
         if hello.get("id") != 0 or hello.get("ready") is not True:
             raise ProtocolError("the worker's first frame is not its ready frame")
+        worker.hosts_roles = hello.get("roles") is True
+        worker.pump = asyncio.ensure_future(self._pump(worker))
         self.since = time.time()
         self._spawns += 1
         log.info("cli_worker_started", pid=process.pid)
@@ -369,6 +403,146 @@ class WarmTransport:
             raise ProtocolError("the worker sent a frame that is not an object")
         return message
 
+    async def _pump(self, worker: _Worker) -> None:
+        """Read the worker's frames until its channel ends (see :class:`_Worker`)."""
+        try:
+            while True:
+                message = await self._read(worker)
+                role_id = message.get("role")
+                if "id" not in message and isinstance(role_id, int):
+                    self._role_frame(worker, role_id, message)
+                    continue
+                waiting = worker.answers.pop(message.get("id"), None)  # type: ignore[arg-type]
+                if waiting is None:
+                    expected = ", ".join(str(i) for i in sorted(worker.answers)) or "none"
+                    raise ProtocolError(
+                        f"the worker answered id {message.get('id')!r}, not {expected}"
+                    )
+                if not waiting.done():
+                    waiting.set_result(message)
+        except ProtocolError as exc:
+            problem = str(exc)
+        except asyncio.CancelledError:
+            problem = "the worker was stopped"
+        worker.broken = problem
+        answers, worker.answers = worker.answers, {}
+        for waiting in answers.values():
+            if not waiting.done():
+                waiting.set_exception(ProtocolError(problem))
+        if worker.roles:
+            if worker.process.returncode is None:
+                # The channel broke under live roles: nothing reads them any more.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(worker.process.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.process.wait(), KILL_GRACE_S)
+            code = worker.process.returncode
+            log.warning("cli_worker_roles_ended", problem=problem, roles=len(worker.roles))
+            worker.end_roles(code if code is not None else -signal.SIGKILL)
+
+    def _role_frame(self, worker: _Worker, role_id: int, message: dict[str, Any]) -> None:
+        role = worker.roles.get(role_id)
+        if role is None:
+            return  # a role stopped on our side (its last lines): nobody reads it
+        try:
+            if "stdout" in message:
+                role.feed_stdout(base64.b64decode(message["stdout"], validate=True))
+            if "stderr" in message:
+                role.feed_stderr(base64.b64decode(message["stderr"], validate=True))
+            if "exit" in message:
+                del worker.roles[role_id]
+                role.finish(int(message["exit"]))
+        except (TypeError, ValueError):
+            raise ProtocolError("the worker sent a role frame it cannot have meant") from None
+
+    # --- roles (cliHost = "single") ------------------------------------------------------
+
+    async def start_role(self, invocation: Invocation) -> RoleProcess | None:
+        """Start ``invocation`` (a long-lived command) as a role of the worker; None when
+        this worker cannot host it (then it runs as its own process). A worker that failed
+        is replaced first; one that fails under the start raises CliUnavailable (the
+        supervisor tries again after its backoff)."""
+        if self._command is None or self._closed:
+            return None
+        async with self._lock:
+            worker = self._worker
+            if worker is not None and (
+                self._stale is not None
+                or worker.process.returncode is not None
+                or worker.broken is not None
+            ):
+                log.info("cli_worker_restart", reason=self._stale or "it failed")
+                self._stale = None
+                await self._stop_worker()
+                worker = None
+            if worker is None:
+                try:
+                    worker = await self._spawn()
+                except ProtocolError as exc:
+                    await self._failed(str(exc))
+                    log.warning("cli_role_separate", command=invocation.command, problem=str(exc))
+                    return None
+        if not worker.hosts_roles:
+            return None
+        role_id = next(self._ids)
+        role = RoleProcess(
+            worker.process.pid,
+            stop=lambda: self._stop_role(worker, role_id),
+            kill=lambda: self._kill_for_role(worker),
+        )
+        worker.roles[role_id] = role
+        request = {
+            "id": role_id,
+            "start": list(invocation.argv),
+            "stderrLimit": self.oneshot.stderr_limit,
+        }
+        try:
+            answer = await asyncio.wait_for(self._request(worker, request), self.ready_timeout_s)
+            if answer.get("started") is not True:
+                raise ProtocolError("the worker did not start the role")
+        except (ProtocolError, TimeoutError) as exc:
+            worker.roles.pop(role_id, None)
+            problem = str(exc) or "the worker did not answer"
+            raise errors.CliUnavailable(
+                f"the CLI worker failed to start the role: {problem}"
+            ) from None
+        self.roles_started += 1
+        return role
+
+    async def _request(self, worker: _Worker, request: dict[str, Any]) -> dict[str, Any]:
+        """Write ``request`` and wait for its answer (the pump hands it over)."""
+        if worker.broken is not None:
+            raise ProtocolError(worker.broken)
+        waiting: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        worker.answers[int(request["id"])] = waiting
+        body = json.dumps(request).encode("utf-8")
+        try:
+            worker.writer.write(_HEADER.pack(len(body)) + body)
+            await worker.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            worker.answers.pop(int(request["id"]), None)
+            raise ProtocolError(f"the worker's channel failed: {exc}") from None
+        try:
+            return await waiting
+        except ProtocolError as exc:
+            exc.delivered = True  # the whole request was written: the worker may be running it
+            raise
+
+    def _stop_role(self, worker: _Worker, role_id: int) -> None:
+        """Ask the worker to end the role (it answers, then the role's exit frame comes)."""
+        if worker.broken is not None or role_id not in worker.roles:
+            return
+        request = {"id": next(self._ids), "stop": role_id}
+        task = asyncio.ensure_future(self._request(worker, request))
+        task.add_done_callback(_ignore_result)
+
+    def _kill_for_role(self, worker: _Worker) -> None:
+        """A role would not stop: the worker is restarted (its other role with it)."""
+        if self._worker is worker:
+            log.warning("cli_worker_restart", reason="a role did not stop")
+            task = asyncio.ensure_future(self._stop_worker())
+            task.add_done_callback(_ignore_result)
+
     async def _call(
         self, worker: _Worker, invocation: Invocation, timeout_s: float, started: float
     ) -> CliResult:
@@ -379,20 +553,13 @@ class WarmTransport:
             "stdoutLimit": self.oneshot.stdout_limit,
             "stderrLimit": self.oneshot.stderr_limit,
         }
-        body = json.dumps(request).encode("utf-8")
         name = "convos " + invocation.command.replace(":", " ")
-        try:
-            worker.writer.write(_HEADER.pack(len(body)) + body)
-            await worker.writer.drain()
-        except (ConnectionError, OSError) as exc:
-            raise ProtocolError(f"the worker's channel failed: {exc}") from None
         remaining = max(0.0, timeout_s - (time.monotonic() - started))
+        call = asyncio.ensure_future(self._request(worker, request))
         try:
-            answer = await asyncio.wait_for(self._read(worker), remaining)
-        except ProtocolError as exc:
-            exc.delivered = True  # the whole request was written: the worker may be running it
-            raise
+            answer = await asyncio.wait_for(asyncio.shield(call), remaining)
         except TimeoutError:
+            call.cancel()
             await self._stop_worker()
             raise errors.CliTimeout(
                 f"{name} did not finish in {timeout_s:g} s; its process group was killed"
@@ -400,6 +567,7 @@ class WarmTransport:
         except asyncio.CancelledError:
             # A cancelled one-shot is killed; so is the worker running it (it would answer
             # the next request with this one's result otherwise).
+            call.cancel()
             stop = asyncio.ensure_future(self._stop_worker())
             await asyncio.shield(stop)
             raise
@@ -450,6 +618,11 @@ class WarmTransport:
         if worker is not None:
             with contextlib.suppress(ProcessLookupError):
                 await worker.stop(min(KILL_GRACE_S, self.oneshot.kill_grace_s))
+
+
+def _ignore_result(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed stop request is the pump's to report
 
 
 def transport_factory(kind: str) -> TransportFactory | None:

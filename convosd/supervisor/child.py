@@ -23,7 +23,8 @@ import structlog
 from convosd import errors
 from convosd.cli.output import child_error_summary, is_fatal_child_error
 from convosd.cli.redact import redact_line, redact_text
-from convosd.cli.runner import SpawnSpec, signal_group
+from convosd.cli.roles import RoleProcess, Spawnable
+from convosd.cli.runner import signal_group
 from convosd.framing import OVERSIZE, Frame, LineSplitter
 from convosd.supervisor.backoff import Backoff
 from convosd.supervisor.state import ChildState, ChildStatus, ExitStatus
@@ -37,6 +38,16 @@ READY_AFTER_S = 1.0
 
 LineBatchHandler = Callable[[Sequence[bytes]], None]
 Clock = Callable[[], datetime]
+ChildProcess = asyncio.subprocess.Process | RoleProcess
+
+
+def signal_child(process: ChildProcess, sig: signal.Signals) -> None:
+    """``sig`` to the child's process group; to a role of the worker, what it means there
+    (:meth:`~convosd.cli.roles.RoleProcess.signal`: never a signal to the worker)."""
+    if isinstance(process, RoleProcess):
+        process.signal(sig)
+    else:
+        signal_group(process.pid, sig)
 
 
 def utcnow() -> datetime:
@@ -49,7 +60,7 @@ class SupervisedChild:
     def __init__(
         self,
         name: str,
-        spec: Callable[[], SpawnSpec],
+        spec: Callable[[], Spawnable],
         on_lines: LineBatchHandler,
         *,
         backoff: Backoff | None = None,
@@ -78,7 +89,7 @@ class SupervisedChild:
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.log = structlog.get_logger("convosd.child").bind(child=name)
         self._task: asyncio.Task[None] | None = None
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ChildProcess | None = None
         self._stopping = False
         self._wake = asyncio.Event()
         self.spawned = asyncio.Event()  # the first spawn attempt is over (pid or failure)
@@ -94,6 +105,13 @@ class SupervisedChild:
     def pid(self) -> int | None:
         return self.status.pid
 
+    def interrupt(self) -> None:
+        """Send the running child its stop signal: it exits, and is started again after its
+        backoff (the watcher idles after its stream ended instead of exiting)."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            signal_child(process, self.stop_signal)
+
     def start(self) -> None:
         if self.running:
             return
@@ -107,13 +125,13 @@ class SupervisedChild:
         self._wake.set()
         process = self._process
         if process is not None and process.returncode is None:
-            signal_group(process.pid, self.stop_signal)
+            signal_child(process, self.stop_signal)
             try:
                 await asyncio.wait_for(asyncio.shield(process.wait()), self.stop_grace_s)
             except TimeoutError:
                 self.log.warning("child_stop_timeout", grace_s=self.stop_grace_s)
         if process is not None:
-            signal_group(process.pid, signal.SIGKILL)
+            signal_child(process, signal.SIGKILL)
         task = self._task
         if task is not None:
             task.cancel()
@@ -155,10 +173,10 @@ class SupervisedChild:
             finally:
                 ready.cancel()
                 if process.returncode is None:
-                    signal_group(process.pid, signal.SIGKILL)
+                    signal_child(process, signal.SIGKILL)
                     await process.wait()
-                # A grandchild must not outlive its leader.
-                signal_group(process.pid, signal.SIGKILL)
+                # A grandchild must not outlive its leader (a role that ended: nothing).
+                signal_child(process, signal.SIGKILL)
                 self._process = None
             if self.on_exit is not None:
                 self.on_exit(self)
@@ -210,7 +228,7 @@ class SupervisedChild:
     def _error_summary(self) -> str | None:
         return child_error_summary("\n".join(self.stderr_tail))
 
-    async def _read_stdout(self, process: asyncio.subprocess.Process) -> None:
+    async def _read_stdout(self, process: ChildProcess) -> None:
         stream = process.stdout
         if stream is None:
             return
@@ -252,7 +270,7 @@ class SupervisedChild:
                 size=None if line is None else len(line),
             )
 
-    async def _read_stderr(self, process: asyncio.subprocess.Process) -> None:
+    async def _read_stderr(self, process: ChildProcess) -> None:
         stream = process.stderr
         if stream is None:
             return

@@ -10,19 +10,31 @@ per request ``{"id", "argv", "stdoutLimit", "stderrLimit"}`` one answer ``{"id",
 environment, which ``--env-file`` loads into, the working directory, the output counters).
 Faults fire inside the worker as they would in a one-shot process: ``hang`` hangs the worker
 (the daemon's timeout kills it), ``crash_after_lines`` ends it.
+
+Roles (``cliHost = "single"``), the same protocol as the real worker's: ``{"id", "start":
+[argv...]}`` is answered ``{"id", "started": true}``, then the role's output comes as ``{"role":
+id, "stdout"|"stderr": base64}`` and its end as ``{"role": id, "exit": code}``; ``{"id",
+"stop": role id}`` is answered ``{"id", "stopping": bool}`` and ends the role. The double runs
+each role as a process of its own (``convos <argv>``, in the worker's process group, killed
+with the worker), relayed on the channel: a worker killed or timed out ends its roles, as
+the real one's. A thread reads the requests, so a role starts or stops while a command runs.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import io
 import json
 import os
+import queue
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -42,9 +54,71 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
     return bytes(chunks)
 
 
+_SEND_LOCK = threading.Lock()
+
+
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:
     body = json.dumps(message).encode("utf-8")
-    sock.sendall(_HEADER.pack(len(body)) + body)
+    with _SEND_LOCK:
+        sock.sendall(_HEADER.pack(len(body)) + body)
+
+
+def _die_with_parent() -> None:  # runs in the role's process after fork
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+class Roles:
+    """The roles this worker runs: one process each, relayed on the channel."""
+
+    def __init__(self, sock: socket.socket, script: str) -> None:
+        self.sock = sock
+        self.script = script
+        self.running: dict[int, subprocess.Popen[bytes]] = {}
+        self.lock = threading.Lock()
+
+    def start(self, role_id: int, argv: list[str]) -> None:
+        process = subprocess.Popen(
+            [sys.executable, self.script, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+        with self.lock:
+            self.running[role_id] = process
+        _send(self.sock, {"id": role_id, "started": True})
+        relays = [
+            threading.Thread(target=self._relay, args=(role_id, process.stdout, "stdout")),
+            threading.Thread(target=self._relay, args=(role_id, process.stderr, "stderr")),
+        ]
+        for relay in relays:
+            relay.daemon = True
+            relay.start()
+        threading.Thread(target=self._reap, args=(role_id, process, relays), daemon=True).start()
+
+    def _relay(self, role_id: int, stream: Any, kind: str) -> None:
+        while chunk := os.read(stream.fileno(), 256 * 1024):
+            with contextlib.suppress(OSError):
+                _send(self.sock, {"role": role_id, kind: base64.b64encode(chunk).decode("ascii")})
+
+    def _reap(self, role_id: int, process: subprocess.Popen[bytes], relays: list[Any]) -> None:
+        code = process.wait()
+        for relay in relays:
+            relay.join()
+        with self.lock:
+            self.running.pop(role_id, None)
+        with contextlib.suppress(OSError):
+            _send(self.sock, {"role": role_id, "exit": code})
+
+    def stop(self, request_id: int, role_id: int) -> None:
+        with self.lock:
+            process = self.running.get(role_id)
+        _send(self.sock, {"id": request_id, "stopping": process is not None})
+        if process is not None:
+            # what the worker does to a role: its SIGINT handler, else the end of its stream
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
 
 
 def _run(argv: list[str]) -> tuple[int, bytes, bytes]:
@@ -72,24 +146,46 @@ def _run(argv: list[str]) -> tuple[int, bytes, bytes]:
             signal.signal(sig, handler)
 
 
-def serve(fd: int) -> None:
+def _read_requests(sock: socket.socket, roles: Roles, commands: queue.Queue[Any]) -> None:
+    """Requests, as they come: roles start and stop at once, commands queue (None: the end)."""
+    try:
+        while True:
+            header = _read_exactly(sock, _HEADER.size)
+            if header is None:
+                return  # the daemon closed its end
+            (length,) = _HEADER.unpack(header)
+            if length > MAX_REQUEST:
+                os._exit(70)
+            body = _read_exactly(sock, length)
+            if body is None:
+                return
+            request = json.loads(body)
+            if isinstance(request.get("start"), list):
+                roles.start(request["id"], [str(a) for a in request["start"]])
+            elif "stop" in request:
+                roles.stop(request["id"], request["stop"])
+            else:
+                commands.put(request)
+    except OSError:
+        return
+    finally:
+        commands.put(None)
+
+
+def serve(fd: int, script: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sock = socket.socket(fileno=fd)
     base_env = dict(os.environ)
     base_cwd = os.getcwd()
-    _send(sock, {"id": 0, "ready": True, "pid": os.getpid()})
+    roles = Roles(sock, script)
+    commands: queue.Queue[Any] = queue.Queue()
+    _send(sock, {"id": 0, "ready": True, "pid": os.getpid(), "roles": True})
+    threading.Thread(target=_read_requests, args=(sock, roles, commands), daemon=True).start()
     while True:
-        header = _read_exactly(sock, _HEADER.size)
-        if header is None:
-            return  # the daemon closed its end
-        (length,) = _HEADER.unpack(header)
-        if length > MAX_REQUEST:
-            raise SystemExit(70)
-        body = _read_exactly(sock, length)
-        if body is None:
+        request = commands.get()
+        if request is None:
             return
-        request = json.loads(body)
         argv = [os.fsencode(a).decode("utf-8", "replace") for a in request["argv"]]
         try:
             code, out, err = _run(argv)
@@ -114,4 +210,5 @@ def serve(fd: int) -> None:
 
 
 def main() -> None:
-    serve(int(sys.argv[1]))
+    script = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "convos")
+    serve(int(sys.argv[1]), script)

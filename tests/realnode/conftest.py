@@ -23,6 +23,7 @@ from convosd.client import Client
 from convosd.config import Paths, Settings, load_settings
 from convosd.daemon import Daemon
 from convosd.systemd import Notifier
+from tests.conftest import CLI_HOST
 from tests.helpers import eventually_async
 from tests.xmtpnode.harness import CLI_BIN, CLI_ENV_PASSTHROUGH, LocalNode, Peer, pinned_node
 from tests.xmtpnode.netns import Namespace, open_namespace
@@ -77,6 +78,8 @@ def real_settings(node: LocalNode, transport: str, **overrides: Any) -> Settings
         "cli": (nsenter, *node.enter[1:], str(pinned_node()), str(CLI_BIN)),
         "cli_env_passthrough": CLI_ENV_PASSTHROUGH,
         "cli_transport": transport,
+        # CONVOSD_TEST_CLI_HOST: the stream and the watcher as roles of the worker, or not
+        "cli_host": CLI_HOST,
         "backfill_interval_s": 2.0,
         # the node's asset store is https://localhost:4443: local, so refused unless trusted
         "attachment_trusted_hosts": ("localhost",),

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from convosd.client import Client
+from tests.conftest import CLI_HOST
 from tests.helpers import eventually, eventually_async, process_gone
 from tests.realnode.conftest import WAIT_S, journal, real_daemon, wait_events
 from tests.xmtpnode.harness import LocalNode, Peer, Stream
@@ -41,9 +42,13 @@ async def children_running(client: Client) -> dict[str, Any]:
         return all(c["state"] == "running" and c["pid"] for c in status["children"].values())
 
     assert await eventually_async(check, within_s=WAIT_S, pause_s=0.5), status["children"]
+    worker = (status["cli"]["worker"] or {}).get("pid")
     for name, child in status["children"].items():
         line = cmdline(child["pid"])
         assert "convos-cli" in line, (name, line)
+        if CLI_HOST == "single" and worker is not None:  # a role of the warm worker
+            assert child["pid"] == worker and "worker.mjs" in line, (name, line)
+            continue
         wanted = "stream" if name == "stream" else "process-join-requests"
         assert wanted in line, (name, line)
     return status
