@@ -136,6 +136,10 @@ OPERATIONS: dict[str, Callable[[ConvosCli], Awaitable[object]]] = {
     "read_receipt": lambda c: c.read_receipt(CID),
     "remove_members": lambda c: c.remove_members(CID, [INBOX]),
     "update_profile": lambda c: c.update_profile(CID, name="Al"),
+    "identity_create": lambda c: c.identity_create(profile_name="Al"),
+    "identity_info": lambda c: c.identity_info(),
+    "sync_conversation": lambda c: c.sync_conversation(CID),
+    "update_consent": lambda c: c.update_consent(CID, "denied"),
 }
 
 
@@ -159,6 +163,7 @@ CHANGES_THINGS = frozenset(
         "explode_scheduled",
         "remove_members",
         "update_profile",
+        "identity_create",  # a second identity in the CLI home
     }
 )
 
