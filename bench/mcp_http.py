@@ -45,12 +45,10 @@ from mcp import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from bench.mcp_relay import fill_journal
 from bench.startup import daemon_env, start_daemon
 from contrib.mcp.server import Cursor, encode_cursor
 from convosd.client import ConvosdClient
-from convosd.events import NewEvent
-from convosd.storage.journal import Journal
-from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,31 +58,6 @@ ANNOUNCED = re.compile(r"MCP over HTTP at (http://\S+/mcp)")
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def fill_journal(state: Path, n: int) -> None:
-    state.mkdir(mode=0o700, parents=True)
-    store = Store.open(state)
-    journal = Journal(store)
-    journal.append(
-        NewEvent(
-            "message",
-            "c" * 32,
-            {
-                "messageId": f"{i:064x}",
-                "senderInboxId": "a" * 64,
-                "senderName": "Bench",
-                "contentType": "text",
-                "content": f"message number {i} with a little text",
-                "sentAt": "2026-01-01T00:00:00.000Z",
-                "replyTo": None,
-                "reaction": None,
-                "attachment": None,
-            },
-        )
-        for i in range(1, n + 1)
-    )
-    store.close()
 
 
 @contextlib.contextmanager
