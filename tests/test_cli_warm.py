@@ -23,7 +23,7 @@ from convosd.cli.warm import WORKER_SCRIPT, WarmTransport, worker_command
 from convosd.supervisor.backoff import BackoffPolicy
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, process_gone
+from tests.helpers import WAIT_S, eventually, process_gone
 from tests.rpc_harness import running_daemon
 
 CID = "0123456789abcdef0123456789abcdef"
@@ -240,21 +240,44 @@ async def test_a_frame_over_the_limit_is_a_protocol_error(net: FakeNetwork, tmp_
         await warm.aclose()
 
 
-async def test_a_cancelled_call_kills_the_worker(net: FakeNetwork, tmp_path: Path) -> None:
+async def test_a_cancelled_call_that_hangs_stops_the_worker_at_its_deadline(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
     warm = WarmTransport(_runner(net, tmp_path))
     try:
-        await warm.run(_inv("identity", "list", "--json"), timeout_s=20)
+        await warm.run(_inv("identity", "list", "--json"), timeout_s=WAIT_S)
         pid = warm.describe()["pid"]
         assert isinstance(pid, int)
         net.add_fault("hang", command="conversation info", count=1)
-        call = asyncio.create_task(warm.run(_inv("conversation", "info", CID), timeout_s=20))
+        call = asyncio.create_task(warm.run(_inv("conversation", "info", CID), timeout_s=3))
         assert await eventually(lambda: net.faults() == [])
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        assert process_gone(pid)
-        assert (await warm.run(_inv("identity", "list"), timeout_s=20)).exit_code == 0
+        assert await eventually(lambda: process_gone(pid))  # at the command's own 3 s
+        assert (await warm.run(_inv("identity", "list"), timeout_s=WAIT_S)).exit_code == 0
         assert warm.describe()["pid"] != pid
+    finally:
+        await warm.aclose()
+
+
+async def test_a_cancelled_call_that_finishes_leaves_the_worker(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """A binding that ends cancels its backfill's read: the worker (and the roles it hosts)
+    must not die for it; the read finishes in the worker and its answer is dropped."""
+    warm = WarmTransport(_runner(net, tmp_path))
+    try:
+        await warm.run(_inv("identity", "list", "--json"), timeout_s=WAIT_S)
+        pid = warm.describe()["pid"]
+        net.add_fault("slow_start", command="identity list", seconds=1, count=1)
+        call = asyncio.create_task(warm.run(_inv("identity", "list"), timeout_s=WAIT_S))
+        assert await eventually(lambda: net.faults() == [])
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert (await warm.run(_inv("identity", "list"), timeout_s=WAIT_S)).exit_code == 0
+        assert warm.describe()["pid"] == pid and warm.describe()["restarts"] == 0
     finally:
         await warm.aclose()
 

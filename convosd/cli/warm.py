@@ -543,6 +543,20 @@ class WarmTransport:
             task = asyncio.ensure_future(self._stop_worker())
             task.add_done_callback(_ignore_result)
 
+    async def _abandon(
+        self, worker: _Worker, call: asyncio.Future[dict[str, Any]], left_s: float, name: str
+    ) -> None:
+        """A cancelled call's command: its answer is dropped when it comes; the worker is
+        stopped if it does not come before the command's own deadline."""
+        try:
+            await asyncio.wait_for(call, left_s)
+        except TimeoutError:
+            if self._worker is worker:
+                log.warning("cli_worker_restart", reason=f"{name} abandoned and not finished")
+                await self._stop_worker()
+        except (ProtocolError, asyncio.CancelledError):
+            pass  # the worker went away meanwhile
+
     async def _call(
         self, worker: _Worker, invocation: Invocation, timeout_s: float, started: float
     ) -> CliResult:
@@ -565,11 +579,13 @@ class WarmTransport:
                 f"{name} did not finish in {timeout_s:g} s; its process group was killed"
             ) from None
         except asyncio.CancelledError:
-            # A cancelled one-shot is killed; so is the worker running it (it would answer
-            # the next request with this one's result otherwise).
-            call.cancel()
-            stop = asyncio.ensure_future(self._stop_worker())
-            await asyncio.shield(stop)
+            # The caller went away (a binding that ends cancels its backfill). The worker
+            # runs its commands one at a time and answers each by id: the command may
+            # finish there within its own deadline, its answer dropped, and the worker (with
+            # the roles it hosts) goes on; past that deadline the worker is stopped.
+            left = max(0.0, timeout_s - (time.monotonic() - started))
+            abandoned = asyncio.ensure_future(self._abandon(worker, call, left, name))
+            abandoned.add_done_callback(_ignore_result)
             raise
         try:
             if answer.get("id") != request_id:
