@@ -100,6 +100,9 @@ class BoundConversation:
         self._refresh_pending: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()
         self._rng = random.Random()
+        #: the conversation is ending (conversation_exploded journaled or about to be):
+        #: a members read that answers now journals nothing after it
+        self.ending = False
         self._profiles_at = 0.0
         #: the names joiners gave in their join requests (our watcher reports them): what
         #: they are called until a profile message of theirs says otherwise
@@ -185,6 +188,7 @@ class BoundConversation:
 
     async def close(self) -> None:
         """Stop the children and end every task of this binding."""
+        self.ending = True
         await self.stop_children()
         await self.tasks.close()
 
@@ -486,6 +490,8 @@ class BoundConversation:
             if any(c.conversation_id == cid and not c.is_active for c in listed):
                 await self.on_gone(None, "removed")
             return
+        if self.closed or self.ending:
+            return  # the answer came after the end: nothing is journaled after it
         current = {m.inbox_id for m in members}
         self.super_admins = {
             m.inbox_id for m in members if m.permission_level is PermissionLevel.SUPER_ADMIN

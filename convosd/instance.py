@@ -447,6 +447,8 @@ class Instance:
         if binding is None:
             return
         self._ending = asyncio.Event()
+        if self.conversation is not None:
+            self.conversation.ending = True  # its last event is conversation_exploded
         try:
             self.journal.append(
                 [event("conversation_exploded", binding.conversation_id, by=by, reason=reason)]
