@@ -84,6 +84,29 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+def cli_command_processes(words: tuple[str, ...], mark: str) -> list[int]:
+    """The live processes running the CLI double's command ``words`` (``("conversation",
+    "stream")``) with an argument containing ``mark`` (a conversation id): a separate child,
+    or a role of the warm worker (the double runs each role as a process of its own)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        at = next((i for i in range(len(argv)) if tuple(argv[i : i + len(words)]) == words), None)
+        if (
+            at is not None
+            and any(mark in arg for arg in argv[at:])
+            and not process_gone(int(entry))
+        ):
+            found.append(int(entry))
+    return found
+
+
 def examples(default: int) -> int:
     """Hypothesis examples per fuzz test; ``FUZZ_EXAMPLES=N`` runs the long fuzz."""
     return int(os.environ.get("FUZZ_EXAMPLES", default))

@@ -20,7 +20,13 @@ from convosd.rpc.peers import AccessPolicy, Peer
 from convosd.rpc.schemas import NoParams, StatusResult
 from convosd.systemd import Notifier
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import WAIT_S, eventually, eventually_async, process_gone
+from tests.helpers import (
+    WAIT_S,
+    cli_command_processes,
+    eventually,
+    eventually_async,
+    process_gone,
+)
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 STATUS_KEYS = {
@@ -192,15 +198,24 @@ async def test_reset_while_bound_drops_the_bound_conversation(
 ) -> None:
     """daemon.reset goes through the one unbind path: the bound object, its children and
     its tasks are gone at once, and status shows the unbound shape."""
-    await create_with_member(client, net, tmp_path)
+    created, _bob = await create_with_member(client, net, tmp_path)
     conversation = daemon.instance.conversation
     assert conversation is not None and conversation.tasks.running()
-    pids = [c.pid for c in conversation.children.values()]
+    assert all(c.pid is not None for c in conversation.children.values())
+    # What runs the children: their own processes (cliHost "separate"), or roles of the warm
+    # worker, which the double runs as processes of their own (the pid the children show
+    # is then the worker's, which outlives the conversation).
+    cid = created["conversationId"]
+    running = [
+        *cli_command_processes(("conversation", "stream"), cid),
+        *cli_command_processes(("conversations", "process-join-requests"), cid),
+    ]
+    assert len(running) == 2, running
     assert await client.call("daemon.reset", {"confirm": True}) == {"clean": True}
     assert daemon.instance.conversation is None
     assert conversation.closed and conversation.tasks.running() == []
     assert conversation.children == {}
-    assert all(pid is not None and process_gone(pid) for pid in pids)
+    assert all(process_gone(pid) for pid in running)
     status = await client.call("status")
     assert status["conversationId"] is None and status["ownerInboxIds"] == []
     assert {c["state"] for c in status["children"].values()} == {"stopped"}

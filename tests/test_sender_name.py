@@ -39,6 +39,16 @@ async def test_the_first_message_after_a_join_carries_the_joiners_name(
     async with running_daemon(net, tmp_path / "me") as daemon:
         async with await ConvosdClient.connect(daemon.socket) as client:
             created = await client.create(name="Names", profileName="Agent")
+
+            # The name comes with a request the watcher reads as it streams. One that came
+            # before (its batch pass at start) is met newest first, at the invite's plain-
+            # text copy, which has no profile, as in the real CLI. The watcher starts as
+            # create returns, as a process or a worker role: it streams once it says so.
+            async def streaming() -> bool:
+                status = await client.call("status")
+                return bool(status["children"]["joinRequests"]["state"] == "running")
+
+            assert await eventually_async(streaming, within_s=WAIT_S)
             bob = member_cli(net, tmp_path / "bob")
             joined = await bob.join(created.invite_slug, profile_name="Bob", no_wait=True)
             assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=WAIT_S)

@@ -30,7 +30,7 @@ from contrib.webhook.relay import Relay, RelayConfig, request_headers
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import WAIT_S, eventually
+from tests.helpers import WAIT_S, eventually, eventually_async
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 REPO = Path(__file__).resolve().parent.parent
@@ -236,10 +236,19 @@ async def running_relay(config: RelayConfig, **relay_options: Any) -> AsyncItera
 async def bind_with_member(
     daemon_socket: Path, net: FakeNetwork, tmp_path: Path
 ) -> tuple[ConvosCli, str]:
+    """Bind the daemon to a new conversation and have bob join it; returns once the daemon's
+    join-request watcher has added bob. ``join --no-wait`` only sends the request: bob may
+    write only after the watcher (a process of its own, or a role of the warm worker, started
+    as ``create`` returns) has added him, which no host promises by the time join returns."""
     async with await ConvosdClient.connect(daemon_socket) as client:
         created = await client.create(name="Hooks")
-    bob = member_cli(net, tmp_path / "bob")
-    await bob.join(created.invite_slug, no_wait=True)
+        bob = member_cli(net, tmp_path / "bob")
+        await bob.join(created.invite_slug, no_wait=True)
+
+        async def added() -> bool:
+            return len((await client.info()).members) == 2
+
+        assert await eventually_async(added), "the daemon's watcher never added bob"
     return bob, created.conversation_id
 
 
