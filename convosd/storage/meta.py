@@ -15,6 +15,7 @@ MetaKey = Literal[
     "owner_identity_id",  # the identity that conversation belongs to
     "pending_as_owner",  # set while a pending join would bind as the owner's conversation
     "departed",  # {conversationId, inboxIds}: whose member_left is journaled (not back since)
+    "search_indexed_seq",  # events up to it are in the search index's FTS5 table
 ]
 
 
