@@ -244,7 +244,8 @@ def test_a_store_with_the_first_index_is_upgraded(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     try:
         (definition,) = store_sql(store)
-        assert "prefix = '2 3 4'" in definition and "columnsize = 0" in definition
+        assert "prefix = '2 3'" in definition and "columnsize = 0" in definition
+        assert automerge(store) == 8
         assert store.search.indexed_seq() == 3
         journal = Journal(store)
         assert sorted(find(journal, "findable")) == [1, 3]
@@ -257,9 +258,17 @@ def test_a_store_with_the_first_index_is_upgraded(tmp_path: Path) -> None:
 
 
 def store_sql(store: Store) -> tuple[str]:
+    """The FTS5 table's definition."""
     with contextlib.closing(sqlite3.connect(store.path)) as db:
         row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'search'").fetchone()
     return (str(row[0]),)
+
+
+def automerge(store: Store) -> int | None:
+    """The FTS5 table's automerge setting; None: FTS5's default (4)."""
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        row = db.execute("SELECT v FROM search_config WHERE k = 'automerge'").fetchone()
+    return None if row is None else int(row[0])
 
 
 def test_a_held_message_is_found_only_once_released(tmp_path: Path) -> None:
@@ -526,8 +535,8 @@ def test_the_tail_follows_resets_and_trims(store: Store) -> None:
 
 
 def test_prefixes_find_what_they_found(store: Store) -> None:
-    """2, 3 and 4 characters have prefix indexes, longer prefixes do not: the same words
-    are found either way, in the tail and in the FTS5 table."""
+    """2 and 3 characters have prefix indexes, longer prefixes do not: the same words are
+    found either way, in the tail (no prefix index) and in the FTS5 table."""
     texts = ["deploy now", "the Déploiement", "deployment done", "a depot", "redeploy it"]
     journal = Journal(store)
     journal.append([message(i, text) for i, text in enumerate(texts, 1)])
@@ -539,3 +548,18 @@ def test_prefixes_find_what_they_found(store: Store) -> None:
     assert journal.indexed_seq == TAIL + 5  # all of it in the FTS5 table now
     for query, seqs in expected.items():
         assert sorted(find(journal, query)) == seqs, query
+
+
+def test_the_tail_table_is_the_index_table_without_its_prefix_indexes(store: Store) -> None:
+    import re
+
+    from convosd.storage.search import TAIL_TABLE
+
+    (definition,) = store_sql(store)
+
+    def options(sql: str) -> list[str]:
+        inside = re.sub(r"\s+", " ", sql[sql.index("(") + 1 : sql.rindex(")")])
+        return sorted(part.strip() for part in inside.split(","))
+
+    assert "prefix = '2 3'" in options(definition)
+    assert [o for o in options(definition) if not o.startswith("prefix")] == options(TAIL_TABLE)

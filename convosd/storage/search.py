@@ -6,17 +6,20 @@ The index has two parts, and a search reads both:
   ``meta``); the journal adds the events after it in one go once there are
   :data:`TAIL` of them (:meth:`SearchIndex.index_up_to`), in the transaction of the append
   that makes them that many;
-- the **tail**: the (at most :data:`TAIL`) events after the indexed seq. They are in the
-  journal, so they are found there: the first search after they were journaled copies
-  them into an FTS5 table of the same definition in memory (:class:`_Tail`), which the
-  next searches reuse. It holds only what the store has committed, and is made again
-  when the store's index changed under it (a batch indexed, a trim, a reset).
+- the **tail**: the (fewer than :data:`TAIL`) events after the indexed seq. They are in
+  the journal, so they are found there: the first search after they were journaled
+  copies them into an FTS5 table in memory (:data:`TAIL_TABLE`: the same definition but
+  for the prefix indexes; :class:`_Tail`), which the next searches reuse. It holds only
+  what the store has committed, and is made again when the store's index changed under
+  it (a batch indexed, a trim, a reset).
 
 So an event is searchable as soon as its transaction commits, and never after retention
 trims it or a reset drops it (:meth:`SearchIndex.remove` and :meth:`SearchIndex.clear`
-run in those transactions); a live message pays for the index a little at every
-append, not FTS5's cost per transaction (a new segment, its index entry and the table's
-structure record written at each commit: about three more pages than the journal's own).
+run in those transactions). A live message is indexed with its batch of :data:`TAIL` (one
+INSERT, its share of FTS5's merges), not at its own commit: FTS5 writes a new segment, its
+index entry and the table's structure record at every commit, about three WAL pages more
+than the journal's own (four to ten with automerge's work), which doubled the cost of
+journaling a message whatever the table's options.
 What is text is the view ``search_source`` (convosd.storage.schema). The query comes from
 :func:`convosd.search.parse`, which quotes every term of the user's query.
 """
@@ -41,6 +44,14 @@ SNIPPET_TOKENS = 16
 CANDIDATES = 500
 #: events the journal keeps after the indexed seq before it indexes them in FTS5
 TAIL = 256
+
+#: the in-memory table of the tail: ``search`` as the migration makes it (see
+#: convosd.storage.schema) but for its prefix indexes, which a few hundred rows do not need
+#: (tests/test_search.py checks that the two stay the same otherwise)
+TAIL_TABLE = (
+    "CREATE VIRTUAL TABLE search USING fts5 (text, sender, kind, "
+    "tokenize = 'unicode61 remove_diacritics 2', columnsize = 0)"
+)
 
 _SOURCE = "SELECT seq, text, sender, kind FROM search_source WHERE text IS NOT NULL AND seq > ?"
 
@@ -202,10 +213,7 @@ class _Tail:
                 with contextlib.suppress(sqlite3.Error):
                     memory.close()
             memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            (definition,) = self._db.execute(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'search'"
-            ).fetchone()
-            memory.execute(definition)
+            memory.execute(TAIL_TABLE)
             self._memory, self._key, self._upto = memory, key, indexed
         last = int(self._db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
         if last > self._upto:
