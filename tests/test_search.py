@@ -563,3 +563,15 @@ def test_the_tail_table_is_the_index_table_without_its_prefix_indexes(store: Sto
 
     assert "prefix = '2 3'" in options(definition)
     assert [o for o in options(definition) if not o.startswith("prefix")] == options(TAIL_TABLE)
+
+
+def test_a_journal_opened_with_a_long_tail_indexes_it_at_once(store: Store) -> None:
+    """Events journaled without the index (more than an append leaves unindexed) are
+    indexed when the journal is opened with it, not copied into memory by a search."""
+    Journal(store, search_index=False).append(
+        [message(i, f"old words {i}") for i in range(1, TAIL + 6)]
+    )
+    assert store.search.indexed_seq() == 0
+    journal = Journal(store)
+    assert journal.indexed_seq == store.search.indexed_seq() == TAIL + 5
+    assert len(find(journal, "words", limit=100)) == 100
