@@ -18,11 +18,14 @@ from convosd.rpc.schemas import ContextResult, SearchResult
 from convosd.search import MAX_TERMS, QueryError, match_expression, parse
 from convosd.storage.journal import Journal
 from convosd.storage.schema import MIGRATIONS
+from convosd.storage.search import TAIL
 from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
 from tests.rpc_harness import RunningDaemon, running_daemon
 
 ALICE, BOB = "a" * 64, "b" * 64
+#: the schema version that made the search index
+SEARCH_SCHEMA = 5
 
 
 def message(
@@ -192,7 +195,7 @@ def test_reset_empties_the_index(store: Store) -> None:
 def test_an_upgraded_store_indexes_its_existing_messages(tmp_path: Path) -> None:
     """A store at the schema before search: the migration indexes what its journal has."""
     path = tmp_path / "convosd.db"
-    before = len(MIGRATIONS) - 1
+    before = SEARCH_SCHEMA - 1
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
         for script in MIGRATIONS[:before]:
             db.executescript(script)
@@ -212,6 +215,60 @@ def test_an_upgraded_store_indexes_its_existing_messages(tmp_path: Path) -> None
         assert sorted(find(journal, "findable")) == [1, 3]
     finally:
         store.close()
+
+
+def test_a_store_with_the_first_index_is_upgraded(tmp_path: Path) -> None:
+    """A store at schema 5 (every event indexed in FTS5 as it was journaled, no prefix
+    index): the table is made again with its new options and finds what it found; the
+    journal goes on with a tail."""
+    path = tmp_path / "convosd.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for script in MIGRATIONS[:SEARCH_SCHEMA]:
+            db.executescript(script)
+        db.execute(f"PRAGMA user_version = {SEARCH_SCHEMA}")
+        db.execute("INSERT INTO meta VALUES ('journal_id', 'j1'), ('last_seq', '3')")
+        for seq, type_, body in [
+            (1, "message", '{"contentType": "text", "content": "old findable text"}'),
+            (2, "member_joined", '{"inboxId": "findable"}'),
+            (3, "message_sent", '{"contentType": "text", "content": "findable sent"}'),
+        ]:  # as that version journaled: the event, then its row in the index
+            db.execute("INSERT INTO events VALUES (?, ?, 0, ?)", (seq, type_, body))
+            db.execute(
+                "INSERT INTO search (rowid, text, sender, kind) SELECT seq, text, sender, "
+                "kind FROM search_source WHERE seq = ? AND text IS NOT NULL",
+                (seq,),
+            )
+        (old,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'search'").fetchone()
+        assert "prefix" not in old
+        assert db.execute("SELECT COUNT(*) FROM search").fetchone()[0] == 2
+    store = Store.open(tmp_path)
+    try:
+        (definition,) = store_sql(store)
+        assert "prefix = '2 3'" in definition and "columnsize = 0" in definition
+        assert automerge(store) == 8
+        assert store.search.indexed_seq() == 3
+        journal = Journal(store)
+        assert sorted(find(journal, "findable")) == [1, 3]
+        assert sorted(find(journal, "fi*")) == [1, 3] and find(journal, "findab*", after=1) == [3]
+        journal.append([message(4, "new findable one")])
+        assert store.search.indexed_seq() == 3  # the new one is the tail
+        assert sorted(find(journal, "findable")) == [1, 3, 4]
+    finally:
+        store.close()
+
+
+def store_sql(store: Store) -> tuple[str]:
+    """The FTS5 table's definition."""
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'search'").fetchone()
+    return (str(row[0]),)
+
+
+def automerge(store: Store) -> int | None:
+    """The FTS5 table's automerge setting; None: FTS5's default (4)."""
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        row = db.execute("SELECT v FROM search_config WHERE k = 'automerge'").fetchone()
+    return None if row is None else int(row[0])
 
 
 def test_a_held_message_is_found_only_once_released(tmp_path: Path) -> None:
@@ -374,8 +431,147 @@ def test_ranking_is_over_the_newest_matches_and_before_pages_back(store: Store) 
 
 def test_rebuild_indexes_what_the_journal_holds(store: Store) -> None:
     journal = Journal(store, search_index=False)
-    journal.append([message(1, "unindexed words"), sent(2, "mine too")])
-    assert find(journal, "words") == []
+    journal.append([message(i, f"unindexed words {i}") for i in range(1, TAIL + 1)])
+    journal.append([sent(TAIL + 1, "mine too")])
+    assert store.search.indexed_seq() == 0  # all of it the tail (found in the journal)
     with store.transaction():
         store.search.rebuild()
-    assert find(journal, "words") == [1] and find(journal, "mine") == [2]
+    assert store.search.indexed_seq() == TAIL + 1
+    assert len(find(journal, "words", limit=100)) == 100 and find(journal, "mine") == [TAIL + 1]
+
+
+# --- snippets and tokens (pure) -------------------------------------------------------------
+
+
+def test_snippets_mark_matches_in_the_best_window_and_keep_the_text() -> None:
+    from convosd.search import snippet
+
+    def cut(query: str, text: str, size: int = 16) -> str:
+        return snippet(text, parse(query).terms, size)
+
+    assert cut("friday", "ship it on Friday!") == "ship it on «Friday»!"
+    assert cut('"deploy is on"', "the deploy is on friday.") == "the «deploy is on» friday."
+    assert cut("dep*", "deploy, deploy") == "«deploy», «deploy»"
+    assert cut("cafe", "the Cafe\u0301 is open") == "the «Cafe\u0301» is open"  # the accent too
+    words = " ".join(f"w{i}" for i in range(40))
+    assert cut("target", f"{words} target {words}", 6) == "…w38 w39 «target» w0 w1 w2…"
+    assert cut("target", f"target {words}", 4) == "«target» w0 w1 w2…"
+    # the window with both terms wins over the first match of one
+    assert cut("alpha beta", f"alpha {words} beta x alpha", 5) == "…w38 w39 «beta» x «alpha»"
+    assert cut("nothing", "no match here") == "no match here"
+    assert cut("x", "") == "" and cut("x", " !? ") == ""
+
+
+def test_spans_are_the_tokens_with_where_they_are() -> None:
+    from convosd.search import spans, tokens
+
+    for text in (
+        "Hello, World! it_s 42x",
+        "Crème brûlée, s'il vous plaît",
+        "e\u0301te\u0301 İstanbul Straße ǅemal",
+        "日本語 テスト 🚀rocket",
+        "a\u200bb -- ",
+    ):
+        found = spans(text)
+        assert [word for word, _, _ in found] == tokens(text), text
+        for word, start, end in found:
+            assert tokens(text[start:end]) == [word], (text, word)
+
+
+# --- the index's tail: the newest events, searched in the journal ---------------------------
+
+
+def test_new_messages_are_found_before_and_after_they_are_indexed(store: Store) -> None:
+    journal = Journal(store)
+    for i in range(1, TAIL):
+        journal.append([message(i, f"deploy step {i} of the deployment")])
+    assert store.search.indexed_seq() == 0  # all in the tail
+    tail_hits = journal.search(parse("deploy*"), limit=100)
+    assert len(tail_hits) == 100 and store.search.count() == TAIL - 1
+    journal.append([message(TAIL, "the last deploy")])  # the TAIL-th: all indexed in FTS5
+    assert store.search.indexed_seq() == TAIL == journal.indexed_seq
+    assert find(journal, "last") == [TAIL]
+    assert journal.search(parse("deploy*"), before=TAIL, limit=100) == tail_hits
+    journal.append([message(TAIL + 1, "one more deploy")])  # the next tail
+    assert store.search.indexed_seq() == TAIL
+    assert find(journal, "deploy", limit=3) == [TAIL + 1, TAIL, TAIL - 1]
+    assert store.search.count() == TAIL + 1
+
+
+def test_a_failed_append_indexes_nothing(store: Store) -> None:
+    from convosd.storage.store import StoreError
+    from convosd.storage.work import SettleKey
+
+    journal = Journal(store)
+    journal.append([message(i, f"note {i}") for i in range(1, TAIL)])
+    with store.transaction():
+        store.keys.intent("k1", 1.0, "{}")
+        store.keys.intent("k2", 1.0, "{}")
+    journal.append([message(TAIL, "settles k1")], writes=(SettleKey("k1", "m1", "{}"),))
+    assert journal.indexed_seq == TAIL
+    journal.append([message(i, f"note {i}") for i in range(TAIL + 1, 2 * TAIL)])
+    assert find(journal, "note", limit=1) == [2 * TAIL - 1]  # the tail, read into memory
+    with pytest.raises(StoreError):  # m1 settled k1 already: the batch rolls back
+        journal.append([message(2 * TAIL, "lost note")], writes=(SettleKey("k2", "m1", "{}"),))
+    assert journal.indexed_seq == store.search.indexed_seq() == TAIL
+    assert find(journal, "lost") == [] and store.search.count() == 2 * TAIL - 1
+    journal.append([message(2 * TAIL, "kept note")])  # the same seq, another event
+    assert journal.indexed_seq == 2 * TAIL
+    assert find(journal, "kept") == [2 * TAIL] and find(journal, "lost") == []
+
+
+def test_the_tail_follows_resets_and_trims(store: Store) -> None:
+    now = [1000.0]
+    journal = Journal(store, max_events=2, clock=lambda: now[0])
+    journal.append([message(1, "before the reset")])
+    assert find(journal, "before") == [1]  # the tail is in memory now
+    journal.reset()
+    journal.append([message(2, "after: word word word")])  # seq 1 again, new journal
+    assert find(journal, "before") == [] and find(journal, "after") == [1]
+    journal.append([message(i, f"word {i}") for i in range(3, 5)])
+    assert find(journal, "word", limit=1) == [1]  # the best match
+    assert journal.trim() == 1
+    assert find(journal, "after") == [] and find(journal, "word", limit=1) == [3]
+
+
+def test_prefixes_find_what_they_found(store: Store) -> None:
+    """2 and 3 characters have prefix indexes, longer prefixes do not: the same words are
+    found either way, in the tail (no prefix index) and in the FTS5 table."""
+    texts = ["deploy now", "the Déploiement", "deployment done", "a depot", "redeploy it"]
+    journal = Journal(store)
+    journal.append([message(i, text) for i, text in enumerate(texts, 1)])
+    expected = {"de*": [1, 2, 3, 4], "dep*": [1, 2, 3, 4], "depl*": [1, 2, 3], "deplo*": [1, 2, 3]}
+    expected |= {"deploy*": [1, 3], "DEPLOYM*": [3], "depo*": [4], "d*": [1, 2, 3, 4]}
+    for query, seqs in expected.items():
+        assert sorted(find(journal, query)) == seqs, query
+    journal.append([message(i, "filler") for i in range(6, TAIL + 6)])
+    assert journal.indexed_seq == TAIL + 5  # all of it in the FTS5 table now
+    for query, seqs in expected.items():
+        assert sorted(find(journal, query)) == seqs, query
+
+
+def test_the_tail_table_is_the_index_table_without_its_prefix_indexes(store: Store) -> None:
+    import re
+
+    from convosd.storage.search import TAIL_TABLE
+
+    (definition,) = store_sql(store)
+
+    def options(sql: str) -> list[str]:
+        inside = re.sub(r"\s+", " ", sql[sql.index("(") + 1 : sql.rindex(")")])
+        return sorted(part.strip() for part in inside.split(","))
+
+    assert "prefix = '2 3'" in options(definition)
+    assert [o for o in options(definition) if not o.startswith("prefix")] == options(TAIL_TABLE)
+
+
+def test_a_journal_opened_with_a_long_tail_indexes_it_at_once(store: Store) -> None:
+    """Events journaled without the index (more than an append leaves unindexed) are
+    indexed when the journal is opened with it, not copied into memory by a search."""
+    Journal(store, search_index=False).append(
+        [message(i, f"old words {i}") for i in range(1, TAIL + 6)]
+    )
+    assert store.search.indexed_seq() == 0
+    journal = Journal(store)
+    assert journal.indexed_seq == store.search.indexed_seq() == TAIL + 5
+    assert len(find(journal, "words", limit=100)) == 100

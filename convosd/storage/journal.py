@@ -20,7 +20,7 @@ from typing import Any
 from convosd.events import NewEvent
 from convosd.jsonutil import dumps
 from convosd.search import Query
-from convosd.storage.search import Hit
+from convosd.storage.search import TAIL, Hit
 from convosd.storage.store import Store, StoreError, new_journal_id
 from convosd.storage.work import Write, apply
 from convosd.timefmt import iso
@@ -78,6 +78,15 @@ class Journal:
         min_seq = self.store.events.min_seq()
         self.first_seq = min_seq if min_seq is not None else self.last_seq + 1
         self.max_sent_at = self.store.meta.get("max_sent_at")
+        #: events up to it are in the search index's FTS5 table; the (fewer than TAIL)
+        #: events after it are searched in the journal (convosd.storage.search)
+        self.indexed_seq = self.store.search.indexed_seq()
+        if self.search_index and self.last_seq - self.indexed_seq >= TAIL:
+            # more unindexed events than an append leaves (a journal written without the
+            # index): index them now, not in the first search
+            with self.store.transaction():
+                self.store.search.index_up_to(self.indexed_seq, self.last_seq)
+            self.indexed_seq = self.last_seq
 
     @property
     def position(self) -> JournalPosition:
@@ -105,6 +114,7 @@ class Journal:
         rows: list[tuple[int, str, float, str]] = []
         seq = self.last_seq
         max_sent_at = self.max_sent_at
+        indexed = self.indexed_seq
         for new in events:
             if new.type == "message":
                 sent_at = new.fields.get("sentAt")
@@ -128,8 +138,9 @@ class Journal:
             with self.store.transaction():
                 if rows:
                     self.store.events.insert(rows)
-                    if self.search_index:
-                        self.store.search.add(rows[0][0], seq)
+                    if self.search_index and seq - indexed >= TAIL:
+                        self.store.search.index_up_to(indexed, seq)
+                        indexed = seq
                     self.store.meta.set("last_seq", str(seq))
                     if max_sent_at != self.max_sent_at:
                         self.store.meta.set("max_sent_at", max_sent_at)
@@ -141,6 +152,7 @@ class Journal:
             raise StoreError(f"journal write failed: {exc}") from exc
         if rows:
             self.max_sent_at = max_sent_at
+            self.indexed_seq = indexed
             if self.first_seq > self.last_seq:
                 self.first_seq = rows[0][0]
             self.last_seq = seq
@@ -172,7 +184,7 @@ class Journal:
             try:
                 with self.store.transaction():
                     seqs = self.store.events.trim_some(cutoff_seq, cutoff_at, chunk)
-                    self.store.search.remove(seqs)
+                    self.store.search.remove([s for s in seqs if s <= self.indexed_seq])
                     removed = len(seqs)
             except sqlite3.Error as exc:
                 raise StoreError(f"journal trim failed: {exc}") from exc
@@ -194,6 +206,7 @@ class Journal:
             self.store.meta.set("max_sent_at", None)
         self.first_seq, self.last_seq = 1, 0
         self.max_sent_at = None
+        self.indexed_seq = 0
 
     # --- reading ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ MetaKey = Literal[
     "departed",  # {conversationId, inboxIds}: whose member_left is journaled (not back since)
     "past_conversation_ids",  # the conversations the identity was bound to (a JSON list)
     "adds_refused",  # adds by inboxes not allowed to add the instance, refused so far
+    "search_indexed_seq",  # events up to it are in the search index's FTS5 table
 ]
 
 

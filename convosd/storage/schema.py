@@ -131,6 +131,31 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO search (rowid, text, sender, kind)
         SELECT seq, text, sender, kind FROM search_source WHERE text IS NOT NULL;
     """,
+    # History search, cheaper to keep and to query (docs/PERFORMANCE.md, History search).
+    # The journal's newest events (after meta's search_indexed_seq, fewer than 256) are
+    # searched in the journal itself and indexed in one go once there are 256
+    # (convosd.storage.search): FTS5 writes a segment, its index entry and its structure
+    # record at every commit, which doubled the cost of journaling a live message.
+    # Prefix indexes of 2 and 3 characters: a short prefix (`de*`) otherwise merges the
+    # lists of every word it starts (80-300 ms at 1,000,000 messages). No column sizes:
+    # convosd ranks (convosd.search.score), never FTS5's bm25(). automerge 8 (FTS5's
+    # default is 4): each message's postings are merged again fewer times, a quarter less
+    # CPU a message for a few more segments to read. The table is made again with these
+    # options and filled from the journal (all of it is indexed after this step).
+    """
+    DROP TABLE search;
+    CREATE VIRTUAL TABLE search USING fts5 (
+        text, sender, kind, tokenize = 'unicode61 remove_diacritics 2',
+        columnsize = 0, prefix = '2 3'
+    );
+    INSERT INTO search (search, rank) VALUES ('automerge', 8);
+    INSERT INTO search (rowid, text, sender, kind)
+        SELECT seq, text, sender, kind FROM search_source WHERE text IS NOT NULL;
+    INSERT INTO meta (key, value)
+        SELECT 'search_indexed_seq', CAST(coalesce(MAX(seq), 0) AS TEXT) FROM events
+        WHERE true
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

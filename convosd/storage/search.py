@@ -1,27 +1,59 @@
 """The ``search`` table: an FTS5 index of the journal's message text (events.search).
 
-Its rows are written in the journal's transactions (:meth:`add` from ``Journal.append``,
-:meth:`remove` from retention's trim, :meth:`clear` from a reset), so the index never holds
-an event the journal no longer has, nor misses one it has. What is text is the view
-``search_source`` (convosd.storage.schema). The query comes from
+The index has two parts, and a search reads both:
+
+- the FTS5 table ``search`` holds every message event up to the **indexed seq** (kept in
+  ``meta``); the journal adds the events after it in one go once there are
+  :data:`TAIL` of them (:meth:`SearchIndex.index_up_to`), in the transaction of the append
+  that makes them that many;
+- the **tail**: the (fewer than :data:`TAIL`) events after the indexed seq. They are in
+  the journal, so they are found there: the first search after they were journaled
+  copies them into an FTS5 table in memory (:data:`TAIL_TABLE`: the same definition but
+  for the prefix indexes; :class:`_Tail`), which the next searches reuse. It holds only
+  what the store has committed, and is made again when the store's index changed under
+  it (a batch indexed, a trim, a reset).
+
+So an event is searchable as soon as its transaction commits, and never after retention
+trims it or a reset drops it (:meth:`SearchIndex.remove` and :meth:`SearchIndex.clear`
+run in those transactions). A live message is indexed with its batch of :data:`TAIL` (one
+INSERT, its share of FTS5's merges), not at its own commit: FTS5 writes a new segment, its
+index entry and the table's structure record at every commit, about three WAL pages more
+than the journal's own (four to ten with automerge's work), which doubled the cost of
+journaling a message whatever the table's options.
+What is text is the view ``search_source`` (convosd.storage.schema). The query comes from
 :func:`convosd.search.parse`, which quotes every term of the user's query.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convosd.search import Query, average, score, tokens
+from convosd.search import Query, average, score, snippet, tokens
+from convosd.storage.meta import Meta
 
 #: marks around a matched term in a snippet
 MARK_OPEN, MARK_CLOSE = "«", "»"
+ELLIPSIS = "…"
 #: tokens in a snippet
 SNIPPET_TOKENS = 16
 #: the newest matches a search ranks (its time is bounded by this, not by how many
 #: messages hold a word)
 CANDIDATES = 500
+#: events the journal keeps after the indexed seq before it indexes them in FTS5
+TAIL = 256
+
+#: the in-memory table of the tail: ``search`` as the migration makes it (see
+#: convosd.storage.schema) but for its prefix indexes, which a few hundred rows do not need
+#: (tests/test_search.py checks that the two stay the same otherwise)
+TAIL_TABLE = (
+    "CREATE VIRTUAL TABLE search USING fts5 (text, sender, kind, "
+    "tokenize = 'unicode61 remove_diacritics 2', columnsize = 0)"
+)
+
+_SOURCE = "SELECT seq, text, sender, kind FROM search_source WHERE text IS NOT NULL AND seq > ?"
 
 
 class SearchQueryError(ValueError):
@@ -39,35 +71,52 @@ class Hit:
 
 
 class SearchIndex:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, meta: Meta) -> None:
         self._db = db
+        self._meta = meta
+        self._tail = _Tail(db)
 
-    def add(self, first_seq: int, last_seq: int) -> None:
-        """Index the text of the events ``first_seq..last_seq`` (just inserted)."""
+    def indexed_seq(self) -> int:
+        """The seq up to which every event is in the FTS5 table (the events after it are
+        the tail)."""
+        return int(self._meta.get("search_indexed_seq") or 0)
+
+    def index_up_to(self, indexed: int, last_seq: int) -> None:
+        """Index the events ``indexed < seq <= last_seq`` (``indexed`` the current indexed
+        seq) and make ``last_seq`` the indexed seq. Call in a transaction."""
         self._db.execute(
-            "INSERT INTO search (rowid, text, sender, kind) SELECT seq, text, sender, kind "
-            "FROM search_source WHERE seq BETWEEN ? AND ? AND text IS NOT NULL",
-            (first_seq, last_seq),
+            "INSERT INTO search (rowid, text, sender, kind) " + _SOURCE + " AND seq <= ?",
+            (indexed, last_seq),
         )
+        self._meta.set("search_indexed_seq", str(last_seq))
 
     def remove(self, seqs: Sequence[int]) -> None:
         """Drop the rows of ``seqs`` (events being trimmed); a seq not indexed is ignored."""
         self._db.executemany("DELETE FROM search WHERE rowid = ?", ((seq,) for seq in seqs))
 
     def clear(self) -> None:
+        """Empty the index (a reset: the new journal's seq starts at 1)."""
         self._db.execute("DELETE FROM search")
+        self._meta.set("search_indexed_seq", "0")
 
     def rebuild(self) -> None:
         """Index the whole journal again, as the migration that made the index did (call in
         a transaction; bench.search times it as the upgrade's cost)."""
-        self.clear()
+        self._db.execute("DELETE FROM search")
         self._db.execute(
-            "INSERT INTO search (rowid, text, sender, kind) SELECT seq, text, sender, kind "
-            "FROM search_source WHERE text IS NOT NULL"
+            "INSERT INTO search (rowid, text, sender, kind) "
+            "SELECT seq, text, sender, kind FROM search_source WHERE text IS NOT NULL"
         )
+        last = self._db.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        self._meta.set("search_indexed_seq", str(last or 0))
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM search").fetchone()[0])
+        """Events the index finds: the FTS5 table's rows and the tail's messages."""
+        table = self._db.execute("SELECT COUNT(*) FROM search").fetchone()[0]
+        tail = self._db.execute(
+            "SELECT COUNT(*) FROM (" + _SOURCE + ")", (self.indexed_seq(),)
+        ).fetchone()[0]
+        return int(table) + int(tail)
 
     def query(
         self,
@@ -83,8 +132,9 @@ class SearchIndex:
         BM25 (:func:`convosd.search.score`) over the newest :data:`CANDIDATES` matches,
         newest first on a tie. Neither FTS5's bm25() (its first call reads the whole list of
         every term: 100 ms for a word in most of a million messages) nor a rank over every
-        match: the time is bounded by CANDIDATES, not by how common a word is. Snippets are
-        made for the ``limit`` kept only.
+        match: the time is bounded by CANDIDATES, not by how common a word is. Snippets
+        (:func:`convosd.search.snippet`) are made for the ``limit`` kept only, from the
+        text already read.
 
         Raises SearchQueryError when FTS5 refuses the query."""
         where = f"{{text}} : ({query.match})"
@@ -98,33 +148,80 @@ class SearchIndex:
             sql += " AND rowid < ?"
             args.append(before)
         sql += " ORDER BY rowid DESC LIMIT ?"
-        args.append(CANDIDATES)
         try:
-            candidates = self._db.execute(sql, args).fetchall()
-            words = [tokens(str(text)) for _, text in candidates]
-            mean = average([len(w) for w in words])
-            scored = sorted(
-                (
-                    (score(query.terms, w, mean), int(seq))
-                    for (seq, _), w in zip(candidates, words, strict=True)
-                ),
-                reverse=True,
-            )[:limit]
-            hits = []
-            for value, seq in scored:
-                snippet = self._db.execute(
-                    "SELECT snippet(search, 0, ?, ?, '…', ?) FROM search "
-                    "WHERE search MATCH ? AND rowid >= ? AND rowid <= ?",  # a seek: not "="
-                    (MARK_OPEN, MARK_CLOSE, SNIPPET_TOKENS, where, seq, seq),
-                ).fetchone()
-                row = self._db.execute(
-                    "SELECT type, body FROM events WHERE seq = ?", (seq,)
-                ).fetchone()
-                if row is not None:
-                    text = "" if snippet is None or snippet[0] is None else str(snippet[0])
-                    hits.append(Hit(seq, str(row[0]), str(row[1]), text, value))
+            tail = self._tail.connection(self.indexed_seq())
+            # every event of the tail is newer than every event of the table
+            candidates = tail.execute(sql, [*args, CANDIDATES]).fetchall()
+            if len(candidates) < CANDIDATES:
+                candidates += self._db.execute(
+                    sql, [*args, CANDIDATES - len(candidates)]
+                ).fetchall()
         except sqlite3.OperationalError as exc:
             if "fts5" in str(exc) or "syntax" in str(exc):
                 raise SearchQueryError(str(exc)) from None
             raise
+        texts = {int(seq): str(text) for seq, text in candidates}
+        words = [tokens(text) for text in texts.values()]
+        mean = average([len(w) for w in words])
+        best = sorted(
+            ((score(query.terms, w, mean), seq) for seq, w in zip(texts, words, strict=True)),
+            reverse=True,
+        )[:limit]
+        if not best:
+            return []
+        marks = ",".join("?" * len(best))
+        rows = {
+            int(seq): (str(type_), str(body))
+            for seq, type_, body in self._db.execute(
+                f"SELECT seq, type, body FROM events WHERE seq IN ({marks})",
+                [seq for _, seq in best],
+            )
+        }
+        hits = []
+        for value, seq in best:
+            if seq in rows:
+                type_, body = rows[seq]
+                text = snippet(
+                    texts[seq], query.terms, SNIPPET_TOKENS, (MARK_OPEN, MARK_CLOSE), ELLIPSIS
+                )
+                hits.append(Hit(seq, type_, body, text, value))
         return hits
+
+
+class _Tail:
+    """The tail's events (``seq`` after the indexed seq) in an FTS5 table in memory, of
+    the same definition as ``search``. Only ever what the store has committed: it is
+    filled from the store when a search needs it, and made anew when the store's index
+    changed (another indexed seq, another journal, a trim), never written by a
+    transaction that could still roll back."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._memory: sqlite3.Connection | None = None
+        #: what the copy was made from: (journal id, indexed seq, the journal's first seq)
+        self._key: tuple[str | None, int, int | None] | None = None
+        self._upto = 0
+
+    def connection(self, indexed: int) -> sqlite3.Connection:
+        """The in-memory table, holding every event after ``indexed`` the store has now."""
+        first = self._db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+        journal = self._db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()
+        key = (None if journal is None else str(journal[0]), indexed, first)
+        memory = self._memory
+        if memory is None or key != self._key:
+            if memory is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    memory.close()
+            memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            memory.execute(TAIL_TABLE)
+            self._memory, self._key, self._upto = memory, key, indexed
+        last = int(self._db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0)
+        if last > self._upto:
+            rows = self._db.execute(_SOURCE + " AND seq <= ?", (self._upto, last)).fetchall()
+            memory.execute("BEGIN")
+            memory.executemany(
+                "INSERT INTO search (rowid, text, sender, kind) VALUES (?, ?, ?, ?)", rows
+            )
+            memory.execute("COMMIT")
+            self._upto = last
+        return memory

@@ -79,7 +79,7 @@ class Store:
         self.seen_ids = SeenIds(connection)
         self.keys = IdempotencyKeys(connection)
         self.pairing = PairingState(connection)
-        self.search = SearchIndex(connection)
+        self.search = SearchIndex(connection, self.meta)
         #: (dev, inode) of the state dir and of the store file, taken at open
         self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
         #: the pending join's row as last written here (None: none), so reading it costs no
