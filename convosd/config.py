@@ -127,9 +127,9 @@ class DaemonSection(BaseModel):
     # Addition: how one-shot CLI commands run (README, How convosd runs the CLI).
     cli_transport: Literal["warm", "oneshot"] = "warm"
     # Addition: where the stream and the join-request watcher run with the warm transport:
-    # "single" hosts them in the warm worker (one Node process), "separate" starts a process
-    # each (README, How convosd runs the CLI).
-    cli_host: Literal["single", "separate"] = "separate"
+    # "single" hosts them in the warm worker (one Node process, one XMTP client), "separate"
+    # starts a process each, three clients over one database (README, One Node process).
+    cli_host: Literal["single", "separate"] = "single"
     max_message_bytes: Annotated[int, Field(ge=1, le=102_400)] = 16_384
     send_rate_per_s: PositiveFloat = 5.0
     max_attachment_bytes: PositiveInt = 10_485_760

@@ -3,8 +3,8 @@
 ``CONVOSD_TEST_CLI_TRANSPORT`` (``warm``, the default, or ``oneshot``) chooses how the CLI
 double runs under every adapter and daemon the tests build: its worker mode or one process
 per command. It is the one seam: the fixtures below, ``tests.rpc_harness`` and the
-subprocess daemons read :data:`CLI_TRANSPORT`. ``CONVOSD_TEST_CLI_HOST`` (``separate``, the
-default, or ``single``) is ``cliHost`` the same way (:data:`CLI_HOST`): where the stream and
+subprocess daemons read :data:`CLI_TRANSPORT`. ``CONVOSD_TEST_CLI_HOST`` (``single``, the
+default, or ``separate``) is ``cliHost`` the same way (:data:`CLI_HOST`): where the stream and
 the join-request watcher run, the real-CLI tier (tests/realnode) included.
 """
 
@@ -57,7 +57,7 @@ if CLI_TRANSPORT not in ("warm", "oneshot"):
     raise RuntimeError(f"CONVOSD_TEST_CLI_TRANSPORT={CLI_TRANSPORT!r}: use warm or oneshot")
 
 
-CLI_HOST = os.environ.get("CONVOSD_TEST_CLI_HOST", "separate")
+CLI_HOST = os.environ.get("CONVOSD_TEST_CLI_HOST", "single")
 if CLI_HOST not in ("single", "separate"):
     raise RuntimeError(f"CONVOSD_TEST_CLI_HOST={CLI_HOST!r}: use single or separate")
 

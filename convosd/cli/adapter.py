@@ -157,7 +157,7 @@ class ConvosCli:
         timeout_s: float = 60.0,
         environ: Mapping[str, str] | None = None,
         transport: TransportFactory | None = None,
-        host: Literal["single", "separate"] = "separate",
+        host: Literal["single", "separate"] = "single",
     ) -> None:
         self.setup = setup
         #: where the long-lived commands run: roles of the warm worker, or their own processes

@@ -19,6 +19,7 @@ from tests.realnode.test_daemon_real import (
     admit_peer,
     children_running,
     message_events,
+    peer_messages,
     peer_sees,
 )
 from tests.xmtpnode.harness import LocalNode, Peer
@@ -83,7 +84,9 @@ async def test_join_a_real_creator_pairing_then_attachments(
 
             # Our first message here is the pairing notice: our client's first commit in a
             # group it joined goes out while the strangers write (docs/LOCAL_NODE.md).
-            await pairing_with_real_senders(client, peer, strangers, cid, theirs["invite"]["slug"])
+            await pairing_with_real_senders(
+                client, peer, strangers, cid, theirs["invite"]["slug"], ours=state
+            )
             await client.call("message.send", {"message": "hello from the agent"})
             await attachments_both_ways(client, peer, cid, tmp_path)
             events_after = await journal(client)
@@ -97,10 +100,14 @@ async def test_join_a_real_creator_pairing_then_attachments(
 
 
 async def pairing_with_real_senders(
-    client: Client, creator: Peer, strangers: list[Peer], cid: str, slug: str
+    client: Client, creator: Peer, strangers: list[Peer], cid: str, slug: str, *, ours: Path
 ) -> None:
     """Two members the creator admitted (not us): their messages are held until approved
-    (then released in order) or denied (then dropped). The creator's own pass."""
+    (then released in order) or denied (then dropped). The creator's own pass. ``ours`` is
+    the daemon's state dir: on failure, what its CLI home lists is shown beside the
+    creator's (a message both list but the journal lacks was dropped by convosd; one only
+    the creator lists never reached our client: with separate processes, a fork,
+    docs/LOCAL_NODE.md)."""
     joining = [
         asyncio.create_task(
             asyncio.to_thread(
@@ -135,7 +142,10 @@ async def pairing_with_real_senders(
         tail = [
             (e["type"], e.get("content"), e.get("senderInboxId")) for e in await journal(client)
         ]
-        pytest.fail(f"requests {requested}; journal {tail}")
+        listed = {}
+        for name, who in (("creator", creator), ("ours", Peer(creator.node, ours, "convosd"))):
+            listed[name] = [m.get("content") for m in await peer_messages(who, cid)]
+        pytest.fail(f"requests {requested}; journal {tail}; listed {listed}")
     events = await wait_events(
         client, lambda es: message_events(es, "creator passes"), "the creator's text"
     )
