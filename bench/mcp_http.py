@@ -46,7 +46,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from bench.mcp_relay import fill_journal
-from bench.startup import daemon_env, start_daemon
+from bench.startup import daemon_env, socket_up, start_daemon
 from contrib.mcp.server import Cursor, encode_cursor
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
@@ -123,10 +123,7 @@ async def run(calls: int, events: int) -> None:
         token_file.chmod(0o600)
         daemon = start_daemon(root, state, daemon_env(net))
         try:
-            for _ in range(500):
-                if sock.exists():
-                    break
-                await asyncio.sleep(0.02)
+            await socket_up(sock)
             direct = await ConvosdClient.connect(sock)
             journal_id = (await direct.status()).journal.journal_id
             cursor = encode_cursor(Cursor(events - 10, journal_id))

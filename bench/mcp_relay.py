@@ -24,9 +24,7 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,8 @@ from typing import Any
 from mcp import Client as McpClient
 from mcp import StdioServerParameters
 
-from bench.startup import daemon_env, start_daemon
+from bench.receiver import Receiver
+from bench.startup import daemon_env, socket_up, start_daemon
 from contrib.webhook.relay import Relay, RelayConfig
 from convosd.client import ConvosdClient
 from convosd.errors import NotReady
@@ -50,7 +49,8 @@ SECRET = "whsec_" + base64.b64encode(b"bench-secret-of-enough-length").decode()
 KEY = b"bench-secret-of-enough-length"
 
 RECEIVER = r"""
-import asyncio, json, signal, sys
+import asyncio, sys
+from bench.receiver import read_request, serve
 from standardwebhooks import Webhook, WebhookVerificationError
 webhook, mode = Webhook(sys.argv[1]), sys.argv[2]
 stats = {"requests": 0, "accepted": 0, "badSignatures": 0, "answers": {}}
@@ -67,13 +67,7 @@ def answer_for(n):
 async def handle(reader, writer):
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            headers = {}
-            for line in head.decode().split("\r\n")[1:]:
-                if line:
-                    k, _, v = line.partition(":")
-                    headers[k.strip().lower()] = v.strip()
-            body = await reader.readexactly(int(headers["content-length"]))
+            headers, body = await read_request(reader)
             stats["requests"] += 1
             answer = answer_for(stats["requests"])
             try:
@@ -99,16 +93,11 @@ async def handle(reader, writer):
         pass
     finally:
         writer.close()
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+def report():
     stats["unique"] = len(keys)
     stats["duplicates"] = sum(n - 1 for n in keys.values())
-    print(json.dumps(stats), flush=True)
-asyncio.run(main())
+    return stats
+serve(handle, report)
 """
 
 
@@ -141,24 +130,6 @@ def fill_journal(state: Path, n: int) -> None:
             for i in range(start, min(n, start + 500))
         )
     store.close()
-
-
-class Receiver:
-    def __init__(self, mode: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", RECEIVER, SECRET, mode],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-
-    def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        stats: dict[str, Any] = json.loads(out)
-        return stats
 
 
 async def relay_run(
@@ -216,10 +187,7 @@ async def run(calls: int, events: int) -> None:
         sock = root / "d.sock"
         daemon = start_daemon(root, state, daemon_env(net, CONVOSD_SEND_RATE_PER_S="1000"))
         try:
-            for _ in range(500):
-                if sock.exists():
-                    break
-                await asyncio.sleep(0.02)
+            await socket_up(sock)
             client = await ConvosdClient.connect(sock)
             for _ in range(300):
                 try:
@@ -266,16 +234,16 @@ async def run(calls: int, events: int) -> None:
             await client.close()
 
             # --- relay throughput vs plain POSTs, then under faults ---------------------
-            receiver = Receiver("ok")
+            receiver = Receiver(RECEIVER, SECRET, "ok")
             baseline_s = await asyncio.to_thread(
                 plain_posts, receiver.url, bodies * (events // len(bodies) + 1)
             )
             baseline_n = len(bodies) * (events // len(bodies) + 1)
             receiver.stop()
-            receiver = Receiver("ok")
+            receiver = Receiver(RECEIVER, SECRET, "ok")
             clean_s, clean = await relay_run(root, sock, receiver.url, "clean", last_seq)
             clean_stats = receiver.stop()
-            receiver = Receiver("faults")
+            receiver = Receiver(RECEIVER, SECRET, "faults")
             faulty_s, faulty = await relay_run(
                 root,
                 sock,

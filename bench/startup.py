@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 import statistics
@@ -46,6 +47,14 @@ def start_daemon(root: Path, state: Path, env: dict[str, str]) -> subprocess.Pop
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+async def socket_up(sock: Path, within_s: float = 10.0) -> None:
+    """Wait until the daemon's socket exists (it listens from then on), at most ``within_s``."""
+    for _ in range(int(within_s / 0.02)):
+        if await asyncio.to_thread(sock.exists):
+            return
+        await asyncio.sleep(0.02)
 
 
 def time_to_ready(root: Path, net: FakeNetwork, state: Path) -> float:

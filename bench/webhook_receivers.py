@@ -43,7 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 SECRET = "whsec_" + base64.b64encode(b"bench-secret-of-enough-length").decode()
 
 RECEIVER = r"""
-import asyncio, json, signal, sys, time
+import asyncio, sys, time
+from bench.receiver import read_request, serve
 mode, bad_s = sys.argv[1], float(sys.argv[2])
 started = time.monotonic()
 stats = {"attempts": [], "accepted": set()}
@@ -51,13 +52,7 @@ stopping = asyncio.Event()
 async def handle(reader, writer):
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            headers = {}
-            for line in head.decode().split("\r\n")[1:]:
-                if line:
-                    k, _, v = line.partition(":")
-                    headers[k.strip().lower()] = v.strip()
-            await reader.readexactly(int(headers["content-length"]))
+            headers, _ = await read_request(reader)
             at = time.monotonic()
             if at - started >= bad_s:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
@@ -94,14 +89,10 @@ async def handle(reader, writer):
         pass
     finally:
         writer.close()
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    await stopping.wait()
+def report():
     stats["accepted"] = sorted(stats["accepted"])
-    print(json.dumps(stats), flush=True)
-asyncio.run(main())
+    return stats
+serve(handle, report, stopping)
 """
 
 
@@ -124,7 +115,10 @@ def one_receiver(
     rss_limit_mib: float,
 ) -> dict[str, Any]:
     receiver = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER, mode, str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", RECEIVER, mode, str(seconds)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert receiver.stdout is not None
     port = int(receiver.stdout.readline())

@@ -51,17 +51,15 @@ import contextlib
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.mcp_relay import fill_journal
-from bench.startup import daemon_env, start_daemon
+from bench.receiver import Receiver
+from bench.startup import daemon_env, socket_up, start_daemon
 from contrib.webhook.relay import (
     USER_AGENT,
     Json,
@@ -81,7 +79,8 @@ SCHEMES = ("old", "standard", "standard-2", "legacy-flag")
 TMPFS = Path("/dev/shm")
 
 RECEIVER = r"""
-import asyncio, hashlib, hmac, json, signal, sys, time
+import asyncio, hashlib, hmac, sys, time
+from bench.receiver import read_request, serve
 from standardwebhooks import Webhook, WebhookVerificationError
 webhook, old_key = Webhook(sys.argv[1]), sys.argv[2].encode()
 stats = {"requests": 0, "badSignatures": 0, "verifyS": {}, "byScheme": {}}
@@ -110,13 +109,7 @@ def verified(headers, body):
 async def handle(reader, writer):
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            headers = {}
-            for line in head.decode().split("\r\n")[1:]:
-                if line:
-                    k, _, v = line.partition(":")
-                    headers[k.strip().lower()] = v.strip()
-            body = await reader.readexactly(int(headers["content-length"]))
+            headers, body = await read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
             # checked at the end: the receiver's checking takes no CPU from the relay's run
@@ -125,12 +118,7 @@ async def handle(reader, writer):
         pass
     finally:
         writer.close()
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+def report():
     for headers, body in received:
         stats["requests"] += 1
         scheme = scheme_of(headers)
@@ -144,8 +132,8 @@ async def main():
         ids[key] = ids.get(key, 0) + 1
     stats["unique"] = len(ids)
     stats["duplicates"] = sum(n - 1 for n in ids.values())
-    print(json.dumps(stats), flush=True)
-asyncio.run(main())
+    return stats
+serve(handle, report)
 """
 
 
@@ -210,27 +198,10 @@ class TakingTurnsRelay(Relay):
         await super().deliver(journal_id, event)
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", RECEIVER, SECRET, KEY.decode()],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}/hook"
-
-    def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        stats: dict[str, Any] = json.loads(out)
-        return stats
-
-
 async def relay_run(
     where: Path, socket: Path, name: str, offset: int, last_seq: int
 ) -> tuple[TakingTurnsRelay, dict[str, Any]]:
-    receiver = Receiver()
+    receiver = Receiver(RECEIVER, SECRET, KEY.decode())
     config = RelayConfig(
         socket=socket,
         url=receiver.url,
@@ -293,10 +264,7 @@ async def run(events: int, rounds: int) -> None:
         sock = root / "d.sock"
         daemon = start_daemon(root, state, daemon_env(net))
         try:
-            for _ in range(500):
-                if sock.exists():
-                    break
-                await asyncio.sleep(0.02)
+            await socket_up(sock)
             async with await ConvosdClient.connect(sock) as client:
                 for _ in range(300):
                     try:
