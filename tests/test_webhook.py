@@ -6,6 +6,7 @@ Webhooks verifier), not with code of ours.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -261,6 +262,34 @@ async def journal_seqs(socket: Path, types: list[str] | None = None) -> tuple[st
 def messages_journaled(daemon: RunningDaemon) -> int:
     journal = daemon.instance.journal
     return sum(1 for event in journal.read(0, 10_000) if event.type == "message")
+
+
+async def one_message_journaled(
+    daemon: RunningDaemon, net: FakeNetwork, tmp_path: Path, text: str
+) -> tuple[ConvosCli, str]:
+    """Bind with a member (:func:`bind_with_member`), who writes ``text``; returns (the
+    member, the conversation) once it is journaled."""
+    bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
+    await bob.send_text(cid, text)
+    assert await eventually(lambda: messages_journaled(daemon) == 1)
+    return bob, cid
+
+
+def relay_args(url: str, tmp_path: Path, *more: str) -> argparse.Namespace:
+    """The relay's command line for one ``message`` from the journal's beginning."""
+    return build_parser().parse_args(
+        [
+            "--url",
+            url,
+            "--state-file",
+            str(tmp_path / "relay" / "cursor.json"),
+            "--types",
+            "message",
+            "--start",
+            "beginning",
+            *more,
+        ]
+    )
 
 
 def cursor_of(config: RelayConfig) -> dict[str, Any]:
@@ -553,9 +582,7 @@ async def test_starts_at_the_journal_end_and_saves_it_at_once(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
     async with Receiver() as receiver, running_daemon(net, tmp_path / "d") as daemon:
-        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
-        await bob.send_text(cid, "old")
-        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        bob, cid = await one_message_journaled(daemon, net, tmp_path, "old")
         journal_id, (old_seq,) = await journal_seqs(daemon.socket, ["message"])
         config = relay_config(
             tmp_path, daemon.socket, receiver.url, start="latest", types=["message"]
@@ -588,9 +615,7 @@ async def test_an_endless_answer_is_cut_off_and_retried(
         return answer if tries == 1 else "ok"
 
     async with Receiver(plan) as receiver, running_daemon(net, tmp_path / "d") as daemon:
-        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
-        await bob.send_text(cid, "hello")
-        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        await one_message_journaled(daemon, net, tmp_path, "hello")
         config = relay_config(tmp_path, daemon.socket, receiver.url, types=["message"])
         async with running_relay(config) as relay:
             assert await eventually(lambda: len(receiver.accepted) == 1, within_s=30)
@@ -703,9 +728,7 @@ async def test_a_relay_with_a_slow_clock_is_refused(net: FakeNetwork, tmp_path: 
     """webhook-timestamp is the relay's clock at each attempt: ten minutes slow, every
     request is outside the receiver's window (a 401 here, final: dead-lettered)."""
     async with Receiver() as receiver, running_daemon(net, tmp_path / "d") as daemon:
-        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
-        await bob.send_text(cid, "late")
-        assert await eventually(lambda: messages_journaled(daemon) == 1)
+        await one_message_journaled(daemon, net, tmp_path, "late")
         config = relay_config(tmp_path, daemon.socket, receiver.url, types=["message"])
         async with running_relay(config, clock=lambda: time.time() - 600) as relay:
             assert await eventually(lambda: relay.stats.dead_lettered == 1)
@@ -729,24 +752,9 @@ async def test_rotation_every_secret_signs_and_none_is_logged(
         ) as receiver,
         running_daemon(net, tmp_path / "d") as daemon,
     ):
-        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
-        await bob.send_text(cid, "rotating")
-        assert await eventually(lambda: messages_journaled(daemon) == 1)
-        args = build_parser().parse_args(
-            [
-                "--url",
-                receiver.url,
-                "--state-file",
-                str(tmp_path / "relay" / "cursor.json"),
-                "--secret-file",
-                str(secret_file),
-                "--types",
-                "message",
-                "--start",
-                "beginning",
-                "--backoff-initial",
-                "0.01",
-            ]
+        await one_message_journaled(daemon, net, tmp_path, "rotating")
+        args = relay_args(
+            receiver.url, tmp_path, "--secret-file", str(secret_file), "--backoff-initial", "0.01"
         )
         config = config_from(args, {"CONVOSD_SOCKET": str(daemon.socket)})
         assert config.secrets == [OLD_KEY, NEW_KEY]
@@ -781,22 +789,8 @@ async def test_legacy_signature_flag_adds_the_old_headers(net: FakeNetwork, tmp_
         Receiver(secrets=[plain.encode()]) as receiver,
         running_daemon(net, tmp_path / "d") as daemon,
     ):
-        bob, cid = await bind_with_member(daemon.socket, net, tmp_path)
-        await bob.send_text(cid, "legacy")
-        assert await eventually(lambda: messages_journaled(daemon) == 1)
-        args = build_parser().parse_args(
-            [
-                "--url",
-                receiver.url,
-                "--state-file",
-                str(tmp_path / "relay" / "cursor.json"),
-                "--types",
-                "message",
-                "--start",
-                "beginning",
-                "--legacy-signature",
-            ]
-        )
+        await one_message_journaled(daemon, net, tmp_path, "legacy")
+        args = relay_args(receiver.url, tmp_path, "--legacy-signature")
         config = config_from(
             args, {"CONVOSD_SOCKET": str(daemon.socket), "CONVOSD_WEBHOOK_SECRET": plain}
         )
