@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.rpc [--seconds 3] [--rounds N] [--status-only]
         [--baseline-tree DIR] [--profile FILE]
 
-- ``status`` calls per second and p50/p99 latency over 1 and 16 connections, with 32
+- ``status`` calls per second, p50/p99 latency and the server's CPU time per request (from
+  /proc: the figure the machine's load moves least) over 1 and 16 connections, with 32
   requests in flight per connection (throughput) and with 1 (latency), beside a minimal
   asyncio NDJSON echo server under the same load (and, with ``--baseline-tree``, beside a
   daemon run from another source tree, e.g. ``git archive main | tar -x -C /tmp/base``);
@@ -77,7 +78,18 @@ def tree_rss_kb(pid: int) -> int:
     return total
 
 
-async def load(path: Path, connections: int, seconds: float, depth: int = 32) -> dict[str, float]:
+def cpu_s(pid: int) -> float:
+    """The process's user + system CPU time so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(
+    path: Path, connections: int, seconds: float, depth: int = 32, pid: int | None = None
+) -> dict[str, float]:
+    """``pid``: the server's, whose CPU time per request is measured too."""
+    cpu_before = cpu_s(pid) if pid is not None else 0.0
     latencies: list[float] = []
     count = 0
     deadline = time.perf_counter() + seconds
@@ -111,8 +123,10 @@ async def load(path: Path, connections: int, seconds: float, depth: int = 32) ->
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(connections)))
     elapsed = time.perf_counter() - started
+    cpu = cpu_s(pid) - cpu_before if pid is not None else 0.0
     latencies.sort()
     return {
+        "cpu_us": cpu / count * 1e6,
         "rps": count / elapsed,
         "p50": latencies[len(latencies) // 2] * 1000,
         "p99": latencies[int(len(latencies) * 0.99)] * 1000,
@@ -206,9 +220,13 @@ async def run(
             for _ in range(rounds):
                 for shape in shapes:
                     conns, depth = shape
-                    for name, (_, path, _) in daemons.items():
-                        measured[shape][name].append(await load(path, conns, seconds, depth))
-                    measured[shape]["echo"].append(await load(echo_path, conns, seconds, depth))
+                    for name, (process, path, _) in daemons.items():
+                        measured[shape][name].append(
+                            await load(path, conns, seconds, depth, process.pid)
+                        )
+                    measured[shape]["echo"].append(
+                        await load(echo_path, conns, seconds, depth, echo.pid)
+                    )
             print(f"load average after the status rows: {load_average()}", flush=True)
             print_status(measured, list(daemons))
             if status_only:
@@ -288,7 +306,8 @@ def print_status(
     ratio to the echo server."""
     print(
         f"{'status: conns x in flight':<26}{'':<9}{'req/s':>9}{'echo req/s':>12}{'ratio':>7}"
-        f"{'p50 ms':>8}{'p99 ms':>8}{'echo p50':>9}{'echo p99':>9}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'echo p50':>9}{'echo p99':>9}{'CPU us/req':>11}"
+        f"{'echo CPU':>9}"
     )
     for (conns, depth), by_name in measured.items():
         echo_rounds = by_name["echo"]
@@ -301,6 +320,7 @@ def print_status(
             print(
                 f"{f'{conns} x {depth}':<26}{name:<9}{d['rps']:>9,.0f}{e['rps']:>12,.0f}"
                 f"{ratio:>7.3f}{d['p50']:>8.2f}{d['p99']:>8.2f}{e['p50']:>9.2f}{e['p99']:>9.2f}"
+                f"{d['cpu_us']:>11.1f}{e['cpu_us']:>9.1f}"
             )
 
 
