@@ -333,10 +333,38 @@ class Connection:
         if self.in_flight + requests > self.server.limits.max_in_flight:
             self._answer_busy(frame)
             return
+        item = frame.items[0]
+        if (
+            not frame.batch
+            and isinstance(item, protocol.Request)
+            and self.server.dispatcher.answers_inline(item)
+        ):
+            self._run_inline(item, frame.exotic)
+            return
         self.in_flight += requests
         task = asyncio.create_task(self._run_frame(frame, requests))
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def _run_inline(self, request: protocol.Request, exotic: bool) -> None:
+        """A request the dispatcher answers at once (status, health): answered here, as it
+        is read, without a task (its answer may so come before those of requests read
+        earlier and still running, as any answer may)."""
+        after: list[Callable[[], None]] = []
+        answer = self.server.dispatcher.dispatch_inline(request, self._context(after))
+        if answer is not None:
+            self._enqueue(protocol.encode(answer, exotic=exotic))
+        for hook in after:
+            hook()
+
+    def _context(self, after: list[Callable[[], None]]) -> CallContext:
+        return CallContext(
+            connection=self,
+            peer_uid=self.peer.uid,
+            is_admin=self.is_admin,
+            after_response=after,
+            gone=self.peer_gone,
+        )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -400,11 +428,4 @@ class Connection:
     ) -> dict[str, Any] | None:
         if isinstance(item, protocol.Invalid):
             return protocol.error_object(item.id, item.code, item.message)
-        ctx = CallContext(
-            connection=self,
-            peer_uid=self.peer.uid,
-            is_admin=self.is_admin,
-            after_response=after,
-            gone=self.peer_gone,
-        )
-        return await self.server.dispatcher.dispatch(item, ctx)
+        return await self.server.dispatcher.dispatch(item, self._context(after))
