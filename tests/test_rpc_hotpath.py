@@ -7,8 +7,10 @@ requests and handlers (errorIds replaced by ``ID``)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from pydantic import Field
@@ -16,7 +18,10 @@ from pydantic import Field
 from convosd import errors
 from convosd.rpc import dispatch, protocol
 from convosd.rpc import schemas as s
+from convosd.rpc.connection import Connection
 from convosd.rpc.dispatch import CallContext, Dispatcher, MethodSpec
+from convosd.rpc.peers import Peer
+from convosd.rpc.server import ServerLimits
 
 
 class NameParams(s.Params):
@@ -193,3 +198,61 @@ async def test_jsonrpcserver_routes_every_request_and_answers_only_what_it_does_
     dispatcher.dispatch_inline(request, context())
     assert routed == ["ok", "model", "missing", "boom", "nope", "status", "status"]
     assert built == ["nope"]
+
+
+class CountingWriter:
+    """A StreamWriter's face: counts the writes; ``unsent`` is what its transport holds."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.unsent = 0
+        self.transport = SimpleNamespace(get_write_buffer_size=lambda: self.unsent)
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    async def drain(self) -> None:
+        return None
+
+
+def connection_on(writer: CountingWriter) -> Connection:
+    server = SimpleNamespace(limits=ServerLimits(), dispatcher=Dispatcher(METHODS))
+    return Connection(
+        cast(Any, server),
+        asyncio.StreamReader(),
+        cast(Any, writer),
+        Peer(None, 1000, 1000),
+        1,
+        is_admin=False,
+    )
+
+
+async def next_turns(count: int = 2) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_what_one_loop_turn_queues_is_written_in_one_write_at_its_end() -> None:
+    writer = CountingWriter()
+    connection = connection_on(writer)
+    for n in range(5):
+        connection.send_notice(b'{"n":%d}\n' % n)
+    assert writer.writes == []  # not before the turn ends
+    await next_turns()
+    assert writer.writes == [b"".join(b'{"n":%d}\n' % n for n in range(5))]
+    assert connection.output_bytes == 0 and connection.written_bytes == len(writer.writes[0])
+    await asyncio.wait_for(connection.flush(1.0), 2.0)
+    connection.send_notice(b"{}\n")
+    await next_turns()
+    assert len(writer.writes) == 2  # the next turn's line: its own write
+
+
+async def test_lines_wait_for_the_writer_while_the_transport_holds_unsent_bytes() -> None:
+    """A peer that reads slowly: the transport has not sent everything; what is queued goes
+    to the writer task, which waits for the transport to drain (the output bound)."""
+    writer = CountingWriter()
+    writer.unsent = 10
+    connection = connection_on(writer)
+    connection.send_notice(b"{}\n")
+    await next_turns()
+    assert writer.writes == [] and connection.output_bytes == 3

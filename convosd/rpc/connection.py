@@ -72,6 +72,10 @@ class Connection:
         self._out_ready = asyncio.Event()
         self._idle = asyncio.Event()  # everything queued was written
         self._idle.set()
+        #: a write of what this loop turn queued is scheduled (:meth:`_write_turn`)
+        self._turn_scheduled = False
+        #: the writer task has lines in hand (written, waiting for the transport to drain)
+        self._writer_busy = False
         self._room = asyncio.Event()  # output below the bound: reading may go on
         self._room.set()
         self._closing = False
@@ -96,7 +100,65 @@ class Connection:
         if self.output_bytes > self.server.limits.max_output_bytes:
             self._room.clear()
         self._idle.clear()
-        self._out_ready.set()
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._write_turn)
+
+    def _write_turn(self) -> None:
+        """What the last loop turn queued, in one transport write, at the end of it. The
+        writer task takes over when the transport holds unsent bytes (it waits for them to
+        drain) or already has lines in hand."""
+        self._turn_scheduled = False
+        if not self._out or self._torn_down:
+            return
+        if self._writer_busy or self._unsent() > 0:
+            self._out_ready.set()
+            return
+        data, subs = self._take()
+        try:
+            self.writer.write(data)
+        except (ConnectionError, OSError):
+            self._peer_gone_writing()
+            return
+        finally:
+            for sub, lines in subs:
+                sub.wrote(lines)
+        self._wrote(data)
+
+    def _unsent(self) -> int:
+        """Bytes the transport holds, not yet sent."""
+        try:
+            return int(self.writer.transport.get_write_buffer_size())
+        except Exception:
+            return 0
+
+    def _take(self, most: int | None = None) -> tuple[bytes, list[tuple[Subscription, int]]]:
+        """The queued lines (at most ``most``) joined, and the subscriptions they hold."""
+        batch: list[bytes] = []
+        subs: list[tuple[Subscription, int]] = []
+        out = self._out
+        while out and (most is None or len(batch) < most):
+            line, sub, lines = out.popleft()
+            batch.append(line)
+            if sub is not None:
+                subs.append((sub, lines))
+        return b"".join(batch), subs
+
+    def _wrote(self, data: bytes) -> None:
+        self.output_bytes -= len(data)
+        self.written_bytes += len(data)
+        if self.output_bytes <= self.server.limits.max_output_bytes // 2:
+            self._room.set()
+        if not self._out:
+            self._idle.set()
+
+    def _peer_gone_writing(self) -> None:
+        """The peer is gone: nothing more can be written; stop waiting for it."""
+        self._closing = True
+        self._out.clear()
+        self.output_bytes = 0
+        self._room.set()
+        self._idle.set()
 
     def send_event(self, subscription: Subscription, line: bytes) -> None:
         self._enqueue(line, subscription)
@@ -108,37 +170,25 @@ class Connection:
         self._enqueue(line)
 
     async def _write_loop(self) -> None:
+        """Writes when the transport holds unsent bytes: waits for them to drain."""
         while True:
             while not self._out:
                 self._idle.set()
                 self._out_ready.clear()
                 await self._out_ready.wait()
-            batch: list[bytes] = []
-            subs: list[tuple[Subscription, int]] = []
-            while self._out and len(batch) < 256:
-                line, sub, lines = self._out.popleft()
-                batch.append(line)
-                if sub is not None:
-                    subs.append((sub, lines))
-            data = b"".join(batch)
+            data, subs = self._take(256)
+            self._writer_busy = True
             try:
                 self.writer.write(data)
                 await self.writer.drain()
             except (ConnectionError, OSError):
-                # The peer is gone: nothing more can be written; stop waiting for it.
-                self._closing = True
-                self._out.clear()
-                self.output_bytes = 0
-                self._room.set()
-                self._idle.set()
+                self._peer_gone_writing()
                 return
             finally:
+                self._writer_busy = False
                 for sub, lines in subs:
                     sub.wrote(lines)
-            self.output_bytes -= len(data)
-            self.written_bytes += len(data)
-            if self.output_bytes <= self.server.limits.max_output_bytes // 2:
-                self._room.set()
+            self._wrote(data)
 
     async def flush(self, timeout_s: float) -> None:
         """Wait until everything queued so far was written (bounded)."""
