@@ -20,8 +20,8 @@ from convosd.rpc import dispatch, protocol
 from convosd.rpc import schemas as s
 from convosd.rpc.connection import Connection
 from convosd.rpc.dispatch import CallContext, Dispatcher, MethodSpec
+from convosd.rpc.limits import ServerLimits
 from convosd.rpc.peers import Peer
-from convosd.rpc.server import ServerLimits
 
 
 class NameParams(s.Params):

@@ -1,5 +1,6 @@
 """One client connection: reads frames, runs their requests, writes answers and
-notifications in order (the protocol side; :mod:`convosd.rpc.server` accepts and owns them)."""
+notifications in order (the protocol side; :mod:`convosd.rpc.server` accepts and owns them,
+and is known here only as a :class:`Host`)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,32 @@ import select
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from convosd import errors
 from convosd.framing import OVERSIZE, LineSplitter
 from convosd.rpc import protocol
-from convosd.rpc.dispatch import CallContext
+from convosd.rpc.dispatch import CallContext, Dispatcher
+from convosd.rpc.limits import ServerLimits
 from convosd.rpc.peers import Peer
-from convosd.rpc.subscriptions import Subscription
-
-if TYPE_CHECKING:
-    from convosd.rpc.server import RpcServer
+from convosd.rpc.subscriptions import Subscription, SubscriptionHub
 
 log = structlog.get_logger("convosd.server")
 READ_CHUNK = 64 * 1024
+
+
+class Host(Protocol):
+    """What a connection needs of the server that accepted it (:class:`RpcServer`)."""
+
+    limits: ServerLimits
+    hub: SubscriptionHub
+    dispatcher: Dispatcher
+    connections: set[Connection]
+
+    def adopt(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Take the requests still running when the connection goes away."""
 
 
 class Connection:
@@ -43,7 +54,7 @@ class Connection:
 
     def __init__(
         self,
-        server: RpcServer,
+        server: Host,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         peer: Peer,
