@@ -39,7 +39,10 @@ class Host(Protocol):
 
 
 class Connection:
-    """One client. Reads frames and runs each as a task; one writer task writes in order.
+    """One client. Reads frames and runs each as a task (``status`` and ``health`` are
+    answered as they are read, without one); answers and notifications are written in
+    order: what a loop turn queued in one write at its end, or by the writer task while the
+    transport holds unsent bytes (it waits for them to drain).
 
     Output is bounded: while more than ``max_output_bytes`` wait to be written the connection
     is not read from (so a peer that sends without reading is held back by the kernel, not
