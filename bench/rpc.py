@@ -1,13 +1,23 @@
 """JSON-RPC throughput, latency and memory, each beside a baseline measured in the same run.
 
-    .venv/bin/python -m bench.rpc [--seconds 3]
+    .venv/bin/python -m bench.rpc [--seconds 3] [--rounds N] [--status-only]
+        [--baseline-tree DIR] [--profile FILE]
 
-- ``status`` calls per second and p50/p99 latency over 1 and 16 connections, with 32
+- ``status`` calls per second, p50/p99 latency and the server's CPU time per request (from
+  /proc: the figure the machine's load moves least) over 1 and 16 connections, with 32
   requests in flight per connection (throughput) and with 1 (latency), beside a minimal
-  asyncio NDJSON echo server under the same load;
+  asyncio NDJSON echo server under the same load (and, with ``--baseline-tree``, beside a
+  daemon run from another source tree, e.g. ``git archive main | tar -x -C /tmp/base``);
+  with ``--rounds`` the rows are measured that many times, the daemons and the echo server
+  taking turns, and the medians printed (the machine's load moves between rounds; each
+  ratio is of one round's figures). The load average is printed before and after;
 - ``message.send`` through the daemon beside running the CLI double's ``send-text`` directly
   (the difference is what the daemon adds);
-- the daemon's RSS idle and with 100 subscribers, and the RSS of its whole process tree.
+- the daemon's RSS idle and with 100 subscribers, and the RSS of its whole process tree
+  (both skipped with ``--status-only``).
+
+``--profile FILE`` runs the daemon under cProfile (``python -m cProfile -o FILE``; the stats
+are written when it exits): where the time of the ``status`` rows goes.
 
 The daemon runs as a real ``python -m convosd`` process on the CLI double, logging JSON to a
 file as it would under systemd.
@@ -68,7 +78,18 @@ def tree_rss_kb(pid: int) -> int:
     return total
 
 
-async def load(path: Path, connections: int, seconds: float, depth: int = 32) -> dict[str, float]:
+def cpu_s(pid: int) -> float:
+    """The process's user + system CPU time so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(
+    path: Path, connections: int, seconds: float, depth: int = 32, pid: int | None = None
+) -> dict[str, float]:
+    """``pid``: the server's, whose CPU time per request is measured too."""
+    cpu_before = cpu_s(pid) if pid is not None else 0.0
     latencies: list[float] = []
     count = 0
     deadline = time.perf_counter() + seconds
@@ -102,15 +123,64 @@ async def load(path: Path, connections: int, seconds: float, depth: int = 32) ->
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(connections)))
     elapsed = time.perf_counter() - started
+    cpu = cpu_s(pid) - cpu_before if pid is not None else 0.0
     latencies.sort()
     return {
+        "cpu_us": cpu / count * 1e6,
         "rps": count / elapsed,
         "p50": latencies[len(latencies) // 2] * 1000,
         "p99": latencies[int(len(latencies) * 0.99)] * 1000,
     }
 
 
-async def run(seconds: float) -> None:
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def start_daemon(
+    root: Path, env: dict[str, str], name: str, tree: Path | None, profile: str | None
+) -> tuple[subprocess.Popen[bytes], Path, Any]:
+    """A ``python -m convosd`` process on the CLI double; ``tree``: run that source tree's."""
+    sock = root / f"{name}.sock"
+    env = dict(env)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    prefix = ["-m", "cProfile", "-o", profile] if profile else []
+    log = (root / f"{name}.log").open("w")
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            *prefix,
+            "-m",
+            "convosd",
+            "--socket",
+            str(sock),
+            "--state-dir",
+            str(root / f"state-{name}"),
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(tree) if tree is not None else None,
+    )
+    return daemon, sock, log
+
+
+def median_row(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+async def run(
+    seconds: float,
+    *,
+    rounds: int = 1,
+    status_only: bool = False,
+    baseline_tree: Path | None = None,
+    profile: str | None = None,
+) -> None:
+    print(f"load average before: {load_average()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         net = FakeNetwork(root / "net")
@@ -119,7 +189,6 @@ async def run(seconds: float) -> None:
             [sys.executable, "-c", ECHO_SERVER, str(echo_path)], stdout=subprocess.PIPE, text=True
         )
         assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-        sock = root / "d.sock"
         env = {
             **os.environ,
             "FAKECONVOS_NETWORK": str(net.path),
@@ -132,35 +201,37 @@ async def run(seconds: float) -> None:
             "CONVOSD_CLI_TRANSPORT": "oneshot",
             "CONVOSD_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
         }
-        log = (root / "daemon.log").open("w")
-        daemon = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
-            [
-                sys.executable,
-                "-m",
-                "convosd",
-                "--socket",
-                str(sock),
-                "--state-dir",
-                str(root / "state"),
-                "--log-format",
-                "json",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        daemons = {"daemon": start_daemon(root, env, "d", None, profile)}
+        if baseline_tree is not None:
+            daemons["baseline"] = start_daemon(root, env, "base", baseline_tree, None)
+        daemon, sock, _ = daemons["daemon"]
         try:
-            for _ in range(500):
-                if sock.exists():
-                    break
-                await asyncio.sleep(0.02)
+            for _, path, _ in daemons.values():
+                for _ in range(500):
+                    if path.exists():
+                        break
+                    await asyncio.sleep(0.02)
             client = await Client.connect(sock)
             idle_rss = rss_kb(daemon.pid)
-            rows = []
-            for conns, depth in ((1, 32), (16, 32), (1, 1), (16, 1)):
-                d = await load(sock, conns, seconds, depth)
-                e = await load(echo_path, conns, seconds, depth)
-                rows.append((conns, depth, d, e))
+            shapes = ((1, 32), (16, 32), (1, 1), (16, 1))
+            measured: dict[tuple[int, int], dict[str, list[dict[str, float]]]] = {
+                shape: {name: [] for name in [*daemons, "echo"]} for shape in shapes
+            }
+            for _ in range(rounds):
+                for shape in shapes:
+                    conns, depth = shape
+                    for name, (process, path, _) in daemons.items():
+                        measured[shape][name].append(
+                            await load(path, conns, seconds, depth, process.pid)
+                        )
+                    measured[shape]["echo"].append(
+                        await load(echo_path, conns, seconds, depth, echo.pid)
+                    )
+            print(f"load average after the status rows: {load_average()}", flush=True)
+            print_status(measured, list(daemons))
+            if status_only:
+                await client.close()
+                return
             created = await client.call("conversation.create", {"name": "bench"})
             cid = created["conversationId"]
             await asyncio.sleep(1.5)  # let the children start and the first backfill settle
@@ -173,14 +244,14 @@ async def run(seconds: float) -> None:
                 cid,
                 "--text=direct",
                 "--env=dev",
-                f"--env-file={root / 'state' / 'cli.env'}",
+                f"--env-file={root / 'state-d' / 'cli.env'}",
                 "--json",
             ]
             direct_env = {
                 "PATH": os.environ["PATH"],
                 "FAKECONVOS_NETWORK": str(net.path),
-                "CONVOS_HOME": str(root / "state" / "convos"),
-                "HOME": str(root / "state" / "home"),
+                "CONVOS_HOME": str(root / "state-d" / "convos"),
+                "HOME": str(root / "state-d" / "home"),
             }
             for i in range(40):
                 t0 = time.perf_counter()
@@ -204,22 +275,12 @@ async def run(seconds: float) -> None:
                 await c.close()
             await client.close()
         finally:
-            daemon.terminate()
-            daemon.wait(30)
+            for process, _, handle in daemons.values():
+                process.terminate()
+                process.wait(30)
+                handle.close()
             echo.terminate()
             echo.wait(10)
-            log.close()
-
-    print(
-        f"{'status: conns x in flight':<26}{'daemon req/s':>13}{'echo req/s':>12}{'ratio':>7}"
-        f"{'p50 ms':>8}{'p99 ms':>8}{'echo p50':>9}{'echo p99':>9}"
-    )
-    for conns, depth, d, e in rows:
-        print(
-            f"{f'{conns} x {depth}':<26}{d['rps']:>13,.0f}{e['rps']:>12,.0f}"
-            f"{d['rps'] / e['rps']:>7.3f}{d['p50']:>8.2f}{d['p99']:>8.2f}"
-            f"{e['p50']:>9.2f}{e['p99']:>9.2f}"
-        )
 
     def pct(values: list[float], q: float) -> float:
         ordered = sorted(values)
@@ -238,11 +299,48 @@ async def run(seconds: float) -> None:
     )
 
 
+def print_status(
+    measured: dict[tuple[int, int], dict[str, list[dict[str, float]]]], names: list[str]
+) -> None:
+    """Per row and daemon: the medians over the rounds, and the median of each round's
+    ratio to the echo server."""
+    print(
+        f"{'status: conns x in flight':<26}{'':<9}{'req/s':>9}{'echo req/s':>12}{'ratio':>7}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'echo p50':>9}{'echo p99':>9}{'CPU us/req':>11}"
+        f"{'echo CPU':>9}"
+    )
+    for (conns, depth), by_name in measured.items():
+        echo_rounds = by_name["echo"]
+        e = median_row(echo_rounds)
+        for name in names:
+            d = median_row(by_name[name])
+            ratio = statistics.median(
+                r["rps"] / er["rps"] for r, er in zip(by_name[name], echo_rounds, strict=True)
+            )
+            print(
+                f"{f'{conns} x {depth}':<26}{name:<9}{d['rps']:>9,.0f}{e['rps']:>12,.0f}"
+                f"{ratio:>7.3f}{d['p50']:>8.2f}{d['p99']:>8.2f}{e['p50']:>9.2f}{e['p99']:>9.2f}"
+                f"{d['cpu_us']:>11.1f}{e['cpu_us']:>9.1f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--status-only", action="store_true")
+    parser.add_argument("--baseline-tree", type=Path)
+    parser.add_argument("--profile")
     args = parser.parse_args()
-    result: Any = uvloop.run(run(args.seconds))
+    result: Any = uvloop.run(
+        run(
+            args.seconds,
+            rounds=args.rounds,
+            status_only=args.status_only,
+            baseline_tree=args.baseline_tree,
+            profile=args.profile,
+        )
+    )
     del result
 
 

@@ -25,8 +25,9 @@ from convosd.instance import Instance
 from convosd.joins import JoinTiming
 from convosd.preflight import cli_setup, prepare_cli, prepare_state_dir
 from convosd.rpc.dispatch import Dispatcher
+from convosd.rpc.limits import ServerLimits
 from convosd.rpc.peers import AccessPolicy
-from convosd.rpc.server import RpcServer, ServerLimits
+from convosd.rpc.server import RpcServer
 from convosd.rpc.subscriptions import SubscriptionHub
 from convosd.service import ConvosService
 from convosd.storage.journal import Journal

@@ -104,6 +104,9 @@ class Instance:
         )
         #: (CLI calls finished, home has an identity or a database) at the last look
         self._home_seen: tuple[int, bool] | None = None
+        #: ``adds_refused`` as saved (kept here: ``status`` shows it on every call, and
+        #: only this instance changes it)
+        self._adds_refused = int(store.meta.get("adds_refused") or 0)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -382,10 +385,11 @@ class Instance:
     @property
     def adds_refused(self) -> int:
         """Adds by inboxes not allowed to add the instance, refused so far (this identity)."""
-        return int(self.store.meta.get("adds_refused") or 0)
+        return self._adds_refused
 
     def count_refused_add(self) -> None:
-        self.store.meta.set("adds_refused", str(self.adds_refused + 1))
+        self.store.meta.set("adds_refused", str(self._adds_refused + 1))
+        self._adds_refused += 1
 
     def forget_after_reset(self) -> None:
         """``daemon.reset`` wiped the CLI home and the state: drop every check it made
@@ -395,6 +399,7 @@ class Instance:
         # they belonged to the identity the reset removed
         self.store.meta.set("past_conversation_ids", None)
         self.store.meta.set("adds_refused", None)
+        self._adds_refused = 0
         self.env_mismatch = None
         self.binding_mismatch = None
         self.identity_mismatch = None  # the identity it compared is gone

@@ -9,6 +9,11 @@ past 64 bits, non-string keys, lone surrogates) and written once per turn of the
 ``flush``. Pending lines are written when the loop gets to it, when many are waiting, at
 :func:`flush` (the daemon's exit) and at interpreter exit. Without a running loop a line is
 written at once. Console output (a terminal) is written line by line, as before.
+
+:func:`info` is ``logger.info(event, **fields)`` for the hot path (one line per JSON-RPC
+request): under the JSON configuration it runs the configured processors itself and hands
+the rendered line to the batched writer, without structlog's bound logger (the same
+processors, so the same keys in the same order and the same text).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ def configure(
     ]
     renderer: list[Any]
     factory: Any
+    global _direct
+    _direct = None
     if chosen == "json":
         renderer = [
             structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
@@ -69,14 +76,59 @@ def configure(
             )
         ]
         factory = structlog.WriteLoggerFactory(file=stream)
+    processors = [*shared, *renderer]
     structlog.configure(
-        processors=[*shared, *renderer],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    if chosen == "json":
+        _direct = _Direct(factory, processors, LEVELS[level] <= logging.INFO)
     _route_stdlib(level)
     return chosen
+
+
+class _Direct:
+    """The JSON configuration :func:`info` renders for: its writer and processors."""
+
+    __slots__ = ("count", "enabled", "last", "processors", "writer")
+
+    def __init__(self, writer: BatchedLines, processors: list[Any], enabled: bool) -> None:
+        self.writer = writer
+        #: structlog's own list (``capture_logs`` changes it in place)
+        self.processors = processors
+        self.count = len(processors)
+        self.last = processors[-1]
+        self.enabled = enabled
+
+
+_direct: _Direct | None = None
+
+
+def info(logger: Any, event: str, fields: dict[str, Any]) -> None:
+    """``logger.info(event, **fields)`` for an unbound ``logger``, written straight to the
+    batched writer while the logging is the JSON configuration :func:`configure` made: the
+    configured processors (context variables, level, timestamp) run on ``{**fields,
+    "event": event}`` as structlog runs them, and :func:`render_json` renders the line as
+    its JSONRenderer does. Anything else (console output, another configuration, a test's
+    ``capture_logs``) goes through ``logger``."""
+    direct = _direct
+    if (
+        direct is None
+        or structlog.get_config()["processors"] is not direct.processors
+        or len(direct.processors) != direct.count
+        or direct.processors[-1] is not direct.last
+    ):
+        logger.info(event, **fields)
+        return
+    if not direct.enabled:
+        return
+    writer = direct.writer
+    event_dict: Any = {**fields, "event": event}
+    for processor in direct.processors[:-1]:
+        event_dict = processor(writer, "info", event_dict)
+    writer.msg(render_json(event_dict))
 
 
 def _fallback(value: Any) -> Any:

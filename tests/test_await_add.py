@@ -113,6 +113,9 @@ async def test_await_add_binds_to_an_allowed_add_and_refuses_a_stranger(
     assert await eventually(lambda: daemon.instance.owner_inbox_ids == [owner_inbox])
     # the stranger's group was never bound to, and stays refused
     assert [b["conversationId"] for b in await events(client, ["conversation_bound"])] == [group]
+    # the count belonged to the identity a reset removes: the next status shows it gone
+    await client.call("daemon.reset", {"confirm": True})
+    assert (await client.call("status"))["addsRefused"] == 0
 
 
 async def test_await_add_defaults_to_allow_from_and_needs_someone(

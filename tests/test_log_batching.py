@@ -121,3 +121,76 @@ def test_console_output_is_written_line_by_line() -> None:
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_request_line_written_directly_is_the_line_structlog_writes() -> None:
+    """``convosd.logging.info`` (the JSON-RPC request's line) renders straight to the
+    batched writer, without the bound logger: the same keys in the same order and the
+    same values as ``log.info`` (the timestamp aside), context variables included."""
+    result = run(
+        """
+        import json, structlog
+
+        class NotUsed:
+            def info(self, *args, **kwargs):
+                raise AssertionError("went through the bound logger")
+
+        stream = io.StringIO()
+        convosd_logging.configure(log_format="json", stream=stream)
+        log = convosd_logging.get_logger("convosd.rpc")
+        fields = {"method": "status", "outcome": "ok", "ms": 0.12, "peer_uid": 1000,
+                  "cli_error": "é", "big": 2**70}
+        log.info("rpc", **fields)
+        convosd_logging.info(NotUsed(), "rpc", dict(fields))
+        structlog.contextvars.bind_contextvars(request="r1", method="shadowed")
+        log.info("rpc", **fields)
+        convosd_logging.info(NotUsed(), "rpc", dict(fields))
+        convosd_logging.flush()
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        for line in lines:
+            assert line.pop("timestamp")
+        print(json.dumps([list(line.items()) for line in lines]))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    via_structlog, direct, via_structlog_ctx, direct_ctx = json.loads(result.stdout)
+    assert direct == via_structlog and direct_ctx == via_structlog_ctx
+    assert [key for key, _ in direct][-2:] == ["event", "level"]
+    assert ["request", "r1"] in direct_ctx and ["method", "status"] in direct_ctx
+
+
+def test_a_request_line_goes_through_structlog_when_it_is_not_ours() -> None:
+    """Under a test's ``capture_logs``, on a console, or at ``logLevel = "warning"`` the
+    direct line is what ``log.info`` does: captured, written by structlog, or dropped."""
+    result = run(
+        """
+        import json, structlog
+        from structlog.testing import capture_logs
+
+        class Recording:
+            calls = []
+            def info(self, event, **fields):
+                Recording.calls.append((event, fields))
+
+        stream = io.StringIO()
+        convosd_logging.configure(log_format="json", stream=stream)
+        with capture_logs():
+            convosd_logging.info(Recording(), "rpc", {"method": "status"})
+        assert Recording.calls == [("rpc", {"method": "status"})], Recording.calls
+        convosd_logging.info(Recording(), "rpc", {"method": "health"})
+        assert len(Recording.calls) == 1  # ours again once capture_logs ended
+        convosd_logging.flush()
+        assert json.loads(stream.getvalue())["method"] == "health"
+
+        convosd_logging.configure(log_format="console", stream=io.StringIO())
+        convosd_logging.info(Recording(), "rpc", {"method": "console"})
+        assert Recording.calls[-1] == ("rpc", {"method": "console"})
+
+        quiet = Counting()
+        convosd_logging.configure(log_format="json", stream=quiet, level="warning")
+        convosd_logging.info(Recording(), "rpc", {"method": "quiet"})
+        convosd_logging.flush()
+        assert quiet.getvalue() == "" and len(Recording.calls) == 2
+        """
+    )
+    assert result.returncode == 0, result.stderr

@@ -54,6 +54,7 @@ async def test_status_reads_neither_sqlite_nor_the_file_system(
             db = sqlite3.connect(tmp_path / "d" / DB_NAME)
             with db:
                 db.execute("INSERT INTO pending_join (id, body) VALUES (1, '{}')")
+                db.execute("INSERT INTO meta (key, value) VALUES ('adds_refused', '7')")
             db.close()
             stats: list[Any] = []
             real_stat = os.stat
@@ -66,6 +67,7 @@ async def test_status_reads_neither_sqlite_nor_the_file_system(
             for _ in range(20):
                 answer = await client.call("status")
                 assert answer["pending"] is False and answer["clean"] == before["clean"]
+                assert answer["addsRefused"] == 0
             monkeypatch.undo()
             assert stats == []
         finally:

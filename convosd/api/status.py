@@ -1,4 +1,5 @@
-"""status and health: read-only views of the daemon."""
+"""status and health: read-only views of the daemon, answered as their request is read
+(``inline`` methods: plain functions, no task)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ class StatusApi:
         self.instance = instance
         self.hub = hub
 
-    async def status(self, ctx: CallContext, _p: s.NoParams) -> dict[str, Any]:
+    def status(self, ctx: CallContext, _p: s.NoParams) -> dict[str, Any]:
         # The hot path of health checks: built as the wire shape directly (tests validate it
         # against StatusResult, which also documents it in rpc.discover).
         instance = self.instance
         return instance.status(subscribers=len(self.hub), policy=instance.sender_policy.counts())
 
-    async def health(self, ctx: CallContext, _p: s.NoParams) -> s.HealthResult:
+    def health(self, ctx: CallContext, _p: s.NoParams) -> s.HealthResult:
         status, checks = self.instance.health()
         return s.HealthResult(status=status, checks=checks)

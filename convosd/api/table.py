@@ -38,6 +38,7 @@ def method_table(
             status.status,
             "The daemon's state.",
             always=True,
+            inline=True,
         ),
         m(
             "health",
@@ -46,6 +47,7 @@ def method_table(
             status.health,
             "ok, degraded or down.",
             always=True,
+            inline=True,
         ),
         m(
             "conversation.create",

@@ -1,5 +1,6 @@
 """One client connection: reads frames, runs their requests, writes answers and
-notifications in order (the protocol side; :mod:`convosd.rpc.server` accepts and owns them)."""
+notifications in order (the protocol side; :mod:`convosd.rpc.server` accepts and owns them,
+and is known here only as a :class:`Host`)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,39 @@ import select
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from convosd import errors
 from convosd.framing import OVERSIZE, LineSplitter
 from convosd.rpc import protocol
-from convosd.rpc.dispatch import CallContext
+from convosd.rpc.dispatch import CallContext, Dispatcher
+from convosd.rpc.limits import ServerLimits
 from convosd.rpc.peers import Peer
-from convosd.rpc.subscriptions import Subscription
-
-if TYPE_CHECKING:
-    from convosd.rpc.server import RpcServer
+from convosd.rpc.subscriptions import Subscription, SubscriptionHub
 
 log = structlog.get_logger("convosd.server")
 READ_CHUNK = 64 * 1024
 
 
+class Host(Protocol):
+    """What a connection needs of the server that accepted it (:class:`RpcServer`)."""
+
+    limits: ServerLimits
+    hub: SubscriptionHub
+    dispatcher: Dispatcher
+    connections: set[Connection]
+
+    def adopt(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Take the requests still running when the connection goes away."""
+
+
 class Connection:
-    """One client. Reads frames and runs each as a task; one writer task writes in order.
+    """One client. Reads frames and runs each as a task (``status`` and ``health`` are
+    answered as they are read, without one); answers and notifications are written in
+    order: what a loop turn queued in one write at its end, or by the writer task while the
+    transport holds unsent bytes (it waits for them to drain).
 
     Output is bounded: while more than ``max_output_bytes`` wait to be written the connection
     is not read from (so a peer that sends without reading is held back by the kernel, not
@@ -43,7 +57,7 @@ class Connection:
 
     def __init__(
         self,
-        server: RpcServer,
+        server: Host,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         peer: Peer,
@@ -72,6 +86,10 @@ class Connection:
         self._out_ready = asyncio.Event()
         self._idle = asyncio.Event()  # everything queued was written
         self._idle.set()
+        #: a write of what this loop turn queued is scheduled (:meth:`_write_turn`)
+        self._turn_scheduled = False
+        #: the writer task has lines in hand (written, waiting for the transport to drain)
+        self._writer_busy = False
         self._room = asyncio.Event()  # output below the bound: reading may go on
         self._room.set()
         self._closing = False
@@ -96,7 +114,65 @@ class Connection:
         if self.output_bytes > self.server.limits.max_output_bytes:
             self._room.clear()
         self._idle.clear()
-        self._out_ready.set()
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._write_turn)
+
+    def _write_turn(self) -> None:
+        """What the last loop turn queued, in one transport write, at the end of it. The
+        writer task takes over when the transport holds unsent bytes (it waits for them to
+        drain) or already has lines in hand."""
+        self._turn_scheduled = False
+        if not self._out or self._torn_down:
+            return
+        if self._writer_busy or self._unsent() > 0:
+            self._out_ready.set()
+            return
+        data, subs = self._take()
+        try:
+            self.writer.write(data)
+        except (ConnectionError, OSError):
+            self._peer_gone_writing()
+            return
+        finally:
+            for sub, lines in subs:
+                sub.wrote(lines)
+        self._wrote(data)
+
+    def _unsent(self) -> int:
+        """Bytes the transport holds, not yet sent."""
+        try:
+            return int(self.writer.transport.get_write_buffer_size())
+        except Exception:
+            return 0
+
+    def _take(self, most: int | None = None) -> tuple[bytes, list[tuple[Subscription, int]]]:
+        """The queued lines (at most ``most``) joined, and the subscriptions they hold."""
+        batch: list[bytes] = []
+        subs: list[tuple[Subscription, int]] = []
+        out = self._out
+        while out and (most is None or len(batch) < most):
+            line, sub, lines = out.popleft()
+            batch.append(line)
+            if sub is not None:
+                subs.append((sub, lines))
+        return b"".join(batch), subs
+
+    def _wrote(self, data: bytes) -> None:
+        self.output_bytes -= len(data)
+        self.written_bytes += len(data)
+        if self.output_bytes <= self.server.limits.max_output_bytes // 2:
+            self._room.set()
+        if not self._out:
+            self._idle.set()
+
+    def _peer_gone_writing(self) -> None:
+        """The peer is gone: nothing more can be written; stop waiting for it."""
+        self._closing = True
+        self._out.clear()
+        self.output_bytes = 0
+        self._room.set()
+        self._idle.set()
 
     def send_event(self, subscription: Subscription, line: bytes) -> None:
         self._enqueue(line, subscription)
@@ -108,37 +184,25 @@ class Connection:
         self._enqueue(line)
 
     async def _write_loop(self) -> None:
+        """Writes when the transport holds unsent bytes: waits for them to drain."""
         while True:
             while not self._out:
                 self._idle.set()
                 self._out_ready.clear()
                 await self._out_ready.wait()
-            batch: list[bytes] = []
-            subs: list[tuple[Subscription, int]] = []
-            while self._out and len(batch) < 256:
-                line, sub, lines = self._out.popleft()
-                batch.append(line)
-                if sub is not None:
-                    subs.append((sub, lines))
-            data = b"".join(batch)
+            data, subs = self._take(256)
+            self._writer_busy = True
             try:
                 self.writer.write(data)
                 await self.writer.drain()
             except (ConnectionError, OSError):
-                # The peer is gone: nothing more can be written; stop waiting for it.
-                self._closing = True
-                self._out.clear()
-                self.output_bytes = 0
-                self._room.set()
-                self._idle.set()
+                self._peer_gone_writing()
                 return
             finally:
+                self._writer_busy = False
                 for sub, lines in subs:
                     sub.wrote(lines)
-            self.output_bytes -= len(data)
-            self.written_bytes += len(data)
-            if self.output_bytes <= self.server.limits.max_output_bytes // 2:
-                self._room.set()
+            self._wrote(data)
 
     async def flush(self, timeout_s: float) -> None:
         """Wait until everything queued so far was written (bounded)."""
@@ -333,10 +397,38 @@ class Connection:
         if self.in_flight + requests > self.server.limits.max_in_flight:
             self._answer_busy(frame)
             return
+        item = frame.items[0]
+        if (
+            not frame.batch
+            and isinstance(item, protocol.Request)
+            and self.server.dispatcher.answers_inline(item)
+        ):
+            self._run_inline(item, frame.exotic)
+            return
         self.in_flight += requests
         task = asyncio.create_task(self._run_frame(frame, requests))
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def _run_inline(self, request: protocol.Request, exotic: bool) -> None:
+        """A request the dispatcher answers at once (status, health): answered here, as it
+        is read, without a task (its answer may so come before those of requests read
+        earlier and still running, as any answer may)."""
+        after: list[Callable[[], None]] = []
+        answer = self.server.dispatcher.dispatch_inline(request, self._context(after))
+        if answer is not None:
+            self._enqueue(protocol.encode(answer, exotic=exotic))
+        for hook in after:
+            hook()
+
+    def _context(self, after: list[Callable[[], None]]) -> CallContext:
+        return CallContext(
+            connection=self,
+            peer_uid=self.peer.uid,
+            is_admin=self.is_admin,
+            after_response=after,
+            gone=self.peer_gone,
+        )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -400,11 +492,4 @@ class Connection:
     ) -> dict[str, Any] | None:
         if isinstance(item, protocol.Invalid):
             return protocol.error_object(item.id, item.code, item.message)
-        ctx = CallContext(
-            connection=self,
-            peer_uid=self.peer.uid,
-            is_admin=self.is_admin,
-            after_response=after,
-            gone=self.peer_gone,
-        )
-        return await self.server.dispatcher.dispatch(item, ctx)
+        return await self.server.dispatcher.dispatch(item, self._context(after))

@@ -9,7 +9,8 @@ once, and only admins may call admin methods.
 
 This module is the runtime side: it binds the socket (:mod:`convosd.rpc.sockets`), admits
 peers (:mod:`convosd.rpc.peers`), owns the connections and shuts them down; each client's
-protocol (framing, answers, output bounds) is :class:`convosd.rpc.connection.Connection`.
+protocol (framing, answers, output bounds) is :class:`convosd.rpc.connection.Connection`,
+which knows the server only as its :class:`convosd.rpc.connection.Host` (no import back).
 """
 
 from __future__ import annotations
@@ -25,26 +26,12 @@ from convosd import errors
 from convosd.rpc import protocol
 from convosd.rpc.connection import Connection
 from convosd.rpc.dispatch import Dispatcher
+from convosd.rpc.limits import ServerLimits
 from convosd.rpc.peers import AccessPolicy, Peer, peer_of
 from convosd.rpc.sockets import bind_socket, prepare_socket_dir, prepare_socket_path, resolve_group
 from convosd.rpc.subscriptions import SubscriptionHub
 
 log = structlog.get_logger("convosd.server")
-
-
-@dataclass
-class ServerLimits:
-    frame_limit: int = 1_048_576
-    max_connections: int = 256
-    max_in_flight: int = 64
-    #: of ``max_connections``, kept for admin peers (others are refused past the rest)
-    admin_reserved: int = 4
-    #: bytes waiting to be written to one connection before it is no longer read from
-    max_output_bytes: int = 1_048_576
-    #: a connection not read from whose output makes no progress this long is closed
-    output_stall_timeout_s: float = 30.0
-    #: a connection with nothing running, no subscription and no traffic this long is closed
-    idle_timeout_s: float = 600.0
 
 
 @dataclass
