@@ -44,6 +44,9 @@ PREFIX = "burst "
 PROGRESS_EVERY = 50
 #: the burst goes on until the stream has resumed and this many more messages were sent
 LIVE_AFTER = 500
+#: kills a few seconds apart are a crash loop to the roles' backoff (0.5 s doubling, reset
+#: after 30 s up), which settles at its cap (60 s, +20 % jitter): a resume may take that long
+RESUME_WAIT_S = WAIT_S + 72.0
 WRITER = """
 import os, sys, time
 sys.path.insert(0, {root!r})
@@ -92,6 +95,8 @@ class KillRun:
     #: last message sent → every message journaled (or the wait given up)
     settle_s: float = 0.0
     worker_restarts: int = 0
+    #: commands run one-shot (no worker to take them)
+    one_shot_fallbacks: int = 0
     #: lines the stream read after the last kill's resume
     live_after_resume: int = 0
     role_restarts: dict[str, int] = field(default_factory=dict)
@@ -115,6 +120,7 @@ class KillRun:
             "settle_s": round(self.settle_s, 2),
             "live_after_resume": self.live_after_resume,
             "worker_restarts": self.worker_restarts,
+            "one_shot_fallbacks": self.one_shot_fallbacks,
             "role_restarts": self.role_restarts,
             "load_average": self.load,
         }
@@ -254,6 +260,7 @@ async def burst_with_kills(root: Path, *, messages: int, rate: float, kills: int
                 run.live_after_resume = stream_lines(daemon.instance) - run.kills[-1].lines
             status = await client.call("status")
             run.worker_restarts = status["cli"]["worker"]["restarts"]
+            run.one_shot_fallbacks = status["cli"]["worker"]["fallbacks"]
             run.role_restarts = {n: c["restarts"] for n, c in status["children"].items()}
         finally:
             for task in run.catching_up:
@@ -314,7 +321,7 @@ async def _kill(
     os.killpg(worker, signal.SIGKILL)  # a crash: the worker and every role it hosts
     if not await eventually(lambda: process_gone(worker)):
         raise AssertionError(f"the worker {worker} outlived its SIGKILL")
-    if not await eventually_async(lambda: _roles_in_new_worker(client, worker)):
+    if not await eventually_async(lambda: _roles_in_new_worker(client, worker), RESUME_WAIT_S):
         raise AssertionError("the roles did not resume in a new worker")
     kill.resume_s = time.monotonic() - killed
     kill.lines = lines()
