@@ -205,6 +205,9 @@ async def test_roles_survive_a_worker_kill_and_a_command_timeout_under_a_burst(
                     "resume_s": round(resume_s, 2),
                     "sent_after_resume": KILL_BURST - after_resume,
                     "stream_lines_after_resume": live,
+                    "one_shot_fallbacks": (await client.call("status"))["cli"]["worker"][
+                        "fallbacks"
+                    ],
                     "load_average": round(os.getloadavg()[0], 1),
                 },
             )
@@ -258,6 +261,9 @@ async def test_roles_survive_a_worker_kill_and_a_command_timeout_under_a_burst(
                     "the_send_s": round(send_s, 1),
                     "sent_after_resume": count - after_resume,
                     "stream_lines_after_resume": live,
+                    "one_shot_fallbacks": (await client.call("status"))["cli"]["worker"][
+                        "fallbacks"
+                    ],
                     "load_average": round(os.getloadavg()[0], 1),
                 },
             )
