@@ -3,8 +3,9 @@ says: the stream and the join-request watcher run in the warm worker (one Node p
 real peer is admitted by the watcher role, and while the peer sends bursts (one real XMTP
 client sending as fast as it can: tests/realnode/burst_tool.mjs) the worker's process group
 is SIGKILLed, then the worker is frozen under a command until that command times out: every
-text the peer sent is journaled exactly once and in the order it was sent, and both roles run
-again in a new worker. The counts and the rate the peer reached are printed (``-s``)."""
+text the peer sent is journaled exactly once and in the order it was sent, both roles run
+again in a new worker, and the resumed stream role reads lines of the burst (each burst goes
+on until it has). The counts and the rate the peer reached are printed (``-s``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import pytest
 from convosd import errors
 from convosd.client import Client
 from tests.helpers import eventually, eventually_async, process_gone
-from tests.realnode.conftest import WAIT_S, journal, real_daemon
+from tests.realnode.conftest import WAIT_S, RealDaemon, journal, real_daemon
 from tests.realnode.test_daemon_real import admit_peer
 from tests.worker_kill import stream_lines
 from tests.xmtpnode.harness import LocalNode, Peer, pinned_node
@@ -34,10 +35,12 @@ pytestmark = pytest.mark.timeout(900)
 #: short enough to wait for, long enough for a real command on a loaded machine
 TIMEOUT_S = 30.0
 TOOL = Path(__file__).with_name("burst_tool.mjs")
-#: the first burst's length (the peer reached 74/s at load 8: about 8 s), and when the worker
-#: is killed; the second burst is sized from the first's rate to outlast the timeout
-KILL_BURST = 600
-KILL_AT = 100
+#: each burst's least length, and when the worker is killed or frozen in it; a burst goes on
+#: (held) until the resumed stream role has read lines, whatever the machine's speed
+BURST = 200
+HARM_AT = 100
+#: a held burst's bound: minutes at the 44-122 messages/s one client reaches here
+BURST_MAX = 20_000
 
 
 async def roles_running(client: Client, *, not_pid: int | None = None) -> dict[str, Any]:
@@ -58,8 +61,9 @@ async def roles_running(client: Client, *, not_pid: int | None = None) -> dict[s
 class Burst:
     """The peer's burst tool, running: how many it has sent, and when it is done."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, hold: Path) -> None:
         self.process = process
+        self.hold = hold
         self.sent = 0
         self.seconds: float | None = None
         self.stderr = bytearray()
@@ -85,6 +89,8 @@ class Burst:
         assert await eventually(lambda: self.sent >= count, within_s=WAIT_S), self.sent
 
     async def done(self) -> float:
+        """Let the burst end; its rate."""
+        self.hold.unlink(missing_ok=True)
         code = await asyncio.wait_for(self.process.wait(), WAIT_S)
         await self.reading
         await self.draining
@@ -93,14 +99,19 @@ class Burst:
 
 
 @contextlib.asynccontextmanager
-async def burst(peer: Peer, cid: str, count: int, prefix: str) -> AsyncIterator[Burst]:
+async def burst(peer: Peer, cid: str, prefix: str) -> AsyncIterator[Burst]:
+    """``BURST`` texts and on while ``burst.hold`` exists."""
+    hold = peer.root / f"hold-{prefix.strip()}"
+    hold.touch()
     process = await asyncio.create_subprocess_exec(
         *peer.node.enter,
         str(pinned_node()),
         str(TOOL),
         cid,
-        str(count),
+        str(BURST),
         prefix,
+        str(hold),
+        str(BURST_MAX),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -108,10 +119,11 @@ async def burst(peer: Peer, cid: str, count: int, prefix: str) -> AsyncIterator[
         cwd=peer.root,
         start_new_session=True,
     )
-    running = Burst(process)
+    running = Burst(process, hold)
     try:
         yield running
     finally:
+        hold.unlink(missing_ok=True)
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)  # nsenter and the node under it
@@ -120,6 +132,34 @@ async def burst(peer: Peer, cid: str, count: int, prefix: str) -> AsyncIterator[
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class Resumed:
+    """Where the burst and the stream were when the roles ran again."""
+
+    def __init__(self, sent: int, lines: int) -> None:
+        self.sent = sent
+        self.lines = lines
+
+    def report(self, daemon: RealDaemon, sending: Burst) -> dict[str, int]:
+        return {
+            "sent_after_resume": sending.sent - self.sent,
+            "stream_lines_after_resume": stream_lines(daemon.daemon.instance) - self.lines,
+        }
+
+
+async def carried_live(daemon: RealDaemon, sending: Burst) -> Resumed:
+    """The roles run again: the burst goes on until the resumed stream role has read lines
+    of it (not only the backfill)."""
+    resumed = Resumed(sending.sent, stream_lines(daemon.daemon.instance))
+    assert await eventually(
+        lambda: stream_lines(daemon.daemon.instance) > resumed.lines, within_s=WAIT_S
+    ), "the resumed stream role read nothing"
+    return resumed
+
+
+async def fallbacks(client: Client) -> int:
+    return int((await client.call("status"))["cli"]["worker"]["fallbacks"])
 
 
 async def message_texts(client: Client) -> list[str]:
@@ -178,47 +218,39 @@ async def test_roles_survive_a_worker_kill_and_a_command_timeout_under_a_burst(
             first = await roles_running(client)
             await admit_peer(client, peer, created["inviteSlug"])  # the watcher role admits
 
-            # the worker's process group SIGKILLed (a crash) a third of the way into a burst
+            # the worker's process group SIGKILLed (a crash) during a burst
             worker = first["cli"]["worker"]["pid"]
-            async with burst(peer, cid, KILL_BURST, "kill ") as sending:
-                await sending.reached(KILL_AT)
+            async with burst(peer, cid, "kill ") as sending:
+                await sending.reached(HARM_AT)
                 at_sent = sending.sent
                 killed = time.monotonic()
                 os.killpg(worker, signal.SIGKILL)
                 assert await eventually(lambda: process_gone(worker), within_s=WAIT_S)
                 second = await roles_running(client, not_pid=worker)
                 resume_s = time.monotonic() - killed
-                after_resume = sending.sent
-                lines = stream_lines(daemon.daemon.instance)
+                resumed = await carried_live(daemon, sending)
                 rate = await sending.done()
             assert all(c["restarts"] >= 1 for c in second["children"].values())
-            killed_counts = await every_text_once_in_order(
-                client, "kill ", KILL_BURST, "every text after the worker was killed"
+            counts = await every_text_once_in_order(
+                client, "kill ", sending.sent, "every text after the worker was killed"
             )
-            live = stream_lines(daemon.daemon.instance) - lines
             print(
                 "worker SIGKILL:",
                 {
-                    **killed_counts,
+                    **counts,
                     "rate_per_s": round(rate, 1),
                     "killed_at_sent": at_sent,
                     "resume_s": round(resume_s, 2),
-                    "sent_after_resume": KILL_BURST - after_resume,
-                    "stream_lines_after_resume": live,
-                    "one_shot_fallbacks": (await client.call("status"))["cli"]["worker"][
-                        "fallbacks"
-                    ],
+                    **resumed.report(daemon, sending),
+                    "one_shot_fallbacks": await fallbacks(client),
                     "load_average": round(os.getloadavg()[0], 1),
                 },
             )
-            assert live > 0, "the resumed stream role carried nothing"
 
-            # the worker frozen under a command until it times out, while the peer sends a
-            # burst that outlasts the timeout
+            # the worker frozen under a command until it times out, during a burst
             worker = second["cli"]["worker"]["pid"]
-            count = max(60, min(3000, int(rate * (TIMEOUT_S + 20))))
-            async with burst(peer, cid, count, "timeout ") as sending:
-                await sending.reached(max(1, count // 10))
+            async with burst(peer, cid, "timeout ") as sending:
+                await sending.reached(HARM_AT)
                 at_sent = sending.sent
                 os.kill(worker, signal.SIGSTOP)  # a hung command: the roles hang with it
                 started = time.monotonic()
@@ -242,32 +274,25 @@ async def test_roles_survive_a_worker_kill_and_a_command_timeout_under_a_burst(
                 send_s = time.monotonic() - started
                 assert await watching, "the frozen worker was never killed"
                 third = await roles_running(client, not_pid=worker)
-                after_resume = sending.sent
-                lines = stream_lines(daemon.daemon.instance)
+                resumed = await carried_live(daemon, sending)
                 rate = await sending.done()
-            assert after_resume < count, "the burst ended before the roles resumed"
-            timeout_counts = await every_text_once_in_order(
-                client, "timeout ", count, "every text after the command timed out"
+            counts = await every_text_once_in_order(
+                client, "timeout ", sending.sent, "every text after the command timed out"
             )
-            live = stream_lines(daemon.daemon.instance) - lines
             print(
                 "command timeout:",
                 {
-                    **timeout_counts,
+                    **counts,
                     "rate_per_s": round(rate, 1),
                     "frozen_at_sent": at_sent,
                     "worker_killed_after_s": round(gone_after[0], 1),
                     "the_send": send,
                     "the_send_s": round(send_s, 1),
-                    "sent_after_resume": count - after_resume,
-                    "stream_lines_after_resume": live,
-                    "one_shot_fallbacks": (await client.call("status"))["cli"]["worker"][
-                        "fallbacks"
-                    ],
+                    **resumed.report(daemon, sending),
+                    "one_shot_fallbacks": await fallbacks(client),
                     "load_average": round(os.getloadavg()[0], 1),
                 },
             )
-            assert live > 0, "the resumed stream role carried nothing"
             assert third["cli"]["worker"]["pid"] != worker
             assert (await client.call("health"))["status"] == "ok"
             events = await journal(client, ["member_joined"])
