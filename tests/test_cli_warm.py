@@ -476,3 +476,43 @@ async def test_a_call_cancelled_while_the_worker_starts_leaves_no_half_started_w
         assert status["fallbacks"] == 0 and status["state"] == "running", status
     finally:
         await warm.aclose()
+
+
+async def test_commands_use_the_worker_the_roles_restarted_in_not_one_shot(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """After a crash the roles start again at once in a new worker (their own backoff); the
+    worker's backoff must not send commands one-shot beside it meanwhile: with the real CLI a
+    one-shot command is a second XMTP client over the database the roles' client uses (what
+    ``cliHost = "single"`` is for)."""
+    warm = WarmTransport(_runner(net, tmp_path), policy=BackoffPolicy(initial_s=30, cap_s=60))
+    roles = []
+    try:
+        created = json.loads(
+            (
+                await warm.run(
+                    _inv("conversations", "create", "--name", "R", "--json"), timeout_s=20
+                )
+            ).stdout
+        )
+        stream = _inv("conversation", "stream", created["conversationId"], "--json")
+        first = await warm.start_role(stream)
+        assert first is not None
+        roles.append(first)
+        os.killpg(first.pid, signal.SIGKILL)  # a crash: the worker and its role
+        assert await asyncio.wait_for(first.wait(), WAIT_S) != 0
+        await warm.run(_inv("identity", "list"), timeout_s=20)  # one-shot: no worker
+        assert warm.describe()["state"] == "backoff"
+        fallbacks = warm.describe()["fallbacks"]
+        second = await warm.start_role(stream)  # the role's own backoff passed: a new worker
+        assert second is not None and second.pid != first.pid
+        roles.append(second)
+        commands = warm.describe()["commands"]
+        assert (await warm.run(_inv("identity", "list"), timeout_s=20)).exit_code == 0
+        status = warm.describe()
+        assert status["fallbacks"] == fallbacks, "a command ran one-shot beside the roles' worker"
+        assert status["commands"] == commands + 1 and status["pid"] == second.pid
+    finally:
+        for role in roles:
+            role.signal(signal.SIGTERM)
+        await warm.aclose()

@@ -19,7 +19,8 @@ Failures, by kind:
 - the worker crashing, not starting, or breaking the protocol (a frame over the size limit,
   a wrong id, not JSON): that command runs one-shot instead (a *fallback*), and the worker is
   started again after a backoff (:mod:`convosd.supervisor.backoff`); meanwhile commands run
-  one-shot. A crash in the middle of a command runs it again one-shot only if it is in
+  one-shot, unless a role (``cliHost = "single"``) has started a new worker, which they then
+  use. A crash in the middle of a command runs it again one-shot only if it is in
   :data:`~convosd.cli.argv.REPEATABLE_COMMANDS`; any other may have done its work (sent,
   created, joined...), so :class:`~convosd.errors.CliFailed` says it was not run again;
 - ``convos --version`` always runs one-shot: it is how the daemon notices a CLI upgraded in
@@ -286,7 +287,10 @@ class WarmTransport:
             return await self._version(invocation, timeout_s)
         if self._command is None or self._closed:
             return await self.oneshot.run(invocation, timeout_s=timeout_s)
-        if time.monotonic() < self._retry_at:  # the worker failed: one-shot until it is due
+        if time.monotonic() < self._retry_at and not self._worker_up():
+            # The worker failed: one-shot until it is due, unless the roles have started a
+            # new one meanwhile (their own backoff is shorter). A one-shot command beside a
+            # worker hosting roles would be a second XMTP client over their database.
             self.fallbacks += 1
             return await self.oneshot.run(invocation, timeout_s=timeout_s)
         started = time.monotonic()
@@ -307,6 +311,16 @@ class WarmTransport:
             self.fallbacks += 1
             remaining = max(0.1, timeout_s - (time.monotonic() - started))
             return await self.oneshot.run(invocation, timeout_s=remaining)
+
+    def _worker_up(self) -> bool:
+        """A worker runs and may take commands (one the roles started, say)."""
+        worker = self._worker
+        return (
+            worker is not None
+            and worker.process.returncode is None
+            and worker.broken is None
+            and self._stale is None
+        )
 
     async def _version(self, invocation: Invocation, timeout_s: float) -> CliResult:
         result = await self.oneshot.run(invocation, timeout_s=timeout_s)
