@@ -178,7 +178,7 @@ async def serve_daemon(sock_dir: str, fifo: str, profile: str | None, log_stream
         if profile:
             import cProfile
 
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.thread_time)  # CPU, not wall: a shared machine
             loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
 
             def dump() -> None:
