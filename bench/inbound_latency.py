@@ -24,7 +24,8 @@ server share the machine: the relay's figure is what the pipe, the socket and th
 scheduler cost). CPU is the server process's (all its threads, ``/proc/<pid>/task/*/
 schedstat``, nanoseconds) over the phase, divided by the messages: for the daemon it
 includes whatever else it does meanwhile (timers), at 1 message/s a visible share.
-``--profile FILE``: the daemon's cProfile of its 1,000/s phase (pstats file), printed too.
+``--profile FILE``: the daemon's cProfile (CPU time) of its phase at the highest rate
+(pstats file), printed too.
 
 The daemon's stream is a pipe here, as with ``cliHost = "separate"``; with the default
 ``"single"`` the same lines come through the warm worker's channel (a length-prefixed
@@ -334,10 +335,10 @@ def measure(
             raise RuntimeError(f"{kind}: warm-up lost messages: {warm}")
         for rate in rates:
             count = max(10, int(rate * seconds))
-            if profile and kind == "daemon" and rate >= 1000:
+            if profile and kind == "daemon" and rate == max(rates):
                 os.kill(proc.pid, signal.SIGUSR1)
             result = run_phase(control, sub, proc.pid, rate, count, 30)
-            if profile and kind == "daemon" and rate >= 1000:
+            if profile and kind == "daemon" and rate == max(rates):
                 os.kill(proc.pid, signal.SIGUSR2)
                 time.sleep(1.0)
             on_result(kind, result)

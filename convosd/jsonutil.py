@@ -53,13 +53,21 @@ def _plain(value: Any, depth: int = 0) -> bool:
     if depth >= _PLAIN_DEPTH:
         return False
     if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not _plain(item, depth + 1):
+        for key in value:
+            if type(key) is not str:
                 return False
-        return True
-    if kind is list:
-        return all(_plain(item, depth + 1) for item in value)
-    return False
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return False
+    for item in items:  # the scalars here, without a call each (an event is mostly those)
+        kind = type(item)
+        if not (kind is str or item is None or kind is int or kind is bool) and not _plain(
+            item, depth + 1
+        ):
+            return False
+    return True
 
 
 def dumps(value: Any) -> str:
