@@ -13,7 +13,7 @@ arrives:
   notification (``{"jsonrpc":"2.0","method":"event","params":{"subscription":1,
   "event":<line>}}``) to the subscriber's Unix socket. Nothing else.
 - **daemon**: convosd itself (``Daemon`` on the CLI double, logging JSON lines at info to
-  /dev/null, bound to a conversation with one admitted member, ``dmPolicy = "open"``),
+  /dev/null, bound to a conversation it created, ``dmPolicy = "open"``),
   its stream child replaced by the feeder: the line goes through the supervisor's reader,
   the binding, the ingest (parse, seen ids, policy, the event), the journal (one
   transaction, the search index's share) and the subscription hub to the connection, which
@@ -53,6 +53,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the feeder's sender (not a member: ``dmPolicy = "open"`` journals every sender)
+SENDER = "b" * 64
 READ_CHUNK = 64 * 1024
 
 #: the feeder: reads ``rate count`` commands from a FIFO and prints that many stream lines
@@ -99,6 +101,16 @@ def feeder_argv(fifo: str, sender: str) -> list[str]:
     return [sys.executable, "-c", FEEDER, fifo, sender]
 
 
+def feeder_running(fifo: str) -> bool:
+    """Whether a feeder reading ``fifo`` runs (its command line names it)."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+                if fifo.encode() in f.read().split(b"\0"):
+                    return True
+    return False
+
+
 async def serve_relay(sock_path: str, fifo: str, sender: str) -> None:
     """The baseline: the feeder's lines, each an ``event`` notification, nothing else."""
     connected: asyncio.Future[asyncio.StreamWriter] = asyncio.get_running_loop().create_future()
@@ -131,46 +143,33 @@ async def serve_daemon(sock_dir: str, fifo: str, profile: str | None, log_stream
     from convosd.cli import ConvosCli
     from convosd.cli.runner import SpawnSpec
     from tests.fakeconvos.network import FakeNetwork
-    from tests.helpers import admitted, eventually
-    from tests.rpc_harness import member_cli, running_daemon
+    from tests.rpc_harness import running_daemon
 
     convosd_logging.configure(log_format="json", level="info", stream=log_stream)
     log = structlog.get_logger("bench")
-    sender: dict[str, str] = {}
     state_root = Path(sock_dir)
 
-    original = ConvosCli.stream_spec
+    def stream_spec(_self: Any, _conversation_id: str) -> SpawnSpec:
+        return SpawnSpec(argv=tuple(feeder_argv(fifo, SENDER)), env={}, cwd=state_root)
 
-    def stream_spec(self: Any, conversation_id: str) -> Any:
-        if "inbox" not in sender:  # before the member joined: the double's own stream
-            return original(self, conversation_id)
-        return SpawnSpec(argv=tuple(feeder_argv(fifo, sender["inbox"])), env={}, cwd=state_root)
-
+    # The binding's stream is the feeder from its first spawn (the spec is read at spawn).
+    ConvosCli.stream_spec = stream_spec  # type: ignore[method-assign]
     net = FakeNetwork(state_root / "net")
-    guest_state = state_root / "guest"
-    # The member first (its inbox is the feeder's sender), then the stream spec.
     async with running_daemon(
         net,
         state_root / "me",
-        convos={"dm_policy": "open"},
+        convos={"dm_policy": "open"},  # every sender's messages are journaled
         cli_host="single",
         backfill_interval_s=3600.0,
     ) as daemon:
         client = await daemon.client()
-        guest = member_cli(net, guest_state)
-        ConvosCli.stream_spec = stream_spec  # type: ignore[method-assign]
-        # The member's inbox is known once it joined: then the stream restarts as the
-        # feeder (the spec is read at each spawn).
-        created = await client.call("conversation.create", {"name": "Bench"})
-        await guest.join(created["inviteSlug"], no_wait=True)
-        if not await eventually(lambda: bool(admitted(daemon.instance)), 60):
-            raise TimeoutError("the member was not admitted")
-        sender["inbox"] = net.inbox_id(guest_state / "convos")
-        # restart the stream so that it runs as the feeder with the member as its sender
-        for child in daemon.instance.conversation.children.values():
-            if child.name == "stream":
-                child.interrupt()
+        await client.call("conversation.create", {"name": "Bench"})
         await client.close()
+        deadline = time.monotonic() + 60
+        while not feeder_running(fifo):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the stream did not start as the feeder")
+            await asyncio.sleep(0.2)
         log.info("bench_ready")
         print(f"ready {daemon.socket}", flush=True)
         profiler = None
@@ -317,10 +316,11 @@ def measure(
     fifo = str(tmp / f"{kind}.fifo")
     os.mkfifo(fifo)
     control = os.open(fifo, os.O_RDWR)
+    proc: subprocess.Popen[str] | None = None
     try:
         if kind == "relay":
             path = str(tmp / "relay.sock")
-            proc, _ = start_server(["serve-relay", path, fifo, "a" * 64])
+            proc, _ = start_server(["serve-relay", path, fifo, SENDER])
             sub = Subscriber(path, subscribe=False)
         else:
             workdir = tmp / "daemon"
@@ -344,14 +344,15 @@ def measure(
             on_result(kind, result)
         os.write(control, b"quit\n")
         sub.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     finally:
         os.close(control)
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main() -> int:
