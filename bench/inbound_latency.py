@@ -355,13 +355,98 @@ def measure(
                 proc.wait()
 
 
+def stream_line(k: int) -> bytes:
+    """One line as the feeder prints it."""
+    now = time.time()
+    return json.dumps(
+        {
+            "id": f"{k:064x}",
+            "senderInboxId": SENDER,
+            "contentType": {
+                "authorityId": "xmtp.org",
+                "typeId": "text",
+                "versionMajor": 1,
+                "versionMinor": 0,
+            },
+            "content": f"t{time.monotonic_ns()} a message of ordinary length, a sentence or so",
+            "sentAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + f".{int(now * 1000) % 1000:03d}Z",
+            "deliveryStatus": 1,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class _CountingOutbox:
+    lines = 0
+
+    def send_event(self, _subscription: Any, _line: bytes) -> None:
+        self.lines += 1
+
+    def send_events(self, _subscription: Any, _data: bytes, lines: int) -> None:
+        self.lines += lines
+
+    def send_notice(self, _line: bytes) -> None:
+        pass
+
+
+def batch_cost(batch: int, count: int) -> float:
+    """CPU (this thread) a message through Ingest -> Journal (search index on) -> the hub's
+    hand-over to one live subscription, with ``batch`` lines per read: in process, no
+    socket, no pipe (what a transaction a read costs, apart from the machine's noise)."""
+    import structlog
+
+    from convosd.ingest import Ingest
+    from convosd.rpc.subscriptions import SubscriptionHub
+    from convosd.storage.journal import Journal
+    from convosd.storage.store import Store
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    warm = 512
+    lines = [stream_line(k + 1) for k in range(warm + count)]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp))
+        journal = Journal(store)
+        hub = SubscriptionHub(journal, queue_limit=2**30)
+        outbox = _CountingOutbox()
+        hub.open(outbox, 0, None).live = True
+        ingest = Ingest(
+            journal=journal, conversation_id="c" * 32, own_inbox_id="0" * 64, bound_at=0
+        )
+        for k in range(0, warm, batch):
+            ingest.on_stream_lines(lines[k : k + batch])
+            hub.fan_out()
+        started = time.thread_time_ns()
+        for k in range(warm, warm + count, batch):
+            ingest.on_stream_lines(lines[k : k + batch])
+            hub.fan_out()
+        spent = time.thread_time_ns() - started
+        assert journal.last_seq == warm + count and outbox.lines == warm + count
+        store.close()
+    return spent / 1e3 / count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0, help="per rate")
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 100.0, 1000.0])
     parser.add_argument("--profile", default=None, help="pstats file of the daemon at 1,000/s")
     parser.add_argument("--only", choices=["relay", "daemon"], default=None)
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="instead: CPU a message in process by lines per read (one transaction each)",
+    )
+    parser.add_argument("--batch-messages", type=int, default=4096)
     args = parser.parse_args()
+    if args.batch_sizes:
+        print(f"load average at start: {loadavg()}", flush=True)
+        for batch in args.batch_sizes:
+            cost = batch_cost(batch, args.batch_messages)
+            print(f"{batch:>4} lines a read: {cost:7.1f} us CPU a message  load {loadavg()}")
+        return 0
     rows: list[tuple[str, dict[str, Any]]] = []
 
     def show(kind: str, r: dict[str, Any]) -> None:
