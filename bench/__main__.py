@@ -10,6 +10,10 @@ import sys
 MODULES = [
     ("RPC throughput, latency, send, memory", ["bench.rpc", "--seconds", "2"]),
     ("Inbound journal throughput", ["bench.ingest_throughput", "--events", "50000"]),
+    (
+        "Inbound latency and CPU a message vs a minimal relay",
+        ["bench.inbound_latency", "--seconds", "3"],
+    ),
     ("Retention, policy, events.read, fan-out at scale", ["bench.hotpath", "--seconds", "1"]),
     ("Recovery after SIGKILL of the stream", ["bench.recovery", "--kills", "5"]),
     ("Start-up to READY", ["bench.startup", "--runs", "5"]),

@@ -104,6 +104,29 @@ class TestChildStatus:
         assert iso(T0.timestamp()) == "2026-11-23T12:00:00.123Z"
         assert iso(None) is None
 
+    @given(
+        st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
+        st.sampled_from([None, UTC, timezone(timedelta(hours=-7, minutes=-30))]),
+    )
+    def test_iso_is_the_strftime_text(self, moment: datetime, zone: timezone | None) -> None:
+        # iso formats with isoformat (faster); the text is what strftime wrote
+        if zone is not None:
+            moment = moment.replace(tzinfo=zone)
+            try:
+                utc = moment.astimezone(UTC)
+            except OverflowError:
+                return
+        else:
+            utc = moment
+        expected = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+        assert iso(moment) == expected
+        if zone is UTC and utc.year > 1970:
+            stamp = moment.timestamp()
+            exact = datetime.fromtimestamp(stamp, UTC)
+            assert iso(stamp) == exact.strftime("%Y-%m-%dT%H:%M:%S.") + (
+                f"{exact.microsecond // 1000:03d}Z"
+            )
+
 
 class TestLineSplitter:
     def test_lines_across_chunks(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convosd.jsonutil import dumps
+from convosd.jsonutil import dumps, loads
 from convosd.rpc import protocol
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S
@@ -159,3 +159,88 @@ async def test_a_param_named_ctx_is_an_unknown_param(daemon: RunningDaemon) -> N
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+def stdlib_text(value: Any) -> str:
+    """What :func:`dumps` wrote before it used orjson for plain values."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text
+
+
+def test_dumps_writes_every_character_as_the_standard_library() -> None:
+    # one string of every code point but the surrogates, then each surrogate alone
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    assert dumps(every) == stdlib_text(every)
+    assert dumps({"k": every, "l": [every]}) == stdlib_text({"k": every, "l": [every]})
+    for c in (0xD800, 0xDBFF, 0xDC00, 0xDFFF):
+        assert dumps(f"a{chr(c)}b") == stdlib_text(f"a{chr(c)}b")
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_dumps_is_the_standard_librarys_text(value: Any) -> None:
+    assert dumps(value) == stdlib_text(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**63,
+        2**64 - 1,
+        2**64,
+        -(2**63) - 1,
+        10**30,
+        [1.0, 1e-05, 1e16, float("nan"), float("inf")],
+        {"a": {"b": [True, False, None, "x\u2028"]}},
+        {1: "non-string key"},
+        [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+    ],
+)
+def test_dumps_of_what_orjson_writes_otherwise(value: Any) -> None:
+    assert dumps(value) == stdlib_text(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"a":1,"a":2}',
+        b'{"a":"\\ud800"}',
+        b'{"a":1e400}',
+        b'{"a":NaN,"b":-Infinity}',
+        b'\xef\xbb\xbf{"a":1}',
+        b'{"a":123456789012345678901,"b":[-98765432109876543210]}',
+        b'{"a":1.5e-7,"b":[0.1]}',
+        b'{"a":"\\u0000 \xc3\xa9"}',
+        b"[" * 300 + b"]" * 300,
+    ],
+)
+def test_loads_reads_what_the_standard_library_reads(text: bytes) -> None:
+    expected = json.loads(text)
+    got = loads(text)
+    assert repr(got) == repr(expected)
+
+
+@pytest.mark.parametrize("text", [b'{"a":"\xff"}', b"[1,]", b'{"a":"\x01"}', b"", b"{"])
+def test_loads_refuses_what_the_standard_library_refuses(text: bytes) -> None:
+    with pytest.raises(ValueError) as stdlib:
+        json.loads(text)
+    with pytest.raises(ValueError) as ours:
+        loads(text)
+    assert type(ours.value) is type(stdlib.value)
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_loads_of_any_value(value: Any) -> None:
+    text = stdlib_text(value).encode("utf-8", "surrogatepass")
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            loads(text)
+        return
+    assert repr(loads(text)) == repr(expected)

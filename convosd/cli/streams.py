@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from convosd.cli.models import CliMessage
+from convosd.jsonutil import loads
 
 _ADDING = re.compile(rb"^Adding ([0-9a-fA-F]+) to conversation ([0-9a-fA-F]+)\s*$")
 
@@ -53,7 +54,7 @@ def parse_stream_line(line: bytes) -> CliMessage | None:
     if not stripped:
         return None
     try:
-        value: Any = json.loads(stripped)
+        value: Any = loads(stripped)
         if not isinstance(value, dict) or "event" in value:
             raise BadLine("not a message line")
         return CliMessage.model_validate(value)

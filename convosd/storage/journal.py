@@ -141,9 +141,12 @@ class Journal:
                     if self.search_index and seq - indexed >= TAIL:
                         self.store.search.index_up_to(indexed, seq)
                         indexed = seq
-                    self.store.meta.set("last_seq", str(seq))
-                    if max_sent_at != self.max_sent_at:
-                        self.store.meta.set("max_sent_at", max_sent_at)
+                    if max_sent_at != self.max_sent_at and max_sent_at is not None:
+                        self.store.meta.set_all(
+                            [("last_seq", str(seq)), ("max_sent_at", max_sent_at)]
+                        )
+                    else:
+                        self.store.meta.set("last_seq", str(seq))
                 if seen:
                     self.store.seen_ids.mark(list(seen), now)
                 for write in writes:

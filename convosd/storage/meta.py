@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Literal
 
 MetaKey = Literal[
@@ -39,3 +40,15 @@ class Meta:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def set_all(self, items: Sequence[tuple[MetaKey, str]]) -> None:
+        """Set each ``(key, value)`` of ``items`` in one statement (a journal append sets
+        two: one round trip into SQLite instead of two)."""
+        if not items:
+            return
+        marks = ",".join(["(?, ?)"] * len(items))
+        self._db.execute(
+            f"INSERT INTO meta (key, value) VALUES {marks} "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [part for item in items for part in item],
+        )

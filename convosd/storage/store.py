@@ -82,6 +82,8 @@ class Store:
         self.search = SearchIndex(connection, self.meta)
         #: (dev, inode) of the state dir and of the store file, taken at open
         self._identity: tuple[tuple[int, int], tuple[int, int]] | None = None
+        #: the same two as strings: every write transaction stats them
+        self._dir_name, self._file_name = str(path.parent), str(path)
         #: the pending join's row as last written here (None: none), so reading it costs no
         #: query; :data:`_UNREAD` until first read and after a rolled-back transaction
         self._pending_body: str | object | None = _UNREAD
@@ -121,9 +123,11 @@ class Store:
         if self._identity is None:
             return None
         try:
-            now = _identity(self.path)
+            directory, store = os.stat(self._dir_name), os.stat(self._file_name)
         except OSError:
             now = None
+        else:
+            now = (directory.st_dev, directory.st_ino), (store.st_dev, store.st_ino)
         if now == self._identity:
             return None
         return (
