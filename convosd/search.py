@@ -60,6 +60,12 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall("".join(map(_fold, text)))
 
 
+def ascii_tokens(data: bytes) -> list[bytes]:
+    """:func:`tokens` of ASCII text given as bytes, as bytes (no decoding: a batch's terms
+    are collected as bytes, convosd.storage.search)."""
+    return data.translate(_ASCII_FOLD).split()
+
+
 def spans(text: str) -> list[tuple[str, int, int]]:
     """:func:`tokens` with where each is in ``text``: ``(token, start, end)``; a letter's
     combining accents that follow it are inside its span."""
