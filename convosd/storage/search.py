@@ -271,7 +271,9 @@ class _Terms:
     ASCII text cut by :func:`convosd.search.ascii_tokens` (which cuts it as FTS5's
     unicode61 does), other text by FTS5 itself in a scratch table in memory (:data:`SCRATCH_TABLE`).
     Only the terms not known to be there already are written: the set of known terms makes
-    a batch's vocabulary cost a set difference, not a lookup a term."""
+    a batch's vocabulary cost a set difference, not a lookup a term. The set is this
+    connection's: the daemon's one store connection is the only writer of the table (a
+    reset or a trim by another connection would leave it wrong)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
