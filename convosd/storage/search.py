@@ -273,7 +273,7 @@ class _Terms:
     Only the terms not known to be there already are written: the set of known terms makes
     a batch's vocabulary cost a set difference, not a lookup a term. The set is this
     connection's: the daemon's one store connection is the only writer of the table (a
-    reset or a trim by another connection would leave it wrong)."""
+    reset by another connection would leave it wrong; a trim does not touch the table)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
