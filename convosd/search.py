@@ -36,12 +36,20 @@ _ASCII_SPAN = re.compile(r"[A-Za-z0-9]+")
 class Term:
     tokens: tuple[str, ...]  # as the index's tokenizer makes them (folded, no accents)
     prefix: bool
+    #: the term's text is ASCII: :func:`tokens` then cuts it exactly as FTS5's unicode61
+    #: does (letters and digits, folded to lower case), so ``tokens`` are FTS5's own
+    ascii: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    match: str  # the FTS5 MATCH expression
     terms: tuple[Term, ...]
+    parts: tuple[str, ...]  # each term's own FTS5 MATCH expression, in order
+
+    @property
+    def match(self) -> str:
+        """The FTS5 MATCH expression: every part (AND)."""
+        return " AND ".join(self.parts)
 
 
 def tokens(text: str) -> list[str]:
@@ -50,6 +58,12 @@ def tokens(text: str) -> list[str]:
     if text.isascii():
         return text.encode("ascii").translate(_ASCII_FOLD).decode("ascii").split()
     return _TOKEN.findall("".join(map(_fold, text)))
+
+
+def ascii_tokens(data: bytes) -> list[bytes]:
+    """:func:`tokens` of ASCII text given as bytes, as bytes (no decoding: a batch's terms
+    are collected as bytes, convosd.storage.search)."""
+    return data.translate(_ASCII_FOLD).split()
 
 
 def spans(text: str) -> list[tuple[str, int, int]]:
@@ -187,7 +201,7 @@ class QueryError(ValueError):
     """The query cannot be searched (no word in it, too many terms); the message says why."""
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
@@ -210,10 +224,10 @@ def parse(query: str) -> Query:
             text, prefix = word.rstrip("*"), True
         if not _WORD_CHAR.search(text):
             continue  # only punctuation: the tokenizer would index nothing of it
-        terms.append(_quoted(text) + (" *" if prefix else ""))
-        parsed.append(Term(tuple(tokens(text)), prefix))
+        terms.append(quoted(text) + (" *" if prefix else ""))
+        parsed.append(Term(tuple(tokens(text)), prefix, text.isascii()))
     if not terms:
         raise QueryError("query has no word to search for")
     if len(terms) > MAX_TERMS:
         raise QueryError(f"query has {len(terms)} terms; at most {MAX_TERMS}")
-    return Query(" AND ".join(terms), tuple(parsed))
+    return Query(tuple(parsed), tuple(terms))

@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from convosd import errors
 from convosd.client import Client
@@ -18,7 +23,7 @@ from convosd.rpc.schemas import ContextResult, SearchResult
 from convosd.search import MAX_TERMS, QueryError, match_expression, parse
 from convosd.storage.journal import Journal
 from convosd.storage.schema import MIGRATIONS
-from convosd.storage.search import TAIL
+from convosd.storage.search import TAIL, Hit
 from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork
 from tests.rpc_harness import RunningDaemon, running_daemon
@@ -551,9 +556,8 @@ def test_prefixes_find_what_they_found(store: Store) -> None:
 
 
 def test_the_tail_table_is_the_index_table_without_its_prefix_indexes(store: Store) -> None:
-    import re
-
-    from convosd.storage.search import TAIL_TABLE
+    """And the scratch table that cuts text into search_terms has its tokenizer."""
+    from convosd.storage.search import SCRATCH_TABLE, TAIL_TABLE
 
     (definition,) = store_sql(store)
 
@@ -563,6 +567,8 @@ def test_the_tail_table_is_the_index_table_without_its_prefix_indexes(store: Sto
 
     assert "prefix = '2 3'" in options(definition)
     assert [o for o in options(definition) if not o.startswith("prefix")] == options(TAIL_TABLE)
+    (tokenizer,) = [o for o in options(definition) if o.startswith("tokenize")]
+    assert tokenizer in options(SCRATCH_TABLE)
 
 
 def test_a_journal_opened_with_a_long_tail_indexes_it_at_once(store: Store) -> None:
@@ -575,3 +581,188 @@ def test_a_journal_opened_with_a_long_tail_indexes_it_at_once(store: Store) -> N
     journal = Journal(store)
     assert journal.indexed_seq == store.search.indexed_seq() == TAIL + 5
     assert len(find(journal, "words", limit=100)) == 100
+
+
+# --- long prefixes: the OR of the terms they start (search_terms) --------------------------
+
+
+def table_terms(store: Store) -> tuple[set[str], set[str]]:
+    """``search_terms``, and FTS5's own list of the terms of the table's text longer than
+    its prefix indexes."""
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        kept = {str(t) for (t,) in db.execute("SELECT term FROM search_terms")}
+        db.execute("CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, search, col)")
+        fts5 = {
+            str(t)
+            for (t,) in db.execute(
+                "SELECT term FROM temp.v WHERE col = 'text' AND length(term) > 3"
+            )
+        }
+    return kept, fts5
+
+
+def plain_prefix(store: Store, prefix: str) -> list[int]:
+    """The rows of the FTS5 table a prefix finds as FTS5 searches it (no expansion)."""
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        rows = db.execute(
+            "SELECT rowid FROM search WHERE search MATCH ? ORDER BY rowid DESC",
+            ("{text} : (" + match_expression(prefix + "*") + ")",),
+        )
+        return [int(seq) for (seq,) in rows]
+
+
+def fill(journal: Journal, texts: list[str], first: int = 1) -> None:
+    """``texts`` and filler up to a whole batch: all of it in the FTS5 table."""
+    filler = [f"filler {i}" for i in range(-len(texts) % TAIL)]
+    journal.append([message(first + i, t) for i, t in enumerate(texts + filler)])
+    assert journal.indexed_seq == journal.last_seq
+
+
+def test_a_long_prefix_is_the_or_of_the_terms_it_starts(store: Store) -> None:
+    """A prefix longer than the prefix indexes is searched in the FTS5 table as the OR of
+    the terms it starts; a prefix of other text, a prefix that starts a term that is not
+    ASCII or more than EXPAND_MAX terms is searched as a prefix. Both find the same."""
+    from convosd.storage.search import EXPAND_MAX
+
+    journal = Journal(store)
+    texts = ["deploy now", "deployed", "the Deployment", "Déploiement", "redeploy", "hello"]
+    texts += ["helloжж", "Ｄeployment"] + [f"many{i:03}" for i in range(EXPAND_MAX + 1)]
+    fill(journal, texts)
+    expression = store.search.expression
+    assert expression(parse("deplo* now")) == (
+        '("deploiement" OR "deploy" OR "deployed" OR "deployment") AND "now"'
+    )
+    assert expression(parse("deploye*")) == '("deployed")'
+    assert expression(parse("many00*")) == '("many000" OR "many001" OR ' + (
+        " OR ".join(f'"many00{i}"' for i in range(2, 10)) + ")"
+    )
+    for plain in ("dep*", "hell*", "many*", "ｄeplo*", '"deploy now"*', "deploy"):
+        assert expression(parse(plain)) == parse(plain).match, plain
+    assert expression(parse("zzzz*")) is None and expression(parse("deploy zzzz*")) is None
+    assert sorted(find(journal, "deplo*")) == [1, 2, 3, 4]
+    assert sorted(find(journal, "hell*")) == [6, 7] and find(journal, "ｄeplo*") == [8]
+    assert len(find(journal, "many*", limit=100)) == EXPAND_MAX + 1
+    assert find(journal, "zzzz*") == []
+
+
+def test_the_terms_are_the_ones_fts5_makes(store: Store) -> None:
+    """search_terms holds every term of the table's text FTS5 made that is longer than
+    the prefix indexes (ASCII cut by convosd, other text by FTS5), and only those."""
+    journal = Journal(store)
+    texts = ["Hello, wörld! ÇA-VA l'été 2027_v2", "ﬁnal ＦＵＬＬ straße İstanbul ǅemal"]
+    texts += ["e\u0301te\u0301 ça", "snake_case_word don't", "x" * 40, "日本語のテキスト"]
+    fill(journal, texts)
+    kept, fts5 = table_terms(store)
+    assert kept == fts5 and "istanbul" in kept and "2027" in kept and "straße" in kept
+
+
+def test_reset_and_rollback_keep_the_terms_right(store: Store) -> None:
+    """A batch whose transaction rolls back leaves no term, and its terms are written
+    again by the next batch that has them; a reset empties the terms."""
+    from convosd.storage.store import StoreError
+    from convosd.storage.work import SettleKey
+
+    journal = Journal(store)
+    with store.transaction():
+        store.keys.intent("k1", 1.0, "{}")
+        store.keys.intent("k2", 1.0, "{}")
+    journal.append([message(i, f"zebrafish {i}") for i in range(1, TAIL)])
+    journal.append([message(TAIL, "settles k1")], writes=(SettleKey("k1", "m1", "{}"),))
+    journal.append([message(i, f"xylophone {i}") for i in range(TAIL + 1, 2 * TAIL)])
+    with pytest.raises(StoreError):  # m1 settled k1 already: the batch rolls back
+        journal.append([message(2 * TAIL, "lost")], writes=(SettleKey("k2", "m1", "{}"),))
+    assert "xylophone" not in table_terms(store)[0]
+    journal.append([message(2 * TAIL, "kept")])  # the same batch, indexed
+    assert table_terms(store)[0] == table_terms(store)[1]
+    assert len(find(journal, "xylo*", limit=100)) == 100 and find(journal, "zebr*", limit=1)
+    journal.reset()
+    assert table_terms(store) == (set(), set()) and find(journal, "xylo*") == []
+    fill(journal, ["xylophone again"])  # written again: the reset forgot them
+    assert table_terms(store)[0] == table_terms(store)[1] and find(journal, "xylo*") == [1]
+
+
+def test_trimmed_terms_stay_and_find_nothing(store: Store) -> None:
+    journal = Journal(store, max_events=TAIL)
+    fill(journal, ["quokka one", "quokkas two"])
+    fill(journal, ["quokkas three"], first=TAIL + 1)
+    assert journal.trim() == TAIL
+    kept, fts5 = table_terms(store)
+    assert "quokka" in kept - fts5  # stale: costs an OR one more term
+    assert store.search.expression(parse("quokk*")) == '("quokka" OR "quokkas")'
+    assert find(journal, "quokk*") == [TAIL + 1]
+
+
+def test_an_index_of_schema_6_gets_its_terms(tmp_path: Path) -> None:
+    path = tmp_path / "convosd.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for script in MIGRATIONS[:6]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 6")
+        db.execute("INSERT INTO meta VALUES ('journal_id', 'j1'), ('last_seq', '3')")
+        db.executemany(
+            "INSERT INTO events (seq, type, at, body) VALUES (?, ?, 0, ?)",
+            [
+                (seq, "message", json.dumps({"contentType": "text", "content": text}))
+                for seq, text in ((1, "old Déploiement"), (2, "deployed"), (3, "tail deploy"))
+            ],
+        )
+        db.execute(  # as schema 6 indexed a batch: 1 and 2 in FTS5, 3 the tail
+            "INSERT INTO search (rowid, text, sender, kind) "
+            "SELECT seq, text, sender, kind FROM search_source WHERE seq <= 2"
+        )
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'search_indexed_seq'")
+    store = Store.open(tmp_path)
+    try:
+        assert table_terms(store) == ({"deploiement", "deployed"},) * 2
+        assert store.search.expression(parse("deplo*")) == '("deploiement" OR "deployed")'
+        assert sorted(find(journal := Journal(store), "deplo*")) == [1, 2, 3]
+        assert find(journal, "tail") == [3]
+    finally:
+        store.close()
+
+
+_LETTERS = "abdeé"
+
+
+def answer(hit: Hit) -> tuple[int, str, float, str]:
+    """What a hit answers but for the time its event was journaled."""
+    return hit.seq, hit.snippet, hit.score, re.sub(r'"at":"[^"]*"', "", hit.body)
+
+
+@settings(
+    max_examples=30,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    texts=st.lists(
+        st.lists(
+            st.text(alphabet=_LETTERS + "AЖжＡß", min_size=1, max_size=7), min_size=1, max_size=6
+        ).map(lambda words: " ".join(words)),
+        min_size=1,
+        max_size=60,
+    ),
+    prefix=st.text(alphabet="abde", min_size=4, max_size=6),
+    with_word=st.booleans(),
+)
+def test_a_long_prefix_finds_what_fts5_finds(
+    tmp_path: Path, texts: list[str], prefix: str, with_word: bool
+) -> None:
+    """Random texts and prefixes: the FTS5 table (a long prefix as the OR of its terms)
+    answers what FTS5 finds for the prefix, and exactly what the tail (the same texts, all
+    searched as FTS5 searches the prefix) answers: the same events, scores, snippets."""
+    query = prefix + "* " + ("a" if with_word else "")
+    stores = [Store.open(Path(tempfile.mkdtemp(dir=tmp_path))) for _ in range(2)]
+    try:
+        table, tail = Journal(stores[0]), Journal(stores[1])
+        fill(table, texts)
+        tail.append([message(1 + i, t) for i, t in enumerate(texts)])
+        assert tail.indexed_seq == 0
+        kept, fts5 = table_terms(stores[0])
+        assert kept == fts5
+        found = [answer(hit) for hit in table.search(parse(query), limit=100)]
+        assert found == [answer(hit) for hit in tail.search(parse(query), limit=100)]
+        if not with_word:
+            assert sorted(seq for seq, *_ in found) == sorted(plain_prefix(stores[0], prefix))
+    finally:
+        for s in stores:
+            s.close()

@@ -156,6 +156,18 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE true
         ON CONFLICT (key) DO UPDATE SET value = excluded.value;
     """,
+    # History search: the terms of the FTS5 table's text longer than its prefix indexes
+    # (convosd.storage.search, _Terms), kept in the transaction that indexes a batch. A
+    # prefix longer than 3 characters is searched as the OR of the terms it starts (FTS5
+    # stops at the newest matches; a prefix merges every term's list first: 60-80 ms at
+    # 1,000,000 messages). Filled here from FTS5's own list of the table's terms.
+    """
+    CREATE TABLE search_terms (term TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE temp.search_vocabulary USING fts5vocab(main, search, col);
+    INSERT INTO search_terms (term)
+        SELECT term FROM temp.search_vocabulary WHERE col = 'text' AND length(term) > 3;
+    DROP TABLE temp.search_vocabulary;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

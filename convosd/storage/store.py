@@ -171,6 +171,7 @@ class Store:
         except BaseException:
             self._db.execute("ROLLBACK")
             self._pending_body = _UNREAD  # a write of it may have been undone
+            self.search.rolled_back()
             raise
         else:
             self._db.execute("COMMIT")
