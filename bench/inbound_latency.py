@@ -52,6 +52,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.ingest_throughput import text_line
+
 ROOT = Path(__file__).resolve().parent.parent
 #: the feeder's sender (not a member: ``dmPolicy = "open"`` journals every sender)
 SENDER = "b" * 64
@@ -357,24 +359,8 @@ def measure(
 
 def stream_line(k: int) -> bytes:
     """One line as the feeder prints it."""
-    now = time.time()
-    return json.dumps(
-        {
-            "id": f"{k:064x}",
-            "senderInboxId": SENDER,
-            "contentType": {
-                "authorityId": "xmtp.org",
-                "typeId": "text",
-                "versionMajor": 1,
-                "versionMinor": 0,
-            },
-            "content": f"t{time.monotonic_ns()} a message of ordinary length, a sentence or so",
-            "sentAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-            + f".{int(now * 1000) % 1000:03d}Z",
-            "deliveryStatus": 1,
-        },
-        separators=(",", ":"),
-    ).encode()
+    content = f"t{time.monotonic_ns()} a message of ordinary length, a sentence or so"
+    return text_line(k, SENDER, content, int(time.time() * 1000))
 
 
 class _CountingOutbox:

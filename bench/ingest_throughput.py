@@ -31,27 +31,31 @@ SENDER = "a" * 64
 OWN = "0" * 64
 
 
+def text_line(i: int, sender: str, content: str, sent_ms: int) -> bytes:
+    """A text message as ``conversation stream --json`` prints it, one line."""
+    return json.dumps(
+        {
+            "id": f"{i:064x}",
+            "senderInboxId": sender,
+            "contentType": {
+                "authorityId": "xmtp.org",
+                "typeId": "text",
+                "versionMajor": 1,
+                "versionMinor": 0,
+            },
+            "content": content,
+            "sentAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sent_ms / 1000))
+            + f".{sent_ms % 1000:03d}Z",
+            "deliveryStatus": 1,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
 def make_lines(n: int) -> list[bytes]:
     base = 1_795_435_200_000
     return [
-        json.dumps(
-            {
-                "id": f"{i:064x}",
-                "senderInboxId": SENDER,
-                "contentType": {
-                    "authorityId": "xmtp.org",
-                    "typeId": "text",
-                    "versionMajor": 1,
-                    "versionMinor": 0,
-                },
-                "content": f"message number {i} with a little text",
-                "sentAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((base + i) / 1000))
-                + f".{(base + i) % 1000:03d}Z",
-                "deliveryStatus": 1,
-            },
-            separators=(",", ":"),
-        ).encode()
-        for i in range(n)
+        text_line(i, SENDER, f"message number {i} with a little text", base + i) for i in range(n)
     ]
 
 
