@@ -227,6 +227,12 @@ class BoundConversation:
             if self._nameless_first_writer(m.sender_inbox_id for m in messages):
                 with contextlib.suppress(TimeoutError, errors.ConvosdError):
                     await asyncio.wait_for(self.refresh_profiles(), NAMES_WAIT_S)
+            elif self._names_lookup is not None:
+                # The stream holds a first message for its sender's name, and this page
+                # (read meanwhile) may hold the same message: it waits for the same lookup,
+                # or it would be journaled first, without the name.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(self._names_lookup), NAMES_WAIT_S)
             return messages
 
         try:

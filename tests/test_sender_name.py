@@ -132,6 +132,30 @@ async def test_a_profile_message_before_the_first_text_names_it(
             assert first["senderName"] == "Dave"
 
 
+async def test_a_backfill_page_read_while_the_stream_looks_up_a_name_waits_for_it(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """The stream holds a first message while it looks up its sender's name; a backfill page
+    read meanwhile holds the same message and must not journal it first, nameless. The
+    window is forced: a backfill's ``messages`` call is slowed, and the text is sent while it
+    runs (the stream's profiles read then waits behind it in the CLI queue)."""
+    async with running_daemon(net, tmp_path / "me") as daemon:
+        async with await ConvosdClient.connect(daemon.socket) as client:
+            created = await client.create(name="Names")
+            cid = created.conversation_id
+            erin = member_cli(net, tmp_path / "erin")
+            await erin.join(created.invite_slug, no_wait=True)
+            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=WAIT_S)
+            await erin.update_profile(cid, name="Erin")
+            net.add_fault("slow_start", command="conversation:messages", count=1, seconds=2.0)
+            # the next backfill (every 0.5 s here) has taken it: its read is under way
+            assert await eventually(lambda: net.faults() == [], within_s=WAIT_S)
+            await erin.send_text(cid, "hello")
+            assert await eventually_async(lambda: _has_text(client, "hello"), within_s=WAIT_S)
+            [first] = await messages(client)
+            assert first["senderName"] == "Erin"
+
+
 def test_a_stream_lines_sender_is_read_without_parsing_it() -> None:
     line = b'{"id":"m1","senderInboxId":"aB12","contentType":{},"content":"hi"}'
     assert stream_line_sender(line) == "aB12"
