@@ -16,7 +16,7 @@ from convosd.cli.streams import JoinAccepted, parse_watcher_line, stream_line_se
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, admitted, eventually, eventually_async
-from tests.rpc_harness import member_cli, running_daemon
+from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +113,20 @@ async def _has_text(client: ConvosdClient, text: str) -> bool:
     return any(m["content"] == text for m in await messages(client))
 
 
+async def _joined_and_named(
+    client: ConvosdClient, daemon: RunningDaemon, net: FakeNetwork, tmp_path: Path, name: str
+) -> tuple[str, Any]:
+    """A conversation we created, joined (without waiting) by a member admitted by our
+    watcher with no name, who then sends a profile naming them ``name``."""
+    created = await client.create(name="Names")
+    cid = created.conversation_id
+    member = member_cli(net, tmp_path / name.lower())
+    await member.join(created.invite_slug, no_wait=True)
+    assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=WAIT_S)
+    await member.update_profile(cid, name=name)
+    return cid, member
+
+
 async def test_a_profile_message_before_the_first_text_names_it(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
@@ -120,12 +134,7 @@ async def test_a_profile_message_before_the_first_text_names_it(
     does once it is in), then writes: the first text waits for one profiles read."""
     async with running_daemon(net, tmp_path / "me") as daemon:
         async with await ConvosdClient.connect(daemon.socket) as client:
-            created = await client.create(name="Names")
-            cid = created.conversation_id
-            dave = member_cli(net, tmp_path / "dave")
-            await dave.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=WAIT_S)
-            await dave.update_profile(cid, name="Dave")
+            cid, dave = await _joined_and_named(client, daemon, net, tmp_path, "Dave")
             await dave.send_text(cid, "hello")
             assert await eventually_async(lambda: _has_text(client, "hello"), within_s=WAIT_S)
             [first] = await messages(client)
@@ -141,12 +150,7 @@ async def test_a_backfill_page_read_while_the_stream_looks_up_a_name_waits_for_i
     runs (the stream's profiles read then waits behind it in the CLI queue)."""
     async with running_daemon(net, tmp_path / "me") as daemon:
         async with await ConvosdClient.connect(daemon.socket) as client:
-            created = await client.create(name="Names")
-            cid = created.conversation_id
-            erin = member_cli(net, tmp_path / "erin")
-            await erin.join(created.invite_slug, no_wait=True)
-            assert await eventually(lambda: bool(admitted(daemon.instance)), within_s=WAIT_S)
-            await erin.update_profile(cid, name="Erin")
+            cid, erin = await _joined_and_named(client, daemon, net, tmp_path, "Erin")
             net.add_fault("slow_start", command="conversation:messages", count=1, seconds=2.0)
             # the next backfill (every 0.5 s here) has taken it: its read is under way
             assert await eventually(lambda: net.faults() == [], within_s=WAIT_S)
