@@ -73,7 +73,10 @@ async def events(client: Client, **params: Any) -> list[dict[str, Any]]:
 async def create_with(
     client: Client, net: FakeNetwork, tmp_path: Path, *names: str
 ) -> tuple[dict[str, Any], dict[str, ConvosCli]]:
-    """The daemon creates a conversation; each named member joins it through its invite."""
+    """The daemon creates a conversation; each named member joins it through its invite.
+    Returns once the daemon has journaled each one's member_joined too (a test that reads
+    the journal from here on sees only what it does)."""
+    start = (await client.call("status"))["journal"]["lastSeq"]
     created = await client.call("conversation.create", {"name": "Team", "profileName": "Bot"})
     members = {}
     for index, name in enumerate(names, start=2):
@@ -81,7 +84,10 @@ async def create_with(
         await cli.join(created["inviteSlug"], no_wait=True)
 
         async def joined(n: int = index) -> bool:
-            return len((await client.call("conversation.info"))["members"]) == n
+            if len((await client.call("conversation.info"))["members"]) != n:
+                return False
+            joins = [e for e in await events(client, after=start) if e["type"] == "member_joined"]
+            return len(joins) == n - 1
 
         assert await eventually_async(joined), f"{name} did not show in conversation.info"
         members[name] = cli
