@@ -35,7 +35,6 @@ ALLOWED_TOO_LONG: dict[str, int] = {
 }
 ALLOWED_CYCLES: list[list[str]] = []
 ALLOWED_UPWARD: list[str] = [
-    "convosd.cli.warm -> convosd.supervisor.backoff",
     "convosd.instance -> convosd.rpc.sockets",
 ]
 ALLOWED_PRIVATE: list[str] = [
