@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help='the message; after "--" when it starts with "-"')
     p.add_argument("--reply-to")
     p.add_argument("--idempotency-key")
-    ctl_files.add_commands(sub)
+    ctl_files.add_commands(sub.add_parser)
     p = sub.add_parser("react", help="react to a message")
     p.add_argument("message_id")
     p.add_argument("emoji")

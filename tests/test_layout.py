@@ -37,11 +37,7 @@ ALLOWED_CYCLES: list[list[str]] = []
 ALLOWED_UPWARD: list[str] = [
     "convosd.instance -> convosd.rpc.sockets",
 ]
-ALLOWED_PRIVATE: list[str] = [
-    "contrib.webhook.relay os._Environ",
-    "convosd.cli.warm from convosd.cli.runner import _long_lived_child_setup",
-    "convosd.ctl_files argparse._SubParsersAction",
-]
+ALLOWED_PRIVATE: list[str] = []
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ import random
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,7 @@ def secret_key(text: str, where: str, *, legacy: bool) -> bytes:
 
 def load_secrets(
     secret_file: Path | None,
-    environ: dict[str, str] | os._Environ[str],
+    environ: Mapping[str, str],
     *,
     legacy: bool = False,
 ) -> list[bytes]:

@@ -61,7 +61,7 @@ from convosd.cli.runner import (
     KILL_GRACE_S,
     CliResult,
     CliRunner,
-    _long_lived_child_setup,
+    long_lived_child_setup,
     stop_process_group,
 )
 from convosd.cli.transport import TransportFactory
@@ -362,7 +362,7 @@ class WarmTransport:
                     cwd=self.oneshot.cwd,
                     start_new_session=True,
                     pass_fds=(theirs.fileno(),),
-                    preexec_fn=_long_lived_child_setup,
+                    preexec_fn=long_lived_child_setup,
                 )
             except OSError as exc:
                 ours.close()
