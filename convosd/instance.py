@@ -32,6 +32,7 @@ from convosd.cli.models import CliVersion
 from convosd.cli.versions import keeps_unknown_app_data
 from convosd.config import Paths, Settings
 from convosd.events import event
+from convosd.groups import resolve_group
 from convosd.health import HealthInputs, HealthStatus, evaluate
 from convosd.ingest import PolicyHook
 from convosd.pairing import SenderPolicy
@@ -625,8 +626,6 @@ def _group_id(group: str | None) -> int | None:
     """The gid of ``socketGroup`` (already checked when the socket was set up)."""
     if group is None:
         return None
-    from convosd.rpc.sockets import resolve_group
-
     try:
         return resolve_group(group)
     except errors.ConfigError:

@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "convosd.search",
             "convosd.systemd",
             "convosd.discovery",
+            "convosd.groups",
             "convosd.invites",
             "convosd.config",
             "convosd.backoff",

@@ -34,9 +34,7 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "convosd.ingest": 401,
 }
 ALLOWED_CYCLES: list[list[str]] = []
-ALLOWED_UPWARD: list[str] = [
-    "convosd.instance -> convosd.rpc.sockets",
-]
+ALLOWED_UPWARD: list[str] = []
 ALLOWED_PRIVATE: list[str] = []
 
 
