@@ -69,13 +69,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("client", ("convosd.client",)),
     (
         "ctl",
-        (
-            "convosd.ctl",
-            "convosd.ctl_download",
-            "convosd.ctl_files",
-            "convosd.ctl_live",
-            "convosd.ctl_search",
-        ),
+        ("convosd.ctl",),
     ),
     ("contrib", ("contrib",)),
 )

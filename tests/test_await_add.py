@@ -15,7 +15,7 @@ import pytest
 from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import Client
-from convosd.ctl import _awaiting_human
+from convosd.ctl.main import _awaiting_human
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, eventually, eventually_async
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon

@@ -21,7 +21,7 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "contrib.webhook.relay": 646,
     "convosd.instance": 633,
     "convosd.cli.adapter": 607,
-    "convosd.ctl": 585,
+    "convosd.ctl.main": 589,
     "convosd.outbox": 556,
     "convosd.rpc.schemas": 542,
     "convosd.bound": 534,

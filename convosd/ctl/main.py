@@ -20,9 +20,13 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from convosd import __version__, ctl_download, ctl_files, ctl_live, ctl_search, errors
+from convosd import __version__, errors
 from convosd.client import ConvosdClient, EventStream, RpcError
 from convosd.config import default_socket_path
+from convosd.ctl import download as ctl_download
+from convosd.ctl import files as ctl_files
+from convosd.ctl import live as ctl_live
+from convosd.ctl import search as ctl_search
 from convosd.discovery import Discovery, discover, unreachable_hint
 from convosd.rpc import schemas as s
 
