@@ -32,8 +32,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from convosd.conversation.policy import DmPolicy
 from convosd.errors import ConfigError
-from convosd.policy import DmPolicy
 
 Env = Literal["production", "dev", "local"]
 LogFormat = Literal["json", "console"]

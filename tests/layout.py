@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "convosd.timefmt",
             "convosd.text",
             "convosd.framing",
-            "convosd.policy",
+            "convosd.conversation.policy",  # pure: the sender policy's decisions
             "convosd.logging",
             "convosd.tasks",
             "convosd.reaper",
@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "convosd.systemd",
             "convosd.discovery",
             "convosd.groups",
-            "convosd.invites",
+            "convosd.conversation.invites",  # pure: an invite's slug
             "convosd.config",
             "convosd.backoff",
         ),
@@ -51,15 +51,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sending", ("convosd.sending", "convosd.outbox")),
     (
         "conversation",
-        (
-            "convosd.conversation",
-            "convosd.ingest",
-            "convosd.pairing",
-            "convosd.bound",
-            "convosd.instance",
-            "convosd.joins",
-            "convosd.adds",
-        ),
+        ("convosd.conversation",),
     ),
     ("rpc", ("convosd.rpc",)),  # the wire: framing, schemas, dispatch, connections, subscriptions
     ("api", ("convosd.api",)),  # translates between the wire and the layers below

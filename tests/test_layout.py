@@ -19,19 +19,19 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "contrib.mcp.server": 680,
     "convosd.cli.warm": 662,
     "contrib.webhook.relay": 646,
-    "convosd.instance": 633,
+    "convosd.conversation.instance": 633,
     "convosd.cli.adapter": 607,
     "convosd.ctl.main": 589,
     "convosd.outbox": 556,
     "convosd.rpc.schemas": 542,
-    "convosd.bound": 534,
+    "convosd.conversation.bound": 534,
     "convosd.config": 518,
     "convosd.rpc.connection": 495,
     "convosd.client": 477,
     "convosd.api.messages": 447,
     "convosd.cli.models": 426,
     "contrib.mcp.tools": 423,
-    "convosd.ingest": 401,
+    "convosd.conversation.ingest": 401,
 }
 ALLOWED_CYCLES: list[list[str]] = []
 ALLOWED_UPWARD: list[str] = []

@@ -38,9 +38,9 @@ from convosd.cli.streams import (
     stream_line_sender,
 )
 from convosd.config import Settings
+from convosd.conversation.ingest import Ingest, PolicyHook
+from convosd.conversation.pairing import SenderPolicy
 from convosd.events import NewEvent, event
-from convosd.ingest import Ingest, PolicyHook
-from convosd.pairing import SenderPolicy
 from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store, StoreError
 from convosd.storage.work import MarkDeparted
