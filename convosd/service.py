@@ -17,10 +17,10 @@ from convosd.api.messages import MessagesApi
 from convosd.api.pairing import PairingApi
 from convosd.api.status import StatusApi
 from convosd.api.table import method_table
+from convosd.attachments.outbox import Outbox, refused_locations
 from convosd.conversation.adds import AddTiming, AwaitAdd
 from convosd.conversation.instance import Instance
 from convosd.conversation.joins import JoinTiming, PendingJoin
-from convosd.outbox import Outbox, refused_locations
 from convosd.ratelimit import TokenBucket
 from convosd.rpc.dispatch import MethodSpec
 from convosd.rpc.subscriptions import SubscriptionHub

@@ -47,8 +47,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("events", ("convosd.events", "convosd.idempotency")),  # the journal's values, from CLI values
     ("storage", ("convosd.storage",)),  # SQLite, nowhere else
     ("supervisor", ("convosd.supervisor", "convosd.health")),  # long-lived children
-    ("attachments", ("convosd.attachments", "convosd.attachment_store")),
-    ("sending", ("convosd.sending", "convosd.outbox")),
+    ("attachments", ("convosd.attachments",)),
+    ("sending", ("convosd.sending",)),
     (
         "conversation",
         ("convosd.conversation",),

@@ -25,6 +25,7 @@ import structlog
 
 from convosd import errors
 from convosd.api.messages import MessagesApi
+from convosd.attachments.outbox import Outbox, Staged
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.models import CliMessage
 from convosd.cli.output import classify
@@ -33,7 +34,6 @@ from convosd.client import Client, ConvosdClient
 from convosd.config import Paths, load_settings
 from convosd.daemon import Daemon
 from convosd.idempotency import AttachmentIntent, Outcome, PendingKey
-from convosd.outbox import Outbox, Staged
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.schemas import SendAttachmentParams
 from convosd.storage.journal import Journal

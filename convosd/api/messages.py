@@ -1,5 +1,5 @@
 """message.send, message.sendAttachment and message.react; the idempotency keys of sends
-(convosd.idempotency). Attachments go through the daemon's private copies (convosd.outbox).
+(convosd.idempotency). Attachments go through private copies (convosd.attachments.outbox).
 
 A key is in flight from the send's intent until its ``message_sent`` is journalled (the key
 is settled in the same transaction) or the send provably did not happen (the key is
@@ -22,6 +22,7 @@ import structlog
 
 from convosd import errors
 from convosd.api.guards import BindingView, bound_id
+from convosd.attachments.outbox import Outbox, Staged, check_filename, check_mime_type
 from convosd.cli import ConvosCli
 from convosd.cli.models import CliMessage, SendResult
 from convosd.config import Settings
@@ -34,7 +35,6 @@ from convosd.idempotency import (
     Verdict,
     reconcile,
 )
-from convosd.outbox import Outbox, Staged, check_filename, check_mime_type
 from convosd.ratelimit import TokenBucket
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext

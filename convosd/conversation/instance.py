@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from convosd import __version__, errors, reaper
-from convosd.attachment_store import AttachmentStore
+from convosd.attachments.store import AttachmentStore
 from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliVersion
 from convosd.cli.versions import keeps_unknown_app_data
