@@ -44,7 +44,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("cli", ("convosd.cli",)),  # the CLI: its argv, its processes, its single queue, its output
-    ("events", ("convosd.events", "convosd.idempotency")),  # the journal's values, from CLI values
+    ("events", ("convosd.events",)),  # the journal's values, from CLI values
     ("storage", ("convosd.storage",)),  # SQLite, nowhere else
     ("supervisor", ("convosd.supervisor", "convosd.health")),  # long-lived children
     ("attachments", ("convosd.attachments",)),

@@ -33,9 +33,9 @@ from convosd.cli.upload import provider_configured
 from convosd.client import Client, ConvosdClient
 from convosd.config import Paths, load_settings
 from convosd.daemon import Daemon
-from convosd.idempotency import AttachmentIntent, Outcome, PendingKey
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.schemas import SendAttachmentParams
+from convosd.sending.idempotency import AttachmentIntent, Outcome, PendingKey
 from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store
 from convosd.systemd import Notifier

@@ -1,5 +1,5 @@
 """message.send, message.sendAttachment and message.react; the idempotency keys of sends
-(convosd.idempotency). Attachments go through private copies (convosd.attachments.outbox).
+(convosd.sending.idempotency). Attachments go through private copies (convosd.attachments.outbox).
 
 A key is in flight from the send's intent until its ``message_sent`` is journalled (the key
 is settled in the same transaction) or the send provably did not happen (the key is
@@ -27,7 +27,10 @@ from convosd.cli import ConvosCli
 from convosd.cli.models import CliMessage, SendResult
 from convosd.config import Settings
 from convosd.events import event
-from convosd.idempotency import (
+from convosd.ratelimit import TokenBucket
+from convosd.rpc import schemas as s
+from convosd.rpc.dispatch import CallContext
+from convosd.sending.idempotency import (
     SKEW_S,
     AttachmentIntent,
     Outcome,
@@ -35,9 +38,6 @@ from convosd.idempotency import (
     Verdict,
     reconcile,
 )
-from convosd.ratelimit import TokenBucket
-from convosd.rpc import schemas as s
-from convosd.rpc.dispatch import CallContext
 from convosd.storage.journal import Journal
 from convosd.storage.keys import IdempotencyKeys
 from convosd.storage.store import StoreError
@@ -54,7 +54,7 @@ RECONCILE_EVERY_S = 5.0
 RECONCILE_PAGE = 200
 RECONCILE_MAX_PAGES = 50
 #: Failures of a send after which the CLI provably did not send: the key is released. Every
-#: other failure after the CLI was called leaves the outcome unknown (convosd.idempotency).
+#: other failure after the CLI was called leaves the outcome unknown (convosd.sending.idempotency).
 _NOT_SENT: tuple[type[BaseException], ...] = (
     errors.InvalidParams,  # the text was refused before a process started
     errors.CliUnavailable,  # the CLI could not start or load its native binding
@@ -283,7 +283,7 @@ class MessagesApi:
             emoji=done.emoji,
         )
 
-    # --- idempotency keys (state: in_flight | done; see convosd.idempotency) ------------
+    # --- idempotency keys (state: in_flight | done; see convosd.sending.idempotency) ------------
 
     def _key_result(self, key: str) -> str | None:
         row = self.keys.get(key)
@@ -339,7 +339,7 @@ class MessagesApi:
                 self._sending.discard(key)
 
     def _send_failed(self, key: str, exc: BaseException, *, started: bool) -> None:
-        """The rule of convosd.idempotency: release the key only when the CLI provably did
+        """The rule of convosd.sending.idempotency: release the key only when the CLI provably did
         not send; otherwise keep it in flight and reconcile it."""
         if not started or isinstance(exc, _NOT_SENT):
             self.keys.forget(key)
@@ -368,7 +368,7 @@ class MessagesApi:
     async def reconcile_keys(self, only: str | None = None) -> None:
         """Settle keys left in flight (at start, after a send with an unknown outcome, or
         when a repeat finds one) from the conversation's own messages; see
-        :func:`convosd.idempotency.reconcile`. A settled key journals its ``message_sent``."""
+        :func:`convosd.sending.idempotency.reconcile`; a settled key journals ``message_sent``."""
         keys = self.keys
         keys.expire(self.clock() - IDEMPOTENCY_TTL_S)
         names = {
