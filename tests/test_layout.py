@@ -28,7 +28,6 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "convosd.config": 518,
     "convosd.rpc.connection": 495,
     "convosd.client": 477,
-    "convosd.api.messages": 447,
     "convosd.cli.models": 426,
     "contrib.mcp.tools": 423,
     "convosd.conversation.ingest": 401,
