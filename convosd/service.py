@@ -17,7 +17,8 @@ from convosd.api.messages import MessagesApi
 from convosd.api.pairing import PairingApi
 from convosd.api.status import StatusApi
 from convosd.api.table import method_table
-from convosd.attachments.outbox import Outbox, refused_locations
+from convosd.attachments.guard import refused_locations
+from convosd.attachments.outbox import Outbox
 from convosd.conversation.adds import AddTiming, AwaitAdd
 from convosd.conversation.instance import Instance
 from convosd.conversation.joins import JoinTiming, PendingJoin

@@ -22,7 +22,6 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "convosd.conversation.instance": 633,
     "convosd.cli.adapter": 607,
     "convosd.ctl.main": 589,
-    "convosd.attachments.outbox": 556,
     "convosd.rpc.schemas": 542,
     "convosd.conversation.bound": 534,
     "convosd.config": 518,

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from convosd import errors
 from convosd.api.guards import BindingView, bound_id
-from convosd.attachments.outbox import Outbox, Staged, check_filename, check_mime_type
+from convosd.attachments.checks import check_filename, check_mime_type
+from convosd.attachments.outbox import Outbox, Staged
 from convosd.cli import ConvosCli
 from convosd.cli.models import SendResult
 from convosd.config import Settings
