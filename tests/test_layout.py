@@ -21,7 +21,6 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "contrib.webhook.relay": 646,
     "convosd.conversation.instance": 633,
     "convosd.cli.adapter": 607,
-    "convosd.ctl.main": 589,
     "convosd.rpc.schemas": 542,
     "convosd.conversation.bound": 534,
     "convosd.config": 518,
