@@ -23,7 +23,6 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "convosd.cli.adapter": 607,
     "convosd.rpc.schemas": 542,
     "convosd.conversation.bound": 534,
-    "convosd.config": 518,
     "convosd.rpc.connection": 495,
     "convosd.client": 477,
     "convosd.cli.models": 426,
