@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from convosd.cli.models import CliMessage
-from convosd.conversation.ingest import PAGE_SIZE, Decision, Fate, Ingest
+from convosd.conversation.hook import Decision, Fate
+from convosd.conversation.ingest import PAGE_SIZE, Ingest
 from convosd.events import event
 from convosd.storage.journal import Journal, JournalEvent
 from convosd.storage.store import Store

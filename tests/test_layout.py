@@ -22,12 +22,11 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "convosd.conversation.instance": 633,
     "convosd.cli.adapter": 607,
     "convosd.rpc.schemas": 542,
-    "convosd.conversation.bound": 534,
+    "convosd.conversation.bound": 535,  # +1: the policy hook is imported from hook.py
     "convosd.rpc.connection": 495,
     "convosd.client": 477,
     "convosd.cli.models": 426,
     "contrib.mcp.tools": 423,
-    "convosd.conversation.ingest": 401,
 }
 ALLOWED_CYCLES: list[list[str]] = []
 ALLOWED_UPWARD: list[str] = []

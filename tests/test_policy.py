@@ -269,7 +269,7 @@ async def eventually_async(fetch: Any, check: Any, within_s: float = WAIT_S) -> 
 
 def test_expired_code_is_not_found_and_its_messages_are_dropped(tmp_path: Path) -> None:
     from convosd.cli.models import CliMessage
-    from convosd.conversation.ingest import Fate
+    from convosd.conversation.hook import Fate
     from convosd.conversation.pairing import SenderPolicy
     from convosd.storage.journal import Journal
     from convosd.storage.store import Store
@@ -337,7 +337,7 @@ def test_messages_held_before_the_attachment_field_existed_are_released(tmp_path
     import json
 
     from convosd.cli.models import CliMessage
-    from convosd.conversation.ingest import Fate
+    from convosd.conversation.hook import Fate
     from convosd.conversation.pairing import SenderPolicy
     from convosd.storage.journal import Journal
     from convosd.storage.store import Store

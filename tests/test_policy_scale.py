@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from convosd.cli.models import CliMessage
-from convosd.conversation.ingest import Fate
+from convosd.conversation.hook import Fate
 from convosd.conversation.pairing import SenderPolicy
 from convosd.conversation.policy import DENIED_COOLDOWN_S, DmPolicy
 from convosd.storage.journal import Journal

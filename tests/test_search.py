@@ -273,7 +273,7 @@ def automerge(store: Store) -> int | None:
 
 def test_a_held_message_is_found_only_once_released(tmp_path: Path) -> None:
     from convosd.cli.models import CliMessage
-    from convosd.conversation.ingest import Fate
+    from convosd.conversation.hook import Fate
     from convosd.conversation.pairing import SenderPolicy
 
     store = Store.open(tmp_path)

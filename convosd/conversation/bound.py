@@ -38,7 +38,8 @@ from convosd.cli.streams import (
     stream_line_sender,
 )
 from convosd.config import Settings
-from convosd.conversation.ingest import Ingest, PolicyHook
+from convosd.conversation.hook import PolicyHook
+from convosd.conversation.ingest import Ingest
 from convosd.conversation.pairing import SenderPolicy
 from convosd.events import NewEvent, event
 from convosd.storage.journal import Journal

@@ -31,7 +31,7 @@ from convosd.cli.models import CliVersion
 from convosd.cli.versions import keeps_unknown_app_data
 from convosd.config import Paths, Settings
 from convosd.conversation.bound import STREAM, WATCHER, BoundConversation
-from convosd.conversation.ingest import PolicyHook
+from convosd.conversation.hook import PolicyHook
 from convosd.conversation.pairing import SenderPolicy
 from convosd.events import event
 from convosd.groups import resolve_group

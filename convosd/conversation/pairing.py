@@ -21,7 +21,7 @@ import structlog
 
 from convosd import errors
 from convosd.cli.models import CliMessage
-from convosd.conversation.ingest import Decision, Fate
+from convosd.conversation.hook import Decision, Fate
 from convosd.conversation.policy import (
     DENIED_COOLDOWN_S,
     REQUEST_TTL_S,
