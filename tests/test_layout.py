@@ -7,6 +7,7 @@ so does an entry that is no longer true (remove it: the list is the work left)."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,20 @@ def test_the_checks_see_what_they_guard(tmp_path: Path) -> None:
         "convosd.cli.warm from convosd.cli.runner import _setup",
         "convosd.cli.warm os._exit",
     ]
+
+
+def test_the_architecture_page_names_files_that_exist() -> None:
+    """docs/ARCHITECTURE.md names files by their path in the repository or in convosd/, or
+    by their name in the folder a row names: after a move it must follow (its figures, which
+    name the tree as it was, are not checked)."""
+    text = (layout.ROOT / "docs" / "ARCHITECTURE.md").read_text().partition("## Figures")[0]
+    named = set(re.findall(r"`([\w./-]+(?:\.py|\.mjs|/))`", text))
+    assert len(named) > 40  # the page does name the files
+    tree = {str(p.relative_to(layout.ROOT)) for p in layout.ROOT.glob("convosd/**/*")}
+    tree |= {f"{t}/" for t in tree}
+
+    def exists(name: str) -> bool:  # a path, or a file of the folder its table row names
+        return (layout.ROOT / name).exists() or any(t.endswith("/" + name) for t in tree)
+
+    missing = sorted(n for n in named if not exists(n))
+    assert missing == []
