@@ -17,7 +17,7 @@ from convosd.api.guards import BindingView, bound_id
 from convosd.attachments.checks import check_filename, check_mime_type
 from convosd.attachments.outbox import Outbox, Staged
 from convosd.cli import ConvosCli
-from convosd.cli.models import SendResult
+from convosd.cli.replies import SendResult
 from convosd.config import Settings
 from convosd.ratelimit import TokenBucket
 from convosd.rpc import schemas as s
