@@ -17,7 +17,7 @@ from tests import layout
 # modules still over layout.MAX_LINES, to be split (the figure is the size when listed)
 ALLOWED_TOO_LONG: dict[str, int] = {
     "contrib.gateway.server": 691,
-    "contrib.mcp.server": 680,
+    "contrib.mcp.server": 681,  # +1: the tool spec is imported from spec.py
     "convosd.cli.warm": 662,
     "contrib.webhook.relay": 646,
     "convosd.conversation.instance": 633,
@@ -25,7 +25,6 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "convosd.rpc.schemas": 542,
     "convosd.conversation.bound": 535,  # +1: the policy hook is imported from hook.py
     "convosd.rpc.connection": 495,
-    "contrib.mcp.tools": 423,
 }
 ALLOWED_CYCLES: list[list[str]] = []
 ALLOWED_UPWARD: list[str] = []

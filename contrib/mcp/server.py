@@ -58,7 +58,8 @@ from contrib.mcp.results import (
     tool_param_error,
     validation_error,
 )
-from contrib.mcp.tools import ALL, DAEMON_TOOLS, ToolSpec, exposed_tools, reads, tool_of
+from contrib.mcp.spec import ALL, ToolSpec, reads
+from contrib.mcp.tools import DAEMON_TOOLS, exposed_tools, tool_of
 from convosd import errors
 from convosd.client import Client, ConvosdClient
 from convosd.rpc import schemas as s
