@@ -18,7 +18,6 @@ from tests import layout
 ALLOWED_TOO_LONG: dict[str, int] = {
     "contrib.mcp.server": 681,  # +1: the tool spec is imported from spec.py
     "convosd.cli.warm": 662,
-    "contrib.webhook.relay": 646,
     "convosd.conversation.instance": 633,
     "convosd.cli.adapter": 607,
     "convosd.rpc.schemas": 542,
