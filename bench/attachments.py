@@ -37,8 +37,8 @@ from typing import Any
 
 from bench.startup import daemon_env, start_daemon
 from convosd import errors
+from convosd.attachments.guard import PathGuard, refused_locations
 from convosd.client import SyncClient
-from convosd.outbox import PathGuard, refused_locations
 from tests.fakeconvos.network import FakeNetwork
 
 KEY = {"CONVOS_API_KEY": "bench-key"}
@@ -303,7 +303,7 @@ def send_half(world: World, *, size: int, runs: int) -> dict[str, Any]:
 
 
 def guard_cost(root: Path, *, checks: int = 2000, state_files: int = 2000) -> dict[str, Any]:
-    """What the refusal of the daemon's own files (convosd.outbox.PathGuard) costs per
+    """What the refusal of the daemon's own files (convosd.attachments.guard.PathGuard) costs per
     ``path``: the checks by name and on the descriptor, in the daemon's worker thread; and
     for a file with a second hard link, the search of a state dir of ``state_files`` files
     for its other names."""

@@ -33,9 +33,9 @@ from pydantic import BaseModel
 
 from convosd.api.events import EventsApi
 from convosd.cli.models import CliMessage
+from convosd.conversation.pairing import SenderPolicy
 from convosd.events import event
 from convosd.jsonutil import dumps
-from convosd.pairing import SenderPolicy
 from convosd.rpc import protocol
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext

@@ -382,7 +382,7 @@ def batch_cost(batch: int, count: int) -> float:
     socket, no pipe (what a transaction a read costs, apart from the machine's noise)."""
     import structlog
 
-    from convosd.ingest import Ingest
+    from convosd.conversation.ingest import Ingest
     from convosd.rpc.subscriptions import SubscriptionHub
     from convosd.storage.journal import Journal
     from convosd.storage.store import Store

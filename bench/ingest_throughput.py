@@ -22,7 +22,7 @@ import structlog
 import uvloop
 
 from convosd.cli.runner import SpawnSpec
-from convosd.ingest import Ingest
+from convosd.conversation.ingest import Ingest
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from convosd.supervisor.child import SupervisedChild

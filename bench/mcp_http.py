@@ -47,7 +47,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from bench.mcp_relay import fill_journal
 from bench.startup import daemon_env, socket_up, start_daemon
-from contrib.mcp.server import Cursor, encode_cursor
+from contrib.mcp.stateful import Cursor, encode_cursor
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork
 

@@ -24,7 +24,7 @@ import uvloop
 
 from convosd.cli import CliSetup, ConvosCli
 from convosd.config import Paths, load_settings
-from convosd.instance import STREAM, Instance
+from convosd.conversation.instance import STREAM, Instance
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState

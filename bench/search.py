@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from convosd.api.events import EventsApi
+from convosd.conversation.ingest import Ingest
 from convosd.events import NewEvent, event
-from convosd.ingest import Ingest
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.subscriptions import SubscriptionHub

@@ -60,14 +60,8 @@ from typing import Any
 from bench.mcp_relay import fill_journal
 from bench.receiver import Receiver
 from bench.startup import daemon_env, socket_up, start_daemon
-from contrib.webhook.relay import (
-    USER_AGENT,
-    Json,
-    Relay,
-    RelayConfig,
-    request_headers,
-    sign_legacy,
-)
+from contrib.webhook.relay import Relay, RelayConfig
+from contrib.webhook.signing import USER_AGENT, Json, request_headers, sign_legacy
 from convosd.client import ConvosdClient
 from convosd.errors import NotReady
 from tests.fakeconvos.network import FakeNetwork

@@ -20,9 +20,9 @@ import structlog
 from convosd.cli import ConvosCli
 from convosd.cli.warm import transport_factory
 from convosd.config import Paths, Settings
+from convosd.conversation.instance import Instance
+from convosd.conversation.joins import JoinTiming
 from convosd.errors import ConfigError
-from convosd.instance import Instance
-from convosd.joins import JoinTiming
 from convosd.preflight import cli_setup, prepare_cli, prepare_state_dir
 from convosd.rpc.dispatch import Dispatcher
 from convosd.rpc.limits import ServerLimits

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import structlog
 
-from convosd.adds import AddTiming, AwaitAdd
 from convosd.api.binding import BindingApi
 from convosd.api.conversation import ConversationApi
 from convosd.api.downloads import DownloadsApi
@@ -18,9 +17,11 @@ from convosd.api.messages import MessagesApi
 from convosd.api.pairing import PairingApi
 from convosd.api.status import StatusApi
 from convosd.api.table import method_table
-from convosd.instance import Instance
-from convosd.joins import JoinTiming, PendingJoin
-from convosd.outbox import Outbox, refused_locations
+from convosd.attachments.guard import refused_locations
+from convosd.attachments.outbox import Outbox
+from convosd.conversation.adds import AddTiming, AwaitAdd
+from convosd.conversation.instance import Instance
+from convosd.conversation.joins import JoinTiming, PendingJoin
 from convosd.ratelimit import TokenBucket
 from convosd.rpc.dispatch import MethodSpec
 from convosd.rpc.subscriptions import SubscriptionHub

@@ -22,8 +22,8 @@ from typing import Any, cast
 
 from convosd import __version__
 from convosd.config import load_settings
+from convosd.conversation.instance import Instance
 from convosd.events import EVENT_FIELDS
-from convosd.instance import Instance
 from convosd.rpc.openrpc import document
 from convosd.rpc.subscriptions import SubscriptionHub
 from convosd.service import ConvosService

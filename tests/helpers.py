@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from convosd.instance import Instance
+    from convosd.conversation.instance import Instance
 
 
 def _patience() -> float:

@@ -12,8 +12,8 @@ from typing import Any
 from convosd.cli import ConvosCli
 from convosd.client import Client
 from convosd.config import Paths, Settings, load_settings
+from convosd.conversation.joins import JoinTiming
 from convosd.daemon import Daemon
-from convosd.joins import JoinTiming
 from convosd.systemd import Notifier
 from tests.conftest import CLI_HOST, CLI_TRANSPORT, fake_setup
 from tests.fakeconvos.network import FakeNetwork

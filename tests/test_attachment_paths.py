@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from convosd import errors
+from convosd.attachments.outbox import copy_at_most
 from convosd.client import Client
-from convosd.outbox import copy_at_most
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import needs_root
 from tests.rpc_harness import RunningDaemon, running_daemon

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from convosd import errors
-from convosd.attachment_store import MAX_NAME_BYTES, safe_filename
+from convosd.attachments.store import MAX_NAME_BYTES, safe_filename
 from convosd.cli.attachment_meta import from_display
 from convosd.cli.attachment_url import address_problem, url_problem
 from convosd.client import ConvosdClient
-from convosd.ctl import main as ctl_main
+from convosd.ctl.main import main as ctl_main
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import eventually, member_count

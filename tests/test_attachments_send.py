@@ -25,6 +25,7 @@ import structlog
 
 from convosd import errors
 from convosd.api.messages import MessagesApi
+from convosd.attachments.outbox import Outbox, Staged
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.models import CliMessage
 from convosd.cli.output import classify
@@ -32,10 +33,9 @@ from convosd.cli.upload import provider_configured
 from convosd.client import Client, ConvosdClient
 from convosd.config import Paths, load_settings
 from convosd.daemon import Daemon
-from convosd.idempotency import AttachmentIntent, Outcome, PendingKey
-from convosd.outbox import Outbox, Staged
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.schemas import SendAttachmentParams
+from convosd.sending.idempotency import AttachmentIntent, Outcome, PendingKey
 from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store
 from convosd.systemd import Notifier

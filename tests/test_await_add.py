@@ -15,7 +15,7 @@ import pytest
 from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import Client
-from convosd.ctl import _awaiting_human
+from convosd.ctl.output import awaiting_human
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, eventually, eventually_async
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
@@ -263,7 +263,7 @@ async def test_convosctl_await_add_prints_the_inbox_id_and_waits(
     code, answer, _ = await ctl(daemon.socket, "await-add", "--from", owner_inbox)
     inbox = daemon.instance.identity_inbox_id
     assert code == 0 and inbox is not None and answer["inboxId"] == inbox
-    human = _awaiting_human(answer)  # what a terminal shows
+    human = awaiting_human(answer)  # what a terminal shows
     assert f"inbox id  {inbox}" in human and f"add-members CONVERSATION_ID {inbox}" in human
     code, _, err = await ctl(daemon.socket, "create", "x", json_out=False)
     assert code == 1 and "convosctl cancel-join" in err and "waits to be added" in err

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from convosd import errors
+from convosd.backoff import BackoffPolicy
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.argv import ArgvBuilder, Invocation
 from convosd.cli.runner import CliRunner, child_environment
 from convosd.cli.warm import WORKER_SCRIPT, WarmTransport, worker_command
-from convosd.supervisor.backoff import BackoffPolicy
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, eventually, process_gone

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from convosd.config import load_settings
-from convosd.ctl import build_parser
+from convosd.ctl.parser import build_parser
 from tests.helpers import WAIT_S
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ from convosd.cli.output import (
     last_json,
 )
 from convosd.cli.streams import BadLine, parse_stream_line, parse_watcher_line
+from convosd.conversation.ingest import Ingest
 from convosd.framing import OVERSIZE, LineSplitter
-from convosd.ingest import Ingest
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from tests.helpers import examples

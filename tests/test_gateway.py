@@ -20,15 +20,8 @@ from typing import Any
 import pytest
 
 from contrib.gateway.__main__ import TOKEN_ENV, load_token, parse_listen
-from contrib.gateway.server import (
-    MAX_BODY_BYTES,
-    ROUTES,
-    Gateway,
-    GatewayConfig,
-    Route,
-    Upstream,
-    from_daemon,
-)
+from contrib.gateway.routes import ROUTES, Route, Upstream, from_daemon
+from contrib.gateway.server import MAX_BODY_BYTES, Gateway, GatewayConfig
 from convosd.client import error_from
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S

@@ -21,7 +21,7 @@ import pytest
 from convosd import errors
 from convosd.cli.models import CliMessage
 from convosd.client import Client
-from convosd.idempotency import SKEW_S, Outcome, PendingKey, reconcile
+from convosd.sending.idempotency import SKEW_S, Outcome, PendingKey, reconcile
 from convosd.storage.schema import MIGRATIONS
 from convosd.storage.store import Store
 from tests.fakeconvos.network import FakeNetwork

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from convosd.cli.models import CliMessage
+from convosd.conversation.hook import Decision, Fate
+from convosd.conversation.ingest import PAGE_SIZE, Ingest
 from convosd.events import event
-from convosd.ingest import PAGE_SIZE, Decision, Fate, Ingest
 from convosd.storage.journal import Journal, JournalEvent
 from convosd.storage.store import Store
 
@@ -295,7 +296,7 @@ async def test_a_page_sharing_one_millisecond_cannot_stall_the_backfill(
 async def test_a_millisecond_too_full_to_read_is_reported_and_passed(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from convosd import ingest as ingest_module
+    from convosd.conversation import ingest as ingest_module
 
     monkeypatch.setattr(ingest_module, "SAME_MS_LIMIT", 300)
     ingest = make(journal, clock=lambda: T0.timestamp() + 200)
@@ -340,7 +341,7 @@ def test_a_backfill_problem_makes_health_degraded() -> None:
 async def test_backfills_failing_in_a_row_are_reported_until_one_succeeds(
     journal: Journal,
 ) -> None:
-    from convosd.ingest import FAILURES_REPORTED
+    from convosd.conversation.ingest import FAILURES_REPORTED
 
     ingest = make(journal)
     failing = True
@@ -419,7 +420,7 @@ async def test_live_lines_held_by_a_backfill_are_journaled_after_it_in_pieces(
 ) -> None:
     """Thousands of lines held during a backfill are not one write that holds the loop: they
     go LIVE_CHUNK at a time, and a line that comes meanwhile still comes after them."""
-    from convosd.ingest import LIVE_CHUNK
+    from convosd.conversation.ingest import LIVE_CHUNK
 
     ingest = make(journal)
     batches: list[int] = []

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from convosd.bound import BoundConversation
 from convosd.cli import ConvosCli
 from convosd.config import Paths, load_settings
-from convosd.instance import STREAM, WATCHER, Instance
+from convosd.conversation.bound import BoundConversation
+from convosd.conversation.instance import STREAM, WATCHER, Instance
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState

@@ -39,14 +39,8 @@ from contrib.mcp.http import (
     http_settings,
     parse_bind,
 )
-from contrib.mcp.server import (
-    ERROR_META,
-    MAX_WAIT_S,
-    ConvosdMcp,
-    Cursor,
-    decode_cursor,
-    encode_cursor,
-)
+from contrib.mcp.server import ERROR_META, ConvosdMcp
+from contrib.mcp.stateful import MAX_WAIT_S, Cursor, decode_cursor, encode_cursor
 from convosd import errors
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork

@@ -18,7 +18,7 @@ import pytest
 from convosd import errors
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
-from convosd.policy import (
+from convosd.conversation.policy import (
     CODE_ALPHABET,
     MAX_PENDING,
     SenderView,
@@ -269,8 +269,8 @@ async def eventually_async(fetch: Any, check: Any, within_s: float = WAIT_S) -> 
 
 def test_expired_code_is_not_found_and_its_messages_are_dropped(tmp_path: Path) -> None:
     from convosd.cli.models import CliMessage
-    from convosd.ingest import Fate
-    from convosd.pairing import SenderPolicy
+    from convosd.conversation.hook import Fate
+    from convosd.conversation.pairing import SenderPolicy
     from convosd.storage.journal import Journal
     from convosd.storage.store import Store
 
@@ -337,8 +337,8 @@ def test_messages_held_before_the_attachment_field_existed_are_released(tmp_path
     import json
 
     from convosd.cli.models import CliMessage
-    from convosd.ingest import Fate
-    from convosd.pairing import SenderPolicy
+    from convosd.conversation.hook import Fate
+    from convosd.conversation.pairing import SenderPolicy
     from convosd.storage.journal import Journal
     from convosd.storage.store import Store
 

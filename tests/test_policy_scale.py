@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from convosd.cli.models import CliMessage
-from convosd.ingest import Fate
-from convosd.pairing import SenderPolicy
-from convosd.policy import DENIED_COOLDOWN_S, DmPolicy
+from convosd.conversation.hook import Fate
+from convosd.conversation.pairing import SenderPolicy
+from convosd.conversation.policy import DENIED_COOLDOWN_S, DmPolicy
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 

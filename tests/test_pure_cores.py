@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from convosd.backoff import Backoff, BackoffPolicy
 from convosd.cli.models import CliMessage
 from convosd.events import NewEvent, message_event, reference_of
 from convosd.framing import OVERSIZE, LineSplitter
-from convosd.supervisor.backoff import Backoff, BackoffPolicy
 from convosd.supervisor.state import ChildState, ChildStatus, ExitStatus, IllegalTransition
 from convosd.timefmt import iso
 

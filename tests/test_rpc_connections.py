@@ -22,8 +22,8 @@ import structlog
 from convosd import errors
 from convosd.client import Client
 from convosd.config import Paths, load_settings, resolve_paths
+from convosd.conversation.joins import JoinTiming
 from convosd.daemon import Daemon
-from convosd.joins import JoinTiming
 from convosd.rpc.connection import Connection
 from convosd.rpc.server import RpcServer
 from convosd.rpc.sockets import prepare_socket_dir

@@ -278,8 +278,8 @@ def automerge(store: Store) -> int | None:
 
 def test_a_held_message_is_found_only_once_released(tmp_path: Path) -> None:
     from convosd.cli.models import CliMessage
-    from convosd.ingest import Fate
-    from convosd.pairing import SenderPolicy
+    from convosd.conversation.hook import Fate
+    from convosd.conversation.pairing import SenderPolicy
 
     store = Store.open(tmp_path)
     try:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from convosd import bound
 from convosd.cli.streams import JoinAccepted, parse_watcher_line, stream_line_sender
 from convosd.client import ConvosdClient
+from convosd.conversation import bound
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, admitted, eventually, eventually_async
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon

@@ -60,8 +60,8 @@ def test_an_admission_under_pairing_does_not_count_after_a_switch_to_allowlist(
     tmp_path: Path,
 ) -> None:
     from convosd.cli.models import CliMessage
-    from convosd.ingest import Fate
-    from convosd.pairing import SenderPolicy
+    from convosd.conversation.hook import Fate
+    from convosd.conversation.pairing import SenderPolicy
     from convosd.storage.journal import Journal
     from convosd.storage.store import Store
 

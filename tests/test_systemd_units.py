@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from convosd.config import load_settings
-from convosd.instance import Instance
+from convosd.conversation.instance import Instance
 from tests.helpers import WAIT_S
 
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"

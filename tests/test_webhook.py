@@ -27,7 +27,8 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from contrib.webhook.__main__ import build_parser, config_from, main
-from contrib.webhook.relay import Relay, RelayConfig, request_headers
+from contrib.webhook.relay import Relay, RelayConfig
+from contrib.webhook.signing import request_headers
 from convosd.cli import ConvosCli
 from convosd.client import ConvosdClient
 from tests.fakeconvos.network import FakeNetwork

@@ -5,6 +5,8 @@
 See ``contrib/gateway/README.md`` for the routes and status codes.
 """
 
-from contrib.gateway.server import ROUTES, Gateway, GatewayConfig, HttpError, Route, Upstream
+from contrib.gateway.http import HttpError
+from contrib.gateway.routes import ROUTES, Route, Upstream
+from contrib.gateway.server import Gateway, GatewayConfig
 
 __all__ = ["ROUTES", "Gateway", "GatewayConfig", "HttpError", "Route", "Upstream"]

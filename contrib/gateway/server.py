@@ -11,7 +11,8 @@ Routes (JSON in and out; every error is ``{"error": "<message>"}``):
     POST /convos/reset               daemon.reset {confirm: true}
     GET  /convos/status              status → {conversationId, inboxId, pending, clean}
 
-Each request opens its own connection to the daemon (:class:`Upstream` says why).
+Each request opens its own connection to the daemon (:class:`~contrib.gateway.routes.Upstream`
+says why).
 
 The HTTP side is small on purpose: HTTP/1.0 and 1.1, keep-alive and pipelining (answered
 in order), ``Content-Length`` or chunked bodies up to ``max_body_bytes`` (413 past it),
@@ -24,34 +25,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
-import json
 import logging
-import math
-import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 
-from convosd import errors
-from convosd.client import Client, RpcError
+from contrib.gateway.http import (
+    MAX_LINE_BYTES,
+    HttpError,
+    Json,
+    Request,
+    encode_response,
+    is_loopback,
+    parse_json,
+    read_chunked,
+    read_head,
+)
+from contrib.gateway.routes import RETRY_SOON, ROUTES, Route, Upstream
 
 log = logging.getLogger("contrib.gateway")
 
-Json = dict[str, Any]
-Headers = tuple[tuple[str, str], ...]
 
 MAX_BODY_BYTES: Final = 1024 * 1024
-MAX_LINE_BYTES: Final = 8 * 1024  # the request line, one header line, one chunk-size line
-MAX_HEAD_BYTES: Final = 32 * 1024
-MAX_HEADERS: Final = 100
 LINGER_S: Final = 1.0
-STATUS_FIELDS: Final = ("conversationId", "inboxId", "pending", "clean")
-RETRY_SOON: Final[Headers] = (("Retry-After", "1"),)
-_VERSION = re.compile(r"HTTP/\d(\.\d)?")
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
 
 @dataclass(frozen=True)
@@ -67,379 +64,6 @@ class GatewayConfig:
     connect_timeout_s: float = 5.0
     call_timeout_s: float = 120.0  # one daemon call; a join adds its timeoutS
     shutdown_grace_s: float = 10.0
-
-
-class HttpError(Exception):
-    """An HTTP error answer: ``{"error": message}`` with ``status``."""
-
-    def __init__(
-        self, status: int, message: str, *, headers: Headers = (), close: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
-        self.close = close
-
-
-# --- the daemon side ----------------------------------------------------------------------
-
-
-class Upstream:
-    """convosd's socket, one connection per call.
-
-    The gateway carries control-plane traffic (a pool polling status every few seconds, a
-    handful of admin calls), each of which runs the CLI for tens of milliseconds or more;
-    a local connect costs about a tenth of a millisecond. In exchange there is no shared
-    connection to watch, repair or reconnect: a daemon restart or a dropped connection
-    fails only the request in flight, and the next one simply connects again. The daemon's
-    ``maxInFlightPerConnection`` does not become a gateway-wide cap either; its
-    ``maxConnections`` is the back-pressure (refused: 503 with Retry-After), and the
-    gateway's own ``max_connections`` (64 by default, the daemon's 256) keeps it below that.
-    """
-
-    def __init__(self, socket: Path, *, connect_timeout_s: float, call_timeout_s: float) -> None:
-        self.socket = socket
-        self.connect_timeout_s = connect_timeout_s
-        self.call_timeout_s = call_timeout_s
-
-    async def call(
-        self, method: str, params: Json | None = None, *, extra_timeout_s: float = 0.0
-    ) -> Json:
-        try:
-            client = await asyncio.wait_for(Client.connect(self.socket), self.connect_timeout_s)
-        except OSError as exc:  # missing socket, refused, permission, TimeoutError
-            log.warning("convosd unreachable at %s: %s", self.socket, exc)
-            raise HttpError(503, "convosd is not reachable", headers=RETRY_SOON) from None
-        try:
-            # A connection the daemon closes (shutdown, a peer it refuses) must not leave
-            # the call waiting for an answer that cannot come: race it against ``closed``.
-            call = asyncio.ensure_future(client.call(method, params))
-            closed = asyncio.ensure_future(client.closed.wait())
-            try:
-                await asyncio.wait(
-                    {call, closed},
-                    timeout=self.call_timeout_s + extra_timeout_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                call.cancel()
-                closed.cancel()
-                await asyncio.gather(call, closed, return_exceptions=True)
-            if call.cancelled() and closed.cancelled():
-                raise HttpError(504, f"convosd did not answer {method} in time")
-            if call.cancelled():
-                raise ConnectionError("closed")
-            result = call.result()
-        except errors.ConvosdError as exc:
-            raise from_daemon(exc) from None
-        except ConnectionError as exc:
-            # Shutting down, restarting, or refusing the connection (over maxConnections:
-            # its BUSY answer has ``id: null``, which convosd.client drops): retry soon.
-            log.warning("convosd closed the connection during %s: %r", method, exc)
-            raise HttpError(503, "convosd closed the connection", headers=RETRY_SOON) from None
-        except KeyError:  # a response with neither result nor error
-            raise HttpError(502, f"convosd answered {method} without a result") from None
-        finally:
-            await client.close()
-        if not isinstance(result, dict):
-            raise HttpError(502, f"convosd answered {method} with a non-object")
-        return result
-
-
-def from_daemon(exc: errors.ConvosdError) -> HttpError:
-    """The HTTP answer for an error of convosd (docs/PROTOCOL.md, Errors)."""
-    if isinstance(exc, errors.AlreadyBound):
-        return HttpError(409, errors.AlreadyBound.default_message)
-    if isinstance(exc, errors.InvalidParams):
-        problems = exc.extra.get("errors")
-        if isinstance(problems, list) and problems:
-            details = "; ".join(
-                f"{p.get('param') or 'params'}: {p.get('problem')}"
-                for p in problems
-                if isinstance(p, dict)
-            )
-            return HttpError(400, f"{exc.message}: {details}")
-        return HttpError(400, exc.message)
-    if isinstance(exc, errors.NotBound | errors.InviteInvalid | errors.InviteExpired):
-        return HttpError(400, exc.message)
-    if isinstance(exc, errors.Busy):
-        retry = exc.extra.get("retryAfterS")
-        seconds = math.ceil(retry) if isinstance(retry, int | float) and retry > 0 else 1
-        return HttpError(429, exc.message, headers=(("Retry-After", str(max(1, seconds))),))
-    if isinstance(exc, errors.NotReady):
-        return HttpError(503, exc.message, headers=RETRY_SOON)
-    message = exc.message
-    cli_error = exc.extra.get("error")
-    if isinstance(cli_error, str) and cli_error and cli_error != message:
-        message = f"{message}: {cli_error}"
-    error_id = exc.extra.get("errorId")
-    if isinstance(error_id, str):
-        message = f"{message} (errorId {error_id})"
-    if isinstance(exc, errors.CliError | RpcError):
-        return HttpError(502, message)  # the daemon, its CLI or the network failed
-    return HttpError(500, message)  # PERMISSION_DENIED, LOCKED, FORBIDDEN, NOT_FOUND, ...
-
-
-# --- routes -------------------------------------------------------------------------------
-
-Handler = Callable[[Upstream, Json], Awaitable[Json]]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    handler: Handler
-
-
-_KIND_NAMES: Final[Mapping[type, str]] = {str: "string", bool: "boolean", int: "integer"}
-_ARTICLES: Final[Mapping[type, str]] = {str: "a", bool: "a", int: "an"}
-
-
-def fields(body: Json, spec: Mapping[str, type], required: tuple[str, ...] = ()) -> Json:
-    """The fields of ``spec`` present in ``body`` (null = absent), each of its JSON type.
-
-    Other fields are ignored, as the original routes ignore ``env``, ``instructions``,
-    ``metadata`` and the like; ranges and formats are the daemon's to check (INVALID_PARAMS).
-    """
-    out: Json = {}
-    for key, kind in spec.items():
-        value = body.get(key)
-        if value is None and key not in required:
-            continue
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            if key in required:
-                raise HttpError(400, f"{key} ({_KIND_NAMES[kind]}) is required")
-            raise HttpError(400, f"{key} must be {_ARTICLES[kind]} {_KIND_NAMES[kind]}")
-        out[key] = value
-    return out
-
-
-def status_view(status: Json) -> Json:
-    missing = [key for key in STATUS_FIELDS if key not in status]
-    if missing:
-        raise HttpError(502, f"convosd's status lacks {', '.join(missing)}")
-    return {key: status[key] for key in STATUS_FIELDS}
-
-
-async def create(up: Upstream, body: Json) -> Json:
-    params = fields(
-        body,
-        {
-            "name": str,
-            "profileName": str,
-            "description": str,
-            "imageUrl": str,
-            "permissions": str,
-        },
-    )
-    if "name" in params:
-        params.setdefault("profileName", params["name"])  # as the original route does
-    return await up.call("conversation.create", params)
-
-
-async def join(up: Upstream, body: Json) -> Json:
-    params = fields(
-        body, {"inviteUrl": str, "profileName": str, "timeoutS": int}, required=("inviteUrl",)
-    )
-    wait_s = min(max(params.get("timeoutS", 60), 0), 600)
-    return await up.call("conversation.join", params, extra_timeout_s=wait_s)
-
-
-async def send(up: Upstream, body: Json) -> Json:
-    params = fields(
-        body, {"message": str, "replyTo": str, "idempotencyKey": str}, required=("message",)
-    )
-    return {"success": True, **await up.call("message.send", params)}
-
-
-async def rename(up: Upstream, body: Json) -> Json:
-    params = fields(body, {"name": str}, required=("name",))
-    return {"ok": True, **await up.call("conversation.rename", params)}
-
-
-async def lock(up: Upstream, body: Json) -> Json:
-    params = fields(body, {"unlock": bool})
-    return {"ok": True, **await up.call("conversation.lock", params)}
-
-
-async def explode(up: Upstream, body: Json) -> Json:
-    return {"ok": True, **await up.call("conversation.explode", {"confirm": True})}
-
-
-async def reset(up: Upstream, body: Json) -> Json:
-    answer = {"ok": True, "reset": True, **await up.call("daemon.reset", {"confirm": True})}
-    with contextlib.suppress(HttpError):  # the reset happened: report it even without status
-        answer["status"] = status_view(await up.call("status"))
-    return answer
-
-
-async def status(up: Upstream, body: Json) -> Json:
-    return status_view(await up.call("status"))
-
-
-ROUTES: Final[Mapping[str, Route]] = {
-    "/convos/conversation": Route("POST", create),
-    "/convos/join": Route("POST", join),
-    "/convos/conversation/send": Route("POST", send),
-    "/convos/rename": Route("POST", rename),
-    "/convos/lock": Route("POST", lock),
-    "/convos/explode": Route("POST", explode),
-    "/convos/reset": Route("POST", reset),
-    "/convos/status": Route("GET", status),
-}
-
-
-# --- HTTP/1.1 -----------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str]  # lower-case names; repeated fields joined with ", "
-    content_length: int | None
-    chunked: bool
-    body_consumed: bool
-
-    @property
-    def keep_alive(self) -> bool:
-        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in tokens
-        return "close" not in tokens
-
-
-def parse_request_line(line: bytes) -> tuple[str, str, str]:
-    """``(method, path, version)``; the query string is dropped."""
-    try:
-        method, target, version = line.decode("ascii").rstrip("\r\n").split(" ")
-    except (UnicodeDecodeError, ValueError):
-        raise HttpError(400, "Malformed request line", close=True) from None
-    if not method.isalpha() or not method.isupper() or not _VERSION.fullmatch(version):
-        raise HttpError(400, "Malformed request line", close=True)
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise HttpError(505, "HTTP Version Not Supported", close=True)
-    if target.startswith(("http://", "https://")):  # absolute-form
-        target = "/" + target.split("://", 1)[1].partition("/")[2]
-    if not target.startswith("/"):
-        raise HttpError(400, "Malformed request target", close=True)
-    return method, target.partition("?")[0], version
-
-
-async def read_head(line: bytes, reader: asyncio.StreamReader) -> Request:
-    method, path, version = parse_request_line(line)
-    headers: dict[str, str] = {}
-    size = len(line)
-    while True:
-        try:
-            raw = await reader.readline()
-        except ValueError:  # one line over the reader's limit
-            raise HttpError(431, "Request Header Fields Too Large", close=True) from None
-        if not raw.endswith(b"\n"):
-            raise asyncio.IncompleteReadError(raw, None)  # the client went away
-        if raw in (b"\r\n", b"\n"):
-            break
-        size += len(raw)
-        if size > MAX_HEAD_BYTES or len(headers) >= MAX_HEADERS:
-            raise HttpError(431, "Request Header Fields Too Large", close=True)
-        name, sep, value = raw.decode("latin-1").rstrip("\r\n").partition(":")
-        if not sep or not name or name != name.strip() or " " in name or "\t" in name:
-            raise HttpError(400, "Malformed header field", close=True)
-        name, value = name.lower(), value.strip(" \t")
-        if name in headers and not (name == "content-length" and headers[name] == value):
-            if name == "content-length":
-                raise HttpError(400, "Conflicting Content-Length", close=True)
-            value = f"{headers[name]}, {value}"
-        headers[name] = value
-    length: int | None = None
-    chunked = False
-    if "transfer-encoding" in headers:
-        if "content-length" in headers:
-            raise HttpError(400, "Both Transfer-Encoding and Content-Length", close=True)
-        if headers["transfer-encoding"].lower() != "chunked":
-            raise HttpError(501, "Transfer-Encoding not supported", close=True)
-        chunked = True
-    elif "content-length" in headers:
-        text = headers["content-length"]
-        if not (text.isascii() and text.isdigit()):
-            raise HttpError(400, "Malformed Content-Length", close=True)
-        length = int(text)
-    return Request(method, path, version, headers, length, chunked, not chunked and not length)
-
-
-async def read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        try:
-            line = await reader.readline()
-        except ValueError:
-            raise HttpError(400, "Malformed chunk", close=True) from None
-        if not line.endswith(b"\n"):
-            raise asyncio.IncompleteReadError(line, None)
-        size_text = line.split(b";", 1)[0].strip()
-        if not _CHUNK_SIZE.fullmatch(size_text):
-            raise HttpError(400, "Malformed chunk", close=True)
-        size = int(size_text, 16)
-        if size == 0:
-            break
-        total += size
-        if total > limit:
-            raise HttpError(413, "Request body too large", close=True)
-        parts.append(await reader.readexactly(size))
-        if await reader.readline() not in (b"\r\n", b"\n"):
-            raise HttpError(400, "Malformed chunk", close=True)
-    for _ in range(MAX_HEADERS):  # trailer fields, ignored
-        try:
-            trailer = await reader.readline()
-        except ValueError:
-            raise HttpError(400, "Malformed chunk trailer", close=True) from None
-        if not trailer.endswith(b"\n"):
-            raise asyncio.IncompleteReadError(trailer, None)
-        if trailer in (b"\r\n", b"\n"):
-            return b"".join(parts)
-    raise HttpError(431, "Request Header Fields Too Large", close=True)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_json(raw: bytes) -> Json:
-    """The body as a JSON object; an empty body is ``{}``."""
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise HttpError(400, "Body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise HttpError(400, "Body must be a JSON object")
-    return value
-
-
-def encode_response(status: int, payload: Json, headers: Headers, keep_alive: bool) -> bytes:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    lines = [
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        "Cache-Control: no-store",
-        f"Connection: {'keep-alive' if keep_alive else 'close'}",
-        *(f"{name}: {value}" for name, value in headers),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Gateway:

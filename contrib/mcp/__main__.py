@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from contrib.mcp.http import TOKEN_ENV, HttpConfigError, HttpSettings, http_settings, serve_http
-from contrib.mcp.server import MAX_WAIT_S, TOOLS, ConvosdMcp, serve_stdio
-from contrib.mcp.tools import ALL, READ_ONLY
+from contrib.mcp.server import ConvosdMcp, serve_stdio
+from contrib.mcp.spec import ALL, READ_ONLY
+from contrib.mcp.stateful import MAX_WAIT_S, TOOLS
 from contrib.socket_path import UntrustedSocket, socket_path
 
 #: more folders for --allow-path, separated by ':'

@@ -15,7 +15,7 @@ from typing import Any
 import mcp_types as types
 
 from contrib.mcp.results import tool_param_error
-from contrib.mcp.tools import Json
+from contrib.mcp.spec import Json
 
 log = logging.getLogger("contrib.mcp")
 

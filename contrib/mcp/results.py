@@ -19,7 +19,8 @@ from typing import Any
 import mcp_types as types
 from pydantic import ValidationError
 
-from contrib.mcp.tools import DAEMON_TOOLS, Json, tool_terms
+from contrib.mcp.spec import Json
+from contrib.mcp.tools import DAEMON_TOOLS, tool_terms
 from convosd import errors
 from convosd.client import RpcError
 

@@ -21,14 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from contrib.socket_path import UntrustedSocket, socket_path
-from contrib.webhook.relay import (
-    ConfigProblem,
-    Relay,
-    RelayConfig,
-    check_url,
-    load_cursor,
-    load_secrets,
-)
+from contrib.webhook.relay import Relay, RelayConfig, load_cursor
+from contrib.webhook.signing import ConfigProblem, check_url, load_secrets
 from convosd.rpc.schemas import EventType
 
 log = logging.getLogger("contrib.webhook")

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from convosd import errors
-from convosd.adds import AwaitAdd, is_await
 from convosd.api.guards import not_bound_or_pending
 from convosd.cli.models import JoinJoined
-from convosd.instance import Instance
-from convosd.invites import extract_slug
-from convosd.joins import PendingJoin
+from convosd.conversation.adds import AwaitAdd, is_await
+from convosd.conversation.instance import Instance
+from convosd.conversation.invites import extract_slug
+from convosd.conversation.joins import PendingJoin
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.subscriptions import SubscriptionHub

@@ -4,7 +4,7 @@ The message must be journaled as an inbound ``message`` whose content type is an
 the CLI can download (``attachment``, ``remoteStaticAttachment``); anything else is
 NOT_FOUND, before any file is touched. The CLI (``download-attachment --output``, through the
 adapter's queue) reads the URL and key material from its own database, so they never pass
-through convosd. The file lands under :class:`~convosd.attachment_store.AttachmentStore`'s
+through convosd. The file lands under :class:`~convosd.attachments.store.AttachmentStore`'s
 layout; a second call for the same message answers from disk without the CLI.
 
 Bounds, checked before the CLI runs (docs/PROTOCOL.md, "Download bounds"):
@@ -37,7 +37,7 @@ import structlog
 
 from convosd import errors
 from convosd.api.guards import BindingView, bound_id
-from convosd.attachment_store import AttachmentStore, StoredAttachment
+from convosd.attachments.store import AttachmentStore, StoredAttachment
 from convosd.cli import ConvosCli
 from convosd.cli.attachment_meta import ATTACHMENT_TYPES, DOWNLOADABLE_TYPES
 from convosd.cli.attachment_url import address_problem, remote_url, url_problem

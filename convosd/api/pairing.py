@@ -1,10 +1,10 @@
-"""pairing.*: the owner's answers to senders the policy holds (convosd.pairing)."""
+"""pairing.*: the owner's answers to senders the policy holds (convosd.conversation.pairing)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from convosd.pairing import SenderPolicy
+from convosd.conversation.pairing import SenderPolicy
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from convosd.instance import Instance
+from convosd.conversation.instance import Instance
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.subscriptions import SubscriptionHub

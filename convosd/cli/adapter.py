@@ -24,7 +24,7 @@ import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convosd import errors
-from convosd.cli import models
+from convosd.cli import models, replies
 from convosd.cli.argv import (
     REPEATABLE_COMMANDS,
     ArgvBuilder,
@@ -476,11 +476,11 @@ class ConvosCli:
     @_queued
     async def send_text(
         self, conversation_id: str, text: str, *, on_start: Callable[[], None] | None = None
-    ) -> models.SendResult:
+    ) -> replies.SendResult:
         """``on_start`` is called as the call leaves the queue: from then on it may send."""
         if on_start is not None:
             on_start()
-        return await self._model(self.argv.send_text(conversation_id, text), models.SendResult)
+        return await self._model(self.argv.send_text(conversation_id, text), replies.SendResult)
 
     @_queued
     async def send_reply(
@@ -490,11 +490,11 @@ class ConvosCli:
         text: str,
         *,
         on_start: Callable[[], None] | None = None,
-    ) -> models.SendResult:
+    ) -> replies.SendResult:
         if on_start is not None:
             on_start()
         invocation = self.argv.send_reply(conversation_id, message_id, text)
-        return await self._model(invocation, models.SendResult)
+        return await self._model(invocation, replies.SendResult)
 
     def upload_provider_configured(self) -> bool:
         """Whether ``send-attachment`` would find an upload provider (its environment or
@@ -509,69 +509,69 @@ class ConvosCli:
         *,
         mime_type: str | None = None,
         on_start: Callable[[], None] | None = None,
-    ) -> models.AttachmentSendResult:
+    ) -> replies.AttachmentSendResult:
         """Send the file at ``file`` (the daemon's private copy: its base name is the
         attachment's filename). ``on_start`` as for :meth:`send_text`."""
         invocation = self.argv.send_attachment(conversation_id, file, mime_type=mime_type)
         if on_start is not None:
             on_start()
-        return await self._model(invocation, models.AttachmentSendResult)
+        return await self._model(invocation, replies.AttachmentSendResult)
 
     @_queued
     async def send_reaction(
         self, conversation_id: str, message_id: str, emoji: str, *, remove: bool = False
-    ) -> models.ReactionResult:
+    ) -> replies.ReactionResult:
         invocation = self.argv.send_reaction(conversation_id, message_id, emoji, remove=remove)
-        return await self._model(invocation, models.ReactionResult)
+        return await self._model(invocation, replies.ReactionResult)
 
     @_queued
     async def download_attachment(
         self, conversation_id: str, message_id: str, output: Path
-    ) -> models.DownloadResult:
+    ) -> replies.DownloadResult:
         """Fetch, check and decrypt the attachment of ``message_id`` into ``output``; the CLI
         reads the key material from its own database (it never passes through convosd)."""
         invocation = self.argv.download_attachment(conversation_id, message_id, output)
-        return await self._model(invocation, models.DownloadResult)
+        return await self._model(invocation, replies.DownloadResult)
 
     @_queued
-    async def lock(self, conversation_id: str, *, unlock: bool = False) -> models.LockResult:
-        return await self._model(self.argv.lock(conversation_id, unlock=unlock), models.LockResult)
+    async def lock(self, conversation_id: str, *, unlock: bool = False) -> replies.LockResult:
+        return await self._model(self.argv.lock(conversation_id, unlock=unlock), replies.LockResult)
 
     @_queued
-    async def explode(self, conversation_id: str) -> models.ExplodeResult:
-        return await self._model(self.argv.explode(conversation_id), models.ExplodeResult)
+    async def explode(self, conversation_id: str) -> replies.ExplodeResult:
+        return await self._model(self.argv.explode(conversation_id), replies.ExplodeResult)
 
     @_queued
-    async def update_name(self, conversation_id: str, name: str) -> models.UpdateNameResult:
+    async def update_name(self, conversation_id: str, name: str) -> replies.UpdateNameResult:
         invocation = self.argv.update_name(conversation_id, name)
-        return await self._model(invocation, models.UpdateNameResult)
+        return await self._model(invocation, replies.UpdateNameResult)
 
     @_queued
     async def update_description(
         self, conversation_id: str, description: str
-    ) -> models.UpdateDescriptionResult:
+    ) -> replies.UpdateDescriptionResult:
         invocation = self.argv.update_description(conversation_id, description)
-        return await self._model(invocation, models.UpdateDescriptionResult)
+        return await self._model(invocation, replies.UpdateDescriptionResult)
 
     @_queued
-    async def explode_scheduled(self, conversation_id: str, at_iso: str) -> models.ExplodeResult:
+    async def explode_scheduled(self, conversation_id: str, at_iso: str) -> replies.ExplodeResult:
         invocation = self.argv.explode_scheduled(conversation_id, at_iso)
-        return await self._model(invocation, models.ExplodeResult)
+        return await self._model(invocation, replies.ExplodeResult)
 
     @_queued
-    async def explode_status(self, conversation_id: str) -> models.ExplodeStatus:
+    async def explode_status(self, conversation_id: str) -> replies.ExplodeStatus:
         invocation = self.argv.explode_status(conversation_id)
-        return await self._model(invocation, models.ExplodeStatus)
+        return await self._model(invocation, replies.ExplodeStatus)
 
     @_queued
-    async def typing(self, conversation_id: str, *, stop: bool = False) -> models.TypingResult:
+    async def typing(self, conversation_id: str, *, stop: bool = False) -> replies.TypingResult:
         invocation = self.argv.typing(conversation_id, stop=stop)
-        return await self._model(invocation, models.TypingResult)
+        return await self._model(invocation, replies.TypingResult)
 
     @_queued
-    async def read_receipt(self, conversation_id: str) -> models.ReadReceiptResult:
+    async def read_receipt(self, conversation_id: str) -> replies.ReadReceiptResult:
         invocation = self.argv.read_receipt(conversation_id)
-        return await self._model(invocation, models.ReadReceiptResult)
+        return await self._model(invocation, replies.ReadReceiptResult)
 
     @_queued
     async def sync_conversation(self, conversation_id: str) -> models.SyncResult:
@@ -587,16 +587,16 @@ class ConvosCli:
     @_queued
     async def remove_members(
         self, conversation_id: str, inbox_ids: list[str]
-    ) -> models.RemoveMembersResult:
+    ) -> replies.RemoveMembersResult:
         invocation = self.argv.remove_members(conversation_id, inbox_ids)
-        return await self._model(invocation, models.RemoveMembersResult)
+        return await self._model(invocation, replies.RemoveMembersResult)
 
     @_queued
     async def update_profile(
         self, conversation_id: str, *, name: str | None = None, image: str | None = None
-    ) -> models.UpdateProfileResult:
+    ) -> replies.UpdateProfileResult:
         invocation = self.argv.update_profile(conversation_id, name=name, image=image)
-        return await self._model(invocation, models.UpdateProfileResult)
+        return await self._model(invocation, replies.UpdateProfileResult)
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class _Out(BaseModel):
+class CliOutput(BaseModel):
+    """One JSON output of the CLI: only the fields convosd reads, frozen."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
@@ -42,7 +44,7 @@ class PermissionPolicy(IntEnum):
 _VERSION = re.compile(r"^@xmtp/convos-cli/(?P<version>\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)\b")
 
 
-class CliVersion(_Out):
+class CliVersion(CliOutput):
     """``convos --version``: ``@xmtp/convos-cli/0.10.15 linux-x64 node-v22.23.3``."""
 
     version: str
@@ -65,7 +67,7 @@ class CliVersion(_Out):
 # --- identity ---------------------------------------------------------------------------
 
 
-class IdentityEntry(_Out):
+class IdentityEntry(CliOutput):
     """One item of ``identity list`` (0.10: a single identity per home)."""
 
     id: str
@@ -76,33 +78,33 @@ class IdentityEntry(_Out):
     created_at: str | None = Field(default=None, alias="createdAt")
 
 
-class IdentityProperties(_Out):
+class IdentityProperties(CliOutput):
     id: str
     inbox_id: str = Field(alias="inboxId")
     installation_id: str | None = Field(default=None, alias="installationId")
     is_registered: bool | None = Field(default=None, alias="isRegistered")
 
 
-class IdentityInfo(_Out):
+class IdentityInfo(CliOutput):
     """``identity info``: ``{properties: {id, address, inboxId, ...}, client: {...}}``."""
 
     properties: IdentityProperties
 
 
-class IdentityCreated(_Out):
+class IdentityCreated(CliOutput):
     """``identity create`` (no inbox id yet: the inbox is registered by the first client)."""
 
     id: str
 
 
-class SyncResult(_Out):
+class SyncResult(CliOutput):
     """``conversation sync``."""
 
     success: bool
     conversation_id: str = Field(alias="conversationId")
 
 
-class ConsentUpdated(_Out):
+class ConsentUpdated(CliOutput):
     """``conversation update-consent``."""
 
     success: bool
@@ -110,7 +112,7 @@ class ConsentUpdated(_Out):
     consent_state: str = Field(alias="consentState")
 
 
-class ResetResult(_Out):
+class ResetResult(CliOutput):
     success: bool
     message: str | None = None
 
@@ -118,13 +120,13 @@ class ResetResult(_Out):
 # --- conversations ----------------------------------------------------------------------
 
 
-class InviteOut(_Out):
+class InviteOut(CliOutput):
     slug: str
     url: str
     tag: str | None = None
 
 
-class CreateResult(_Out):
+class CreateResult(CliOutput):
     conversation_id: str = Field(alias="conversationId")
     identity_id: str | None = Field(default=None, alias="identityId")
     inbox_id: str = Field(alias="inboxId")
@@ -132,7 +134,7 @@ class CreateResult(_Out):
     invite: InviteOut
 
 
-class JoinJoined(_Out):
+class JoinJoined(CliOutput):
     status: Literal["joined"]
     conversation_id: str = Field(alias="conversationId")
     identity_id: str | None = Field(default=None, alias="identityId")
@@ -141,7 +143,7 @@ class JoinJoined(_Out):
     conversation_name: str | None = Field(default=None, alias="conversationName")
 
 
-class JoinWaiting(_Out):
+class JoinWaiting(CliOutput):
     """``status: "timeout"`` (waited, not accepted yet) or ``"request_sent"`` (--no-wait)."""
 
     status: Literal["timeout", "request_sent"]
@@ -155,7 +157,7 @@ class JoinWaiting(_Out):
 JoinResult = Annotated[JoinJoined | JoinWaiting, Field(discriminator="status")]
 
 
-class InviteInfo(_Out):
+class InviteInfo(CliOutput):
     """``conversations inspect-invite``: decoded offline."""
 
     tag: str
@@ -169,7 +171,7 @@ class InviteInfo(_Out):
     conversation_expired: bool = Field(default=False, alias="conversationExpired")
 
 
-class ConversationSummary(_Out):
+class ConversationSummary(CliOutput):
     """One item of ``conversations list``."""
 
     conversation_id: str = Field(alias="conversationId")
@@ -181,7 +183,7 @@ class ConversationSummary(_Out):
     is_locked: bool = Field(default=False, alias="isLocked")
 
 
-class InviteResult(_Out):
+class InviteResult(CliOutput):
     """``conversation invite``."""
 
     conversation_id: str = Field(alias="conversationId")
@@ -192,7 +194,7 @@ class InviteResult(_Out):
     single_use: bool = Field(default=False, alias="singleUse")
 
 
-class Member(_Out):
+class Member(CliOutput):
     inbox_id: str = Field(alias="inboxId")
     permission_level: PermissionLevel = Field(alias="permissionLevel")
 
@@ -207,7 +209,7 @@ class Member(_Out):
         return value
 
 
-class ConversationData(_Out):
+class ConversationData(CliOutput):
     id: str
     created_at: str | None = Field(default=None, alias="createdAt")
     is_active: bool = Field(default=True, alias="isActive")
@@ -218,12 +220,12 @@ class ConversationData(_Out):
     image_url: str | None = Field(default=None, alias="imageUrl")
 
 
-class InfoIdentity(_Out):
+class InfoIdentity(CliOutput):
     identity_id: str | None = Field(default=None, alias="identityId")
     inbox_id: str | None = Field(default=None, alias="inboxId")
 
 
-class ConversationInfo(_Out):
+class ConversationInfo(CliOutput):
     """``conversation info``: ``{conversation, identity, members}``."""
 
     conversation: ConversationData
@@ -231,7 +233,7 @@ class ConversationInfo(_Out):
     members: list[Member]
 
 
-class Profile(_Out):
+class Profile(CliOutput):
     inbox_id: str = Field(alias="inboxId")
     name: str | None = None
     image: str | None = None
@@ -240,17 +242,17 @@ class Profile(_Out):
     has_profile: bool = Field(default=True, alias="hasProfile")
 
 
-class Profiles(_Out):
+class Profiles(CliOutput):
     conversation_id: str = Field(alias="conversationId")
     member_count: int | None = Field(default=None, alias="memberCount")
     profiles: list[Profile]
 
 
-class PolicySet(_Out):
+class PolicySet(CliOutput):
     add_member_policy: PermissionPolicy = Field(alias="addMemberPolicy")
 
 
-class PermissionsResult(_Out):
+class PermissionsResult(CliOutput):
     conversation_id: str = Field(alias="conversationId")
     policy_set: PolicySet = Field(alias="policySet")
     admins: list[str] = []
@@ -265,14 +267,14 @@ class PermissionsResult(_Out):
 # --- messages ---------------------------------------------------------------------------
 
 
-class ContentType(_Out):
+class ContentType(CliOutput):
     authority_id: str | None = Field(default=None, alias="authorityId")
     type_id: str = Field(alias="typeId")
     version_major: int | None = Field(default=None, alias="versionMajor")
     version_minor: int | None = Field(default=None, alias="versionMinor")
 
 
-class RemoteAttachmentInfo(_Out):
+class RemoteAttachmentInfo(CliOutput):
     """Of a structured ``remoteAttachment`` field only what may leave the CLI boundary: its
     url, secret, salt, nonce and contentDigest are not declared, so never read."""
 
@@ -280,11 +282,11 @@ class RemoteAttachmentInfo(_Out):
     content_length: int | None = Field(default=None, alias="contentLength")
 
 
-class MultiRemoteAttachmentInfo(_Out):
+class MultiRemoteAttachmentInfo(CliOutput):
     attachments: list[RemoteAttachmentInfo] = []
 
 
-class CliMessage(_Out):
+class CliMessage(CliOutput):
     """A message as ``conversation messages`` and ``conversation stream`` print it."""
 
     id: str
@@ -303,124 +305,3 @@ class CliMessage(_Out):
     def sent_at_ns(self) -> int:
         """``sentAt`` in nanoseconds since the epoch (the unit of ``--sent-after``)."""
         return (self.sent_at - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-class SendResult(_Out):
-    """``send-text`` and ``send-reply``."""
-
-    success: bool
-    message_id: str = Field(alias="messageId")
-    conversation_id: str = Field(alias="conversationId")
-    reference_message_id: str | None = Field(default=None, alias="referenceMessageId")
-    text: str | None = None
-
-
-class AttachmentSendResult(_Out):
-    """``send-attachment``: ``{success, messageId, conversationId, filename, mimeType, size,
-    type: "remote", provider, url}`` (the url is not kept: only what is declared here)."""
-
-    success: bool
-    message_id: str = Field(alias="messageId")
-    conversation_id: str = Field(alias="conversationId")
-    filename: str | None = None
-    mime_type: str | None = Field(default=None, alias="mimeType")
-    size: int | None = None
-
-
-class ReactionResult(_Out):
-    success: bool
-    message_id: str = Field(alias="messageId")
-    conversation_id: str = Field(alias="conversationId")
-    reference_message_id: str = Field(alias="referenceMessageId")
-    action: Literal["add", "remove"]
-    emoji: str
-
-
-class LockResult(_Out):
-    success: bool
-    conversation_id: str = Field(alias="conversationId")
-    action: Literal["locked", "unlocked"]
-
-
-class ExplodeResult(_Out):
-    success: bool
-    conversation_id: str = Field(alias="conversationId")
-    members_removed: int = Field(default=0, alias="membersRemoved")
-    expires_at: str | None = Field(default=None, alias="expiresAt")
-
-
-class UpdateNameResult(_Out):
-    success: bool
-    conversation_id: str = Field(alias="conversationId")
-    name: str
-
-
-class UpdateProfileResult(_Out):
-    conversation_id: str = Field(alias="conversationId")
-    inbox_id: str | None = Field(default=None, alias="inboxId")
-    name: str | None = None
-    image: str | None = None
-
-
-# --- a live conversation: typing, read receipts, members, the explode status ------------
-
-
-class TypingResult(_Out):
-    success: bool
-    message_id: str = Field(alias="messageId")
-    conversation_id: str = Field(alias="conversationId")
-    is_typing: bool = Field(alias="isTyping")
-
-
-class ReadReceiptResult(_Out):
-    success: bool
-    message_id: str = Field(alias="messageId")
-    conversation_id: str = Field(alias="conversationId")
-
-
-class RemoveMembersResult(_Out):
-    success: bool
-    conversation_id: str = Field(alias="conversationId")
-    removed_inbox_ids: list[str] = Field(alias="removedInboxIds")
-
-
-class UpdateDescriptionResult(_Out):
-    success: bool
-    conversation_id: str = Field(alias="conversationId")
-    description: str
-
-
-class ExplodeSettingsOut(_Out):
-    message_id: str = Field(alias="messageId")
-    sender_inbox_id: str = Field(alias="senderInboxId")
-    expires_at: datetime = Field(alias="expiresAt")
-    sent_at: datetime = Field(alias="sentAt")
-
-    @property
-    def immediate(self) -> bool:
-        """An immediate explode stamps ``expiresAt`` before it sends; a scheduled one names a
-        time after its own ``sentAt``."""
-        return self.expires_at <= self.sent_at
-
-
-class ExplodeStatus(_Out):
-    """``conversation explode-status``: the group metadata's ``expiresAtUnix`` and the most
-    recent ExplodeSettings message among the last ``--limit`` messages."""
-
-    conversation_id: str = Field(alias="conversationId")
-    is_active: bool = Field(default=True, alias="isActive")
-    most_recent: ExplodeSettingsOut | None = Field(default=None, alias="mostRecentExplodeSettings")
-    effective_expires_at: datetime | None = Field(default=None, alias="effectiveExpiresAt")
-    expired: bool = False
-
-
-class DownloadResult(_Out):
-    """``conversation download-attachment``: ``type`` is ``inline``, ``remote`` or
-    ``remote-raw``; ``filename`` is absent when the message has none."""
-
-    success: bool
-    type: str
-    output_path: str = Field(alias="outputPath")
-    filename: str | None = None
-    mime_type: str | None = Field(default=None, alias="mimeType")
-    size: int

@@ -86,7 +86,7 @@ def _child_setup() -> None:  # pragma: no cover - runs in the child after fork
     os.umask(0o077)
 
 
-def _long_lived_child_setup() -> None:  # pragma: no cover - runs in the child after fork
+def long_lived_child_setup() -> None:  # pragma: no cover - runs in the child after fork
     os.umask(0o077)
     # If the daemon dies (even by SIGKILL) the kernel kills this child. Its own children
     # are not covered: the daemon also records the process group and reaps it at start.
@@ -117,7 +117,7 @@ class SpawnSpec:
                 cwd=self.cwd,
                 start_new_session=True,
                 # Only a syscall or two, safe after fork.
-                preexec_fn=_long_lived_child_setup if pdeathsig else _child_setup,
+                preexec_fn=long_lived_child_setup if pdeathsig else _child_setup,
                 limit=2**20,
             )
         except FileNotFoundError:

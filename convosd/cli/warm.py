@@ -18,7 +18,7 @@ Failures, by kind:
 - a call cancelled while its command runs: the worker is killed, as a one-shot would be;
 - the worker crashing, not starting, or breaking the protocol (a frame over the size limit,
   a wrong id, not JSON): that command runs one-shot instead (a *fallback*), and the worker is
-  started again after a backoff (:mod:`convosd.supervisor.backoff`); meanwhile commands run
+  started again after a backoff (:mod:`convosd.backoff`); meanwhile commands run
   one-shot, unless a role (``cliHost = "single"``) has started a new worker, which they then
   use. A crash in the middle of a command runs it again one-shot only if it is in
   :data:`~convosd.cli.argv.REPEATABLE_COMMANDS`; any other may have done its work (sent,
@@ -52,6 +52,7 @@ from typing import Any
 import structlog
 
 from convosd import errors
+from convosd.backoff import Backoff, BackoffPolicy
 from convosd.cli.argv import REPEATABLE_COMMANDS, Invocation
 from convosd.cli.output import not_run_again
 from convosd.cli.redact import redact_text
@@ -60,12 +61,11 @@ from convosd.cli.runner import (
     KILL_GRACE_S,
     CliResult,
     CliRunner,
-    _long_lived_child_setup,
+    long_lived_child_setup,
     stop_process_group,
 )
 from convosd.cli.transport import TransportFactory
 from convosd.cli.versions import CLI_PACKAGE, installed_bindings_version
-from convosd.supervisor.backoff import Backoff, BackoffPolicy
 from convosd.timefmt import iso
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.mjs")
@@ -362,7 +362,7 @@ class WarmTransport:
                     cwd=self.oneshot.cwd,
                     start_new_session=True,
                     pass_fds=(theirs.fileno(),),
-                    preexec_fn=_long_lived_child_setup,
+                    preexec_fn=long_lived_child_setup,
                 )
             except OSError as exc:
                 ours.close()

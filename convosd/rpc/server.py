@@ -23,12 +23,13 @@ from pathlib import Path
 import structlog
 
 from convosd import errors
+from convosd.groups import resolve_group
 from convosd.rpc import protocol
 from convosd.rpc.connection import Connection
 from convosd.rpc.dispatch import Dispatcher
 from convosd.rpc.limits import ServerLimits
 from convosd.rpc.peers import AccessPolicy, Peer, peer_of
-from convosd.rpc.sockets import bind_socket, prepare_socket_dir, prepare_socket_path, resolve_group
+from convosd.rpc.sockets import bind_socket, prepare_socket_dir, prepare_socket_path
 from convosd.rpc.subscriptions import SubscriptionHub
 
 log = structlog.get_logger("convosd.server")

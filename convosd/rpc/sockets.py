@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import grp
 import os
 import socket
 import stat
@@ -14,15 +13,6 @@ import structlog
 from convosd import errors
 
 log = structlog.get_logger("convosd.server")
-
-
-def resolve_group(group: str) -> int:
-    if group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise errors.ConfigError(f"socketGroup {group!r} is not a group on this system") from None
 
 
 def prepare_socket_dir(directory: Path, *, group: int | None, own: bool) -> None:

@@ -1,4 +1,4 @@
-"""Idempotency keys (state: ``in_flight`` | ``done``; the rule is in convosd.idempotency)."""
+"""Idempotency keys (state: ``in_flight`` | ``done``; the rule: convosd.sending.idempotency)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The sender policy's durable state: approved and denied senders, pending pairing requests,
-held messages and drop counts (the policy itself is in convosd.pairing)."""
+held messages and drop counts (the policy itself is in convosd.conversation.pairing)."""
 
 from __future__ import annotations
 

@@ -21,12 +21,12 @@ from typing import Any
 import structlog
 
 from convosd import errors
+from convosd.backoff import Backoff
 from convosd.cli.output import child_error_summary, is_fatal_child_error
 from convosd.cli.redact import redact_line, redact_text
 from convosd.cli.roles import RoleProcess, Spawnable
 from convosd.cli.runner import signal_group
 from convosd.framing import OVERSIZE, Frame, LineSplitter
-from convosd.supervisor.backoff import Backoff
 from convosd.supervisor.state import ChildState, ChildStatus, ExitStatus
 
 #: at least 1 MiB: a message line of the largest size the CLI can print fits.

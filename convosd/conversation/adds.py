@@ -28,8 +28,8 @@ from typing import Any
 import structlog
 
 from convosd import errors
+from convosd.conversation.instance import Instance
 from convosd.events import event
-from convosd.instance import Instance
 
 #: the pending row's ``kind`` while the instance waits to be added (a join's row has none)
 AWAIT_KIND = "awaitAdd"

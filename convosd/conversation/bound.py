@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from convosd import errors, reaper
+from convosd.backoff import BackoffPolicy
 from convosd.cli import ConvosCli
 from convosd.cli.models import CliMessage, PermissionLevel
 from convosd.cli.streams import (
@@ -37,13 +38,13 @@ from convosd.cli.streams import (
     stream_line_sender,
 )
 from convosd.config import Settings
+from convosd.conversation.hook import PolicyHook
+from convosd.conversation.ingest import Ingest
+from convosd.conversation.pairing import SenderPolicy
 from convosd.events import NewEvent, event
-from convosd.ingest import Ingest, PolicyHook
-from convosd.pairing import SenderPolicy
 from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store, StoreError
 from convosd.storage.work import MarkDeparted
-from convosd.supervisor.backoff import BackoffPolicy
 from convosd.supervisor.child import SupervisedChild
 from convosd.tasks import TaskScope
 

@@ -1,6 +1,7 @@
 """The sender policy at work: the ingest hook, pairing requests, held messages, approvals.
 
-:func:`convosd.policy.decide` says what to do with a message; :class:`SenderPolicy` does it.
+:func:`convosd.conversation.policy.decide` says what to do with a message;
+:class:`SenderPolicy` does it.
 Everything durable lives in the state store, written in the same transaction as the batch
 whose messages caused it (approved senders, pending requests, held messages, drop counts),
 so a restart loses nothing and an id evaluated once is never evaluated again (the seen-id
@@ -20,9 +21,8 @@ import structlog
 
 from convosd import errors
 from convosd.cli.models import CliMessage
-from convosd.events import NewEvent, event, message_event
-from convosd.ingest import Decision, Fate
-from convosd.policy import (
+from convosd.conversation.hook import Decision, Fate
+from convosd.conversation.policy import (
     DENIED_COOLDOWN_S,
     REQUEST_TTL_S,
     DmPolicy,
@@ -32,6 +32,7 @@ from convosd.policy import (
     new_code,
     normalise_code,
 )
+from convosd.events import NewEvent, event, message_event
 from convosd.storage.journal import Journal
 from convosd.storage.pairing import PairingRequest
 from convosd.storage.store import Store

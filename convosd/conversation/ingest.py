@@ -16,12 +16,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 
 import structlog
 
 from convosd.cli.models import CliMessage
 from convosd.cli.streams import BadLine, parse_stream_line
+from convosd.conversation.hook import Decision, Fate, PolicyHook, journal_everything
 from convosd.events import NewEvent, message_event
 from convosd.storage.journal import Journal
 from convosd.storage.store import StoreError
@@ -57,35 +57,6 @@ LIVE_CHUNK = 1_000
 #: failed journal writes are retried with the next batch; past this many, the oldest are
 #: left to the next backfill (they were never marked seen).
 RETRY_LIMIT = 10_000
-
-
-class Fate(StrEnum):
-    JOURNALED = "journaled"
-    HELD = "held"
-    DROPPED = "dropped"
-    OWN = "own"
-    IGNORED = "ignored"  # not a displayable type (profile updates, explode settings, ...)
-    BEFORE_BINDING = "before_binding"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the policy hook says of one message: journal it, hold it, or drop it."""
-
-    fate: Fate
-    events: tuple[NewEvent, ...] = ()  # extra events (e.g. pairing_requested)
-    #: writes that commit with the batch (held messages, pairing requests, counts)
-    writes: tuple[Write, ...] = ()
-    #: run once the batch is committed (e.g. post the pairing notice)
-    after: tuple[Callable[[], None], ...] = ()
-
-
-PolicyHook = Callable[[CliMessage], Decision]
-
-
-def journal_everything(_message: CliMessage) -> Decision:
-    """The default hook until a sender policy is configured: everything is journaled."""
-    return Decision(Fate.JOURNALED)
 
 
 @dataclass

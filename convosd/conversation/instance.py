@@ -6,9 +6,9 @@ the CLI home, holds the store, the journal and the sender policy, and owns its p
 at start, attaches to ``ownerConversationId`` when unbound, binds after create/join, and
 unbinds on explode, reset or removal. Everything that exists only while bound (both children,
 ingest, backfill, watcher handling, member/owner/name views, the pairing notice) lives in the
-current :class:`~convosd.bound.BoundConversation`, which bind creates and :meth:`Instance.unbind`
-closes. It computes ``status`` and ``health`` from what it knows; nothing here waits on the
-network to answer them.
+current :class:`~convosd.conversation.bound.BoundConversation`, which bind creates and
+:meth:`Instance.unbind` closes. It computes ``status`` and ``health`` from what it knows;
+nothing here waits on the network to answer them.
 """
 
 from __future__ import annotations
@@ -25,16 +25,17 @@ from typing import Any
 import structlog
 
 from convosd import __version__, errors, reaper
-from convosd.attachment_store import AttachmentStore
-from convosd.bound import STREAM, WATCHER, BoundConversation
+from convosd.attachments.store import AttachmentStore
 from convosd.cli import ConvosCli, check_bindings, check_version
 from convosd.cli.models import CliVersion
 from convosd.cli.versions import keeps_unknown_app_data
 from convosd.config import Paths, Settings
+from convosd.conversation.bound import STREAM, WATCHER, BoundConversation
+from convosd.conversation.hook import PolicyHook
+from convosd.conversation.pairing import SenderPolicy
 from convosd.events import event
+from convosd.groups import resolve_group
 from convosd.health import HealthInputs, HealthStatus, evaluate
-from convosd.ingest import PolicyHook
-from convosd.pairing import SenderPolicy
 from convosd.storage.journal import Journal
 from convosd.storage.store import Binding, Store, StoreError
 from convosd.supervisor.child import SupervisedChild
@@ -625,8 +626,6 @@ def _group_id(group: str | None) -> int | None:
     """The gid of ``socketGroup`` (already checked when the socket was set up)."""
     if group is None:
         return None
-    from convosd.rpc.sockets import resolve_group
-
     try:
         return resolve_group(group)
     except errors.ConfigError:

@@ -20,8 +20,8 @@ from typing import Any
 import structlog
 
 from convosd import errors
+from convosd.conversation.instance import Instance
 from convosd.events import event
-from convosd.instance import Instance
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class PendingJoin:
     @property
     def record(self) -> dict[str, Any] | None:
         record = self.instance.store.pending_join()
-        # the pending row may hold a wait to be added instead (convosd.adds)
+        # the pending row may hold a wait to be added instead (convosd.conversation.adds)
         return None if record is None or record.get("kind") is not None else record
 
     def start(self) -> None:

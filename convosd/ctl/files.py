@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from convosd import errors
@@ -23,8 +24,9 @@ from convosd.rpc import schemas as s
 READ_LIMIT = 64 * 1024 * 1024
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+def add_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Adds the file commands with ``add_parser`` (the subparsers' ``add_parser``)."""
+    p = add_parser(
         "send-file",
         help="send a file as an attachment",
         description="Send a file as an attachment. The daemon reads PATH itself when "

@@ -8,10 +8,10 @@ conversation, to the content types text, markdown, reply, reaction and attachmen
 - ``allowlist``: owners and senders the operator approved; joining through this instance's
   own invite approves nobody (admission approval is for ``pairing`` only).
 - ``pairing``: like allowlist; a member admitted through this instance's own invite is
-  approved at admission (not here: see :mod:`convosd.pairing`). Anyone else's first message
-  opens a pairing request (a code of 8 characters from A-Z and 2-9 without O and I, valid
-  1 h, at most 3 pending; further senders are dropped and counted) and holds that sender's
-  messages until approval releases them in order; deny drops them.
+  approved at admission (not here: see :mod:`convosd.conversation.pairing`). Anyone
+  else's first message opens a pairing request (a code of 8 characters from A-Z and 2-9
+  without O and I, valid 1 h, at most 3 pending; further senders are dropped and counted)
+  and holds that sender's messages until approval releases them in order; deny drops them.
 """
 
 from __future__ import annotations
