@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
@@ -30,7 +29,6 @@ from convosd.cli.argv import (
     ArgvBuilder,
     ConsentChoice,
     Direction,
-    Env,
     Invocation,
     Permissions,
     UnsafeText,
@@ -45,6 +43,7 @@ from convosd.cli.output import (
 from convosd.cli.queue import CliQueue
 from convosd.cli.roles import RoleSpec
 from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
+from convosd.cli.setup import CliSetup
 from convosd.cli.transport import CliTransport, TransportFactory
 from convosd.cli.upload import provider_configured
 from convosd.cli.versions import installed_bindings_version
@@ -52,37 +51,6 @@ from convosd.cli.versions import installed_bindings_version
 M = TypeVar("M", bound=BaseModel)
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class CliSetup:
-    """Everything needed to run the CLI for one instance."""
-
-    executable: tuple[str, ...]
-    env: Env
-    convos_home: Path
-    state_dir: Path
-    passthrough: tuple[str, ...]
-
-    @property
-    def env_file(self) -> Path:
-        return self.state_dir / "cli.env"
-
-    @property
-    def process_home(self) -> Path:
-        return self.state_dir / "home"
-
-    def prepare(self) -> None:
-        """Create the directories and the env file the CLI needs (it fails without it)."""
-        for directory in (self.state_dir, self.process_home, self.convos_home):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.env_file.exists():
-            fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(
-                    "# Written by convosd. The daemon passes --env and a clean environment;\n"
-                    "# this file only exists because the CLI requires its --env-file.\n"
-                )
 
 
 log = structlog.get_logger("convosd.cli")
