@@ -3,7 +3,8 @@ streams.py for the long-lived commands), output models (models.py), the transpor
 (transport.py) and its one-shot process implementation (runner.py), the single queue
 (queue.py), the redaction of attachment key material from everything the CLI prints
 (redact.py), the version checks (versions.py), what an instance's CLI needs on disk
-(setup.py) and the operations (adapter.py), which own the queue."""
+(setup.py), the queue with the commands run in their turn (calls.py), the output read as
+models (parse.py) and the operations (adapter.py), which own the queue."""
 
 from convosd.cli.adapter import ConvosCli
 from convosd.cli.argv import ArgvBuilder, Invocation
