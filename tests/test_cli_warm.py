@@ -20,7 +20,8 @@ from convosd.backoff import BackoffPolicy
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.argv import ArgvBuilder, Invocation
 from convosd.cli.runner import CliRunner, child_environment
-from convosd.cli.warm import WORKER_SCRIPT, WarmTransport, worker_command
+from convosd.cli.warm import WarmTransport
+from convosd.cli.worker_command import WORKER_SCRIPT, worker_command
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, eventually, process_gone

@@ -15,7 +15,7 @@ from typing import Any
 
 from convosd.api.conversation import ConversationApi
 from convosd.cli import ConvosCli
-from convosd.cli.adapter import CliSetup
+from convosd.cli.setup import CliSetup
 from convosd.rpc.dispatch import CallContext
 from convosd.rpc.schemas import ExplodeParams, LockParams
 from convosd.storage.journal import Journal

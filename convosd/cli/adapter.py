@@ -2,88 +2,36 @@
 
 This module and its siblings are the only code that knows the CLI's argv and output. Each
 method runs one command, raises the :mod:`convosd.errors` exception that matches a failure,
-and returns a validated model of the output. The long-lived commands are not run here: the
-adapter hands the supervisor their :class:`~convosd.cli.runner.SpawnSpec`.
+and returns a validated model of the output (:mod:`convosd.cli.parse`). The long-lived
+commands are not run here: the adapter hands the supervisor their
+:class:`~convosd.cli.runner.SpawnSpec` (or a role's :class:`~convosd.cli.roles.RoleSpec`).
 
 Every operation runs through the instance's single queue (:mod:`convosd.cli.queue`), which
-the adapter owns: callers await the operation, they cannot reach the CLI around the queue.
-Below the queue a :class:`~convosd.cli.transport.CliTransport` runs the command; the
-one-shot :class:`~convosd.cli.runner.CliRunner` unless another is given.
+the adapter owns (:class:`~convosd.cli.calls.CliCalls`, the queue and the transport below
+it): an operation gets the :class:`~convosd.cli.calls.CommandRunner` only in its turn, so
+callers await the operation, they cannot reach the CLI around the queue. Below the queue a
+:class:`~convosd.cli.transport.CliTransport` runs the command; the one-shot
+:class:`~convosd.cli.runner.CliRunner` unless another is given.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from convosd import errors
 from convosd.cli import models, replies
-from convosd.cli.argv import (
-    REPEATABLE_COMMANDS,
-    ArgvBuilder,
-    ConsentChoice,
-    Direction,
-    Env,
-    Invocation,
-    Permissions,
-    UnsafeText,
-)
-from convosd.cli.output import (
-    NoJsonOutput,
-    classify,
-    last_json,
-    lock_met_before_work,
-    not_run_again,
-)
-from convosd.cli.queue import CliQueue
-from convosd.cli.roles import RoleSpec
-from convosd.cli.runner import CliResult, CliRunner, SpawnSpec, child_environment
-from convosd.cli.transport import CliTransport, TransportFactory
-from convosd.cli.upload import provider_configured
-from convosd.cli.versions import installed_bindings_version
+from convosd.cli.argv import ArgvBuilder, ConsentChoice, Direction, Permissions, UnsafeText
+from convosd.cli.calls import CliCalls, CommandRunner
+from convosd.cli.parse import validated
 
-M = TypeVar("M", bound=BaseModel)
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class CliSetup:
-    """Everything needed to run the CLI for one instance."""
-
-    executable: tuple[str, ...]
-    env: Env
-    convos_home: Path
-    state_dir: Path
-    passthrough: tuple[str, ...]
-
-    @property
-    def env_file(self) -> Path:
-        return self.state_dir / "cli.env"
-
-    @property
-    def process_home(self) -> Path:
-        return self.state_dir / "home"
-
-    def prepare(self) -> None:
-        """Create the directories and the env file the CLI needs (it fails without it)."""
-        for directory in (self.state_dir, self.process_home, self.convos_home):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.env_file.exists():
-            fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(
-                    "# Written by convosd. The daemon passes --env and a clean environment;\n"
-                    "# this file only exists because the CLI requires its --env-file.\n"
-                )
-
 
 log = structlog.get_logger("convosd.cli")
 
@@ -97,232 +45,40 @@ _MESSAGES = TypeAdapter(list[models.CliMessage])
 _JOIN = TypeAdapter(models.JoinResult)
 
 
-#: Commands that cannot succeed without the XMTP network (they publish, or sync by their
-#: nature): a success says the network is reachable again. A command run with ``--sync``
-#: counts too. Others (``--version``, ``identity list``, local reads) succeed offline.
-NETWORK_COMMANDS = frozenset(
-    {
-        "identity:info",
-        "conversations:create",
-        "conversations:join",
-        "conversations:process-join-requests",
-        "conversation:send-text",
-        "conversation:send-reply",
-        "conversation:send-attachment",
-        "conversation:send-reaction",
-        "conversation:send-typing-indicator",
-        "conversation:send-read-receipt",
-        "conversation:lock",
-        "conversation:explode",
-        "conversation:update-name",
-        "conversation:update-description",
-        "conversation:update-profile",
-        "conversation:remove-members",
-    }
-)
-
-
 def _queued(
-    operation: Callable[Concatenate[ConvosCli, P], Awaitable[T]],
+    operation: Callable[Concatenate[ConvosCli, CommandRunner, P], Awaitable[T]],
 ) -> Callable[Concatenate[ConvosCli, P], Coroutine[Any, Any, T]]:
     """Run the operation through the adapter's queue (after every earlier call; a command
-    that changes nothing is retried while the database is locked). Text the CLI's parser
-    cannot take literally is refused before any process as INVALID_PARAMS (the argv is
-    built when the call's turn comes)."""
+    that changes nothing is retried while the database is locked), with the runner of its
+    turn. Text the CLI's parser cannot take literally is refused before any process as
+    INVALID_PARAMS (the argv is built when the call's turn comes)."""
 
     @functools.wraps(operation)
     async def queued(self: ConvosCli, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        call = functools.partial(operation, self, *args, **kwargs)
+        def call(run: CommandRunner) -> Awaitable[T]:
+            return operation(self, run, *args, **kwargs)
+
         try:
-            return await self._queue.run(call, what=operation.__name__)
+            return await self.in_turn(call, what=operation.__name__)
         except UnsafeText as exc:
             raise errors.InvalidParams(str(exc)) from None
 
     return queued
 
 
-class ConvosCli:
+class ConvosCli(CliCalls):
     """The operations of one instance's CLI. All methods are coroutines, run one at a time
-    in call order through the instance's single queue.
-
-    ``timeout_s`` bounds one command, and how long a call is retried while the CLI's
-    database stays locked (then BUSY). ``transport`` builds what runs the commands from
-    the one-shot runner (default: the one-shot runner itself, one process per command).
+    in call order through the instance's single queue; what the instance does with its CLI
+    as a whole (refuse, restart, report, the long-lived commands) is :class:`CliCalls`'s,
+    and so are the constructor's arguments.
     """
-
-    def __init__(
-        self,
-        setup: CliSetup,
-        *,
-        timeout_s: float = 60.0,
-        environ: Mapping[str, str] | None = None,
-        transport: TransportFactory | None = None,
-        host: Literal["single", "separate"] = "single",
-    ) -> None:
-        self.setup = setup
-        #: where the long-lived commands run: roles of the warm worker, or their own processes
-        self.host = host
-        self.timeout_s = timeout_s
-        self.argv = ArgvBuilder(env=setup.env, env_file=setup.env_file)
-        env = child_environment(
-            env=setup.env,
-            convos_home=setup.convos_home,
-            process_home=setup.process_home,
-            passthrough=setup.passthrough,
-            parent=os.environ if environ is None else environ,
-        )
-        self._environment = env  # read for its variable names only (upload provider)
-        # Long-lived commands are processes whatever the transport: this builds their specs.
-        self._processes = CliRunner(setup.executable, env, setup.state_dir)
-        self._transport: CliTransport = (
-            self._processes if transport is None else transport(self._processes)
-        )
-        self._queue = CliQueue(timeout_s=timeout_s)
-        self._refused: str | None = None
-        #: why the last command that needed the network could not reach it (None: the last
-        #: one did, or none failed yet): for health while no child watches the network
-        self.network_problem: str | None = None
-
-    # --- plumbing -----------------------------------------------------------------------
-
-    def refuse_all(self, reason: str) -> None:
-        """Every call from now on, queued ones too, fails with NOT_READY (``reason``): the
-        state dir is gone, and a CLI process would create a new identity at its path."""
-        self._queue.refused = reason
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()  # shutdown
-
-    def transport_status(self) -> dict[str, Any]:
-        """What runs the commands (``status``): the transport, its worker if it has one
-        (state, pid, restarts, fallbacks to one-shot), and the ``database is locked``
-        retries of the queue."""
-        describe = getattr(self._transport, "describe", None)
-        return {
-            "transport": getattr(self._transport, "name", "oneshot"),
-            "worker": describe() if describe is not None else None,
-            "lockedRetries": self._queue.locked_retries,
-        }
-
-    def restart_transport(self, reason: str) -> None:
-        """A transport that keeps the CLI loaded starts afresh before the next command
-        (after ``daemon.reset``, or when the CLI home's identity changed)."""
-        invalidate = getattr(self._transport, "invalidate", None)
-        if invalidate is not None:
-            invalidate(reason)
-
-    @property
-    def waiting(self) -> int:
-        """Calls waiting for their turn in the queue (not counting the one running)."""
-        return self._queue.waiting
-
-    @property
-    def finished(self) -> int:
-        """Calls that have finished so far (only they change the CLI home)."""
-        return self._queue.finished
-
-    def refuse(self, reason: str | None) -> None:
-        """While ``reason`` is set, nothing but ``--version`` runs: no command may open a CLI
-        home that a newer CLI or newer bindings already migrated (forward-only)."""
-        self._refused = reason
-
-    def _admit(self, invocation: Invocation) -> None:
-        if self._refused is not None and invocation.command != "--version":
-            raise errors.CliUnavailable(self._refused)
-
-    def bindings_version(self) -> str | None:
-        """The version of the XMTP bindings the configured CLI loads (None: not found)."""
-        return installed_bindings_version(self.setup.executable)
-
-    async def _run(self, invocation: Invocation, timeout_s: float | None = None) -> CliResult:
-        self._admit(invocation)
-        result = await self._transport.run(invocation, timeout_s=timeout_s or self.timeout_s)
-        if result.exit_code != 0:
-            error = classify(invocation.command, result.exit_code, result.stderr)
-            if isinstance(error, errors.NetworkUnavailable):
-                self.network_problem = (
-                    f"unreachable: convos {invocation.command.replace(':', ' ')} failed: "
-                    f"{error.message}"
-                )
-            if (
-                isinstance(error, errors.CliLocked)
-                and invocation.command not in REPEATABLE_COMMANDS
-                and not lock_met_before_work(invocation.command, error)
-            ):
-                # The queue retries a lock error; only a command that changes nothing, or
-                # one that met the lock before its work, may run again. The CLI may meet
-                # ``database is locked`` after its work (a send that went out): unknown.
-                raise not_run_again(
-                    invocation.command, "the CLI met a lock while it ran (data.error)", error
-                )
-            raise error
-        if invocation.command in NETWORK_COMMANDS or "--sync" in invocation.argv:
-            self.network_problem = None
-        return result
-
-    async def _json(self, invocation: Invocation, timeout_s: float | None = None) -> Any:
-        result = await self._run(invocation, timeout_s)
-        try:
-            return last_json(result.stdout)
-        except NoJsonOutput:
-            raise errors.CliFailed(
-                f"convos {invocation.command.replace(':', ' ')} printed no JSON",
-                # its size, not its text: stdout may hold message content
-                cli_message=f"{len(result.stdout)} characters of output, no JSON document",
-                exit_code=0,
-            ) from None
-
-    @staticmethod
-    def _validate(
-        invocation: Invocation, adapter: TypeAdapter[Any] | type[BaseModel], value: Any
-    ) -> Any:
-        try:
-            if isinstance(adapter, TypeAdapter):
-                return adapter.validate_python(value)
-            return adapter.model_validate(value)
-        except ValidationError as exc:
-            raise errors.CliFailed(
-                f"convos {invocation.command.replace(':', ' ')} printed an unexpected shape",
-                cli_message=_summarise(exc),
-                exit_code=0,
-            ) from None
-
-    async def _model(
-        self, invocation: Invocation, model: type[M], timeout_s: float | None = None
-    ) -> M:
-        value = await self._json(invocation, timeout_s)
-        result: M = self._validate(invocation, model, value)
-        return result
-
-    async def _list(self, invocation: Invocation, adapter: TypeAdapter[Any]) -> Any:
-        value = await self._json(invocation)
-        # Empty lists come as {"message": "...", "count": 0}, not [].
-        if isinstance(value, dict) and value.get("count") == 0:
-            return []
-        return self._validate(invocation, adapter, value)
-
-    def long_lived(self, invocation: Invocation) -> SpawnSpec | RoleSpec:
-        """How to start a long-lived command: a role of the warm worker with ``cliHost =
-        "single"`` (:mod:`convosd.cli.roles`), else its own process."""
-        self._admit(invocation)
-        spec = self._processes.spec(invocation)
-        start_role = getattr(self._transport, "start_role", None)
-        if self.host == "single" and start_role is not None:
-            return RoleSpec(start_role, invocation, spec)
-        return spec
-
-    def stream_spec(self, conversation_id: str) -> SpawnSpec | RoleSpec:
-        return self.long_lived(self.argv.stream(conversation_id))
-
-    def join_requests_spec(self, conversation_id: str) -> SpawnSpec | RoleSpec:
-        return self.long_lived(self.argv.process_join_requests_watch(conversation_id))
 
     # --- version and identity -----------------------------------------------------------
 
     @_queued
-    async def version(self) -> models.CliVersion:
+    async def version(self, run: CommandRunner) -> models.CliVersion:
         invocation = ArgvBuilder.version()
-        result = await self._run(invocation, timeout_s=min(self.timeout_s, 30.0))
+        result = await run.result(invocation, timeout_s=min(self.timeout_s, 30.0))
         try:
             return models.CliVersion.parse(result.stdout)
         except ValueError as exc:
@@ -335,24 +91,26 @@ class ConvosCli:
         return await self.identity_list()
 
     @_queued
-    async def identity_list(self) -> list[models.IdentityEntry]:
-        result: list[models.IdentityEntry] = await self._list(
+    async def identity_list(self, run: CommandRunner) -> list[models.IdentityEntry]:
+        result: list[models.IdentityEntry] = await run.list(
             self.argv.identity_list(), _IDENTITY_LIST
         )
         return result
 
     @_queued
-    async def identity_create(self, *, profile_name: str | None = None) -> models.IdentityCreated:
+    async def identity_create(
+        self, run: CommandRunner, *, profile_name: str | None = None
+    ) -> models.IdentityCreated:
         invocation = self.argv.identity_create(profile_name=profile_name)
-        return await self._model(invocation, models.IdentityCreated)
+        return await run.model(invocation, models.IdentityCreated)
 
     @_queued
-    async def identity_info(self) -> models.IdentityInfo:
+    async def identity_info(self, run: CommandRunner) -> models.IdentityInfo:
         """The identity's inbox id (``identity info`` registers a new identity first)."""
-        return await self._model(self.argv.identity_info(), models.IdentityInfo)
+        return await run.model(self.argv.identity_info(), models.IdentityInfo)
 
     @_queued
-    async def clear_identity_lock(self, *, unless: Callable[[], bool]) -> bool:
+    async def clear_identity_lock(self, run: CommandRunner, *, unless: Callable[[], bool]) -> bool:
         """Remove the CLI's identity lock file left by a CLI process this daemon stopped,
         unless ``unless()`` says a child may be running by the time this call has its turn
         (queued: no command of ours runs meanwhile). The CLI holds the lock around writes
@@ -370,14 +128,15 @@ class ConvosCli:
         return True
 
     @_queued
-    async def reset(self) -> models.ResetResult:
-        return await self._model(self.argv.reset(), models.ResetResult)
+    async def reset(self, run: CommandRunner) -> models.ResetResult:
+        return await run.model(self.argv.reset(), models.ResetResult)
 
     # --- conversations ------------------------------------------------------------------
 
     @_queued
     async def create(
         self,
+        run: CommandRunner,
         *,
         name: str | None = None,
         profile_name: str | None = None,
@@ -392,11 +151,12 @@ class ConvosCli:
             image_url=image_url,
             permissions=permissions,
         )
-        return await self._model(invocation, models.CreateResult)
+        return await run.model(invocation, models.CreateResult)
 
     @_queued
     async def join(
         self,
+        run: CommandRunner,
         slug: str,
         *,
         profile_name: str | None = None,
@@ -407,53 +167,61 @@ class ConvosCli:
             slug, profile_name=profile_name, timeout_s=timeout_s, no_wait=no_wait
         )
         # The CLI waits up to timeout_s itself; our limit leaves it room to say "timeout".
-        value = await self._json(invocation, timeout_s=max(self.timeout_s, timeout_s + 30))
-        result: models.JoinJoined | models.JoinWaiting = self._validate(invocation, _JOIN, value)
+        value = await run.json(invocation, timeout_s=max(self.timeout_s, timeout_s + 30))
+        result: models.JoinJoined | models.JoinWaiting = validated(invocation, _JOIN, value)
         return result
 
     @_queued
-    async def inspect_invite(self, invite: str) -> models.InviteInfo:
-        return await self._model(self.argv.inspect_invite(invite), models.InviteInfo)
+    async def inspect_invite(self, run: CommandRunner, invite: str) -> models.InviteInfo:
+        return await run.model(self.argv.inspect_invite(invite), models.InviteInfo)
 
     @_queued
     async def list_conversations(
-        self, *, sync: bool = False, include_inactive: bool = False
+        self, run: CommandRunner, *, sync: bool = False, include_inactive: bool = False
     ) -> list[models.ConversationSummary]:
         invocation = self.argv.list_conversations(sync=sync, include_inactive=include_inactive)
-        result: list[models.ConversationSummary] = await self._list(invocation, _CONVERSATION_LIST)
+        result: list[models.ConversationSummary] = await run.list(invocation, _CONVERSATION_LIST)
         return result
 
     # --- one conversation ---------------------------------------------------------------
 
     @_queued
     async def invite(
-        self, conversation_id: str, *, expires_in_s: int | None = None, single_use: bool = False
+        self,
+        run: CommandRunner,
+        conversation_id: str,
+        *,
+        expires_in_s: int | None = None,
+        single_use: bool = False,
     ) -> models.InviteResult:
         invocation = self.argv.invite(
             conversation_id, expires_in_s=expires_in_s, single_use=single_use
         )
-        return await self._model(invocation, models.InviteResult)
+        return await run.model(invocation, models.InviteResult)
 
     @_queued
-    async def info(self, conversation_id: str) -> models.ConversationInfo:
-        return await self._model(self.argv.info(conversation_id), models.ConversationInfo)
+    async def info(self, run: CommandRunner, conversation_id: str) -> models.ConversationInfo:
+        return await run.model(self.argv.info(conversation_id), models.ConversationInfo)
 
     @_queued
-    async def members(self, conversation_id: str) -> list[models.Member]:
-        result: list[models.Member] = await self._list(self.argv.members(conversation_id), _MEMBERS)
+    async def members(self, run: CommandRunner, conversation_id: str) -> list[models.Member]:
+        result: list[models.Member] = await run.list(self.argv.members(conversation_id), _MEMBERS)
         return result
 
     @_queued
-    async def profiles(self, conversation_id: str) -> models.Profiles:
-        return await self._model(self.argv.profiles(conversation_id), models.Profiles)
+    async def profiles(self, run: CommandRunner, conversation_id: str) -> models.Profiles:
+        return await run.model(self.argv.profiles(conversation_id), models.Profiles)
 
     @_queued
-    async def permissions(self, conversation_id: str) -> models.PermissionsResult:
-        return await self._model(self.argv.permissions(conversation_id), models.PermissionsResult)
+    async def permissions(
+        self, run: CommandRunner, conversation_id: str
+    ) -> models.PermissionsResult:
+        return await run.model(self.argv.permissions(conversation_id), models.PermissionsResult)
 
     @_queued
     async def messages(
         self,
+        run: CommandRunner,
         conversation_id: str,
         *,
         sync: bool = True,
@@ -470,21 +238,27 @@ class ConvosCli:
             sent_after_ns=sent_after_ns,
             sent_before_ns=sent_before_ns,
         )
-        result: list[models.CliMessage] = await self._list(invocation, _MESSAGES)
+        result: list[models.CliMessage] = await run.list(invocation, _MESSAGES)
         return result
 
     @_queued
     async def send_text(
-        self, conversation_id: str, text: str, *, on_start: Callable[[], None] | None = None
+        self,
+        run: CommandRunner,
+        conversation_id: str,
+        text: str,
+        *,
+        on_start: Callable[[], None] | None = None,
     ) -> replies.SendResult:
         """``on_start`` is called as the call leaves the queue: from then on it may send."""
         if on_start is not None:
             on_start()
-        return await self._model(self.argv.send_text(conversation_id, text), replies.SendResult)
+        return await run.model(self.argv.send_text(conversation_id, text), replies.SendResult)
 
     @_queued
     async def send_reply(
         self,
+        run: CommandRunner,
         conversation_id: str,
         message_id: str,
         text: str,
@@ -494,16 +268,12 @@ class ConvosCli:
         if on_start is not None:
             on_start()
         invocation = self.argv.send_reply(conversation_id, message_id, text)
-        return await self._model(invocation, replies.SendResult)
-
-    def upload_provider_configured(self) -> bool:
-        """Whether ``send-attachment`` would find an upload provider (its environment or
-        its env file sets ``CONVOS_UPLOAD_PROVIDER`` or ``CONVOS_API_KEY``)."""
-        return provider_configured(self._environment, self.setup.env_file)
+        return await run.model(invocation, replies.SendResult)
 
     @_queued
     async def send_attachment(
         self,
+        run: CommandRunner,
         conversation_id: str,
         file: Path,
         *,
@@ -515,93 +285,110 @@ class ConvosCli:
         invocation = self.argv.send_attachment(conversation_id, file, mime_type=mime_type)
         if on_start is not None:
             on_start()
-        return await self._model(invocation, replies.AttachmentSendResult)
+        return await run.model(invocation, replies.AttachmentSendResult)
 
     @_queued
     async def send_reaction(
-        self, conversation_id: str, message_id: str, emoji: str, *, remove: bool = False
+        self,
+        run: CommandRunner,
+        conversation_id: str,
+        message_id: str,
+        emoji: str,
+        *,
+        remove: bool = False,
     ) -> replies.ReactionResult:
         invocation = self.argv.send_reaction(conversation_id, message_id, emoji, remove=remove)
-        return await self._model(invocation, replies.ReactionResult)
+        return await run.model(invocation, replies.ReactionResult)
 
     @_queued
     async def download_attachment(
-        self, conversation_id: str, message_id: str, output: Path
+        self, run: CommandRunner, conversation_id: str, message_id: str, output: Path
     ) -> replies.DownloadResult:
         """Fetch, check and decrypt the attachment of ``message_id`` into ``output``; the CLI
         reads the key material from its own database (it never passes through convosd)."""
         invocation = self.argv.download_attachment(conversation_id, message_id, output)
-        return await self._model(invocation, replies.DownloadResult)
+        return await run.model(invocation, replies.DownloadResult)
 
     @_queued
-    async def lock(self, conversation_id: str, *, unlock: bool = False) -> replies.LockResult:
-        return await self._model(self.argv.lock(conversation_id, unlock=unlock), replies.LockResult)
+    async def lock(
+        self, run: CommandRunner, conversation_id: str, *, unlock: bool = False
+    ) -> replies.LockResult:
+        return await run.model(self.argv.lock(conversation_id, unlock=unlock), replies.LockResult)
 
     @_queued
-    async def explode(self, conversation_id: str) -> replies.ExplodeResult:
-        return await self._model(self.argv.explode(conversation_id), replies.ExplodeResult)
+    async def explode(self, run: CommandRunner, conversation_id: str) -> replies.ExplodeResult:
+        return await run.model(self.argv.explode(conversation_id), replies.ExplodeResult)
 
     @_queued
-    async def update_name(self, conversation_id: str, name: str) -> replies.UpdateNameResult:
+    async def update_name(
+        self, run: CommandRunner, conversation_id: str, name: str
+    ) -> replies.UpdateNameResult:
         invocation = self.argv.update_name(conversation_id, name)
-        return await self._model(invocation, replies.UpdateNameResult)
+        return await run.model(invocation, replies.UpdateNameResult)
 
     @_queued
     async def update_description(
-        self, conversation_id: str, description: str
+        self, run: CommandRunner, conversation_id: str, description: str
     ) -> replies.UpdateDescriptionResult:
         invocation = self.argv.update_description(conversation_id, description)
-        return await self._model(invocation, replies.UpdateDescriptionResult)
+        return await run.model(invocation, replies.UpdateDescriptionResult)
 
     @_queued
-    async def explode_scheduled(self, conversation_id: str, at_iso: str) -> replies.ExplodeResult:
+    async def explode_scheduled(
+        self, run: CommandRunner, conversation_id: str, at_iso: str
+    ) -> replies.ExplodeResult:
         invocation = self.argv.explode_scheduled(conversation_id, at_iso)
-        return await self._model(invocation, replies.ExplodeResult)
+        return await run.model(invocation, replies.ExplodeResult)
 
     @_queued
-    async def explode_status(self, conversation_id: str) -> replies.ExplodeStatus:
+    async def explode_status(
+        self, run: CommandRunner, conversation_id: str
+    ) -> replies.ExplodeStatus:
         invocation = self.argv.explode_status(conversation_id)
-        return await self._model(invocation, replies.ExplodeStatus)
+        return await run.model(invocation, replies.ExplodeStatus)
 
     @_queued
-    async def typing(self, conversation_id: str, *, stop: bool = False) -> replies.TypingResult:
+    async def typing(
+        self, run: CommandRunner, conversation_id: str, *, stop: bool = False
+    ) -> replies.TypingResult:
         invocation = self.argv.typing(conversation_id, stop=stop)
-        return await self._model(invocation, replies.TypingResult)
+        return await run.model(invocation, replies.TypingResult)
 
     @_queued
-    async def read_receipt(self, conversation_id: str) -> replies.ReadReceiptResult:
+    async def read_receipt(
+        self, run: CommandRunner, conversation_id: str
+    ) -> replies.ReadReceiptResult:
         invocation = self.argv.read_receipt(conversation_id)
-        return await self._model(invocation, replies.ReadReceiptResult)
+        return await run.model(invocation, replies.ReadReceiptResult)
 
     @_queued
-    async def sync_conversation(self, conversation_id: str) -> models.SyncResult:
-        return await self._model(self.argv.sync_conversation(conversation_id), models.SyncResult)
+    async def sync_conversation(
+        self, run: CommandRunner, conversation_id: str
+    ) -> models.SyncResult:
+        return await run.model(self.argv.sync_conversation(conversation_id), models.SyncResult)
 
     @_queued
     async def update_consent(
-        self, conversation_id: str, state: ConsentChoice
+        self, run: CommandRunner, conversation_id: str, state: ConsentChoice
     ) -> models.ConsentUpdated:
         invocation = self.argv.update_consent(conversation_id, state)
-        return await self._model(invocation, models.ConsentUpdated)
+        return await run.model(invocation, models.ConsentUpdated)
 
     @_queued
     async def remove_members(
-        self, conversation_id: str, inbox_ids: list[str]
+        self, run: CommandRunner, conversation_id: str, inbox_ids: list[str]
     ) -> replies.RemoveMembersResult:
         invocation = self.argv.remove_members(conversation_id, inbox_ids)
-        return await self._model(invocation, replies.RemoveMembersResult)
+        return await run.model(invocation, replies.RemoveMembersResult)
 
     @_queued
     async def update_profile(
-        self, conversation_id: str, *, name: str | None = None, image: str | None = None
+        self,
+        run: CommandRunner,
+        conversation_id: str,
+        *,
+        name: str | None = None,
+        image: str | None = None,
     ) -> replies.UpdateProfileResult:
         invocation = self.argv.update_profile(conversation_id, name=name, image=image)
-        return await self._model(invocation, replies.UpdateProfileResult)
-
-
-def _summarise(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+        return await run.model(invocation, replies.UpdateProfileResult)

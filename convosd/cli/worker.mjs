@@ -1,5 +1,6 @@
 // The warm CLI worker: loads the pinned convos CLI's oclif Config once and runs its commands
-// in-process, one at a time, for convosd's warm transport (convosd/cli/warm.py).
+// in-process, one at a time, for convosd's warm transport (convosd/cli/warm.py; the channel's
+// frames: convosd/cli/worker_protocol.py).
 //
 //   node worker.mjs <fd> <path of the CLI's bin/run.js>
 //
