@@ -24,7 +24,8 @@ import uvloop
 
 from convosd.cli import CliSetup, ConvosCli
 from convosd.config import Paths, load_settings
-from convosd.conversation.instance import STREAM, Instance
+from convosd.conversation.bound import STREAM
+from convosd.conversation.instance import Instance
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState

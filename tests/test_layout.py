@@ -18,7 +18,6 @@ from tests import layout
 ALLOWED_TOO_LONG: dict[str, int] = {
     "contrib.mcp.server": 492,
     "convosd.cli.warm": 662,
-    "convosd.conversation.instance": 632,
     "convosd.cli.adapter": 607,
     "convosd.rpc.schemas": 542,
     "convosd.conversation.bound": 541,  # +6 from main: a backfill page waits for a names lookup
