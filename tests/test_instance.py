@@ -180,7 +180,7 @@ async def test_a_members_read_that_fails_is_read_again_until_member_joined(
     await me.start()
     await me.bind(created.conversation_id, inbox_id=created.inbox_id, how="created")
     assert await eventually(both_running(me))
-    assert await eventually(lambda: me.conversation is not None and me.conversation.members)
+    assert await eventually(lambda: me.conversation is not None and me.conversation.members.inboxes)
     harness.net.add_fault("unreachable", command="conversation:members", count=3)
     bob = harness.make_cli("bob")
     await bob.join(created.invite.slug, no_wait=True)
@@ -362,7 +362,7 @@ async def test_unbind_drops_every_bound_task_child_and_view(harness: Harness) ->
         *cli_command_processes(("conversations", "process-join-requests"), cid),
     ]
     assert len(running) == 2, running
-    known = list(conversation.names)
+    known = list(conversation.names.known)
     assert known  # the profile view saw the members
     await me.unbind(reason="test")
     assert me.conversation is None and not me.bound

@@ -333,18 +333,18 @@ class Instance:
     def member_removed(self, inbox_id: str) -> None:
         """member.remove removed ``inbox_id`` (``member_left`` is journaled once)."""
         if self.conversation is not None:
-            self.conversation.member_removed(inbox_id)
+            self.conversation.members.removed(inbox_id)
 
     def explosion_scheduled(self, when: datetime, by: str | None) -> None:
         """conversation.explode scheduled the explosion: arm the timer now (our own
         group_updated is never journaled, so no check would follow it)."""
         if self.conversation is not None:
-            self.conversation.set_expiry(when, by)
+            self.conversation.expiry.set(when, by)
 
     @property
     def expires_at(self) -> str | None:
         conversation = self.conversation
-        return iso(conversation.expires_at) if conversation is not None else None
+        return iso(conversation.expiry.expires_at) if conversation is not None else None
 
     # --- reporting ----------------------------------------------------------------------
 
@@ -361,7 +361,7 @@ class Instance:
         binding = conversation.binding
         owners = set(self.settings.convos.allow_from)
         if binding.how in ("joined", "attached", "added"):
-            owners |= conversation.super_admins
+            owners |= conversation.members.super_admins
             if binding.creator_inbox_id:
                 owners.add(binding.creator_inbox_id)  # a super admin, known at once
             owners.discard(self.own_inbox_id or "")
