@@ -1,12 +1,15 @@
 """One convosd instance: what outlives a binding, and the binding it currently has.
 
 "One instance = one conversation". :class:`Instance` holds the store, the journal, the
-sender policy and the CLI and its home as last probed
-(:class:`~convosd.conversation.cli_home.CliHome`), and owns its periodic tasks (CLI probe,
-journal trim) in one :class:`~convosd.tasks.TaskScope`. It resumes a saved binding at start,
-attaches to ``ownerConversationId`` when unbound, binds after create/join, and unbinds on
-explode, reset or removal. Everything that exists only while bound (both children, ingest,
-backfill, watcher handling, member/owner/name views, the pairing notice) lives in the current
+sender policy, the CLI and its home as last probed
+(:class:`~convosd.conversation.cli_home.CliHome`), what the identity remembers across
+bindings (:class:`~convosd.conversation.history.IdentityHistory`) and the journal's
+retention (:class:`~convosd.conversation.retention.Retention`), and owns their periodic
+tasks (CLI probe, journal trim) in one :class:`~convosd.tasks.TaskScope`. It resumes a saved
+binding at start, attaches to ``ownerConversationId`` when unbound, binds after create/join,
+and unbinds on explode, reset or removal. Everything that exists only while bound (both
+children, ingest, backfill, watcher handling, the members, owners and names, the scheduled
+explosion, the pairing notice) lives in the current
 :class:`~convosd.conversation.bound.BoundConversation`, which bind creates and
 :meth:`Instance.unbind` closes. ``status`` and ``health`` are computed from what it knows by
 :mod:`convosd.conversation.report`; nothing here waits on the network to answer them.
