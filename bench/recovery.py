@@ -24,11 +24,13 @@ import uvloop
 
 from convosd.cli import CliSetup, ConvosCli
 from convosd.config import Paths, load_settings
-from convosd.conversation.instance import STREAM, Instance
+from convosd.conversation.bound import STREAM
+from convosd.conversation.instance import Instance
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState
 from tests.fakeconvos.network import FakeNetwork
+from tests.helpers import member_count
 
 
 def adapter(net: FakeNetwork, state: Path) -> ConvosCli:
@@ -63,7 +65,7 @@ async def run(kills: int) -> tuple[list[float], list[float]]:
         await me.bind(created.conversation_id, inbox_id=created.inbox_id, how="created")
         bob = adapter(net, root / "bob")
         await bob.join(created.invite.slug, no_wait=True)
-        await wait_until(lambda: me.members is not None and len(me.members) == 2)
+        await wait_until(lambda: member_count(me) == 2)
         stop = asyncio.Event()
 
         async def sender() -> None:

@@ -192,9 +192,9 @@ class Daemon:
                 await service.start_waits()
                 instance.spawn_task(service.reconcile_keys(), "reconcile-keys")
             else:
-                await instance.probe_cli()
-            if instance.cli_working is False:
-                self._warn_cli(instance.cli_problem)
+                await instance.home.probe()
+            if instance.home.cli_working is False:
+                self._warn_cli(instance.home.cli_problem)
             self.phase = "serving"
             self.ready.set()
             self.notifier.ready(self._status_text())

@@ -116,9 +116,9 @@ def examples(default: int) -> int:
 def member_count(instance: Instance) -> int:
     """Members the bound conversation's view knows (0 unbound or before the first refresh)."""
     conversation = instance.conversation
-    if conversation is None or conversation.members is None:
+    if conversation is None or conversation.members.inboxes is None:
         return 0
-    return len(conversation.members)
+    return len(conversation.members.inboxes)
 
 
 def admitted(instance: Instance) -> set[str]:

@@ -271,7 +271,7 @@ async def test_stored_attachments_go_with_retention_explode_and_reset(
             # retention: the first message's event goes, so does its file
             first_seq = message_events(daemon)[first]["seq"]
             instance.journal.max_events = instance.journal.last_seq - first_seq
-            assert await instance.apply_retention() > 0
+            assert await instance.retention.apply() > 0
             assert not (attachments / first).exists()
             assert (attachments / second / "2.txt").exists()
             await client.explode()

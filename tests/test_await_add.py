@@ -261,7 +261,7 @@ async def test_convosctl_await_add_prints_the_inbox_id_and_waits(
     owner_inbox = (await owner.identity_list())[0].inbox_id
     assert owner_inbox is not None
     code, answer, _ = await ctl(daemon.socket, "await-add", "--from", owner_inbox)
-    inbox = daemon.instance.identity_inbox_id
+    inbox = daemon.instance.home.identity_inbox_id
     assert code == 0 and inbox is not None and answer["inboxId"] == inbox
     human = awaiting_human(answer)  # what a terminal shows
     assert f"inbox id  {inbox}" in human and f"add-members CONVERSATION_ID {inbox}" in human

@@ -427,10 +427,10 @@ async def test_an_identity_change_restarts_the_worker(net: FakeNetwork, tmp_path
         client = await running.client()
         try:
             await client.call("conversation.create", {"name": "Team"})
-            assert await running.instance.probe_cli()  # it learns the identity create made
+            assert await running.instance.home.probe()  # it learns the identity create made
             before = (await client.call("status"))["cli"]["worker"]
             _replace_identity(net, tmp_path / "d" / "convos", tmp_path / "other")
-            assert await running.instance.probe_cli()  # what the periodic probe does
+            assert await running.instance.home.probe()  # what the periodic probe does
             with pytest.raises(errors.CliFailed, match="Conversation not found"):
                 await client.call("conversation.info")  # the new identity is not a member
             after = (await client.call("status"))["cli"]["worker"]

@@ -15,8 +15,9 @@ import pytest
 
 from convosd.cli import ConvosCli
 from convosd.config import Paths, load_settings
-from convosd.conversation.bound import BoundConversation
-from convosd.conversation.instance import STREAM, WATCHER, Instance
+from convosd.conversation import report
+from convosd.conversation.bound import STREAM, WATCHER, BoundConversation
+from convosd.conversation.instance import Instance
 from convosd.storage.journal import Journal
 from convosd.storage.store import Store
 from convosd.supervisor.state import ChildState
@@ -129,11 +130,11 @@ async def test_bind_children_members_and_messages(harness: Harness) -> None:
     assert texts(me) == [f"hello {i}" for i in range(5)]
     first = messages(me)[-1]
     assert first["senderInboxId"] == bob_inbox and first["replyTo"] is None
-    status = me.status()
+    status = report.status(me)
     assert status["conversationId"] == cid
     assert status["children"]["stream"]["state"] == "running"
     assert status["children"]["joinRequests"]["pid"] is not None
-    assert me.health()[0] == "ok"
+    assert report.health(me)[0] == "ok"
 
 
 async def test_sigkill_of_the_stream_loses_nothing(harness: Harness) -> None:
@@ -179,7 +180,7 @@ async def test_a_members_read_that_fails_is_read_again_until_member_joined(
     await me.start()
     await me.bind(created.conversation_id, inbox_id=created.inbox_id, how="created")
     assert await eventually(both_running(me))
-    assert await eventually(lambda: me.conversation is not None and me.conversation.members)
+    assert await eventually(lambda: me.conversation is not None and me.conversation.members.inboxes)
     harness.net.add_fault("unreachable", command="conversation:members", count=3)
     bob = harness.make_cli("bob")
     await bob.join(created.invite.slug, no_wait=True)
@@ -231,7 +232,7 @@ async def test_crash_loop_backs_off(harness: Harness) -> None:
     stream = me.children[STREAM]
     assert await eventually(lambda: stream.status.restarts >= 3)
     assert stream.status.state in (ChildState.BACKOFF, ChildState.STARTING)
-    assert me.health()[0] == "degraded"
+    assert report.health(me)[0] == "degraded"
     assert stream.status.last_exit is not None and stream.status.last_exit.code == 2
     assert "GetInboxIds" in (stream.status.last_error or "")
     # attempts grow: 0.5, 1, 2 s ... (jittered)
@@ -246,7 +247,7 @@ async def test_unknown_conversation_is_fatal(harness: Harness) -> None:
     await me.bind("ab" * 16, inbox_id=inbox, how="created")
     assert await eventually(lambda: me.children[STREAM].status.state is ChildState.FATAL)
     assert "Conversation not found" in (me.children[STREAM].status.last_error or "")
-    assert me.health()[0] == "down"
+    assert report.health(me)[0] == "down"
 
 
 async def test_resume_after_restart_journals_nothing_new(harness: Harness) -> None:
@@ -361,17 +362,17 @@ async def test_unbind_drops_every_bound_task_child_and_view(harness: Harness) ->
         *cli_command_processes(("conversations", "process-join-requests"), cid),
     ]
     assert len(running) == 2, running
-    known = list(conversation.names)
+    known = list(conversation.names.known)
     assert known  # the profile view saw the members
     await me.unbind(reason="test")
     assert me.conversation is None and not me.bound
     assert bound_tasks_alive(conversation) == []
     assert conversation.children == {} and conversation.closed
     assert all(process_gone(pid) for pid in running)
-    status = me.status()
+    status = report.status(me)
     assert status["conversationId"] is None and status["ownerInboxIds"] == []
     assert {c["state"] for c in status["children"].values()} == {"stopped"}
-    assert me.health_inputs().bound is False and me.health_inputs().children == {}
+    assert report.health_inputs(me).bound is False and report.health_inputs(me).children == {}
     assert all(me.known_name(inbox) is None for inbox in known)
     assert await me.backfill() == 0  # nothing of the binding runs any more
 
@@ -397,7 +398,7 @@ async def test_the_conversation_ends_once_whoever_notices_it(harness: Harness) -
     first = asyncio.create_task(me.conversation_gone(by=None, reason="removed"))
     await asyncio.sleep(0)  # the first caller is inside, stopping the children
     await me.conversation_gone(by="someone", reason="exploded")
-    assert me.conversation is None and me.status()["conversationId"] is None
+    assert me.conversation is None and report.status(me)["conversationId"] is None
     await first
     gone = [e.as_dict() for e in me.journal.read(0, 1000) if e.type == "conversation_exploded"]
     assert [(g["conversationId"], g["reason"]) for g in gone] == [(cid, "removed")]

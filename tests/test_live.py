@@ -334,7 +334,7 @@ async def test_member_remove_journals_member_left_once(
     await carol.update_name(cid, "Renamed by carol")  # a group_updated: the diff runs
     conversation = daemon.instance.conversation
     assert conversation is not None
-    await conversation.refresh_views()
+    await conversation.members.refresh()
 
     async def renamed() -> bool:
         return any(e["type"] == "message" for e in await events(client, types=["message"]))
@@ -348,9 +348,9 @@ async def test_member_remove_journals_member_left_once(
     await dave.join(invite["inviteSlug"], no_wait=True)
     dave_inbox = await inbox_of(dave)
     assert await eventually(lambda: (dave_inbox, 1) in network_rows(net, cid)[1])
-    await conversation.refresh_views()  # dave is a member in the diff's view
+    await conversation.members.refresh()  # dave is a member in the diff's view
     await daemon.instance.cli.remove_members(cid, [dave_inbox])  # behind the daemon's back
-    await conversation.refresh_views()
+    await conversation.members.refresh()
     daemon.instance.member_removed(dave_inbox)
     left = [e["inboxId"] for e in await events(client) if e["type"] == "member_left"]
     assert left == [bob, dave_inbox]

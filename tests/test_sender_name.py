@@ -13,7 +13,7 @@ import pytest
 
 from convosd.cli.streams import JoinAccepted, parse_watcher_line, stream_line_sender
 from convosd.client import ConvosdClient
-from convosd.conversation import bound
+from convosd.conversation import names
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, admitted, eventually, eventually_async
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
@@ -25,7 +25,7 @@ def patient_name_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     NAMES_WAIT_S (5 s), then journals them without the name. On a 2-core machine at load 20
     that CLI call, queued behind the others, took longer one full run in a few: the test
     checks that the read is waited for, not how fast the machine is."""
-    monkeypatch.setattr(bound, "NAMES_WAIT_S", 120.0)
+    monkeypatch.setattr(names, "NAMES_WAIT_S", 120.0)
 
 
 async def messages(client: ConvosdClient) -> list[dict[str, Any]]:

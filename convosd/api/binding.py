@@ -55,7 +55,7 @@ class BindingApi:
                 image_url=p.image_url,
                 permissions=p.permissions,
             )
-            self.instance.identity_inbox_id = created.inbox_id
+            self.instance.home.identity_inbox_id = created.inbox_id
             await self.instance.bind(
                 created.conversation_id,
                 inbox_id=created.inbox_id,
@@ -87,13 +87,13 @@ class BindingApi:
                 raise errors.InviteExpired("Invite has expired")
             if info.conversation_expired:
                 raise errors.InviteExpired("Conversation has expired")
-            own = self.instance.identity_inbox_id
+            own = self.instance.home.identity_inbox_id
             if own is not None and info.creator_inbox_id == own:
                 raise errors.InviteInvalid("This is the instance's own invite")
             known = await cli.list_conversations(sync=False, include_inactive=True)
             result = await cli.join(slug, profile_name=p.profile_name, timeout_s=p.timeout_s)
             if result.inbox_id:
-                self.instance.identity_inbox_id = result.inbox_id
+                self.instance.home.identity_inbox_id = result.inbox_id
             if p.as_owner:
                 self.instance.store.meta.set("pending_as_owner", "1")
             if isinstance(result, JoinJoined):
@@ -153,7 +153,7 @@ class BindingApi:
         until = record.get("until")
         return s.AwaitAddResult(
             status="awaiting_add",
-            inbox_id=record.get("inboxId") or instance.identity_inbox_id or "",
+            inbox_id=record.get("inboxId") or instance.home.identity_inbox_id or "",
             from_=sorted(self.adds.allowed(record)),
             until=iso(until) if until is not None else None,
         )

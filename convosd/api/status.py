@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from convosd.conversation import report
 from convosd.conversation.instance import Instance
 from convosd.rpc import schemas as s
 from convosd.rpc.dispatch import CallContext
@@ -20,8 +21,9 @@ class StatusApi:
         # The hot path of health checks: built as the wire shape directly (tests validate it
         # against StatusResult, which also documents it in rpc.discover).
         instance = self.instance
-        return instance.status(subscribers=len(self.hub), policy=instance.sender_policy.counts())
+        policy = instance.sender_policy.counts()
+        return report.status(instance, subscribers=len(self.hub), policy=policy)
 
     def health(self, ctx: CallContext, _p: s.NoParams) -> s.HealthResult:
-        status, checks = self.instance.health()
+        status, checks = report.health(self.instance)
         return s.HealthResult(status=status, checks=checks)

@@ -85,14 +85,14 @@ class AwaitAdd:
     async def ensure_identity(self, profile_name: str | None) -> str:
         """The instance's inbox id; makes the identity first if the CLI home has none."""
         instance = self.instance
-        if instance.identity_inbox_id is not None:
-            return instance.identity_inbox_id
+        if instance.home.identity_inbox_id is not None:
+            return instance.home.identity_inbox_id
         if not (instance.paths.convos_home / "identity.json").exists():
             created = await instance.cli.identity_create(profile_name=profile_name)
             self.log.info("identity_created", identity_id=created.id)
         info = await instance.cli.identity_info()
-        instance.identity_inbox_id = info.properties.inbox_id
-        instance.identity_id = info.properties.id
+        instance.home.identity_inbox_id = info.properties.inbox_id
+        instance.home.identity_id = info.properties.id
         instance.changed()
         return info.properties.inbox_id
 
@@ -183,7 +183,7 @@ class AwaitAdd:
         if record is None:
             return True
         instance = self.instance
-        own = record.get("inboxId") or instance.identity_inbox_id
+        own = record.get("inboxId") or instance.home.identity_inbox_id
         if own is None:
             own = await self.ensure_identity(record.get("profileName"))
         if record.get("inboxId") != own:
@@ -192,7 +192,7 @@ class AwaitAdd:
             instance.changed()
         self.polls += 1
         listed = await instance.cli.list_conversations(sync=True)
-        skip = set(record.get("refused") or ()) | instance.past_conversation_ids()
+        skip = set(record.get("refused") or ()) | instance.history.past_conversation_ids()
         allowed = self.allowed(record)
         found: list[tuple[int, str, str]] = []  # (added at in ns, conversation id, adder)
         for candidate in listed:
@@ -250,7 +250,7 @@ class AwaitAdd:
         record["refused"] = [*record.get("refused", []), conversation_id]
         with instance.store.transaction():
             instance.store.set_pending_join(record)
-            instance.count_refused_add()
+            instance.history.count_refused_add()
         try:
             await instance.cli.update_consent(conversation_id, "denied")
         except errors.ConvosdError as exc:

@@ -1,22 +1,24 @@
 """One convosd instance: what outlives a binding, and the binding it currently has.
 
-"One instance = one conversation". :class:`Instance` probes the CLI, knows the identity of
-the CLI home, holds the store, the journal and the sender policy, and owns its periodic tasks
-(CLI probe, journal trim) in one :class:`~convosd.tasks.TaskScope`. It resumes a saved binding
-at start, attaches to ``ownerConversationId`` when unbound, binds after create/join, and
-unbinds on explode, reset or removal. Everything that exists only while bound (both children,
-ingest, backfill, watcher handling, member/owner/name views, the pairing notice) lives in the
-current :class:`~convosd.conversation.bound.BoundConversation`, which bind creates and
-:meth:`Instance.unbind` closes. It computes ``status`` and ``health`` from what it knows;
-nothing here waits on the network to answer them.
+"One instance = one conversation". :class:`Instance` holds the store, the journal, the
+sender policy, the CLI and its home as last probed
+(:class:`~convosd.conversation.cli_home.CliHome`), what the identity remembers across
+bindings (:class:`~convosd.conversation.history.IdentityHistory`) and the journal's
+retention (:class:`~convosd.conversation.retention.Retention`), and owns their periodic
+tasks (CLI probe, journal trim) in one :class:`~convosd.tasks.TaskScope`. It resumes a saved
+binding at start, attaches to ``ownerConversationId`` when unbound, binds after create/join,
+and unbinds on explode, reset or removal. Everything that exists only while bound (both
+children, ingest, backfill, watcher handling, the members, owners and names, the scheduled
+explosion, the pairing notice) lives in the current
+:class:`~convosd.conversation.bound.BoundConversation`, which bind creates and
+:meth:`Instance.unbind` closes. ``status`` and ``health`` are computed from what it knows by
+:mod:`convosd.conversation.report`; nothing here waits on the network to answer them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -24,30 +26,24 @@ from typing import Any
 
 import structlog
 
-from convosd import __version__, errors, reaper
+from convosd import errors, reaper
 from convosd.attachments.store import AttachmentStore
-from convosd.cli import ConvosCli, check_bindings, check_version
-from convosd.cli.models import CliVersion
-from convosd.cli.versions import keeps_unknown_app_data
+from convosd.cli import ConvosCli
 from convosd.config import Paths, Settings
-from convosd.conversation.bound import STREAM, WATCHER, BoundConversation
+from convosd.conversation.bound import BoundConversation
+from convosd.conversation.cli_home import CliHome
+from convosd.conversation.history import IdentityHistory
 from convosd.conversation.hook import PolicyHook
 from convosd.conversation.pairing import SenderPolicy
+from convosd.conversation.retention import Retention
 from convosd.events import event
 from convosd.groups import resolve_group
-from convosd.health import HealthInputs, HealthStatus, evaluate
 from convosd.storage.journal import Journal
-from convosd.storage.store import Binding, Store, StoreError
+from convosd.storage.store import Binding, Store
 from convosd.supervisor.child import SupervisedChild
 from convosd.supervisor.state import ChildState
 from convosd.tasks import TaskScope
 from convosd.timefmt import iso
-
-PROBE_INTERVAL_S = 60.0
-PROFILE_REFRESH_S = 300.0
-TRIM_INTERVAL_S = 3600.0
-#: how many earlier conversations of the identity are remembered (see past_conversation_ids)
-PAST_CONVERSATIONS_KEPT = 100
 
 
 class Instance:
@@ -73,15 +69,10 @@ class Instance:
         self.started_monotonic = time.monotonic()
         #: the current binding and all that lives only while it does; None when unbound
         self.conversation: BoundConversation | None = None
-        self.cli_version: CliVersion | None = None
-        self.cli_working: bool | None = None
-        self.cli_problem: str | None = None
-        self.cli_version_problem: str | None = None
+        #: the CLI's version and whether it works, the home's identity (the last probe)
+        self.home = CliHome(settings, paths, store=store, cli=cli, on_changed=self.changed)
         self.env_mismatch: str | None = None
         self.binding_mismatch: str | None = None
-        self.identity_mismatch: str | None = None
-        self.identity_id: str | None = None
-        self.identity_inbox_id: str | None = None
         self.on_state_change: Callable[[], None] = lambda: None
         #: tasks that live as long as the instance (the bound conversation has its own)
         self.tasks = TaskScope("instance")
@@ -103,11 +94,10 @@ class Instance:
         self.attachments = AttachmentStore(
             paths.state_dir, gid=_group_id(settings.daemon.socket_group)
         )
-        #: (CLI calls finished, home has an identity or a database) at the last look
-        self._home_seen: tuple[int, bool] | None = None
-        #: ``adds_refused`` as saved (kept here: ``status`` shows it on every call, and
-        #: only this instance changes it)
-        self._adds_refused = int(store.meta.get("adds_refused") or 0)
+        #: the conversations this identity was bound to before, the adds it refused
+        self.history = IdentityHistory(store)
+        #: the journal trimmed, and the downloaded attachments with it
+        self.retention = Retention(journal, self.attachments)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -121,20 +111,10 @@ class Instance:
     async def start(self) -> None:
         """Reap leftovers, check the CLI, then resume, attach or stay unbound."""
         self._reap_leftovers()
-        if keeps_unknown_app_data(self.settings.daemon.cli) is False:
-            self.log.warning(
-                "cli_drops_app_metadata",
-                cli=" ".join(self.settings.daemon.cli),
-                problem="this convos CLI rewrites a group's appData without the fields it does "
-                "not know (lock, unlock, explode --scheduled, a profile image): the apps' "
-                "metadata is lost",
-                fix="apply the repository's patch: python3 scripts/patch_cli.py --root "
-                "<the directory holding its node_modules> (make setup does it for the "
-                "repository's own CLI)",
-            )
+        self.home.warn_if_app_metadata_dropped()
         # no CLI process of ours runs yet: a lock left by one the last daemon stopped goes
         await self.cli.clear_identity_lock(unless=lambda: False)
-        await self.probe_cli()
+        await self.home.probe()
         binding = self.store.binding()
         wanted_env = self.settings.convos.env
         owner = self.settings.convos.owner_conversation_id
@@ -154,8 +134,8 @@ class Instance:
                 await self._activate(binding, announce=False)
         elif owner is not None and self.store.pending_join() is None:
             await self._attach(owner)
-        self.tasks.spawn(self._probe_loop(), "probe-loop")
-        self.tasks.spawn(self._trim_loop(), "trim-loop")
+        self.tasks.spawn(self.home.probe_loop(), "probe-loop")
+        self.tasks.spawn(self.retention.loop(), "trim-loop")
 
     async def close(self) -> None:
         """Stop the children and every background task (shutdown)."""
@@ -167,94 +147,6 @@ class Instance:
     def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """A background task of the instance's scope (named, referenced, failure logged)."""
         return self.tasks.spawn(coro, name)
-
-    # --- the CLI ------------------------------------------------------------------------
-
-    async def probe_cli(self) -> bool:
-        """``--version`` (0.10.x, no downgrade of the CLI or its bindings) and ``identity
-        list`` (it loads the binding).
-
-        The CLI home records no version of its own (``identity.json`` has none; the XMTP
-        database is encrypted), so the state store keeps the CLI and bindings versions that
-        last used it. A refused version is never run against the home: the adapter refuses
-        every command but ``--version`` until a later probe passes."""
-        bindings = self.cli.bindings_version()
-        try:
-            version = await self.cli.version()
-        except errors.ConvosdError as exc:
-            self.cli_working = False
-            self.cli_problem = exc.message
-            self.changed()
-            return False
-        self.cli_version = version
-        try:
-            check_version(version, self.store.meta.get("cli_version"))
-            check_bindings(bindings, self.store.meta.get("cli_bindings_version"))
-        except errors.CliUnavailable as exc:
-            if exc.message != self.cli_version_problem:
-                self.log.error("cli_version_refused", problem=exc.message)
-            self.cli_version_problem = exc.message
-            self.cli.refuse(exc.message)
-            self.cli_working = False
-            self.changed()
-            return False
-        self.cli_version_problem = None
-        self.cli.refuse(None)
-        try:
-            identities = await self.cli.identity_list()
-        except errors.ConvosdError as exc:
-            self.cli_working = False
-            self.cli_problem = exc.message
-            self.changed()
-            return False
-        self.cli_working = True
-        self.cli_problem = None
-        self.store.meta.set("cli_version", version.version)
-        if bindings is not None:
-            self.store.meta.set("cli_bindings_version", bindings)
-        identity_id = identities[0].id if identities else None
-        if identity_id != self.identity_id and self.identity_id is not None:
-            self.cli.restart_transport("the CLI home's identity changed")
-        self.identity_id = identity_id
-        inbox = identities[0].inbox_id if identities else None
-        self.identity_inbox_id = inbox if inbox and len(inbox) == 64 else None
-        wanted = self.settings.convos.identity_id
-        if wanted is not None and self.identity_id is not None and wanted != self.identity_id:
-            self.identity_mismatch = (
-                f"identityId {wanted} does not match the CLI home's identity {self.identity_id}"
-            )
-        else:
-            self.identity_mismatch = None
-        self.changed()
-        return True
-
-    async def _probe_loop(self) -> None:
-        while True:
-            await asyncio.sleep(PROBE_INTERVAL_S)
-            await self.probe_cli()
-
-    async def _trim_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TRIM_INTERVAL_S)
-            try:
-                await self.apply_retention()
-            except StoreError as exc:
-                self.log.error("journal_trim_failed", error=str(exc))
-
-    async def apply_retention(self) -> int:
-        """Trim the journal (age, count; in chunks, the loop runs between them) and remove
-        the downloaded attachments whose message is no longer in it. Returns how many
-        events went."""
-        removed = await self.journal.trim_in_steps()
-        if removed:
-            self.log.info("journal_trimmed", removed=removed, first_seq=self.journal.first_seq)
-        stored = self.attachments.message_ids()
-        if stored:
-            kept = self.journal.journaled_messages(stored)
-            gone = self.attachments.prune(lambda message_id: message_id in kept)
-            if gone:
-                self.log.info("attachments_trimmed", removed=gone)
-        return removed
 
     # --- binding ------------------------------------------------------------------------
 
@@ -270,7 +162,7 @@ class Instance:
     def own_inbox_id(self) -> str | None:
         if self.binding is not None and self.binding.inbox_id:
             return self.binding.inbox_id
-        return self.identity_inbox_id
+        return self.home.identity_inbox_id
 
     async def bind(
         self,
@@ -303,7 +195,7 @@ class Instance:
                 # dir, never in the config file.
                 self.store.meta.set("owner_conversation_id", conversation_id)
                 self.recorded_owner = conversation_id
-                self.store.meta.set("owner_identity_id", self.identity_id)
+                self.store.meta.set("owner_identity_id", self.home.identity_id)
                 self.store.meta.set("pending_as_owner", None)
         self.env_mismatch = None
         self.binding_mismatch = None
@@ -314,13 +206,14 @@ class Instance:
 
     async def _attach(self, conversation_id: str) -> None:
         """Bind to ``ownerConversationId`` at start. The inbox id comes from the CLI home."""
-        if self.identity_inbox_id is None:
+        inbox = self.home.identity_inbox_id
+        if inbox is None:
             self.binding_mismatch = (
                 f"cannot attach to {conversation_id}: the CLI home has no registered identity"
             )
             self.log.error("attach_failed", conversation_id=conversation_id)
             return
-        await self.bind(conversation_id, inbox_id=self.identity_inbox_id, how="attached")
+        await self.bind(conversation_id, inbox_id=inbox, how="attached")
 
     def _conversation(self, binding: Binding) -> BoundConversation:
         return BoundConversation(
@@ -340,7 +233,7 @@ class Instance:
     async def _activate(self, binding: Binding, *, announce: bool) -> None:
         if self.conversation is None or self.conversation.binding != binding:
             self.conversation = self._conversation(binding)
-        inbox = binding.inbox_id or self.identity_inbox_id
+        inbox = binding.inbox_id or self.home.identity_inbox_id
         if inbox is None:
             # No message event may be journaled before the own inbox id is known.
             self.binding_mismatch = "the instance's inbox id is unknown: inbound paused"
@@ -360,7 +253,7 @@ class Instance:
         self.conversation = None
         self.binding_mismatch = None  # it described the binding that is gone
         if binding is not None:
-            self._remember_past(binding.conversation_id)
+            self.history.remember_past(binding.conversation_id)
         self.store.clear_binding()
         self.log.info("unbound", reason=reason, conversation_id=binding and binding.conversation_id)
         self.changed()
@@ -371,42 +264,15 @@ class Instance:
             with contextlib.suppress(errors.NotReady):  # the state dir is gone: no CLI
                 await self.cli.clear_identity_lock(unless=lambda: self.conversation is not None)
 
-    def past_conversation_ids(self) -> set[str]:
-        """The conversations this identity was bound to before (a wait to be added never
-        binds to one of them again: the instance may still be a member)."""
-        raw = self.store.meta.get("past_conversation_ids")
-        return set(json.loads(raw)) if raw else set()
-
-    def _remember_past(self, conversation_id: str) -> None:
-        past = list(json.loads(self.store.meta.get("past_conversation_ids") or "[]"))
-        if conversation_id not in past:
-            past = [*past, conversation_id][-PAST_CONVERSATIONS_KEPT:]
-            self.store.meta.set("past_conversation_ids", json.dumps(past))
-
-    @property
-    def adds_refused(self) -> int:
-        """Adds by inboxes not allowed to add the instance, refused so far (this identity)."""
-        return self._adds_refused
-
-    def count_refused_add(self) -> None:
-        self.store.meta.set("adds_refused", str(self._adds_refused + 1))
-        self._adds_refused += 1
-
     def forget_after_reset(self) -> None:
         """``daemon.reset`` wiped the CLI home and the state: drop every check it made
         obsolete at once (health right after the reset reflects the clean state). A binding
         saved for another env (never loaded, so never unbound) goes too."""
         self.store.clear_binding()
-        # they belonged to the identity the reset removed
-        self.store.meta.set("past_conversation_ids", None)
-        self.store.meta.set("adds_refused", None)
-        self._adds_refused = 0
+        self.history.forget()  # it belonged to the identity the reset removed
         self.env_mismatch = None
         self.binding_mismatch = None
-        self.identity_mismatch = None  # the identity it compared is gone
-        self.identity_id = None
-        self.identity_inbox_id = None
-        self._home_seen = None  # the reset removed the home's files after its CLI call
+        self.home.forget_identity()
         self.cli.restart_transport("daemon.reset")
         self.log.info("reset_done")
         self.changed()
@@ -470,18 +336,18 @@ class Instance:
     def member_removed(self, inbox_id: str) -> None:
         """member.remove removed ``inbox_id`` (``member_left`` is journaled once)."""
         if self.conversation is not None:
-            self.conversation.member_removed(inbox_id)
+            self.conversation.members.removed(inbox_id)
 
     def explosion_scheduled(self, when: datetime, by: str | None) -> None:
         """conversation.explode scheduled the explosion: arm the timer now (our own
         group_updated is never journaled, so no check would follow it)."""
         if self.conversation is not None:
-            self.conversation.set_expiry(when, by)
+            self.conversation.expiry.set(when, by)
 
     @property
     def expires_at(self) -> str | None:
         conversation = self.conversation
-        return iso(conversation.expires_at) if conversation is not None else None
+        return iso(conversation.expiry.expires_at) if conversation is not None else None
 
     # --- reporting ----------------------------------------------------------------------
 
@@ -498,128 +364,19 @@ class Instance:
         binding = conversation.binding
         owners = set(self.settings.convos.allow_from)
         if binding.how in ("joined", "attached", "added"):
-            owners |= conversation.super_admins
+            owners |= conversation.members.super_admins
             if binding.creator_inbox_id:
                 owners.add(binding.creator_inbox_id)  # a super admin, known at once
             owners.discard(self.own_inbox_id or "")
         return sorted(owners)
-
-    def clean(self) -> bool:
-        if self.binding is not None or self.store.has_pending_join:
-            return False
-        return not self._home_used()
-
-    def _home_used(self) -> bool:
-        """Whether the CLI home has an identity or a database. Only a CLI call (or a reset)
-        creates or removes them: looked at again only after one, not per ``status``."""
-        finished = self.cli.finished
-        if self._home_seen is None or self._home_seen[0] != finished:
-            home = self.paths.convos_home
-            used = (home / "identity.json").exists() or (home / "db").exists()
-            self._home_seen = (finished, used)
-        return self._home_seen[1]
 
     @property
     def children(self) -> dict[str, SupervisedChild]:
         """The bound conversation's running children (none when unbound)."""
         return dict(self.conversation.children) if self.conversation is not None else {}
 
-    def child_status(self) -> dict[str, dict[str, Any]]:
-        stopped = {
-            "state": "stopped",
-            "pid": None,
-            "restarts": 0,
-            "since": None,
-            "lastExit": None,
-            "lastError": None,
-            "nextRetryAt": None,
-        }
-        children = self.children
-        return {
-            name: (children[name].describe() if name in children else dict(stopped))
-            for name in (STREAM, WATCHER)
-        }
-
-    def health_inputs(self) -> HealthInputs:
-        ingest = self.conversation.ingest if self.conversation is not None else None
-        journal_problem = None
-        if ingest is not None and not ingest.healthy:
-            journal_problem = ingest.last_error or "journal write failed"
-        backfill_problem = ingest.backfill_problem if ingest is not None else None
-        children = self.children
-        state_problem = self.store.vanished()
-        if state_problem is None and not _writable(self.paths.state_dir):
-            state_problem = f"state dir {self.paths.state_dir} is not writable"
-        return HealthInputs(
-            cli_working=self.cli_working,
-            cli_problem=self.cli_problem,
-            cli_version_problem=self.cli_version_problem,
-            cli_version_known=self.cli_version is not None,
-            state_problem=state_problem,
-            journal_problem=journal_problem,
-            backfill_problem=backfill_problem,
-            env_mismatch=self.env_mismatch,
-            binding_mismatch=self.binding_mismatch,
-            identity_mismatch=self.identity_mismatch,
-            network_problem=self.cli.network_problem,
-            bound=self.binding is not None,
-            children={name: c.status.state for name, c in children.items()},
-            child_errors={name: c.status.last_error for name, c in children.items()},
-            enabled=self.settings.convos.enabled,
-        )
-
-    def health(self) -> tuple[HealthStatus, dict[str, str]]:
-        return evaluate(self.health_inputs())
-
-    def status(
-        self, *, subscribers: int = 0, policy: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        binding = self.binding
-        pending = self.store.has_pending_join
-        return {
-            "version": __version__,
-            "cliVersion": self.cli_version.version if self.cli_version else None,
-            "env": self.settings.convos.env,
-            "uptimeS": round(time.monotonic() - self.started_monotonic, 3),
-            "conversationId": binding.conversation_id if binding else None,
-            "inboxId": self.own_inbox_id,
-            "identityId": self.identity_id,
-            "ownerConversationId": self.settings.convos.owner_conversation_id
-            or self.recorded_owner,
-            "ownerInboxIds": self.owner_inbox_ids,
-            "pending": pending,
-            "clean": self.clean(),
-            "dmPolicy": self.settings.convos.dm_policy,
-            "children": self.child_status(),
-            "cli": self.cli.transport_status(),
-            "journal": self.journal.position.as_dict(),
-            "subscribers": subscribers,
-            "policy": policy or self.sender_policy.counts(),
-            "expiresAt": self.expires_at,
-            "awaitingAdd": self._awaiting_add(),
-            "addsRefused": self.adds_refused,
-        }
-
-    def _awaiting_add(self) -> dict[str, Any] | None:
-        """The wait to be added (``conversation.awaitAdd``), or None."""
-        record = self.store.pending_join()
-        if record is None or record.get("kind") != "awaitAdd":
-            return None
-        chosen = record.get("from")
-        return {
-            "inboxId": record.get("inboxId") or self.identity_inbox_id,
-            "from": sorted(chosen) if chosen else sorted(self.settings.convos.allow_from),
-            "since": iso(record["startedAt"]),
-            "until": iso(record["until"]) if record.get("until") is not None else None,
-            "refused": len(record.get("refused") or ()),
-        }
-
     def running_children(self) -> bool:
         return all(c.status.state is ChildState.RUNNING for c in self.children.values())
-
-
-def _writable(path: Any) -> bool:
-    return bool(os.access(path, os.W_OK | os.X_OK))
 
 
 def _group_id(group: str | None) -> int | None:

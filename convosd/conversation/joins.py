@@ -127,7 +127,7 @@ class PendingJoin:
                 self.log.info("pending_join_accepted", conversation_id=candidate.conversation_id)
                 await instance.bind(
                     candidate.conversation_id,
-                    inbox_id=record.get("inboxId") or instance.identity_inbox_id,
+                    inbox_id=record.get("inboxId") or instance.home.identity_inbox_id,
                     how="joined",
                     creator_inbox_id=creator,
                     invite_tag=record.get("tag"),
