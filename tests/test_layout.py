@@ -20,7 +20,6 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "convosd.cli.warm": 662,
     "convosd.conversation.instance": 632,
     "convosd.cli.adapter": 607,
-    "convosd.rpc.schemas": 542,
     "convosd.conversation.bound": 541,  # +6 from main: a backfill page waits for a names lookup
     "convosd.rpc.connection": 495,
 }
