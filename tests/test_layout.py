@@ -21,7 +21,6 @@ ALLOWED_TOO_LONG: dict[str, int] = {
     "convosd.conversation.instance": 632,
     "convosd.cli.adapter": 607,
     "convosd.conversation.bound": 541,  # +6 from main: a backfill page waits for a names lookup
-    "convosd.rpc.connection": 495,
 }
 ALLOWED_CYCLES: list[list[str]] = []
 ALLOWED_UPWARD: list[str] = []
