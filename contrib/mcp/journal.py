@@ -152,13 +152,11 @@ class JournalTools:
                 raise errors.Busy("the journal changed while reading; call again")
             events = result["events"]
             cursor.journal_id = result["journalId"]
-            if events:
-                cursor.seq = int(events[-1]["seq"])
-            assert cursor.seq is not None
+            seq, next_cursor = self._past(cursor, events)
             out = EventsOut(
                 events=events,
-                cursor=cursor.seq,
-                nextCursor=encode_cursor(cursor),
+                cursor=seq,
+                nextCursor=next_cursor,
                 journalId=result["journalId"],
                 lastSeq=result["lastSeq"],
                 more=len(events) >= params.limit,
@@ -166,6 +164,15 @@ class JournalTools:
                 journalChanged=changed,
             )
             return out.model_dump(by_alias=True)
+
+    @staticmethod
+    def _past(cursor: Cursor, events: list[Json]) -> tuple[int, str]:
+        """Move ``cursor`` past ``events`` (the last one shown): its seq, and it as the
+        ``nextCursor`` the client passes back."""
+        if events:
+            cursor.seq = int(events[-1]["seq"])
+        assert cursor.seq is not None
+        return cursor.seq, encode_cursor(cursor)
 
     async def wait_for_message(self, params: WaitToolParams) -> Json:
         timeout = min(params.timeout_s, self.max_wait_s)
@@ -181,13 +188,11 @@ class JournalTools:
                 raise DaemonUnreachable(self.daemon.socket, "the connection closed") from exc
             finally:
                 await sub_client.close()
-            if events:
-                cursor.seq = int(events[-1]["seq"])
-            assert cursor.seq is not None
+            seq, next_cursor = self._past(cursor, events)
             out = WaitOut(
                 events=events,
-                cursor=cursor.seq,
-                nextCursor=encode_cursor(cursor),
+                cursor=seq,
+                nextCursor=next_cursor,
                 timedOut=not events,
                 journalChanged=changed,
             )
