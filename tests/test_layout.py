@@ -14,12 +14,9 @@ import pytest
 
 from tests import layout
 
-# modules still over layout.MAX_LINES, to be split (the figure is the size when listed)
-ALLOWED_TOO_LONG: dict[str, int] = {
-    "contrib.mcp.server": 492,
-    "convosd.rpc.schemas": 542,
-    "convosd.rpc.connection": 495,
-}
+# modules still over layout.MAX_LINES, to be split (the figure is the size when listed): none
+# now; the list stays so that a module that must grow past the limit is a visible decision
+ALLOWED_TOO_LONG: dict[str, int] = {}
 ALLOWED_CYCLES: list[list[str]] = []
 ALLOWED_UPWARD: list[str] = []
 ALLOWED_PRIVATE: list[str] = []

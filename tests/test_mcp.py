@@ -18,7 +18,8 @@ from mcp import StdioServerParameters
 
 from contrib.mcp.__main__ import allowed_folders
 from contrib.mcp.__main__ import main as mcp_main
-from contrib.mcp.server import ERROR_META, ConvosdMcp, ErrorContext, error_result
+from contrib.mcp.results import ERROR_META, ErrorContext, error_result
+from contrib.mcp.server import ConvosdMcp
 from contrib.mcp.stateful import TOOLS
 from contrib.mcp.tools import exposed_tools
 from convosd import errors

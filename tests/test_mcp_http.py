@@ -39,7 +39,8 @@ from contrib.mcp.http import (
     http_settings,
     parse_bind,
 )
-from contrib.mcp.server import ERROR_META, ConvosdMcp
+from contrib.mcp.results import ERROR_META
+from contrib.mcp.server import ConvosdMcp
 from contrib.mcp.stateful import MAX_WAIT_S, Cursor, decode_cursor, encode_cursor
 from convosd import errors
 from convosd.client import ConvosdClient

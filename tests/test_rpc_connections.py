@@ -53,7 +53,8 @@ def rpc_lines(logs: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
 
 
 async def in_flight(daemon: RunningDaemon) -> bool:
-    return await eventually(lambda: any(c.in_flight for c in server_of(daemon).connections))
+    server = server_of(daemon)
+    return await eventually(lambda: any(c.requests.in_flight for c in server.connections))
 
 
 # --- the socket's directory (item 2, item 14) -------------------------------------------
@@ -277,7 +278,7 @@ async def test_a_peer_that_does_not_read_is_held_back_then_closed(tight: Running
         assert hog.closed_by_daemon == "stalled"
         # The bound, plus the answers of the requests already running when reading stopped
         # (at most maxInFlightPerConnection, 64, of a few hundred bytes each).
-        assert hog.peak_output_bytes <= OUTPUT_LIMIT + 64 * 512, hog.peak_output_bytes
+        assert hog.output.peak_output_bytes <= OUTPUT_LIMIT + 64 * 512, hog.output.peak_output_bytes
         assert await eventually(lambda: hog not in server.connections)
     finally:
         writer.close()
@@ -306,7 +307,7 @@ async def test_a_slow_reader_is_paused_and_resumed_not_closed(tight: RunningDaem
     assert len(answered) + busy == count and answered
     conn = next(iter(server.connections))
     assert conn.closed_by_daemon is None
-    assert conn.peak_output_bytes <= OUTPUT_LIMIT + 64 * 512
+    assert conn.output.peak_output_bytes <= OUTPUT_LIMIT + 64 * 512
     writer.close()
     await writer.wait_closed()
 

@@ -240,8 +240,10 @@ async def test_what_one_loop_turn_queues_is_written_in_one_write_at_its_end() ->
     assert writer.writes == []  # not before the turn ends
     await next_turns()
     assert writer.writes == [b"".join(b'{"n":%d}\n' % n for n in range(5))]
-    assert connection.output_bytes == 0 and connection.written_bytes == len(writer.writes[0])
-    await asyncio.wait_for(connection.flush(1.0), 2.0)
+    assert connection.output.output_bytes == 0 and connection.output.written_bytes == len(
+        writer.writes[0]
+    )
+    await asyncio.wait_for(connection.output.flush(1.0), 2.0)
     connection.send_notice(b"{}\n")
     await next_turns()
     assert len(writer.writes) == 2  # the next turn's line: its own write
@@ -255,4 +257,4 @@ async def test_lines_wait_for_the_writer_while_the_transport_holds_unsent_bytes(
     connection = connection_on(writer)
     connection.send_notice(b"{}\n")
     await next_turns()
-    assert writer.writes == [] and connection.output_bytes == 3
+    assert writer.writes == [] and connection.output.output_bytes == 3

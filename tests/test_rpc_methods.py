@@ -433,7 +433,7 @@ async def test_shutdown_answers_in_flight_and_ends_subscriptions(
         assert await eventually(
             lambda: (
                 bool(daemon.daemon.server.connections)
-                and any(conn.in_flight for conn in daemon.daemon.server.connections)
+                and any(conn.requests.in_flight for conn in daemon.daemon.server.connections)
             )
         )
         assert await daemon.stop() == 0

@@ -11,6 +11,7 @@ methods; a tool this server does not offer is named with what the operator must 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ def tool_param_error(param: str, problem: str) -> errors.InvalidParams:
 ERROR_META = "convosd/error"
 
 _SENDS = frozenset({"send_message", "send_attachment"})
+_TOOL_REF = re.compile(r"\{([a-z_]+)\}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class ErrorContext:
     def again(self) -> str:
         return f"call `{self.tool}` again" if self.tool else "call the tool again"
 
+    def say(self, text: str) -> str:
+        """``text`` with each ``{tool}`` in it named as :meth:`ref` names it."""
+        return _TOOL_REF.sub(lambda found: self.ref(found[1]), text)
+
 
 def next_step(kind: str, data: Mapping[str, Any], ctx: ErrorContext) -> str:
     """What the model should do after an error of ``kind``, in this server's tool names."""
@@ -82,63 +88,46 @@ def next_step(kind: str, data: Mapping[str, Any], ctx: ErrorContext) -> str:
             + "; the same arguments fail again (see the tool's input schema)."
         )
     if kind == "NOT_BOUND":
-        return (
-            "The instance has no conversation yet: "
-            + ctx.ref("create_conversation")
-            + " makes one, "
-            + ctx.ref("join_conversation")
-            + " joins one by invite; or the operator sets it up (convosctl setup INVITE)."
+        return ctx.say(
+            "The instance has no conversation yet: {create_conversation} makes one, "
+            "{join_conversation} joins one by invite; or the operator sets it up (convosctl "
+            "setup INVITE)."
         )
     if kind == "ALREADY_BOUND":
         if data.get("awaitingAdd"):
-            return (
-                "The instance waits to be added to a conversation: wait for it ("
-                + ctx.ref("wait_for_message")
-                + ' with types ["conversation_bound"]) or stop waiting with '
-                + ctx.ref("cancel_join")
-                + "."
+            return ctx.say(
+                "The instance waits to be added to a conversation: wait for it "
+                '({wait_for_message} with types ["conversation_bound"]) or stop waiting with '
+                "{cancel_join}."
             )
         if data.get("pending"):
-            return (
-                "A join waits for the creator's acceptance: wait for it ("
-                + ctx.ref("wait_for_message")
-                + ' with types ["conversation_bound"]) or give it up with '
-                + ctx.ref("cancel_join")
-                + "."
+            return ctx.say(
+                "A join waits for the creator's acceptance: wait for it ({wait_for_message} "
+                'with types ["conversation_bound"]) or give it up with {cancel_join}.'
             )
-        return (
+        return ctx.say(
             "The instance is bound to its conversation for good: go on using it; "
-            + ctx.ref("reset_daemon")
-            + " (irreversible) wipes it to start over."
+            "{reset_daemon} (irreversible) wipes it to start over."
         )
     if kind in ("INVITE_INVALID", "INVITE_EXPIRED"):
-        return "Ask a member for a new invite, then call " + ctx.ref("join_conversation") + "."
+        return ctx.say("Ask a member for a new invite, then call {join_conversation}.")
     if kind == "NOT_FOUND":
         if ctx.tool.startswith("pairing_"):
-            return "Check the code against " + ctx.ref("pairing_list") + "; do not retry it."
+            return ctx.say("Check the code against {pairing_list}; do not retry it.")
         if ctx.tool == "get_message_context":
-            return (
+            return ctx.say(
                 "That message is not in the history (an unknown id, or trimmed by retention): "
-                "take a messageId from "
-                + ctx.ref("search_messages")
-                + " or "
-                + ctx.ref("read_events")
-                + "; do not retry it."
+                "take a messageId from {search_messages} or {read_events}; do not retry it."
             )
-        return (
-            "Check the messageId: take it from an event of "
-            + ctx.ref("read_events")
-            + "; do not retry it."
+        return ctx.say(
+            "Check the messageId: take it from an event of {read_events}; do not retry it."
         )
     if kind == "PERMISSION_DENIED":
         return "The instance lacks that right in the conversation: ask a member who has it."
     if kind == "LOCKED":
-        return (
-            "The conversation is locked: "
-            + ctx.ref("lock_conversation")
-            + " with unlock: true and confirm: true, then "
-            + ctx.ref("create_invite")
-            + " again."
+        return ctx.say(
+            "The conversation is locked: {lock_conversation} with unlock: true and confirm: "
+            "true, then {create_invite} again."
         )
     if kind == "FORBIDDEN":
         if ctx.tool == "send_attachment":
@@ -169,16 +158,13 @@ def next_step(kind: str, data: Mapping[str, Any], ctx: ErrorContext) -> str:
     if kind == "CLI_UNAVAILABLE":
         return "The operator must fix the convos CLI; calling again does not help until then."
     if kind == "UPLOAD_UNAVAILABLE":
-        return (
-            "Send the content as text with "
-            + ctx.ref("send_message")
-            + " instead, and tell the operator that files need an upload provider."
+        return ctx.say(
+            "Send the content as text with {send_message} instead, and tell the operator "
+            "that files need an upload provider."
         )
     if kind == "EVENTS_EXPIRED":
-        return (
-            "Older events were trimmed: call "
-            + ctx.ref("read_events")
-            + " again (it goes on from the oldest)."
+        return ctx.say(
+            "Older events were trimmed: call {read_events} again (it goes on from the oldest)."
         )
     if kind == "INTERNAL":
         error_id = data.get("errorId")

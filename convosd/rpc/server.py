@@ -9,8 +9,9 @@ once, and only admins may call admin methods.
 
 This module is the runtime side: it binds the socket (:mod:`convosd.rpc.sockets`), admits
 peers (:mod:`convosd.rpc.peers`), owns the connections and shuts them down; each client's
-protocol (framing, answers, output bounds) is :class:`convosd.rpc.connection.Connection`,
-which knows the server only as its :class:`convosd.rpc.connection.Host` (no import back).
+protocol (framing, answers, output bounds) is :class:`convosd.rpc.connection.Connection`
+(with its :mod:`~convosd.rpc.requests` and :mod:`~convosd.rpc.output`), which knows the
+server only as its :class:`convosd.rpc.connection.Host` (no import back).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class RpcServer:
                 task.add_done_callback(self.detached.discard)
 
     def _running(self) -> list[asyncio.Task[None]]:
-        tasks = [t for c in self.connections for t in c.tasks] + list(self.detached)
+        tasks = [t for c in self.connections for t in c.requests.tasks] + list(self.detached)
         return [t for t in tasks if not t.done()]
 
     def stop_accepting(self) -> None:
@@ -126,7 +127,7 @@ class RpcServer:
             # Their NOT_READY answers are written and their CLI processes killed.
             await asyncio.wait(late, timeout=5.0)
         connections = list(self.connections)
-        await asyncio.gather(*(c.flush(1.0) for c in connections))
+        await asyncio.gather(*(c.output.flush(1.0) for c in connections))
         for connection in connections:
             connection.close_soon("shutdown")
         if self._server is not None:
