@@ -4,7 +4,6 @@ strictly, a response encoded; :class:`HttpError` is every error answer."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -171,12 +170,3 @@ def encode_response(status: int, payload: Json, headers: Headers, keep_alive: bo
         *(f"{name}: {value}" for name, value in headers),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

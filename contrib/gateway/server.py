@@ -37,12 +37,12 @@ from contrib.gateway.http import (
     Json,
     Request,
     encode_response,
-    is_loopback,
     parse_json,
     read_chunked,
     read_head,
 )
 from contrib.gateway.routes import RETRY_SOON, ROUTES, Route, Upstream
+from contrib.loopback import is_loopback
 
 log = logging.getLogger("contrib.gateway")
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contrib.loopback import is_loopback
 from contrib.mcp.server import ConvosdMcp
 
 log = logging.getLogger("contrib.mcp.http")
@@ -70,16 +71,6 @@ def parse_bind(text: str) -> tuple[str, int]:
             f"--http {text}: give PORT, HOST:PORT or [IPV6]:PORT (e.g. 127.0.0.1:8765)"
         )
     return host, int(port_text)
-
-
-def is_loopback(host: str) -> bool:
-    """An address only this machine reaches: ``localhost``, 127.0.0.0/8, ``::1``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name other than localhost: where it points is not ours to trust
 
 
 def _hostport(host: str, port: int) -> str:
