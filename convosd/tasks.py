@@ -4,6 +4,11 @@ A :class:`TaskScope` spawns named tasks, keeps a strong reference to each until 
 failure once, and on :meth:`TaskScope.close` cancels every task it still holds and waits for
 them. An object whose state has a lifetime (the instance, a bound conversation) owns one scope:
 closing the scope ends its tasks with it, so none outlives the state it works on.
+
+A cancelled task ends at once (its cleanup may stop a CLI worker: seconds). One still running
+:data:`CLOSE_GRACE_S` after its cancel swallowed it (a bug: a page of a backfill once did, and
+unbind waited for it for ever): it is logged with where it waits and cancelled once more; one
+that survives that too is logged and left behind, so the close, and what waits for it, ends.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from typing import Any
 import structlog
 
 from convosd import errors
+
+#: how long a cancelled task may take to end before it counts as one that ignored its cancel
+CLOSE_GRACE_S = 10.0
 
 
 class TaskScope:
@@ -67,6 +75,37 @@ class TaskScope:
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
+        left = await self._wait(tasks)
+        for task in left:
+            self.log.error(
+                "task_ignored_cancel", scope=self.name, task=task.get_name(), at=where(task)
+            )
+            task.cancel()
+        for task in await self._wait(left):
+            self.log.error(
+                "task_left_running", scope=self.name, task=task.get_name(), at=where(task)
+            )
+
+    async def _wait(self, tasks: list[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
+        """Wait for ``tasks`` to end, at most CLOSE_GRACE_S; those still running. The
+        closer's own cancellation does not cut the close short (as before the grace: an
+        owner half ended would be worse), and is not passed on to the tasks (shield)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE_S
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
+        return [t for t in tasks if not t.done()]
+
+
+def where(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` waits: its coroutines, outermost first (``name:line`` each)."""
+    parts: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(parts) < 30:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        parts.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return " > ".join(parts)

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from convosd import errors
 from convosd.cli.roles import RoleProcess
 from convosd.client import ConvosdClient
+from convosd.supervisor.child import SupervisedChild
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import eventually, eventually_async, process_gone
+from tests.helpers import WAIT_S, eventually, eventually_async, process_gone
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 
@@ -241,3 +243,33 @@ async def test_a_role_that_ended_is_not_signalled_again() -> None:
     live = RoleProcess(1, stop=lambda: None, kill=lambda: stops.append("kill"))
     live.signal(signal.SIGKILL)
     assert stops == ["stop", "kill"]
+
+
+async def test_a_role_whose_end_never_comes_is_ended_after_its_grace() -> None:
+    """A role's end comes from its worker: a stop request, then SIGKILL (the worker
+    restarted). When neither brings it (the kill went to a worker that is not the
+    transport's any more), the child's stop, and the unbind waiting for it, waited for ever:
+    the role is ended after its grace, as a killed process ends."""
+    signals: list[str] = []
+    role = RoleProcess(1, stop=lambda: signals.append("stop"), kill=lambda: signals.append("kill"))
+
+    class Spec:
+        async def spawn(self, *, pdeathsig: bool = False) -> RoleProcess:
+            return role
+
+    child = SupervisedChild("stream", Spec, lambda _lines: None, stop_grace_s=0.2)
+    child.start()
+    try:
+        assert await eventually(lambda: child.pid == 1)
+        with capture_logs() as logs:
+            stopping = asyncio.ensure_future(child.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=WAIT_S)
+        assert stopping in done
+        assert role.returncode == -signal.SIGKILL and signals[:2] == ["stop", "kill"]
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+            "child_stop_timeout",
+            "role_kill_timeout",
+        ]
+    finally:
+        role.finish(0)  # nothing outlives the test
+        await child.stop()

@@ -6,14 +6,22 @@ writes."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from convosd.cli.streams import JoinAccepted, parse_watcher_line, stream_line_sender
+from convosd.cli.streams import (
+    JoinAccepted,
+    parse_stream_line,
+    parse_watcher_line,
+    stream_line_sender,
+)
 from convosd.client import ConvosdClient
 from convosd.conversation import names
+from convosd.tasks import TaskScope
 from tests.fakeconvos.network import FakeNetwork
 from tests.helpers import WAIT_S, admitted, eventually, eventually_async
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
@@ -158,6 +166,57 @@ async def test_a_backfill_page_read_while_the_stream_looks_up_a_name_waits_for_i
             assert await eventually_async(lambda: _has_text(client, "hello"), within_s=WAIT_S)
             [first] = await messages(client)
             assert first["senderName"] == "Erin"
+
+
+class _ProfilesNeverAnswer:
+    """A CLI whose ``profiles`` read is under way until cancelled (a slow queue)."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    async def profiles(self, conversation_id: str) -> Any:
+        self.asked.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_backfill_page_waiting_for_the_names_lookup_ends_when_the_binding_closes() -> None:
+    """Unbind hung 300 s in a full run: the binding closed while a backfill page waited for
+    the stream's names lookup, and the page swallowed its own cancellation with the
+    lookup's (both cancelled by the scope): the backfill loop went on, the scope's close
+    waited for it for ever. Closing the scope must end the page, cancelled."""
+    scope = TaskScope("bound:test")
+    cli = _ProfilesNeverAnswer()
+    sender_names = names.SenderNames(
+        "c0" * 16,
+        cli=cli,  # type: ignore[arg-type]
+        tasks=scope,
+        own_inbox_id=lambda: "me",
+        ask_refresh=lambda: None,
+        deliver=lambda _lines: None,
+    )
+    line = json.dumps(
+        {
+            "id": "m1",
+            "senderInboxId": "a1" * 32,
+            "contentType": {"authorityId": "xmtp.org", "typeId": "text", "versionMajor": 1},
+            "content": "hi",
+            "sentAt": "2026-11-26T00:00:00.123Z",
+        }
+    ).encode()
+    message = parse_stream_line(line)
+    assert message is not None
+    sender_names.on_stream_lines([line])  # a first writer, nameless: held behind a lookup
+    assert await eventually(cli.asked.is_set)
+    waiting = asyncio.Event()
+
+    async def page() -> None:
+        waiting.set()  # nothing suspends before the wait for the lookup
+        await sender_names.before_backfill_page([message])
+
+    task = scope.spawn(page(), "backfill-page")
+    assert await eventually(waiting.is_set)
+    await asyncio.wait_for(scope.close(), WAIT_S)
+    assert task.cancelled()
 
 
 def test_a_stream_lines_sender_is_read_without_parsing_it() -> None:

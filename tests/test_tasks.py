@@ -9,8 +9,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from convosd import errors
+from convosd import tasks as tasks_module
 from convosd.tasks import TaskScope
-from tests.helpers import WAIT_S
+from tests.helpers import WAIT_S, eventually
 
 
 async def test_a_failing_task_is_logged_once() -> None:
@@ -89,3 +90,47 @@ async def test_a_task_closing_its_own_scope_is_not_awaited_by_itself() -> None:
     closing = scope.spawn(closer(), "closer")
     assert await asyncio.wait_for(closing, WAIT_S) == "done"
     assert other_cancelled.is_set()
+
+
+async def test_a_task_that_swallows_its_cancel_does_not_hold_the_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task that caught its own CancelledError (a backfill page once did) went on, and
+    the close (an unbind) waited for it for ever. It is logged with where it waits and
+    cancelled again; one that ignores every cancel is logged and left behind."""
+    monkeypatch.setattr(tasks_module, "CLOSE_GRACE_S", 0.2, raising=False)
+    scope = TaskScope("test")
+    waiting = asyncio.Event()
+    release = asyncio.Event()
+    cancels: list[str] = []
+
+    async def swallows(name: str, times: int) -> None:
+        while True:
+            try:
+                waiting.set()
+                await release.wait()
+                return
+            except asyncio.CancelledError:
+                cancels.append(name)
+                if cancels.count(name) > times:
+                    raise
+
+    once = scope.spawn(swallows("once", 1), "swallows-once")
+    always = scope.spawn(swallows("always", 99), "swallows-always")
+    try:
+        assert await eventually(waiting.is_set)
+        with capture_logs() as logs:
+            closing = asyncio.ensure_future(scope.close())
+            done, _ = await asyncio.wait({closing}, timeout=WAIT_S)
+        assert closing in done
+        assert once.cancelled() and cancels.count("once") == 2
+        assert not always.done() and cancels.count("always") == 2
+    finally:
+        release.set()  # no task outlives the test
+        assert await asyncio.wait_for(always, WAIT_S) is None
+        await asyncio.wait_for(closing, WAIT_S)
+    ignored = [e for e in logs if e["event"] == "task_ignored_cancel"]
+    assert sorted(e["task"] for e in ignored) == ["swallows-always", "swallows-once"]
+    assert all("swallows:" in e["at"] and e["log_level"] == "error" for e in ignored)
+    [left] = [e for e in logs if e["event"] == "task_left_running"]
+    assert left["task"] == "swallows-always" and left["scope"] == "test"

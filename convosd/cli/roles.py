@@ -10,7 +10,9 @@ process it replaces: a pid (the worker's), a stdout and a stderr to read, an exi
 wait for. Signals are not sent to the worker: :meth:`RoleProcess.signal` asks the worker to
 stop the role (what SIGINT or SIGTERM did to the process: the CLI's stream iterator ends and
 the command returns), and SIGKILL, for a role that did not stop in time, restarts the
-worker. Once the role has ended, signals do nothing: the worker, and the other role, go on.
+worker (a role whose end does not come after that either is ended by the supervisor after
+its grace, as a killed process ends). Once the role has ended, signals do nothing: the
+worker, and the other role, go on.
 
 A role the worker cannot host (no worker for this CLI, or the worker does not start) runs as
 the separate process it would have been; a worker that fails meanwhile makes the start fail

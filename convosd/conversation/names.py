@@ -129,9 +129,12 @@ class SenderNames:
         elif self._names_lookup is not None:
             # The stream holds a first message for its sender's name, and this page
             # (read meanwhile) may hold the same message: it waits for the same lookup,
-            # or it would be journaled first, without the name.
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._names_lookup), NAMES_WAIT_S)
+            # or it would be journaled first, without the name. asyncio.wait neither
+            # cancels the lookup at the timeout nor raises its end (the binding's close
+            # cancels it), and lets the page's own cancellation through: a page that
+            # swallowed it (suppressing CancelledError around a shield did) went on, and
+            # the backfill loop with it, so the close waited for it for ever.
+            await asyncio.wait({self._names_lookup}, timeout=NAMES_WAIT_S)
 
     def _nameless_first_writer(self, senders: Iterable[str | None]) -> bool:
         """Whether one of ``senders`` writes for the first time with no name known (each

@@ -174,7 +174,7 @@ class SupervisedChild:
                 ready.cancel()
                 if process.returncode is None:
                     signal_child(process, signal.SIGKILL)
-                    await process.wait()
+                    await self._killed(process)
                 # A grandchild must not outlive its leader (a role that ended: nothing).
                 signal_child(process, signal.SIGKILL)
                 self._process = None
@@ -188,6 +188,20 @@ class SupervisedChild:
             if self.status.state is ChildState.FATAL:
                 return
             await self._wait_backoff()
+
+    async def _killed(self, process: ChildProcess) -> None:
+        """Wait for the end of ``process``, just sent SIGKILL. A process's comes; a role's
+        comes when its worker is restarted, which is the transport's to do: one that has
+        not come after the grace is ended here (as SIGKILL would have), or this child's
+        stop, and the unbind waiting for it, would wait for ever."""
+        if not isinstance(process, RoleProcess):
+            await process.wait()
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), self.stop_grace_s)
+        except TimeoutError:
+            self.log.warning("role_kill_timeout", grace_s=self.stop_grace_s)
+            process.finish(-signal.SIGKILL)
 
     def _after_failure(self, uptime: float, status: ExitStatus | None, error: str | None) -> None:
         fatal = error is not None and is_fatal_child_error(error)
