@@ -45,10 +45,23 @@ def policy_with(store: Store, dm_policy: DmPolicy, approved: int, now: list[floa
 
 
 def per_message_s(policy: SenderPolicy, sender: str, count: int = 300) -> float:
-    started = time.perf_counter()
+    """The CPU time a message of ``count`` decisions: this process's, so time the machine
+    gives to other work does not count."""
+    started = time.process_time()
     for n in range(count):
         policy(message(sender, n))
-    return (time.perf_counter() - started) / count
+    return (time.process_time() - started) / count
+
+
+def fastest_ratio(slow: SenderPolicy, fast: SenderPolicy, sender: str, rounds: int = 7) -> float:
+    """The ratio of the two policies' fastest rounds, taken in turns: a round that met a
+    busy machine (caches emptied by other work) does not decide it. Wall-clock time, one
+    round each, gave 8.07 once in a fresh-clone run at load average 21."""
+    slow_s, fast_s = [], []
+    for _ in range(rounds):
+        slow_s.append(per_message_s(slow, sender))
+        fast_s.append(per_message_s(fast, sender))
+    return min(slow_s) / max(min(fast_s), 1e-9)
 
 
 def test_the_cost_per_message_does_not_grow_with_the_approved_senders(tmp_path: Path) -> None:
@@ -62,7 +75,7 @@ def test_the_cost_per_message_does_not_grow_with_the_approved_senders(tmp_path: 
         sender = f"{1:064x}"  # approved by the operator in both
         assert small(message(sender)).fate is Fate.JOURNALED
         assert large(message(sender)).fate is Fate.JOURNALED
-        ratio = per_message_s(large, sender) / per_message_s(small, sender)
+        ratio = fastest_ratio(large, small, sender)
         # A copy of 100,000 senders per message made this ratio about 100 and more.
         assert ratio < 5, ratio
     finally:
