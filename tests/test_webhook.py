@@ -470,12 +470,15 @@ async def test_none_lost_across_a_relay_sigkill(net: FakeNetwork, tmp_path: Path
     # every request, before the kill and after it, verified with the standardwebhooks library
     assert receiver.hits and all(hit.signed for hit in receiver.hits)
     order = receiver.accepted_seqs()
-    # In order; a duplicate only of the event acknowledged just before the kill (whose cursor
-    # had not been saved yet), delivered again with the same key and body.
+    # In order; at most one duplicate, of the one event in flight when the kill landed,
+    # delivered again with the same key and body: the third (acknowledged, its cursor not
+    # saved yet) or the fourth. The receiver answers the third before its callback sends the
+    # SIGKILL, so on a loaded machine the relay may read that answer, save its cursor and
+    # send the fourth first (fresh-clone run 43, load average about 20: [4]).
     deduplicated = [seq for i, seq in enumerate(order) if seq not in order[:i]]
     assert deduplicated == seqs
     duplicates = [seq for i, seq in enumerate(order) if seq in order[:i]]
-    assert duplicates in ([], [order[2]])
+    assert duplicates in ([], [order[2]], [order[3]])
     for hit in receiver.accepted:
         assert hit.key == f"{journal_id}:{hit.seq}" and hit.signed
         same = [h.body for h in receiver.accepted if h.key == hit.key]
