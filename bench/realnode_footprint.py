@@ -13,8 +13,8 @@ minutes on the real CLI.
 the last send (idle): the worker's RSS, PSS, anonymous and file-backed memory
 (``smaps_rollup``), its threads and CPU seconds so far, its anonymous memory by kind of
 mapping (``v8``: V8's heap pages, ``mi``: the XMTP binding's mimalloc arenas, ``glibc``: the
-rest; see :func:`proc_figures`), Node's own figures (``process.memoryUsage()``: V8 heap used and total,
-V8's physical heap, external, array buffers, V8's malloced memory; read through
+rest; see :func:`proc_figures`), Node's own figures (``process.memoryUsage()``: V8 heap
+used and total, V8's physical heap, external, array buffers, V8's malloced memory; read through
 ``bench/node_memprobe.cjs``, a preload that answers SIGUSR2), the size of the daemon's XMTP
 database (with its WAL), and the load average; every tenth row also V8's spaces.
 ``--gc-at-sample`` forces a full V8 collection at each sample and prints the heap after it
