@@ -20,7 +20,9 @@ database (with its WAL), and the load average; every tenth row also V8's spaces.
 ``--gc-at-sample`` forces a full V8 collection at each sample and prints the heap after it
 too (measurement only: a forced collection every N sends changes what is measured).
 ``--worker-env NAME=VALUE`` (repeatable) gives the CLI processes a variable (for example
-``MALLOC_ARENA_MAX=2``, ``NODE_OPTIONS=--max-semi-space-size=2``), passed through to them.
+``MALLOC_ARENA_MAX=2``, ``NODE_OPTIONS=--max-semi-space-size=2``), passed through to them;
+``--daemon-env NAME=VALUE`` (repeatable) gives the daemon one (for example
+``CONVOSD_CLI_WORKER_NODE_FLAGS=[]``: the worker without the default Node options).
 """
 
 from __future__ import annotations
@@ -242,6 +244,7 @@ async def run(
     sample_every: int = 0,
     gc_at_sample: bool = False,
     worker_env: dict[str, str] | None = None,
+    daemon_env: dict[str, str] | None = None,
 ) -> int:
     namespace = open_namespace()
     if isinstance(namespace, str):
@@ -262,6 +265,7 @@ async def run(
         "CONVOSD_LOG_LEVEL": "warning",
         "CONVOSD_CLI_HOST": host,
     }
+    env.update(daemon_env or {})
     extra = dict(worker_env or {})
     probe = root / "memprobe"
     if sample_every:
@@ -352,8 +356,12 @@ def main() -> int:
     parser.add_argument("--sample-every", type=int, default=0, metavar="N")
     parser.add_argument("--gc-at-sample", action="store_true")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--daemon-env", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    daemon_env = dict(item.split("=", 1) for item in args.daemon_env)
+    if daemon_env:
+        print(f"daemon environment added: {daemon_env}")
     hosts = ("separate", "single") if args.cli_host == "both" else (args.cli_host,)
     for host in hosts:
         code = asyncio.run(
@@ -363,6 +371,7 @@ def main() -> int:
                 sample_every=args.sample_every,
                 gc_at_sample=args.gc_at_sample,
                 worker_env=worker_env,
+                daemon_env=daemon_env,
             )
         )
         if code:

@@ -138,7 +138,9 @@ class Daemon:
                 setup,
                 timeout_s=daemon.cli_timeout_s,
                 environ=self.environ,
-                transport=transport_factory(daemon.cli_transport),
+                transport=transport_factory(
+                    daemon.cli_transport, node_flags=daemon.cli_worker_node_flags
+                ),
                 host=daemon.cli_host,
             )
             instance = Instance(settings, paths, store=store, journal=journal, cli=cli)

@@ -339,6 +339,29 @@ def test_worker_command_for_the_npm_package_uses_the_same_node(tmp_path: Path) -
     assert "was not found" in str(worker_command(("/nonexistent/convos",)))
 
 
+def test_node_flags_go_before_the_worker_script_of_the_npm_package_only(tmp_path: Path) -> None:
+    package = tmp_path / "node_modules" / "@xmtp" / "convos-cli"
+    (package / "bin").mkdir(parents=True)
+    (package / "package.json").write_text('{"name": "@xmtp/convos-cli"}')
+    run_js = package / "bin" / "run.js"
+    run_js.write_text("#!/usr/bin/env node\n")
+    flags = ("--max-semi-space-size=2", "--max-old-space-size=512")
+    assert worker_command(("nsenter", "-n", "/opt/node", str(run_js)), flags) == (
+        "nsenter",
+        "-n",
+        "/opt/node",
+        *flags,
+        str(WORKER_SCRIPT),
+    )
+    # a companion worker need not be Node: it gets no Node options
+    other = tmp_path / "convos-double"
+    other.write_text("#!/bin/sh\n")
+    companion = tmp_path / "convos-double-worker"
+    companion.write_text("#!/bin/sh\n")
+    companion.chmod(0o755)
+    assert worker_command((str(other),), flags) == (str(companion),)
+
+
 async def test_a_cli_without_a_worker_runs_one_shot_and_says_why(
     net: FakeNetwork, tmp_path: Path
 ) -> None:

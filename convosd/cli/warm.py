@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -77,11 +79,12 @@ class WarmTransport:
         *,
         policy: BackoffPolicy | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        node_flags: Sequence[str] = (),
     ) -> None:
         self.oneshot = oneshot
         self.ready_timeout_s = ready_timeout_s
         self.backoff = Backoff(policy or BackoffPolicy(initial_s=1.0, cap_s=60.0))
-        command = worker_command(oneshot.executable)
+        command = worker_command(oneshot.executable, node_flags)
         self._command = command if isinstance(command, tuple) else None
         self._script = script_of(oneshot.executable)
         self._unavailable = command if isinstance(command, str) else None
@@ -352,8 +355,9 @@ class WarmTransport:
                 await worker.stop(min(KILL_GRACE_S, self.oneshot.kill_grace_s))
 
 
-def transport_factory(kind: str) -> TransportFactory | None:
-    """``cliTransport`` → the adapter's ``transport=`` factory (None: the one-shot runner)."""
+def transport_factory(kind: str, node_flags: Sequence[str] = ()) -> TransportFactory | None:
+    """``cliTransport`` → the adapter's ``transport=`` factory (None: the one-shot runner);
+    ``node_flags`` (``cliWorkerNodeFlags``) start the npm package's worker."""
     if kind == "oneshot":
         return None
-    return WarmTransport
+    return functools.partial(WarmTransport, node_flags=tuple(node_flags))
