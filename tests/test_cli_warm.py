@@ -20,7 +20,7 @@ from convosd.backoff import BackoffPolicy
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.argv import ArgvBuilder, Invocation
 from convosd.cli.runner import CliRunner, child_environment
-from convosd.cli.warm import WarmTransport
+from convosd.cli.warm import WarmTransport, transport_factory
 from convosd.cli.worker_command import WORKER_SCRIPT, worker_command
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
@@ -540,3 +540,28 @@ async def test_commands_use_the_worker_the_roles_restarted_in_not_one_shot(
         for role in roles:
             role.signal(signal.SIGTERM)
         await warm.aclose()
+
+
+async def test_the_worker_gets_malloc_arena_max_unless_its_environment_sets_one(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    # cliWorkerMallocArenaMax: the worker's MALLOC_ARENA_MAX; one passed through wins; 0: none
+    cases = [("2", {}, "2"), ("0", {}, None), ("2", {"MALLOC_ARENA_MAX": "4"}, "4")]
+    for index, (setting, passed, expected) in enumerate(cases):
+        runner = _runner(net, tmp_path / f"arena{index}")
+        runner.env.update(passed)
+        factory = transport_factory("warm", malloc_arena_max=int(setting))
+        assert factory is not None
+        warm = factory(runner)
+        try:
+            assert (await warm.run(_inv("identity", "list"), timeout_s=20)).exit_code == 0
+            environ = _environ(warm.describe()["pid"])
+            assert environ.get("MALLOC_ARENA_MAX") == expected, (setting, passed)
+        finally:
+            await warm.aclose()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        pairs = handle.read().decode().split("\0")
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)

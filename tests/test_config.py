@@ -173,6 +173,14 @@ def test_worker_node_flags_default_to_a_small_young_generation_and_are_checked()
             load_settings({}, environ={"CONVOSD_CLI_WORKER_NODE_FLAGS": f'["{bad}"]'})
 
 
+def test_worker_malloc_arena_max_defaults_to_2() -> None:
+    assert load_settings({}, environ={}).daemon.cli_worker_malloc_arena_max == 2
+    s = load_settings({}, environ={"CONVOSD_CLI_WORKER_MALLOC_ARENA_MAX": "0"})
+    assert s.daemon.cli_worker_malloc_arena_max == 0
+    with pytest.raises(ConfigError, match="CONVOSD_CLI_WORKER_MALLOC_ARENA_MAX"):
+        load_settings({}, environ={"CONVOSD_CLI_WORKER_MALLOC_ARENA_MAX": "-1"})
+
+
 def test_unsplittable_cli_is_refused() -> None:
     with pytest.raises(ConfigError, match="cannot be split"):
         load_settings({}, environ={"CONVOSD_CLI": "node 'unclosed"})

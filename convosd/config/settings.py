@@ -115,6 +115,10 @@ class DaemonSection(BaseModel):
     # script), for its memory: a 2 MiB semi-space keeps V8's young generation from growing to
     # 16 MiB x 2 under a steady load (docs/PERFORMANCE.md, One Node process).
     cli_worker_node_flags: tuple[str, ...] = DEFAULT_CLI_WORKER_NODE_FLAGS
+    # Addition: the warm worker's MALLOC_ARENA_MAX (0: glibc's default, 8 x cores arenas):
+    # fewer glibc arenas keep what SQLite and Node free reusable instead of spread over
+    # arenas (docs/PERFORMANCE.md). A MALLOC_ARENA_MAX passed through (cliEnvPassthrough) wins.
+    cli_worker_malloc_arena_max: Annotated[int, Field(ge=0)] = 2
     max_message_bytes: Annotated[int, Field(ge=1, le=102_400)] = 16_384
     send_rate_per_s: PositiveFloat = 5.0
     max_attachment_bytes: PositiveInt = 10_485_760
