@@ -151,9 +151,10 @@ def test_environment_lists_and_cli_argv() -> None:
     assert s.daemon.cli_env_passthrough == ("FOO", "BAR_*")
 
 
-def test_worker_node_flags_default_to_a_small_young_generation_and_are_checked() -> None:
+def test_worker_node_flags_default_to_a_small_heap_and_are_checked() -> None:
     assert load_settings({}, environ={}).daemon.cli_worker_node_flags == (
         "--max-semi-space-size=2",
+        "--optimize-for-size",
     )
     s = load_settings(
         {},

@@ -25,7 +25,7 @@ DEFAULT_CLI_ENV_PASSTHROUGH: tuple[str, ...] = (
     "XMTP_GATEWAY_HOST",
 )
 
-DEFAULT_CLI_WORKER_NODE_FLAGS: tuple[str, ...] = ("--max-semi-space-size=2",)
+DEFAULT_CLI_WORKER_NODE_FLAGS: tuple[str, ...] = ("--max-semi-space-size=2", "--optimize-for-size")
 
 _INBOX_ID = re.compile(r"^[0-9a-f]{64}$")
 _ENV_VAR_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
@@ -112,8 +112,9 @@ class DaemonSection(BaseModel):
     # starts a process each, three clients over one database (README, One Node process).
     cli_host: Literal["single", "separate"] = "single"
     # Addition: Node's own options for the warm worker (the npm package's; placed before its
-    # script), for its memory: a 2 MiB semi-space keeps V8's young generation from growing to
-    # 16 MiB x 2 under a steady load (docs/PERFORMANCE.md, One Node process).
+    # script), for its memory: 2 MiB semi-spaces keep V8's young generation from growing to
+    # 16 MiB x 2, and V8's size-over-speed mode keeps its old generation near the live heap
+    # under a steady load (docs/PERFORMANCE.md, One Node process).
     cli_worker_node_flags: tuple[str, ...] = DEFAULT_CLI_WORKER_NODE_FLAGS
     # Addition: the warm worker's MALLOC_ARENA_MAX (0: glibc's default, 8 x cores arenas):
     # fewer glibc arenas keep what SQLite and Node free reusable instead of spread over

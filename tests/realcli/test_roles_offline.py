@@ -13,6 +13,7 @@ import pytest
 from convosd.cli.argv import ArgvBuilder
 from convosd.cli.runner import CliRunner
 from convosd.cli.warm import WarmTransport, transport_factory
+from convosd.config.settings import DEFAULT_CLI_WORKER_NODE_FLAGS
 from tests.helpers import WAIT_S
 from tests.realcli.conftest import CLI_BIN, RealCli
 
@@ -53,11 +54,11 @@ async def test_a_role_gives_what_its_process_gives(realcli: RealCli) -> None:
 
 
 async def test_the_worker_runs_with_the_node_flags_it_is_given(realcli: RealCli) -> None:
-    # cliWorkerNodeFlags: Node's own options, before worker.mjs; Node accepts them (an
-    # option it refused would end the worker and the command would run one-shot)
+    # cliWorkerNodeFlags: Node's own options, before worker.mjs; the pinned Node accepts the
+    # default ones (an option it refused would end the worker: commands would run one-shot)
     ws = realcli.workspace("node-flags")
     runner = CliRunner((realcli.node, str(CLI_BIN)), ws.env(), ws.root)
-    flags = ("--max-semi-space-size=2",)
+    flags = DEFAULT_CLI_WORKER_NODE_FLAGS
     factory = transport_factory("warm", node_flags=flags)
     assert factory is not None
     warm = factory(runner)
@@ -69,7 +70,7 @@ async def test_the_worker_runs_with_the_node_flags_it_is_given(realcli: RealCli)
         assert described["state"] == "running" and warm.fallbacks == 0, described
         words = _cmdline(described["pid"])
         script = next(i for i, word in enumerate(words) if word.endswith("worker.mjs"))
-        assert words[script - 1] == "--max-semi-space-size=2", words
+        assert tuple(words[script - len(flags) : script]) == flags, words
     finally:
         await warm.aclose()
 
