@@ -138,7 +138,11 @@ class Daemon:
                 setup,
                 timeout_s=daemon.cli_timeout_s,
                 environ=self.environ,
-                transport=transport_factory(daemon.cli_transport),
+                transport=transport_factory(
+                    daemon.cli_transport,
+                    node_flags=daemon.cli_worker_node_flags,
+                    malloc_arena_max=daemon.cli_worker_malloc_arena_max,
+                ),
                 host=daemon.cli_host,
             )
             instance = Instance(settings, paths, store=store, journal=journal, cli=cli)

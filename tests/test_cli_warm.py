@@ -20,7 +20,7 @@ from convosd.backoff import BackoffPolicy
 from convosd.cli import CliSetup, ConvosCli
 from convosd.cli.argv import ArgvBuilder, Invocation
 from convosd.cli.runner import CliRunner, child_environment
-from convosd.cli.warm import WarmTransport
+from convosd.cli.warm import WarmTransport, transport_factory
 from convosd.cli.worker_command import WORKER_SCRIPT, worker_command
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
@@ -339,6 +339,29 @@ def test_worker_command_for_the_npm_package_uses_the_same_node(tmp_path: Path) -
     assert "was not found" in str(worker_command(("/nonexistent/convos",)))
 
 
+def test_node_flags_go_before_the_worker_script_of_the_npm_package_only(tmp_path: Path) -> None:
+    package = tmp_path / "node_modules" / "@xmtp" / "convos-cli"
+    (package / "bin").mkdir(parents=True)
+    (package / "package.json").write_text('{"name": "@xmtp/convos-cli"}')
+    run_js = package / "bin" / "run.js"
+    run_js.write_text("#!/usr/bin/env node\n")
+    flags = ("--max-semi-space-size=2", "--max-old-space-size=512")
+    assert worker_command(("nsenter", "-n", "/opt/node", str(run_js)), flags) == (
+        "nsenter",
+        "-n",
+        "/opt/node",
+        *flags,
+        str(WORKER_SCRIPT),
+    )
+    # a companion worker need not be Node: it gets no Node options
+    other = tmp_path / "convos-double"
+    other.write_text("#!/bin/sh\n")
+    companion = tmp_path / "convos-double-worker"
+    companion.write_text("#!/bin/sh\n")
+    companion.chmod(0o755)
+    assert worker_command((str(other),), flags) == (str(companion),)
+
+
 async def test_a_cli_without_a_worker_runs_one_shot_and_says_why(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
@@ -517,3 +540,28 @@ async def test_commands_use_the_worker_the_roles_restarted_in_not_one_shot(
         for role in roles:
             role.signal(signal.SIGTERM)
         await warm.aclose()
+
+
+async def test_the_worker_gets_malloc_arena_max_unless_its_environment_sets_one(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    # cliWorkerMallocArenaMax: the worker's MALLOC_ARENA_MAX; one passed through wins; 0: none
+    cases = [("2", {}, "2"), ("0", {}, None), ("2", {"MALLOC_ARENA_MAX": "4"}, "4")]
+    for index, (setting, passed, expected) in enumerate(cases):
+        runner = _runner(net, tmp_path / f"arena{index}")
+        runner.env.update(passed)
+        factory = transport_factory("warm", malloc_arena_max=int(setting))
+        assert factory is not None
+        warm = factory(runner)
+        try:
+            assert (await warm.run(_inv("identity", "list"), timeout_s=20)).exit_code == 0
+            environ = _environ(warm.describe()["pid"])
+            assert environ.get("MALLOC_ARENA_MAX") == expected, (setting, passed)
+        finally:
+            await warm.aclose()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        pairs = handle.read().decode().split("\0")
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)

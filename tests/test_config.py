@@ -151,6 +151,37 @@ def test_environment_lists_and_cli_argv() -> None:
     assert s.daemon.cli_env_passthrough == ("FOO", "BAR_*")
 
 
+def test_worker_node_flags_default_to_a_small_heap_and_are_checked() -> None:
+    assert load_settings({}, environ={}).daemon.cli_worker_node_flags == (
+        "--max-semi-space-size=2",
+        "--optimize-for-size",
+    )
+    s = load_settings(
+        {},
+        environ={
+            "CONVOSD_CLI_WORKER_NODE_FLAGS": "--max-semi-space-size=4,--max-old-space-size=512"
+        },
+    )
+    assert s.daemon.cli_worker_node_flags == ("--max-semi-space-size=4", "--max-old-space-size=512")
+    assert (
+        load_settings(
+            {}, environ={"CONVOSD_CLI_WORKER_NODE_FLAGS": "[]"}
+        ).daemon.cli_worker_node_flags
+        == ()
+    )
+    for bad in ("max-semi-space-size=2", "--", "--a b"):
+        with pytest.raises(ConfigError, match="CONVOSD_CLI_WORKER_NODE_FLAGS"):
+            load_settings({}, environ={"CONVOSD_CLI_WORKER_NODE_FLAGS": f'["{bad}"]'})
+
+
+def test_worker_malloc_arena_max_defaults_to_2() -> None:
+    assert load_settings({}, environ={}).daemon.cli_worker_malloc_arena_max == 2
+    s = load_settings({}, environ={"CONVOSD_CLI_WORKER_MALLOC_ARENA_MAX": "0"})
+    assert s.daemon.cli_worker_malloc_arena_max == 0
+    with pytest.raises(ConfigError, match="CONVOSD_CLI_WORKER_MALLOC_ARENA_MAX"):
+        load_settings({}, environ={"CONVOSD_CLI_WORKER_MALLOC_ARENA_MAX": "-1"})
+
+
 def test_unsplittable_cli_is_refused() -> None:
     with pytest.raises(ConfigError, match="cannot be split"):
         load_settings({}, environ={"CONVOSD_CLI": "node 'unclosed"})

@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -77,11 +79,15 @@ class WarmTransport:
         *,
         policy: BackoffPolicy | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        node_flags: Sequence[str] = (),
+        env_defaults: Mapping[str, str] | None = None,
     ) -> None:
         self.oneshot = oneshot
         self.ready_timeout_s = ready_timeout_s
         self.backoff = Backoff(policy or BackoffPolicy(initial_s=1.0, cap_s=60.0))
-        command = worker_command(oneshot.executable)
+        command = worker_command(oneshot.executable, node_flags)
+        #: variables the worker gets unless its environment sets them (cliWorkerMallocArenaMax)
+        self._env_defaults = dict(env_defaults or {})
         self._command = command if isinstance(command, tuple) else None
         self._script = script_of(oneshot.executable)
         self._unavailable = command if isinstance(command, str) else None
@@ -213,7 +219,9 @@ class WarmTransport:
 
     async def _spawn(self) -> Worker:
         assert self._command is not None
-        worker = await Worker.start(self._command, self._script, self.oneshot, self._ids)
+        worker = await Worker.start(
+            self._command, self._script, self.oneshot, self._ids, self._env_defaults
+        )
         self._worker = worker
         try:
             await worker.handshake(self.ready_timeout_s)
@@ -352,8 +360,14 @@ class WarmTransport:
                 await worker.stop(min(KILL_GRACE_S, self.oneshot.kill_grace_s))
 
 
-def transport_factory(kind: str) -> TransportFactory | None:
-    """``cliTransport`` → the adapter's ``transport=`` factory (None: the one-shot runner)."""
+def transport_factory(
+    kind: str, node_flags: Sequence[str] = (), malloc_arena_max: int = 0
+) -> TransportFactory | None:
+    """``cliTransport`` → the adapter's ``transport=`` factory (None: the one-shot runner);
+    ``node_flags`` (``cliWorkerNodeFlags``) start the npm package's worker, and
+    ``malloc_arena_max`` (``cliWorkerMallocArenaMax``, 0: glibc's default) is the worker's
+    ``MALLOC_ARENA_MAX`` unless its environment (``cliEnvPassthrough``) sets one."""
     if kind == "oneshot":
         return None
-    return WarmTransport
+    env = {"MALLOC_ARENA_MAX": str(malloc_arena_max)} if malloc_arena_max > 0 else {}
+    return functools.partial(WarmTransport, node_flags=tuple(node_flags), env_defaults=env)

@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -79,11 +79,16 @@ class Worker:
 
     @classmethod
     async def start(
-        cls, command: Sequence[str], script: str, runner: CliRunner, ids: Iterator[int]
+        cls,
+        command: Sequence[str],
+        script: str,
+        runner: CliRunner,
+        ids: Iterator[int],
+        env_defaults: Mapping[str, str] | None = None,
     ) -> Worker:
         """Start the worker ``command`` for the CLI ``script``, with the one-shot runner's
-        environment, working directory and output limits (not ready yet: see
-        :meth:`handshake`)."""
+        environment (plus ``env_defaults`` it does not set itself), working directory and
+        output limits (not ready yet: see :meth:`handshake`)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             argv = (*command, str(theirs.fileno()), script)
@@ -93,7 +98,7 @@ class Worker:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
-                    env=dict(runner.env),
+                    env={**(env_defaults or {}), **runner.env},
                     cwd=runner.cwd,
                     start_new_session=True,
                     pass_fds=(theirs.fileno(),),

@@ -20,13 +20,17 @@ from convosd.cli.versions import CLI_PACKAGE
 WORKER_SCRIPT = Path(__file__).with_name("worker.mjs")
 
 
-def worker_command(executable: Sequence[str]) -> tuple[str, ...] | str:
+def worker_command(
+    executable: Sequence[str], node_flags: Sequence[str] = ()
+) -> tuple[str, ...] | str:
     """The worker argv prefix for the CLI started by ``executable`` (the channel's fd and the
     CLI's script are appended), or the reason there is none.
 
     The npm package's ``bin/run.js`` gets ``worker.mjs`` run by the same Node: the words
-    before the script (``node``), else the script's ``#!`` line. Any other CLI script gets
-    its companion ``<script>-worker`` if there is one, run by the same words before it.
+    before the script (``node``), else the script's ``#!`` line, then ``node_flags`` (Node's
+    own options, ``cliWorkerNodeFlags``). Any other CLI script gets its companion
+    ``<script>-worker`` if there is one, run by the same words before it (without
+    ``node_flags``: it need not be Node).
     """
     words = list(executable)
     for index in range(len(words) - 1, -1, -1):
@@ -40,7 +44,7 @@ def worker_command(executable: Sequence[str]) -> tuple[str, ...] | str:
             interpreter = prefix or _shebang(real)
             if not interpreter:
                 return f"{word} has no #! line naming the Node that runs it"
-            return (*interpreter, str(WORKER_SCRIPT))
+            return (*interpreter, *node_flags, str(WORKER_SCRIPT))
         companion = path + "-worker"
         if os.access(companion, os.X_OK):
             return (*prefix, companion)

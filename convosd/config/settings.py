@@ -25,6 +25,8 @@ DEFAULT_CLI_ENV_PASSTHROUGH: tuple[str, ...] = (
     "XMTP_GATEWAY_HOST",
 )
 
+DEFAULT_CLI_WORKER_NODE_FLAGS: tuple[str, ...] = ("--max-semi-space-size=2", "--optimize-for-size")
+
 _INBOX_ID = re.compile(r"^[0-9a-f]{64}$")
 _ENV_VAR_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
 
@@ -109,6 +111,15 @@ class DaemonSection(BaseModel):
     # "single" hosts them in the warm worker (one Node process, one XMTP client), "separate"
     # starts a process each, three clients over one database (README, One Node process).
     cli_host: Literal["single", "separate"] = "single"
+    # Addition: Node's own options for the warm worker (the npm package's; placed before its
+    # script), for its memory: 2 MiB semi-spaces keep V8's young generation from growing to
+    # 16 MiB x 2, and V8's size-over-speed mode keeps its old generation near the live heap
+    # under a steady load (docs/PERFORMANCE.md, One Node process).
+    cli_worker_node_flags: tuple[str, ...] = DEFAULT_CLI_WORKER_NODE_FLAGS
+    # Addition: the warm worker's MALLOC_ARENA_MAX (0: glibc's default, 8 x cores arenas):
+    # fewer glibc arenas keep what SQLite and Node free reusable instead of spread over
+    # arenas (docs/PERFORMANCE.md). A MALLOC_ARENA_MAX passed through (cliEnvPassthrough) wins.
+    cli_worker_malloc_arena_max: Annotated[int, Field(ge=0)] = 2
     max_message_bytes: Annotated[int, Field(ge=1, le=102_400)] = 16_384
     send_rate_per_s: PositiveFloat = 5.0
     max_attachment_bytes: PositiveInt = 10_485_760
@@ -156,6 +167,14 @@ class DaemonSection(BaseModel):
         for name in value:
             if not _ENV_VAR_PATTERN.match(name):
                 raise ValueError(f"{name!r} is not an environment variable name (NAME or PREFIX*)")
+        return value
+
+    @field_validator("cli_worker_node_flags")
+    @classmethod
+    def _node_flags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for flag in value:
+            if not flag.startswith("--") or flag == "--" or any(c.isspace() for c in flag):
+                raise ValueError(f"{flag!r} is not a Node option (--name or --name=value)")
         return value
 
     @field_validator("admin_reserved_connections")

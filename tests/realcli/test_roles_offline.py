@@ -12,7 +12,8 @@ import pytest
 
 from convosd.cli.argv import ArgvBuilder
 from convosd.cli.runner import CliRunner
-from convosd.cli.warm import WarmTransport
+from convosd.cli.warm import WarmTransport, transport_factory
+from convosd.config.settings import DEFAULT_CLI_WORKER_NODE_FLAGS
 from tests.helpers import WAIT_S
 from tests.realcli.conftest import CLI_BIN, RealCli
 
@@ -50,3 +51,30 @@ async def test_a_role_gives_what_its_process_gives(realcli: RealCli) -> None:
     process, role = results["process"], results["role"]
     assert process[0] != 0  # offline: no client, the stream fails
     assert role == process, (role, process)
+
+
+async def test_the_worker_runs_with_the_node_flags_it_is_given(realcli: RealCli) -> None:
+    # cliWorkerNodeFlags: Node's own options, before worker.mjs; the pinned Node accepts the
+    # default ones (an option it refused would end the worker: commands would run one-shot)
+    ws = realcli.workspace("node-flags")
+    runner = CliRunner((realcli.node, str(CLI_BIN)), ws.env(), ws.root)
+    flags = DEFAULT_CLI_WORKER_NODE_FLAGS
+    factory = transport_factory("warm", node_flags=flags)
+    assert factory is not None
+    warm = factory(runner)
+    try:
+        argv = ArgvBuilder(env="dev", env_file=ws.env_file)
+        listed = await warm.run(argv.identity_list(), timeout_s=WAIT_S)
+        assert listed.exit_code == 0, listed
+        described = warm.describe()
+        assert described["state"] == "running" and warm.fallbacks == 0, described
+        words = _cmdline(described["pid"])
+        script = next(i for i, word in enumerate(words) if word.endswith("worker.mjs"))
+        assert tuple(words[script - len(flags) : script]) == flags, words
+    finally:
+        await warm.aclose()
+
+
+def _cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return handle.read().decode().split("\0")
