@@ -9,6 +9,8 @@ doubled. The real CLI's side is the real-CLI tier run with ``CONVOSD_TEST_CLI_HO
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -273,3 +275,43 @@ async def test_a_role_whose_end_never_comes_is_ended_after_its_grace() -> None:
     finally:
         role.finish(0)  # nothing outlives the test
         await child.stop()
+
+
+def _open_sockets() -> set[str]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:"):
+                found.add(target)
+    return found
+
+
+async def test_a_daemon_stopped_while_the_watcher_will_not_stop_leaves_nothing_behind(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """At shutdown the watcher role did not stop within its grace (its stop is seen only
+    after a long poll): its worker is restarted for it, and the daemon's stop still ends with
+    no worker, no role process and no socket of the daemon's left open."""
+    before = _open_sockets()
+    net.add_fault("slow_stop", command="conversations process-join-requests", seconds=None)
+    with capture_logs() as logs:
+        async with running_daemon(
+            net, tmp_path / "d", cli_transport="warm", cli_host="single"
+        ) as running:
+            client = await ConvosdClient.connect(running.socket)
+            try:
+                await client.create(name="Roles")
+                worker = (await _children(client))["worker"]["pid"]
+                assert await eventually(
+                    lambda: len(_role_processes(worker, "process-join-requests")) == 1
+                )
+                assert await eventually(lambda: len(net.streams()) == 2)  # both roles listen
+                watcher = _role_processes(worker, "process-join-requests")[0]
+            finally:
+                await client.close()
+    events = [e["event"] for e in logs]
+    assert "child_stop_timeout" in events and "cli_worker_restart" in events, events
+    assert process_gone(worker) and process_gone(watcher)
+    gc.collect()
+    assert _open_sockets() == before

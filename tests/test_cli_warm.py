@@ -6,12 +6,16 @@ convosd/cli/warm.py says. The real CLI's equivalence is tests/realcli/test_warm_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import signal
 import stat
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -565,3 +569,91 @@ def _environ(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/environ", "rb") as handle:
         pairs = handle.read().decode().split("\0")
     return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
+def _open_sockets() -> set[str]:
+    """This process's open sockets (``socket:[inode]``)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:"):
+                found.add(target)
+    return found
+
+
+@pytest.mark.parametrize("stage", ["create_subprocess_exec", "open_connection"])
+async def test_a_call_cancelled_while_the_worker_is_spawned_leaves_no_socket_or_process(
+    stage: str, net: FakeNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A binding that ends cancels its backfill's read; at shutdown, after the worker was
+    restarted for a role that did not stop, that read was starting a new worker. On a loaded
+    machine the cancel came while the worker process was being started, or its channel
+    opened: the daemon's end of the channel (a socketpair end) was left open, to be
+    garbage-collected unclosed (``ResourceWarning: unclosed <socket.socket … family=1,
+    type=1>``), and, in the second case, the worker process left running."""
+    real_exec, real_connect = asyncio.create_subprocess_exec, asyncio.open_connection
+    reached = asyncio.Event()
+    pids: list[int] = []
+
+    async def exec_(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        if stage == "create_subprocess_exec":
+            reached.set()
+            await asyncio.Event().wait()  # a loaded machine: the fork and exec take a while
+        process = await real_exec(*args, **kwargs)
+        pids.append(process.pid)
+        return process
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        reached.set()
+        await asyncio.Event().wait()
+        return await real_connect(*args, **kwargs)
+
+    warm = WarmTransport(_runner(net, tmp_path))
+    try:
+        before = _open_sockets()
+        monkeypatch.setattr(asyncio, "create_subprocess_exec", exec_)
+        monkeypatch.setattr(asyncio, "open_connection", connect)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            call = asyncio.create_task(warm.run(_inv("identity", "list"), timeout_s=20))
+            await asyncio.wait_for(reached.wait(), WAIT_S)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            del call  # its exception's frames hold what the start had opened
+            gc.collect()
+        assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+        assert _open_sockets() == before
+        assert all(await asyncio.gather(*(eventually(lambda p=p: process_gone(p)) for p in pids)))
+        monkeypatch.undo()
+        assert (await warm.run(_inv("identity", "list"), timeout_s=20)).exit_code == 0
+    finally:
+        monkeypatch.undo()
+        await warm.aclose()
+
+
+async def test_closing_while_a_worker_is_restarted_for_a_role_waits_for_its_end(
+    net: FakeNetwork, tmp_path: Path
+) -> None:
+    """A role that did not stop restarts its worker (SIGKILL to the role), in a task of its
+    own; a daemon stopping meanwhile closed the transport and went on while that worker, its
+    channel and its role were still being stopped."""
+    warm = WarmTransport(_runner(net, tmp_path))
+    try:
+        created = json.loads(
+            (
+                await warm.run(
+                    _inv("conversations", "create", "--name", "R", "--json"), timeout_s=20
+                )
+            ).stdout
+        )
+        role = await warm.start_role(
+            _inv("conversation", "stream", created["conversationId"], "--json")
+        )
+        assert role is not None
+        role.signal(signal.SIGKILL)  # it would not stop: its worker is restarted
+        await asyncio.sleep(0)  # one turn of the loop: that restart has begun
+    finally:
+        await warm.aclose()
+    assert process_gone(role.pid) and role.returncode is not None

@@ -99,6 +99,8 @@ class WarmTransport:
         self._closed = False
         #: one worker at a time is started (a command and a role may ask at once)
         self._lock = asyncio.Lock()
+        #: workers being restarted for a role that did not stop (aclose waits for them)
+        self._restarts: set[asyncio.Future[None]] = set()
         self._spawns = 0
         self.fallbacks = 0
         self.commands = 0
@@ -151,6 +153,10 @@ class WarmTransport:
     async def aclose(self) -> None:
         self._closed = True
         await self._stop_worker()
+        # a worker stopped for a role that did not stop: its channel and its process are
+        # closed before the daemon goes on (the loop may end next)
+        if self._restarts:
+            await asyncio.gather(*self._restarts, return_exceptions=True)
 
     async def run(self, invocation: Invocation, *, timeout_s: float) -> CliResult:
         if invocation.command == "--version":
@@ -276,6 +282,8 @@ class WarmTransport:
         if self._worker is worker:
             log.warning("cli_worker_restart", reason="a role did not stop")
             task = asyncio.ensure_future(self._stop_worker())
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
             task.add_done_callback(ignore_result)
 
     async def _abandon(

@@ -41,6 +41,9 @@ from convosd.cli.worker_protocol import (
 #: what the worker prints outside a command is read and dropped (its tail kept, never logged)
 _STRAY_TAIL = 4096
 
+#: stops of half-started workers still running after their start was cancelled again
+_STOPPING: set[asyncio.Future[int]] = set()
+
 log = structlog.get_logger("convosd.cli.worker")
 
 
@@ -90,26 +93,43 @@ class Worker:
         environment (plus ``env_defaults`` it does not set itself), working directory and
         output limits (not ready yet: see :meth:`handshake`)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        process: asyncio.subprocess.Process | None = None
         try:
-            argv = (*command, str(theirs.fileno()), script)
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    env={**(env_defaults or {}), **runner.env},
-                    cwd=runner.cwd,
-                    start_new_session=True,
-                    pass_fds=(theirs.fileno(),),
-                    preexec_fn=long_lived_child_setup,
+                argv = (*command, str(theirs.fileno()), script)
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        *argv,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE,
+                        env={**(env_defaults or {}), **runner.env},
+                        cwd=runner.cwd,
+                        start_new_session=True,
+                        pass_fds=(theirs.fileno(),),
+                        preexec_fn=long_lived_child_setup,
+                    )
+                except OSError as exc:
+                    raise ProtocolError(f"the worker cannot be started: {exc.strerror}") from None
+            finally:
+                theirs.close()
+            reader, writer = await asyncio.open_connection(sock=ours, limit=2**16)
+        except BaseException:
+            # Failed, or cancelled (a backfill's read that ends at shutdown, while it was
+            # starting a worker), before a Worker owns them: nothing else would close our end
+            # of the channel or stop the process. The stop runs to its end even when this
+            # start is cancelled again meanwhile.
+            ours.close()
+            if process is not None:
+                stopping = asyncio.ensure_future(
+                    stop_process_group(process, first=signal.SIGKILL, grace_s=KILL_GRACE_S)
                 )
-            except OSError as exc:
-                ours.close()
-                raise ProtocolError(f"the worker cannot be started: {exc.strerror}") from None
-        finally:
-            theirs.close()
-        reader, writer = await asyncio.open_connection(sock=ours, limit=2**16)
+                _STOPPING.add(stopping)
+                stopping.add_done_callback(_STOPPING.discard)
+                stopping.add_done_callback(ignore_result)
+                await asyncio.shield(stopping)
+            raise
+        assert process is not None
         limit = frame_limit(runner.stdout_limit, runner.stderr_limit)
         return cls(process, reader, writer, limit=limit, ids=ids)
 

@@ -1524,6 +1524,13 @@ def cmd_process_join_requests(ctx: Ctx) -> None:
                         {"event": "join_request_accepted", **result, "timestamp": iso_now()}
                     )
         time.sleep(_stream_interval())
+    ctx.faults.maybe_refresh()
+    fault = ctx.faults.find("slow_stop")
+    if fault is not None and ctx.faults.fire(fault):
+        # a stop seen only after a long poll: SIGINT does no more until then; SIGKILL ends it
+        if fault.get("seconds") is None:
+            sleep_forever()
+        time.sleep(float(fault["seconds"]))
     OUT.log("\nStopping stream...")
 
 
