@@ -7,6 +7,7 @@ How long a test waits is :data:`WAIT_S`, one generous bound for everything that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -177,3 +178,15 @@ async def network_messages(net: Any, home: Any, cid: str) -> list[dict[str, Any]
         "ascending",
     )
     return [] if isinstance(listed, dict) else list(listed)
+
+
+def open_sockets() -> set[str]:
+    """This process's open sockets (``socket:[inode]``): a test compares them before and after
+    to show it left none behind."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:"):
+                found.add(target)
+    return found

@@ -9,7 +9,6 @@ doubled. The real CLI's side is the real-CLI tier run with ``CONVOSD_TEST_CLI_HO
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import signal
@@ -25,7 +24,7 @@ from convosd.cli.roles import RoleProcess
 from convosd.client import ConvosdClient
 from convosd.supervisor.child import SupervisedChild
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import WAIT_S, eventually, eventually_async, process_gone
+from tests.helpers import WAIT_S, eventually, eventually_async, open_sockets, process_gone
 from tests.rpc_harness import RunningDaemon, member_cli, running_daemon
 
 
@@ -277,23 +276,13 @@ async def test_a_role_whose_end_never_comes_is_ended_after_its_grace() -> None:
         await child.stop()
 
 
-def _open_sockets() -> set[str]:
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith("socket:"):
-                found.add(target)
-    return found
-
-
 async def test_a_daemon_stopped_while_the_watcher_will_not_stop_leaves_nothing_behind(
     net: FakeNetwork, tmp_path: Path
 ) -> None:
     """At shutdown the watcher role did not stop within its grace (its stop is seen only
     after a long poll): its worker is restarted for it, and the daemon's stop still ends with
     no worker, no role process and no socket of the daemon's left open."""
-    before = _open_sockets()
+    before = open_sockets()
     net.add_fault("slow_stop", command="conversations process-join-requests", seconds=None)
     with capture_logs() as logs:
         async with running_daemon(
@@ -314,4 +303,4 @@ async def test_a_daemon_stopped_while_the_watcher_will_not_stop_leaves_nothing_b
     assert "child_stop_timeout" in events and "cli_worker_restart" in events, events
     assert process_gone(worker) and process_gone(watcher)
     gc.collect()
-    assert _open_sockets() == before
+    assert open_sockets() == before

@@ -28,7 +28,7 @@ from convosd.cli.warm import WarmTransport, transport_factory
 from convosd.cli.worker_command import WORKER_SCRIPT, worker_command
 from tests.conftest import fake_setup
 from tests.fakeconvos.network import FakeNetwork
-from tests.helpers import WAIT_S, eventually, process_gone
+from tests.helpers import WAIT_S, eventually, open_sockets, process_gone
 from tests.rpc_harness import running_daemon
 
 CID = "0123456789abcdef0123456789abcdef"
@@ -571,17 +571,6 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
 
-def _open_sockets() -> set[str]:
-    """This process's open sockets (``socket:[inode]``)."""
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith("socket:"):
-                found.add(target)
-    return found
-
-
 @pytest.mark.parametrize("stage", ["create_subprocess_exec", "open_connection"])
 async def test_a_call_cancelled_while_the_worker_is_spawned_leaves_no_socket_or_process(
     stage: str, net: FakeNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -611,7 +600,7 @@ async def test_a_call_cancelled_while_the_worker_is_spawned_leaves_no_socket_or_
 
     warm = WarmTransport(_runner(net, tmp_path))
     try:
-        before = _open_sockets()
+        before = open_sockets()
         monkeypatch.setattr(asyncio, "create_subprocess_exec", exec_)
         monkeypatch.setattr(asyncio, "open_connection", connect)
         with warnings.catch_warnings(record=True) as caught:
@@ -624,7 +613,7 @@ async def test_a_call_cancelled_while_the_worker_is_spawned_leaves_no_socket_or_
             del call  # its exception's frames hold what the start had opened
             gc.collect()
         assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
-        assert _open_sockets() == before
+        assert open_sockets() == before
         assert all(await asyncio.gather(*(eventually(lambda p=p: process_gone(p)) for p in pids)))
         monkeypatch.undo()
         assert (await warm.run(_inv("identity", "list"), timeout_s=20)).exit_code == 0
