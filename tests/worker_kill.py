@@ -91,6 +91,8 @@ class KillRun:
     duplicates: int = 0
     lost: int = 0
     out_of_order: int = 0
+    #: the first messages journaled after a later one (what the count is made of)
+    late: list[int] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     #: last message sent → every message journaled (or the wait given up)
     settle_s: float = 0.0
@@ -112,6 +114,7 @@ class KillRun:
             "duplicates": self.duplicates,
             "lost": self.lost,
             "out_of_order": self.out_of_order,
+            "late": self.late,
             "kills": len(self.kills),
             "kills_at_sent": [k.at_sent for k in self.kills],
             "resume_s": [_round(k.resume_s) for k in self.kills],
@@ -282,6 +285,8 @@ async def burst_with_kills(root: Path, *, messages: int, rate: float, kills: int
     for index in order:
         if index < highest:
             run.out_of_order += 1
+            if len(run.late) < 20:
+                run.late.append(index)
         highest = max(highest, index)
     run.load = (run.load[0], load_average())
     return run
