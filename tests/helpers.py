@@ -122,6 +122,14 @@ def member_count(instance: Instance) -> int:
     return len(conversation.members.inboxes)
 
 
+def backfills(instance: Instance) -> int:
+    """Backfills the bound conversation's ingest completed (0 when unbound)."""
+    conversation = instance.conversation
+    if conversation is None or conversation.ingest is None:
+        return 0
+    return conversation.ingest.stats.backfills
+
+
 def admitted(instance: Instance) -> set[str]:
     """Inboxes our own join-request watcher accepted in the bound conversation."""
     conversation = instance.conversation

@@ -14,7 +14,8 @@ import pytest
 
 from convosd.cli.models import CliMessage
 from convosd.conversation.hook import Decision, Fate
-from convosd.conversation.ingest import PAGE_SIZE, Ingest
+from convosd.conversation.ingest import Ingest
+from convosd.conversation.paging import PAGE_SIZE
 from convosd.events import event
 from convosd.storage.journal import Journal, JournalEvent
 from convosd.storage.store import Store
@@ -296,9 +297,9 @@ async def test_a_page_sharing_one_millisecond_cannot_stall_the_backfill(
 async def test_a_millisecond_too_full_to_read_is_reported_and_passed(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from convosd.conversation import ingest as ingest_module
+    from convosd.conversation import paging
 
-    monkeypatch.setattr(ingest_module, "SAME_MS_LIMIT", 300)
+    monkeypatch.setattr(paging, "SAME_MS_LIMIT", 300)
     ingest = make(journal, clock=lambda: T0.timestamp() + 200)
     history = FakeHistory(burst(400))
     journaled = await ingest.backfill(history.fetch)
@@ -442,3 +443,72 @@ async def test_live_lines_held_by_a_backfill_are_journaled_after_it_in_pieces(
     ids = journaled_ids(journal)
     assert ids == [f"{i:064x}" for i in range(1, 2 * LIVE_CHUNK + 501)] + [f"{9_999:064x}"]
     assert not ingest.backfilling
+
+
+# --- a stream that listens late (it says nothing when it starts listening) ---------------
+
+
+async def test_a_backfill_done_before_the_streams_first_line_reads_once_more(
+    journal: Journal,
+) -> None:
+    """The start-up backfill's last page was asked for before the restarted stream printed
+    its first line: what was sent before the stream listened (m2) came on no line, so the
+    backfill reads again before the live line (m3) is journaled."""
+    ingest = make(journal)
+    ingest.stream_started()
+    network = [msg(1)]
+    cursors: list[int] = []
+
+    async def fetch(cursor: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        cursors.append(cursor)
+        page = list(network)
+        if len(cursors) == 1:
+            # while the first page is on its way: m2 is sent, the stream starts listening,
+            # m3 is sent and comes on its first line
+            network.extend([msg(2), msg(3)])
+            ingest.on_stream_lines([line(3)])
+        return page
+
+    await ingest.backfill(fetch)
+    assert journaled_ids(journal) == [f"{i:064x}" for i in (1, 2, 3)]
+    assert len(cursors) == 2
+    assert ingest.stream_listening
+    # from now on the stream's lines go straight to the journal
+    ingest.on_stream_lines([line(4)])
+    assert journaled_ids(journal)[-1] == f"{4:064x}"
+    assert ingest.stats.catch_ups == 0
+
+
+async def test_the_streams_first_line_after_the_start_up_backfill_brings_a_catch_up(
+    journal: Journal,
+) -> None:
+    ingest = make(journal, clock=lambda: T0.timestamp())
+    caught_up: list[bool] = []
+    ingest.on_catch_up = lambda: caught_up.append(True)
+    ingest.stream_started()
+    last = PAGE_SIZE + 3
+    network = [msg(i) for i in range(1, last + 1)]
+    cursors: list[int] = []
+
+    async def fetch(cursor: int, before: int | None = None, limit: int = 0) -> list[CliMessage]:
+        cursors.append(cursor)
+        return [m for m in network if m.sent_at_ns > cursor][:limit]
+
+    await ingest.backfill(fetch)  # nothing from the stream yet: not known to listen
+    assert not ingest.stream_listening and not ingest.holding
+    tail = cursors[-1]
+    network.append(msg(last + 1))  # sent before the stream listened: on no line
+    network.append(msg(last + 2))
+    ingest.on_stream_lines([line(last + 2)])  # its first line
+    assert caught_up == [True] and ingest.stats.catch_ups == 1
+    assert len(journaled_ids(journal)) == last  # the line waits for the catch-up
+    ingest.on_stream_lines([line(last + 3)])  # held too
+    network.append(msg(last + 3))
+    await ingest.backfill(fetch, catch_up=True)
+    assert journaled_ids(journal) == [f"{i:064x}" for i in range(1, last + 4)]
+    # the catch-up read from the last complete page's start less the margin, not the window
+    assert cursors[-1] == tail - 2_000_000_000
+    assert ingest.stream_listening
+    ingest.on_stream_lines([line(last + 4)])
+    assert journaled_ids(journal)[-1] == f"{last + 4:064x}"
+    assert caught_up == [True]  # once per start

@@ -149,6 +149,7 @@ class BoundConversation:
             sender_name=self.names.sender_name,
             on_group_updated=lambda _m: self._group_updated(),
             on_special=self._on_special,
+            on_catch_up=lambda: self._spawn(self.backfill(catch_up=True), "backfill-catch-up"),
             backfill_window_s=self.settings.daemon.backfill_window_s,
         )
         cli = self.cli
@@ -210,7 +211,11 @@ class BoundConversation:
             with contextlib.suppress(StoreError, Exception):
                 self.store.record_child(child.name, pid, ticks)
         if child.name == STREAM:
-            # Every stream (re)start may follow a gap: re-read the recent window.
+            # Every stream (re)start may follow a gap: re-read the recent window. Its
+            # lines are held from now on, until a backfill has read past the first one
+            # (the stream listens some time after its start, and says nothing when it does).
+            if self.ingest is not None:
+                self.ingest.stream_started()
             self._spawn(self.backfill(), "backfill-on-start")
 
     def _on_child_exit(self, child: SupervisedChild) -> None:
@@ -219,7 +224,7 @@ class BoundConversation:
 
     # --- inbound ------------------------------------------------------------------------
 
-    async def backfill(self) -> int:
+    async def backfill(self, *, catch_up: bool = False) -> int:
         ingest = self.ingest
         if ingest is None or self.closed:
             return 0
@@ -233,7 +238,7 @@ class BoundConversation:
             return messages
 
         try:
-            return await ingest.backfill(page)
+            return await ingest.backfill(page, catch_up=catch_up)
         finally:
             self.schedule_expiry_check()
 

@@ -7,13 +7,21 @@ Sources are the live ``conversation stream`` lines and the backfill (``conversat
 Live lines read while a backfill runs are held and journaled after its last page. Every
 inbound id goes into the seen-id table whatever its fate, in the same transaction as its
 event, so an id is evaluated once.
+
+A stream that (re)starts is not listening yet: the CLI subscribes after it has built its
+client, and prints nothing when it has. What is sent before then comes on no line, so from
+:meth:`Ingest.stream_started` live lines are held until a backfill page asked *after the
+stream's first line* comes back complete; only then is the stream known to be listening
+(a start-up backfill that ends before the first line leaves that to a short catch-up read
+when the first line comes). Without it, what was sent in between was journaled only by the
+next periodic backfill: late, and after messages sent later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +30,7 @@ import structlog
 from convosd.cli.models import CliMessage
 from convosd.cli.streams import BadLine, parse_stream_line
 from convosd.conversation.hook import Decision, Fate, PolicyHook, journal_everything
+from convosd.conversation.paging import FetchPage, Pager
 from convosd.events import NewEvent, message_event
 from convosd.storage.journal import Journal
 from convosd.storage.store import StoreError
@@ -43,11 +52,6 @@ MESSAGE_TYPES = frozenset(
 )
 #: types the sender policy applies to; the others (group_updated) are always journaled.
 POLICY_TYPES = MESSAGE_TYPES - {"group_updated"}
-PAGE_SIZE = 200
-#: ``sentAt`` shows milliseconds; a page whose messages all share one is completed by
-#: reading that millisecond alone, at most this many messages.
-SAME_MS_LIMIT = 2_000
-_MS = 1_000_000
 #: backfills failing in a row before health says so (one failure may be a passing hiccup)
 FAILURES_REPORTED = 3
 #: the backfill cursor starts this far before the newest journaled message.
@@ -68,12 +72,9 @@ class IngestStats:
     by_fate: dict[str, int] = field(default_factory=dict)
     backfills: int = 0
     backfill_failures: int = 0
+    #: catch-up reads run because a stream's first line came after its start-up backfill
+    catch_ups: int = 0
     write_failures: int = 0
-
-
-#: ``fetch(sent_after_ns, sent_before_ns, limit)``: one ``conversation messages`` call in
-#: ascending order; both bounds exclusive, as the CLI has them.
-FetchPage = Callable[[int, int | None, int], Awaitable[list[CliMessage]]]
 
 
 class Ingest:
@@ -89,6 +90,7 @@ class Ingest:
         on_group_updated: Callable[[CliMessage], None] = lambda _m: None,
         on_special: Callable[[CliMessage], None] = lambda _m: None,
         on_write_failed: Callable[[], None] = lambda: None,
+        on_catch_up: Callable[[], None] = lambda: None,
         backfill_window_s: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -102,10 +104,23 @@ class Ingest:
         self.on_group_updated = on_group_updated
         self.on_special = on_special
         self.on_write_failed = on_write_failed
+        #: the stream's first line came after its start-up backfill: run a catch-up
+        #: (``backfill(catch_up=True)``); live lines are held until it ends
+        self.on_catch_up = on_catch_up
         self.backfill_window_s = backfill_window_s
         self.clock = clock
         self.stats = IngestStats()
+        #: a backfill runs
         self.backfilling = False
+        #: live lines are held (while a backfill runs, and from a stream's start until one
+        #: has read past the stream's first line)
+        self.holding = False
+        #: whether the stream is known to be listening (see the module's docstring); only
+        #: :meth:`stream_started` makes it False
+        self.stream_listening = True
+        self._first_line_at: float | None = None
+        #: where the last complete backfill's last page started: a catch-up reads from there
+        self._tail_ns: int | None = None
         self.healthy = True
         self.last_error: str | None = None
         #: why the last backfill could not read its whole window (health: degraded)
@@ -120,6 +135,13 @@ class Ingest:
 
     # --- live lines ---------------------------------------------------------------------
 
+    def stream_started(self) -> None:
+        """The stream (re)started: hold its lines until a backfill has read past its first
+        one (the backfill the caller starts now, or a catch-up when the first line comes)."""
+        self.stream_listening = False
+        self._first_line_at = None
+        self.holding = True
+
     def on_stream_lines(self, lines: Sequence[bytes]) -> None:
         messages: list[CliMessage] = []
         for line in lines:
@@ -129,7 +151,15 @@ class Ingest:
                 messages.append(message)
         if not messages:
             return
-        if self.backfilling:
+        if self._first_line_at is None and not self.stream_listening:
+            self._first_line_at = time.monotonic()
+            if not self.holding:
+                # The start-up backfill ended before the stream's first line: what was
+                # sent before the stream listened may be missing. Read it first.
+                self.holding = True
+                self.stats.catch_ups += 1
+                self.on_catch_up()
+        if self.holding:
             self._during_backfill.extend(messages)
         else:
             self.process(messages)
@@ -247,10 +277,23 @@ class Ingest:
                     await asyncio.sleep(0)
         finally:
             rest, self._during_backfill = self._during_backfill, []
-            self.backfilling = False  # in the same step as the last check: nothing is left
+            # in the same step as the last check: nothing is left
+            self.backfilling = self.holding = False
             held += len(rest)
             journaled += self.process(rest)
         return held, journaled
+
+    def _read_past_first_line(self, asked: float) -> bool:
+        """Whether a complete page asked for at ``asked`` ends this backfill: the stream is
+        known to be listening, or has printed nothing yet (its first line brings a
+        catch-up), or printed its first line before the page was asked for (then it is
+        known to be listening from now on)."""
+        if self.stream_listening or self._first_line_at is None:
+            return True
+        if asked >= self._first_line_at:
+            self.stream_listening = True
+            return True
+        return False
 
     def cursor_ns(self) -> int:
         """The earlier of (newest journaled sentAt - 2 s) and (now - window), never before
@@ -263,15 +306,12 @@ class Ingest:
         cursor = max(min(candidates), self.bound_at - CURSOR_MARGIN_S)
         return int(cursor * 1_000_000) * 1000
 
-    async def backfill(self, fetch_page: FetchPage) -> int:
-        """Re-read the recent window, page by page, and merge it with live lines.
-
-        ``--sent-after`` is exclusive and compares nanoseconds, but ``sentAt`` shows only
-        milliseconds, so each next page starts at the beginning of the last page's last
-        millisecond (what else that millisecond holds may follow). Every page moves the
-        cursor forward by at least one millisecond: when a whole page shares one, that
-        millisecond is read alone (``--sent-before`` its end) and the cursor moves past it.
-        A window that cannot be read whole is reported in :attr:`backfill_problem`.
+    async def backfill(self, fetch_page: FetchPage, *, catch_up: bool = False) -> int:
+        """Re-read the recent window (:class:`~convosd.conversation.paging.Pager`) and merge
+        it with live lines (``catch_up``: only from where the last complete backfill's last
+        page started, less the cursor margin: what a stream that started listening late
+        may have missed). A window that cannot be read whole is reported in
+        :attr:`backfill_problem`.
 
         Each page is merged as it is read (memory: one page, not the window; the journal
         gets the window in pieces, not in one write); the live lines read meanwhile are
@@ -279,65 +319,31 @@ class Ingest:
         call timed out under load, say) keeps what it merged, and the next one goes on
         from where it stopped instead of starting the window over and failing at the same
         point again.
+
+        While a restarted stream is not known to be listening, the last page must have been
+        asked for after its first line: a backfill that read its last page before that line
+        came reads once more from there (the one running when a stream restarts does so too).
         """
         if self.backfilling:
             return 0
-        self.backfilling = True
+        self.backfilling = self.holding = True
         start_cursor = self.cursor_ns()
-        cursor = max(start_cursor, self._resume_ns or 0)
-        problem: str | None = None
+        resume = self._resume_ns
+        if catch_up and resume is None and self._tail_ns is not None:
+            resume = self._tail_ns - int(CURSOR_MARGIN_S * 1e9)
         started = time.monotonic()
-        pages = 0
-        slowest = 0.0
-        read = 0
+        pager = Pager(fetch_page, merge=self.process, complete=self._read_past_first_line)
         journaled = 0
-
-        async def timed(after_ns: int, before_ns: int | None, limit: int) -> list[CliMessage]:
-            nonlocal pages, slowest, read, journaled
-            began = time.monotonic()
-            try:
-                page = await fetch_page(after_ns, before_ns, limit)
-            finally:
-                pages += 1
-                slowest = max(slowest, time.monotonic() - began)
-            read += len(page)
-            journaled += self.process(page)
-            return page
-
         try:
-            while True:
-                page = await timed(cursor, None, PAGE_SIZE)
-                if len(page) < PAGE_SIZE:
-                    break
-                last_ms = page[-1].sent_at_ns - page[-1].sent_at_ns % _MS
-                if page[0].sent_at_ns < last_ms:
-                    next_cursor = last_ms - 1
-                else:
-                    same = await timed(last_ms - 1, last_ms + _MS, SAME_MS_LIMIT)
-                    if len(same) >= SAME_MS_LIMIT:
-                        problem = (
-                            f"more than {SAME_MS_LIMIT} messages share sentAt "
-                            f"{page[-1].sent_at.isoformat()}: the backfill read "
-                            f"{SAME_MS_LIMIT} of them and went on (others may be missing)"
-                        )
-                        self.log.warning("backfill_same_ms_overflow", limit=SAME_MS_LIMIT)
-                    next_cursor = last_ms + _MS - 1
-                if next_cursor <= cursor:
-                    # The CLI answered with messages at or before the cursor: paging on
-                    # would read the same page forever.
-                    problem = (
-                        f"the backfill cannot progress: messages after {cursor} ns start at "
-                        f"{page[0].sent_at.isoformat()}; the rest of the window is not read"
-                    )
-                    self.log.error("backfill_stuck", cursor_ns=cursor)
-                    break
-                cursor = next_cursor
-                self._resume_ns = cursor  # merged up to here, whatever comes next
+            await pager.run(max(start_cursor, resume or 0))
             self._resume_ns = None
+            self._tail_ns = pager.tail_ns
             self.stats.backfills += 1
-            self.backfill_problem = problem
+            self.backfill_problem = pager.problem
             self._failures_in_a_row = 0
         except Exception as exc:
+            if pager.resume_ns is not None:
+                self._resume_ns = pager.resume_ns
             self.stats.backfill_failures += 1
             self._failures_in_a_row += 1
             self.last_error = f"backfill failed: {getattr(exc, 'message', type(exc).__name__)}"
@@ -345,8 +351,8 @@ class Ingest:
                 "backfill_failed",
                 error=self.last_error,
                 duration_s=round(time.monotonic() - started, 3),
-                pages=pages,
-                slowest_page_s=round(slowest, 3),
+                pages=pager.pages,
+                slowest_page_s=round(pager.slowest_s, 3),
                 resume_at_ns=self._resume_ns,
             )
             if self._failures_in_a_row >= FAILURES_REPORTED:
@@ -357,13 +363,15 @@ class Ingest:
             raise
         finally:
             held, released = await self._release_live()
-            journaled += released
+            journaled = pager.journaled + released
             self.log.info(
                 "backfill_done",
+                catch_up=catch_up,
+                stream_listening=self.stream_listening,
                 duration_s=round(time.monotonic() - started, 3),
-                pages=pages,
-                slowest_page_s=round(slowest, 3),
-                read=read,
+                pages=pager.pages,
+                slowest_page_s=round(pager.slowest_s, 3),
+                read=pager.read,
                 held_live=held,
                 journaled=journaled,
             )

@@ -1785,6 +1785,13 @@ def cmd_conversation_stream(ctx: Ctx) -> None:
     _require_group(conv)
     store = client.store
     OUT.long_lived = True
+    gate = ctx.faults.take("stream_gate")
+    if gate is not None:
+        # The real CLI listens only once its client is built and its stream subscribed
+        # (seconds on a loaded machine), and prints nothing when it does: what is sent
+        # before then never comes on a line. The gate holds that moment back.
+        while not os.path.exists(str(gate["path"])):
+            time.sleep(0.01)
     last_seq = store.max_seq()
     store.stream_started(ctx.command_id, conv_id, client.inbox_id, ctx.home)
     timeout = ctx.flags.get("timeout")
