@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -251,3 +252,41 @@ async def test_a_second_cancellation_does_not_spare_a_child_that_ignores_sigterm
     # object is collected unreaped ("subprocess is still running", an error in whichever
     # test the collection falls in; seen under load).
     assert await eventually(lambda: not os.path.exists(f"/proc/{pid}"))
+
+
+CRASHES_ONCE = """
+import os, pathlib, signal, sys
+runs = pathlib.Path(sys.argv[0]).with_name("runs")
+count = int(runs.read_text()) if runs.exists() else 0
+runs.write_text(str(count + 1))
+if count < int(os.environ.get("CRASHES", "1")):
+    print("half of an answer", flush=True)
+    os.kill(os.getpid(), signal.SIGABRT)  # a native crash: V8's fatal error, a binding fault
+print("the answer")
+"""
+
+
+async def test_a_read_whose_process_crashed_is_run_once_more(tmp_path: Path) -> None:
+    cli = runner(script(tmp_path, CRASHES_ONCE), tmp_path)
+    read = Invocation(command="conversation:messages", argv=("conversation", "messages", "x"))
+    result = await cli.run(read, timeout_s=WAIT_S)
+    assert (result.exit_code, result.stdout) == (0, "the answer\n")
+    assert (tmp_path / "runs").read_text() == "2"
+    assert cli.crash_reruns == 1
+
+
+async def test_a_command_that_may_have_done_its_work_is_not_run_again(tmp_path: Path) -> None:
+    cli = runner(script(tmp_path, CRASHES_ONCE), tmp_path)
+    send = Invocation(command="conversation:send-text", argv=("conversation", "send-text", "x"))
+    result = await cli.run(send, timeout_s=WAIT_S)
+    assert result.exit_code == -signal.SIGABRT
+    assert (tmp_path / "runs").read_text() == "1"
+    assert cli.crash_reruns == 0
+
+
+async def test_a_read_that_crashes_again_is_not_run_a_third_time(tmp_path: Path) -> None:
+    cli = runner(script(tmp_path, CRASHES_ONCE.replace('"1"', '"5"')), tmp_path)
+    read = Invocation(command="conversation:info", argv=("conversation", "info", "x"))
+    result = await cli.run(read, timeout_s=WAIT_S)
+    assert result.exit_code == -signal.SIGABRT
+    assert (tmp_path / "runs").read_text() == "2"

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from convosd import errors
-from convosd.cli.argv import Env, Invocation
+from convosd.cli.argv import REPEATABLE_COMMANDS, Env, Invocation
 from convosd.cli.redact import redact_text
 
 #: stdout of one one-shot command (``messages --limit 200`` of large messages fits).
@@ -219,8 +221,30 @@ async def _pump(
             overflow.set()
 
 
+#: what a process ended by its own crash dies of (a native fault in the binding, V8's fatal
+#: error): not a signal convosd or an operator sends
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP}
+)
+
+
+def crashed(exit_code: int) -> signal.Signals | None:
+    """The crash signal a process with ``exit_code`` (asyncio's ``-signal``) died of."""
+    if exit_code >= 0:
+        return None
+    try:
+        sig = signal.Signals(-exit_code)
+    except ValueError:
+        return None
+    return sig if sig in CRASH_SIGNALS else None
+
+
 class CliRunner:
-    """Runs one-shot commands of one CLI installation for one instance."""
+    """Runs one-shot commands of one CLI installation for one instance. A command that
+    changes nothing (:data:`~convosd.cli.argv.REPEATABLE_COMMANDS`) whose process crashed
+    (:data:`CRASH_SIGNALS`) is run once more within its timeout, as the warm transport
+    runs one again whose worker crashed; any other may have done its work before the crash
+    and is never run twice."""
 
     def __init__(
         self,
@@ -238,6 +262,8 @@ class CliRunner:
         self.stdout_limit = stdout_limit
         self.stderr_limit = stderr_limit
         self.kill_grace_s = kill_grace_s
+        #: commands run again because their process crashed
+        self.crash_reruns = 0
 
     async def aclose(self) -> None:
         """Nothing to release: every command was its own process (the transport interface,
@@ -261,6 +287,19 @@ class CliRunner:
     async def run(self, invocation: Invocation, *, timeout_s: float) -> CliResult:
         """Run to completion. Raises CliUnavailable (cannot start), CliTimeout, CliFailed
         (output over the limit); a non-zero exit is returned, not raised."""
+        started = time.monotonic()
+        result = await self._run_once(invocation, timeout_s=timeout_s)
+        sig = crashed(result.exit_code)
+        remaining = timeout_s - (time.monotonic() - started)
+        if sig is None or invocation.command not in REPEATABLE_COMMANDS or remaining <= 0:
+            return result
+        self.crash_reruns += 1
+        structlog.get_logger("convosd.cli").warning(
+            "cli_crashed_rerun", command=invocation.command, signal=sig.name
+        )
+        return await self._run_once(invocation, timeout_s=remaining)
+
+    async def _run_once(self, invocation: Invocation, *, timeout_s: float) -> CliResult:
         started = time.monotonic()
         name = "convos " + invocation.command.replace(":", " ")
         # A one-shot whose daemon died has nobody to report to: it dies too (PDEATHSIG),
